@@ -1,0 +1,65 @@
+"""The data that flows between the compile stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compilers.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """A model that passed intake: an ONNX graph we can compile, plus its spec.
+
+    Every frontend (ONNX, PyTorch, anomalib) ends in ONNX bytes, so compile,
+    the ONNX Runtime check and the benchmark share one reference.
+    """
+
+    source_path: Path  # what the user gave us
+    onnx_bytes: bytes  # the graph, shapes fixed, as compiled
+    spec: ModelSpec
+    sha256: str  # of onnx_bytes
+    opset: int
+    frontend: str  # "onnx" | "pytorch" | "anomalib"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.spec.input.shape
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.spec.outputs)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile, separate from where to (the Target)."""
+
+    work_dir: Path
+    tuning_trials: int = 0
+    tuning_cache_dir: Path | None = None
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class CompiledArtifact:
+    """What compile_model() leaves in a directory, ready to bundle.
+
+    ``model_dir`` holds ``model.so`` (the Relax VM executable), ``params.bin``
+    (tvm.runtime.save_param_dict of the weights, passed after the input) and
+    ``manifest.json`` (what the edge runtime needs to call it).
+    """
+
+    model_dir: Path
+    target_name: str
+    device: str  # "cpu" | "cuda"
+    library_path: Path
+    params_path: Path
+    manifest_path: Path
+    compile_seconds: float
+    tuning_trials: int  # trials run for this build (0 for a cache hit or untuned)
+    tuning_records_applied: int
+    max_abs_error: dict  # output name -> max |tvm - ort| from the build-time check, empty when not run here

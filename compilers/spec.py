@@ -1,0 +1,180 @@
+"""The model spec: how to feed a model and how to read its outputs.
+
+A spec is a small JSON document that travels with the model into the bundle,
+where the edge runtime reads it. This module turns that JSON into typed
+objects, once, at the boundary, and writes it back out.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from packager.errors import ModelImportError
+
+SPEC_FORMAT = "packager-model-spec/1"
+_HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class OutputRole(str, enum.Enum):
+    SCORE = "score"
+    ANOMALY_MAP = "anomaly_map"
+
+
+class Layout(str, enum.Enum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Applied by the edge runtime to an RGB uint8 image before inference."""
+
+    resize: tuple[int, int]  # (height, width)
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    layout: Layout = Layout.NCHW
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    role: OutputRole
+
+
+@dataclass(frozen=True)
+class AnomalyClass:
+    name: str
+    color: str  # "#RRGGBB"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Maps a raw score to a confidence in [0, 1]: (score - min) / (max - min), clipped."""
+
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    input: InputSpec
+    preprocessing: Preprocessing
+    outputs: tuple[OutputSpec, ...]
+    image_threshold: float
+    pixel_threshold: float
+    normalization: Normalization
+    classes: tuple[AnomalyClass, ...] = (AnomalyClass("anomaly", "#FF0000"),)
+    background_color: str = "#000000"
+    source: str = "explicit"
+
+    def output(self, role: OutputRole) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.role is role), None)
+
+    def to_json_dict(self) -> dict:
+        doc = asdict(self)
+        doc["format"] = SPEC_FORMAT
+        doc["input"]["layout"] = self.input.layout.value
+        doc["outputs"] = [{"name": o.name, "role": o.role.value} for o in self.outputs]
+        return doc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _require(doc: dict, key: str, where: str):
+    if key not in doc:
+        raise ModelImportError(f"{where}: missing required field '{key}'", field=key)
+    return doc[key]
+
+
+def _floats(values, n: int, field_name: str, where: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ModelImportError(f"{where}: '{field_name}' must be a list of {n} numbers", field=field_name) from None
+    if len(out) != n:
+        raise ModelImportError(f"{where}: '{field_name}' must have {n} values, got {len(out)}", field=field_name)
+    return out
+
+
+def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
+    """Validate a spec document and turn it into a ModelSpec. Errors name the field."""
+    if not isinstance(doc, dict):
+        raise ModelImportError(f"{where}: expected a JSON object")
+    if doc.get("format", SPEC_FORMAT) != SPEC_FORMAT:
+        raise ModelImportError(f"{where}: unsupported format {doc.get('format')!r}, expected {SPEC_FORMAT!r}", field="format")
+    inp = _require(doc, "input", where)
+    shape = tuple(int(d) for d in _require(inp, "shape", where + ".input"))
+    if len(shape) != 4 or any(d <= 0 for d in shape):
+        raise ModelImportError(f"{where}: input.shape must be 4 positive dimensions, got {list(shape)}", field="input.shape")
+    try:
+        layout = Layout(inp.get("layout", "NCHW"))
+    except ValueError:
+        raise ModelImportError(f"{where}: input.layout must be NCHW or NHWC, got {inp.get('layout')!r}", field="input.layout") from None
+    input_spec = InputSpec(name=str(_require(inp, "name", where + ".input")), shape=shape, layout=layout,
+                           dtype=str(inp.get("dtype", "float32")))
+    hw = (shape[2], shape[3]) if layout is Layout.NCHW else (shape[1], shape[2])
+    pre = doc.get("preprocessing", {})
+    preprocessing = Preprocessing(
+        resize=tuple(int(v) for v in pre.get("resize", hw)),
+        scale=float(pre.get("scale", 1.0 / 255.0)),
+        mean=_floats(pre.get("mean", (0.0, 0.0, 0.0)), 3, "preprocessing.mean", where),
+        std=_floats(pre.get("std", (1.0, 1.0, 1.0)), 3, "preprocessing.std", where),
+    )
+    if preprocessing.resize != hw:
+        raise ModelImportError(f"{where}: preprocessing.resize {list(preprocessing.resize)} does not match the input's H,W {list(hw)}",
+                               field="preprocessing.resize")
+    if any(s == 0 for s in preprocessing.std):
+        raise ModelImportError(f"{where}: preprocessing.std must not contain 0", field="preprocessing.std")
+    outputs = []
+    for i, out in enumerate(_require(doc, "outputs", where)):
+        try:
+            role = OutputRole(out.get("role"))
+        except ValueError:
+            raise ModelImportError(f"{where}: outputs[{i}].role must be one of {[r.value for r in OutputRole]}, got {out.get('role')!r}",
+                                   field=f"outputs[{i}].role") from None
+        outputs.append(OutputSpec(name=str(_require(out, "name", f"{where}.outputs[{i}]")), role=role))
+    if not any(o.role is OutputRole.ANOMALY_MAP for o in outputs):
+        raise ModelImportError(f"{where}: outputs must include one with role 'anomaly_map'", field="outputs")
+    norm = doc.get("normalization", {})
+    image_threshold = float(_require(doc, "image_threshold", where))
+    classes = tuple(AnomalyClass(str(c["name"]), str(c["color"])) for c in doc.get("classes", [{"name": "anomaly", "color": "#FF0000"}]))
+    for c in classes:
+        if not _HEX_COLOR.match(c.color):
+            raise ModelImportError(f"{where}: class {c.name!r} color must be '#RRGGBB', got {c.color!r}", field="classes")
+    normalization = Normalization(min=float(norm.get("min", 0.0)), max=float(norm.get("max", 2.0 * image_threshold or 1.0)))
+    if normalization.max <= normalization.min:
+        raise ModelImportError(f"{where}: normalization.max must be greater than normalization.min", field="normalization")
+    return ModelSpec(
+        input=input_spec,
+        preprocessing=preprocessing,
+        outputs=tuple(outputs),
+        image_threshold=image_threshold,
+        pixel_threshold=float(doc.get("pixel_threshold", image_threshold)),
+        normalization=normalization,
+        classes=classes,
+        background_color=str(doc.get("background_color", "#000000")),
+        source=str(doc.get("source", "explicit")),
+    )
+
+
+def load_spec(path: Path) -> ModelSpec:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelImportError(f"{path}: model spec file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelImportError(f"{path}: model spec is not valid JSON ({exc})") from None
+    return spec_from_dict(doc, where=str(path))

@@ -1,0 +1,114 @@
+"""One exception hierarchy for the whole packager.
+
+The top-level classes mirror the Lookout for Vision service's error shapes
+(``ValidationException``, ``ConflictException``, ...), so the Python client,
+the REST server and the CLI can all report an error by the service's own code.
+Compile and publish failures belong to the same tree.
+"""
+
+from __future__ import annotations
+
+
+class PackagerError(Exception):
+    """Base of every error the packager raises on purpose.
+
+    ``code`` is the service error code (``response["Error"]["Code"]``),
+    ``http_status`` what the REST server answers, ``exit_code`` what the CLI exits with.
+    """
+
+    code = "InternalServerException"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_error_dict(self) -> dict:
+        return {"Code": self.code, "Message": self.message}
+
+
+class ValidationException(PackagerError):
+    """Input that breaks the service model's rules, or a model we cannot accept."""
+
+    code = "ValidationException"
+    http_status = 400
+    exit_code = 2
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictException(PackagerError):
+    code = "ConflictException"
+    http_status = 409
+    exit_code = 3
+
+    def __init__(self, message: str, resource_id: str | None = None, resource_type: str | None = None):
+        super().__init__(message)
+        self.resource_id = resource_id
+        self.resource_type = resource_type
+
+    def to_error_dict(self) -> dict:
+        return {**super().to_error_dict(), "ResourceId": self.resource_id, "ResourceType": self.resource_type}
+
+
+class ResourceNotFoundException(PackagerError):
+    code = "ResourceNotFoundException"
+    http_status = 404
+    exit_code = 4
+
+    def __init__(self, message: str, resource_id: str | None = None, resource_type: str | None = None):
+        super().__init__(message)
+        self.resource_id = resource_id
+        self.resource_type = resource_type
+
+    def to_error_dict(self) -> dict:
+        return {**super().to_error_dict(), "ResourceId": self.resource_id, "ResourceType": self.resource_type}
+
+
+class AccessDeniedException(PackagerError):
+    code = "AccessDeniedException"
+    http_status = 403
+    exit_code = 5
+
+
+class ThrottlingException(PackagerError):
+    code = "ThrottlingException"
+    http_status = 429
+    exit_code = 6
+
+
+class ServiceQuotaExceededException(PackagerError):
+    code = "ServiceQuotaExceededException"
+    http_status = 402
+    exit_code = 6
+
+
+class InternalServerException(PackagerError):
+    code = "InternalServerException"
+    http_status = 500
+    exit_code = 1
+
+
+class ModelImportError(ValidationException):
+    """The model file or its spec cannot be read or is not supported. Names the file, node or op."""
+
+
+class CompilationError(InternalServerException):
+    """TVM failed to compile, or a toolchain the target needs is missing."""
+
+    exit_code = 10
+
+
+class AccuracyMismatchError(CompilationError):
+    """The compiled model disagrees with ONNX Runtime beyond tolerance."""
+
+    exit_code = 11
+
+
+class PublishError(InternalServerException):
+    """Upload or registration failed; the message names the step."""
+
+    exit_code = 12

@@ -1,0 +1,23 @@
+"""The target catalog: every place a packaged model can run, as one frozen record each."""
+
+from targets.catalog import (
+    CompilerOptions,
+    GreengrassPlatform,
+    Target,
+    TargetRequest,
+    get_target,
+    host_target,
+    resolve_target,
+    target_names,
+)
+
+__all__ = [
+    "CompilerOptions",
+    "GreengrassPlatform",
+    "Target",
+    "TargetRequest",
+    "get_target",
+    "host_target",
+    "resolve_target",
+    "target_names",
+]
