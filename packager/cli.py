@@ -1,0 +1,55 @@
+"""Command line: argument parsing -> typed options -> library call.
+
+Every command lives in packager/commands/ and exports a ``Command``. The table
+below is the one place that lists them; each module imports its heavy
+dependencies inside ``run`` so ``python -m packager --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from packager.errors import PackagerError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _command_table() -> tuple[Command, ...]:
+    from packager.commands import build
+
+    return (build.COMMAND,)
+
+
+def build_parser(commands: tuple[Command, ...]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m packager",
+        description="Package trained anomaly models as Greengrass v2 components (an open Lookout for Vision replacement).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(_command_table())
+    args = parser.parse_args(argv)
+    try:
+        return args._run(args)
+    except PackagerError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
