@@ -36,3 +36,46 @@ class PackagingResult:
 
 
 ProgressCallback = Callable[[str], None]
+
+
+def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_client=None,
+                  progress: ProgressCallback = lambda message: None) -> PackagingResult:
+    """Import, compile (and check against ONNX Runtime), benchmark, bundle, then publish when an S3 location is given."""
+    import tempfile
+    import time
+
+    from compilers.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model, runs_on_this_host, verify_on_host
+    from packager.benchmark import benchmark
+    from packager.bundle import ComponentIdentity, bundle
+
+    started = time.perf_counter()
+    progress(f"importing {request.model_path}")
+    imported = import_model(request.model_path, request.spec_path)
+    with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
+        options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials)
+        progress(f"compiling for {request.target.name}")
+        artifact = compile_model(imported, request.target, options)
+        if not runs_on_this_host(request.target):
+            from packager.errors import ValidationException
+
+            raise ValidationException(f"target {request.target.name} cannot run on this machine; give a device with --device-rpc",
+                                      field="Target")
+        progress("checking outputs against ONNX Runtime")
+        verify_on_host(artifact, imported, options)
+        progress(f"benchmarking ({request.benchmark_runs} runs each)")
+        report = benchmark(artifact, imported, runs=request.benchmark_runs)
+        progress(f"bundling {request.component_name} {request.component_version}")
+        component = ComponentIdentity(request.component_name, request.component_version, request.component_description)
+        result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
+    arn = None
+    if request.s3_location is not None:
+        from packager.publish import publish
+
+        progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")
+        published = publish(result_bundle, s3_client, greengrass_client if request.register else None,
+                            tags=request.tags, register=request.register)
+        arn = published.component_version_arn
+    return PackagingResult(bundle=result_bundle, benchmark=report, component_version_arn=arn,
+                           wall_seconds=time.perf_counter() - started)

@@ -1,0 +1,129 @@
+"""Compile an ImportedModel with TVM Relax for one Target, and check it against ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
+from packager.edge import model_runner
+from packager.errors import CompilationError, ModelImportError
+from targets import Target
+
+MANIFEST_FORMAT = "packager-compiled/1"
+
+
+def _error_summary(exc: Exception) -> str:
+    """TVM errors carry a C++ backtrace; keep the line that says what went wrong."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    flagged = [line for line in lines if "Error" in line.split(":")[0] or "Check failed" in line]
+    return (flagged[-1] if flagged else lines[-1] if lines else type(exc).__name__)[:500]
+
+
+def to_relax(imported: ImportedModel):
+    """ONNX -> Relax IRModule with the weights detached: (mod, [(name, tensor), ...])."""
+    import onnx
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = onnx.load_from_string(imported.onnx_bytes)
+    try:
+        mod = from_onnx(model, shape_dict={imported.spec.input.name: list(imported.input_shape)}, keep_params_in_input=True)
+    except Exception as exc:  # the frontend raises bare TVMError/ValueError/KeyError, naming the op in its text
+        raise ModelImportError(f"{imported.source_path}: TVM's ONNX frontend failed: {_error_summary(exc)}") from None
+    mod, params = relax.frontend.detach_params(mod)
+    names = [p.name for p in mod["main"].params[1:]]
+    return mod, list(zip(names, params.get("main", [])))
+
+
+def require_toolchain(target: Target) -> None:
+    if target.cross_compiler and shutil.which(target.cross_compiler) is None:
+        package = "gcc-" + target.host_triple.replace("_", "-")
+        raise CompilationError(
+            f"target {target.name} needs the cross linker '{target.cross_compiler}', which is not installed; "
+            f"install it with: apt-get install -y {package}")
+
+
+def _export(executable, target: Target, library_path: Path) -> None:
+    import tvm.support.cc
+
+    if target.cross_compiler:
+        executable.export_library(str(library_path), fcompile=tvm.support.cc.cross_compiler(target.cross_compiler))
+    else:
+        executable.export_library(str(library_path))
+
+
+def relax_pipeline_for(target: Target, tvm_target, database):
+    """The Relax pass pipeline: our default schedules, plus tuned records when a database is given."""
+    from compilers import schedules
+
+    return schedules.relax_pipeline(target, database)
+
+
+def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
+    """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model."""
+    import tvm
+
+    require_toolchain(target)
+    started = time.perf_counter()
+    mod, params = to_relax(imported)
+    tvm_target = tvm.target.Target(target.tvm_target)
+    try:
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline_for(target, tvm_target, database))
+    except Exception as exc:
+        raise CompilationError(f"TVM failed to compile {imported.source_path.name} for {target.name}: {_error_summary(exc)}") from None
+    model_dir = Path(options.work_dir) / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    library_path = model_dir / model_runner.LIBRARY
+    try:
+        _export(executable, target, library_path)
+    except Exception as exc:
+        raise CompilationError(f"linking the library for {target.name} failed: {_error_summary(exc)}") from None
+    params_path = model_dir / model_runner.PARAMS
+    tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "entry": "main",
+        "input": imported.spec.input.name,
+        "input_shape": list(imported.input_shape),
+        "params": [name for name, _ in params],
+        "outputs": _output_names(imported),
+        "device": target.device,
+        "target": target.name,
+        "tvm_target": target.tvm_target,
+        "tvm_version": tvm.__version__,
+        "gpu_code": target.options.gpu_code,
+        "cuda_ver": target.options.cuda_ver,
+        "trt_ver": target.options.trt_ver,
+        "model_sha256": imported.sha256,
+    }
+    manifest_path = model_dir / model_runner.MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (model_dir / model_runner.SPEC).write_text(imported.spec.to_json())
+    return CompiledArtifact(
+        model_dir=model_dir, target_name=target.name, device=target.device, library_path=library_path,
+        params_path=params_path, manifest_path=manifest_path, compile_seconds=time.perf_counter() - started,
+        tuning_trials=0, tuning_records_applied=0, max_abs_error={},
+    )
+
+
+def _output_names(imported: ImportedModel) -> list[str]:
+    from compilers.verify import graph_output_names
+
+    return graph_output_names(imported)
+
+
+def runs_on_this_host(target: Target) -> bool:
+    return not target.is_cross and target.device == "cpu"
+
+
+def verify_on_host(artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions) -> dict[str, float]:
+    """Run the exported library here with the device runtime's own loader; fail the build on a mismatch."""
+    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input
+
+    x = random_input(imported)
+    compiled = model_runner.CompiledModel.load(artifact.model_dir)
+    results = assert_matches_onnxruntime(compiled.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol)
+    return {r.name: r.max_abs_error for r in results}

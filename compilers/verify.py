@@ -1,0 +1,75 @@
+"""The build-time accuracy check: compiled model against ONNX Runtime on the same random input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compilers.model import ImportedModel
+from packager.errors import AccuracyMismatchError
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    within_tolerance: bool
+
+
+def random_input(imported: ImportedModel, seed: int = 0) -> np.ndarray:
+    """Values in 0..1, the range a preprocessed image has."""
+    return np.random.default_rng(seed).random(imported.input_shape, dtype=np.float32)
+
+
+def onnxruntime_session(imported: ImportedModel, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(imported.onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def graph_output_names(imported: ImportedModel) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load_from_string(imported.onnx_bytes).graph.output]
+
+
+def onnxruntime_outputs(imported: ImportedModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = onnxruntime_session(imported)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {imported.spec.input.name: x})))
+
+
+def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float) -> list[OutputComparison]:
+    results = []
+    for name, want in expected.items():
+        got = actual[name]
+        if got.shape != want.shape:
+            raise AccuracyMismatchError(f"output '{name}': compiled shape {list(got.shape)} differs from ONNX Runtime's {list(want.shape)}")
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        finite = np.isfinite(got).all()
+        results.append(OutputComparison(
+            name=name,
+            max_abs_error=float(diff.max()) if diff.size else 0.0,
+            max_rel_error=float((diff / np.maximum(np.abs(want), 1e-12)).max()) if diff.size else 0.0,
+            within_tolerance=bool(finite and np.allclose(got, want, rtol=rtol, atol=atol)),
+        ))
+    return results
+
+
+def assert_matches_onnxruntime(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float,
+                               where: str = "compiled model") -> list[OutputComparison]:
+    """Fail the build on the first output outside rtol/atol, naming it and its max error."""
+    results = compare_outputs(actual, expected, rtol, atol)
+    for r in results:
+        if not r.within_tolerance:
+            raise AccuracyMismatchError(
+                f"{where} disagrees with ONNX Runtime on output '{r.name}': max abs error {r.max_abs_error:.3g}, "
+                f"max rel error {r.max_rel_error:.3g} (tolerance rtol={rtol:g}, atol={atol:g})")
+    return results

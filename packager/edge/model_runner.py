@@ -1,0 +1,113 @@
+"""Load a compiled model with the TVM runtime only, and turn an RGB image into an anomaly result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LIBRARY = "model.so"
+PARAMS = "params.bin"
+MANIFEST = "manifest.json"
+SPEC = "spec.json"
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    score: float  # raw, as the model outputs it
+    threshold: float  # raw image threshold from the spec
+    is_anomalous: bool
+    confidence: float  # score normalized to [0, 1]
+    anomaly_map: np.ndarray  # float32 HxW at the model's resolution
+
+
+class CompiledModel:
+    """A Relax VM executable plus its weights, on one TVM device."""
+
+    def __init__(self, module, device, manifest: dict, params: dict):
+        from tvm.runtime.vm import VirtualMachine
+
+        self.manifest = manifest
+        self.device = device
+        self._vm = VirtualMachine(module, device)
+        self._entry = self._vm[manifest["entry"]]
+        self._params = [params[name].copyto(device) if device.dlpack_device_type() != 1 else params[name]
+                        for name in manifest["params"]]
+        self.output_names = list(manifest["outputs"])
+
+    @classmethod
+    def load(cls, model_dir: Path, device=None) -> "CompiledModel":
+        import tvm.runtime
+
+        model_dir = Path(model_dir)
+        manifest = json.loads((model_dir / MANIFEST).read_text())
+        if device is None:
+            device = tvm.runtime.cuda(0) if manifest["device"] == "cuda" else tvm.runtime.cpu(0)
+        module = tvm.runtime.load_module(str(model_dir / LIBRARY))
+        params = tvm.runtime.load_param_dict_from_file(str(model_dir / PARAMS)) if manifest["params"] else {}
+        return cls(module, device, manifest, params)
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        import tvm.runtime
+
+        result = self._entry(tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), self.device), *self._params)
+        values = [result] if len(self.output_names) == 1 else list(result)
+        return {name: value.numpy() for name, value in zip(self.output_names, values)}
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Half-pixel-centre bilinear resize of an HxW or HxWxC array (what PIL and OpenCV do for upscaling)."""
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return image.astype(np.float32, copy=False)
+    ys = np.clip((np.arange(height, dtype=np.float32) + 0.5) * src_h / height - 0.5, 0, src_h - 1)
+    xs = np.clip((np.arange(width, dtype=np.float32) + 0.5) * src_w / width - 0.5, 0, src_w - 1)
+    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, src_h - 1), np.minimum(x0 + 1, src_w - 1)
+    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
+    if image.ndim == 3:
+        wy, wx = wy[..., None], wx[..., None]
+    img = image.astype(np.float32, copy=False)
+    top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
+    bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
+    """RGB uint8 HxWx3 -> the model's input tensor, as the spec says."""
+    pre = spec["preprocessing"]
+    height, width = pre["resize"]
+    x = resize_bilinear(rgb, height, width) * np.float32(pre["scale"])
+    x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    if spec["input"]["layout"] == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+def postprocess(outputs: dict[str, np.ndarray], spec: dict) -> AnomalyResult:
+    roles = {o["role"]: o["name"] for o in spec["outputs"]}
+    anomaly_map = np.squeeze(outputs[roles["anomaly_map"]]).astype(np.float32)
+    score = float(np.ravel(outputs[roles["score"]])[0]) if "score" in roles else float(anomaly_map.max())
+    norm = spec["normalization"]
+    confidence = float(np.clip((score - norm["min"]) / (norm["max"] - norm["min"]), 0.0, 1.0))
+    threshold = float(spec["image_threshold"])
+    return AnomalyResult(score=score, threshold=threshold, is_anomalous=score > threshold, confidence=confidence,
+                         anomaly_map=anomaly_map)
+
+
+class AnomalyDetector:
+    """What the runner and the agent use: image in, AnomalyResult out."""
+
+    def __init__(self, model: CompiledModel, spec: dict):
+        self.model = model
+        self.spec = spec
+
+    @classmethod
+    def load(cls, model_dir: Path, device=None) -> "AnomalyDetector":
+        model_dir = Path(model_dir)
+        return cls(CompiledModel.load(model_dir, device), json.loads((model_dir / SPEC).read_text()))
+
+    def detect(self, rgb: np.ndarray) -> AnomalyResult:
+        return postprocess(self.model.run(preprocess(rgb, self.spec)), self.spec)

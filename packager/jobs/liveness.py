@@ -1,0 +1,58 @@
+"""Checked on every read: a job whose worker has died is FAILED, never RUNNING forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from packager.jobs.launcher import process_alive
+from packager.jobs.store import ACTIVE_STATES, JobRecord, Store
+
+LAUNCH_GRACE_S = 120.0  # a CREATED job may wait this long for its worker to record its pid
+HEARTBEAT_INTERVAL_S = 5.0
+
+
+def heartbeat_timeout_s() -> float:
+    return float(os.environ.get("PACKAGER_HEARTBEAT_TIMEOUT_S", "900"))
+
+
+def _why_dead(job: JobRecord, now: float) -> str | None:
+    if job.pid is None:
+        if now - job.created > LAUNCH_GRACE_S:
+            return f"The job's worker process did not start within {LAUNCH_GRACE_S:g} s."
+        return None
+    if not process_alive(job.pid, job.pid_start):
+        return f"The job's worker process (pid {job.pid}) exited before finishing the job; see its worker.log."
+    if job.heartbeat is not None and now - job.heartbeat > heartbeat_timeout_s():
+        _stop(job.pid)
+        return f"The job's worker process (pid {job.pid}) stopped reporting progress for over {heartbeat_timeout_s():g} s."
+    return None
+
+
+def _stop(pid: int) -> None:
+    """Stop a hung worker, but only if the pid is still one of ours."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"packager.jobs.worker" in cmdline:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def settle(store: Store, job: JobRecord) -> JobRecord:
+    """The job as it really is: an active job whose worker is gone is marked FAILED (once, atomically)."""
+    if job.status not in ACTIVE_STATES:
+        return job
+    now = time.time()
+    reason = _why_dead(job, now)
+    if reason is None:
+        return job
+    with store.transaction():
+        # The worker may have finished between our read and now; only an still-active job is failed.
+        store.update_job(job.project, job.name, only_if_status=ACTIVE_STATES, status="FAILED", status_message=reason, updated=now)
+    return store.job(job.project, job.name) or job

@@ -1,0 +1,278 @@
+"""The job store: projects, model versions, packaging jobs and idempotency tokens in SQLite (WAL).
+
+Many processes share one store (CLI calls, the REST server's threads, job workers), so every
+write runs in a short `BEGIN IMMEDIATE` transaction and every connection waits on a busy lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+FINAL_STATES = ("SUCCEEDED", "FAILED")
+ACTIVE_STATES = ("CREATED", "RUNNING")
+_BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    arn TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    arn TEXT NOT NULL,
+    created REAL NOT NULL,
+    description TEXT,
+    model_file TEXT NOT NULL,
+    spec_file TEXT,
+    UNIQUE (project, version)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    configuration TEXT NOT NULL,
+    description TEXT,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    component_name TEXT NOT NULL,
+    component_version TEXT NOT NULL,
+    component_arn TEXT,
+    register INTEGER NOT NULL,
+    pid INTEGER,
+    pid_start TEXT,
+    heartbeat REAL,
+    UNIQUE (project, name)
+);
+CREATE INDEX IF NOT EXISTS jobs_component ON jobs (component_name, component_version);
+CREATE TABLE IF NOT EXISTS client_tokens (
+    operation TEXT NOT NULL,
+    token TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (operation, token)
+);
+"""
+
+
+def packager_home(home: Path | str | None = None) -> Path:
+    """$PACKAGER_HOME, else ~/.packager."""
+    if home is not None:
+        return Path(home)
+    return Path(os.environ.get("PACKAGER_HOME") or Path.home() / ".packager")
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    seq: int
+    name: str
+    arn: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    seq: int
+    project: str
+    version: int
+    arn: str
+    created: float
+    description: str | None
+    model_file: str  # path relative to the store's home
+    spec_file: str | None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    seq: int
+    project: str
+    name: str
+    model_version: str
+    configuration: dict  # the request's Configuration, with defaults filled in
+    description: str | None
+    status: str
+    status_message: str | None
+    created: float
+    updated: float
+    component_name: str
+    component_version: str
+    component_arn: str | None
+    register: bool
+    pid: int | None
+    pid_start: str | None
+    heartbeat: float | None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    params_hash: str
+    result: dict
+    created: float
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    values = dict(row)
+    values["configuration"] = json.loads(values["configuration"])
+    values["register"] = bool(values["register"])
+    return JobRecord(**values)
+
+
+class Store:
+    """One SQLite connection to the store under ``home``; open it with `open_store`."""
+
+    def __init__(self, home: Path, connection: sqlite3.Connection):
+        self.home = home
+        self._db = connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction that takes the database's write lock up front, so read-then-write is atomic."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # projects
+    def insert_project(self, name: str, arn: str, created: float) -> ProjectRecord:
+        cur = self._db.execute("INSERT INTO projects (name, arn, created) VALUES (?, ?, ?)", (name, arn, created))
+        return ProjectRecord(cur.lastrowid, name, arn, created)
+
+    def project(self, name: str) -> ProjectRecord | None:
+        row = self._db.execute("SELECT * FROM projects WHERE name = ?", (name,)).fetchone()
+        return ProjectRecord(**dict(row)) if row else None
+
+    def projects(self, after_seq: int, limit: int) -> list[ProjectRecord]:
+        rows = self._db.execute("SELECT * FROM projects WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        return [ProjectRecord(**dict(r)) for r in rows]
+
+    def delete_project(self, name: str) -> None:
+        self._db.execute("DELETE FROM jobs WHERE project = ?", (name,))
+        self._db.execute("DELETE FROM models WHERE project = ?", (name,))
+        self._db.execute("DELETE FROM projects WHERE name = ?", (name,))
+
+    # model versions
+    def next_model_version(self, project: str) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM models WHERE project = ?", (project,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def insert_model(self, record: ModelRecord) -> ModelRecord:
+        values = vars(record).copy()
+        values.pop("seq")
+        cur = self._db.execute(f"INSERT INTO models ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                               tuple(values.values()))
+        return ModelRecord(**{**vars(record), "seq": cur.lastrowid})
+
+    def model(self, project: str, version: int) -> ModelRecord | None:
+        row = self._db.execute("SELECT * FROM models WHERE project = ? AND version = ?", (project, version)).fetchone()
+        return ModelRecord(**dict(row)) if row else None
+
+    def latest_model(self, project: str) -> ModelRecord | None:
+        row = self._db.execute("SELECT * FROM models WHERE project = ? ORDER BY version DESC LIMIT 1", (project,)).fetchone()
+        return ModelRecord(**dict(row)) if row else None
+
+    def models(self, project: str, after_seq: int, limit: int) -> list[ModelRecord]:
+        rows = self._db.execute("SELECT * FROM models WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                (project, after_seq, limit))
+        return [ModelRecord(**dict(r)) for r in rows]
+
+    def delete_model(self, project: str, version: int) -> None:
+        self._db.execute("DELETE FROM models WHERE project = ? AND version = ?", (project, version))
+
+    # packaging jobs
+    def insert_job(self, record: JobRecord) -> JobRecord:
+        values = vars(record).copy()
+        values.pop("seq")
+        values["configuration"] = json.dumps(values["configuration"], sort_keys=True)
+        cur = self._db.execute(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                               tuple(values.values()))
+        return JobRecord(**{**vars(record), "seq": cur.lastrowid})
+
+    def job(self, project: str, name: str) -> JobRecord | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE project = ? AND name = ?", (project, name)).fetchone()
+        return _job(row) if row else None
+
+    def jobs(self, project: str, after_seq: int, limit: int) -> list[JobRecord]:
+        rows = self._db.execute("SELECT * FROM jobs WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?", (project, after_seq, limit))
+        return [_job(r) for r in rows]
+
+    def active_jobs(self, project: str, model_version: int | None = None) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs WHERE project = ? AND status IN ('CREATED', 'RUNNING')"
+        args: tuple = (project,)
+        if model_version is not None:
+            sql += " AND model_version = ?"
+            args += (str(model_version),)
+        return [_job(r) for r in self._db.execute(sql, args)]
+
+    def component_job(self, component_name: str, component_version: str) -> JobRecord | None:
+        """The job that produced (or is producing) this component version; failed jobs do not hold it."""
+        row = self._db.execute("SELECT * FROM jobs WHERE component_name = ? AND component_version = ? AND status != 'FAILED' "
+                               "LIMIT 1", (component_name, component_version)).fetchone()
+        return _job(row) if row else None
+
+    def update_job(self, project: str, name: str, *, only_if_status: tuple[str, ...] | None = None, **changes) -> bool:
+        """Set columns on one job; with only_if_status, only while it is in one of those states. True if it changed."""
+        sql = f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE project = ? AND name = ?"
+        args = tuple(changes.values()) + (project, name)
+        if only_if_status:
+            sql += f" AND status IN ({', '.join('?' * len(only_if_status))})"
+            args += tuple(only_if_status)
+        return self._db.execute(sql, args).rowcount == 1
+
+    # idempotency tokens
+    def token(self, operation: str, token: str, newer_than: float) -> TokenRecord | None:
+        row = self._db.execute("SELECT params_hash, result, created FROM client_tokens WHERE operation = ? AND token = ? "
+                               "AND created > ?", (operation, token, newer_than)).fetchone()
+        return TokenRecord(row["params_hash"], json.loads(row["result"]), row["created"]) if row else None
+
+    def put_token(self, operation: str, token: str, params_hash: str, result: dict) -> None:
+        self._db.execute("INSERT OR REPLACE INTO client_tokens VALUES (?, ?, ?, ?, ?)",
+                         (operation, token, params_hash, json.dumps(result), time.time()))
+
+
+def open_store(home: Path | str | None = None) -> Store:
+    """Open (creating on first use) the store under $PACKAGER_HOME."""
+    root = packager_home(home)
+    root.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(root / "store.sqlite3", timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+        _create_schema(db)
+    return Store(root, db)
+
+
+_SCHEMA_VERSION = 1
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    # WAL lets readers (describe, list) run while a worker or another CLI writes.
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -1,0 +1,146 @@
+"""One packaging job, run in its own process: `python -m packager.jobs.worker --home H --project P JOB`.
+
+It moves the job CREATED -> RUNNING -> SUCCEEDED | FAILED, reports pipeline progress as the job's
+StatusMessage, and beats a heartbeat so readers can tell a hung worker from a slow one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from packager.errors import PackagerError, PublishError
+from packager.jobs.launcher import job_dir, process_start_time
+from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
+from packager.jobs.store import JobRecord, Store, open_store
+from packager.jobs.validation import parse_configuration
+
+_MAX_MESSAGE = 1000
+
+
+def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: str | None):
+    """Map a job record onto the pipeline's PackagingRequest."""
+    from packager.pipeline import PackagingRequest
+
+    config = parse_configuration(job.configuration)
+    directory = job_dir(home, job.project, job.name)
+    return PackagingRequest(
+        model_path=home / model_file,
+        spec_path=home / spec_file if spec_file else None,
+        target=config.target,
+        component_name=job.component_name,
+        component_version=job.component_version,
+        output_dir=directory / "greengrass-build",
+        component_description=config.component_description,
+        s3_location=config.s3_location,
+        tags=config.tags,
+        register=job.register,
+        tuning_trials=config.tuning_trials,
+        work_dir=directory / "work",
+    )
+
+
+def _aws_clients(register: bool):
+    """S3 (and Greengrass v2 when registering) from the standard credential chain; AWS_ENDPOINT_URL* apply."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        session = boto3.session.Session()
+        s3 = session.client("s3")
+        greengrass = session.client("greengrassv2") if register else None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise PublishError(f"cannot create the S3/Greengrass clients: {exc} (set AWS_REGION and credentials)") from None
+    return s3, greengrass
+
+
+def _heartbeat(home: Path, job: JobRecord, stop: threading.Event) -> None:
+    store = open_store(home)
+    try:
+        while not stop.wait(HEARTBEAT_INTERVAL_S):
+            with store.transaction():
+                store.update_job(job.project, job.name, only_if_status=("RUNNING",), heartbeat=time.time())
+    finally:
+        store.close()
+
+
+def _finish(store: Store, job: JobRecord, status: str, message: str, component_arn: str | None = None) -> None:
+    with store.transaction():
+        store.update_job(job.project, job.name, only_if_status=("RUNNING",), status=status, status_message=message[:_MAX_MESSAGE],
+                         component_arn=component_arn, updated=time.time())
+
+
+def run_job(home: Path, project: str, job_name: str) -> int:
+    store = open_store(home)
+    try:
+        job = store.job(project, job_name)
+        if job is None:
+            print(f"error: no job {job_name!r} in project {project!r}", file=sys.stderr)
+            return 2
+        now = time.time()
+        with store.transaction():
+            started = store.update_job(project, job_name, only_if_status=("CREATED",), status="RUNNING",
+                                       status_message="Packaging started.", pid=os.getpid(),
+                                       pid_start=process_start_time(os.getpid()), heartbeat=now, updated=now)
+        if not started:
+            print(f"error: job {job_name} is not waiting to run", file=sys.stderr)
+            return 2
+        model = store.model(project, int(job.model_version))
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
+        beat.start()
+        try:
+            _run_pipeline(store, home, job, model)
+        finally:
+            stop.set()
+            beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
+        return 0
+    finally:
+        store.close()
+
+
+def _run_pipeline(store: Store, home: Path, job: JobRecord, model) -> None:
+    def progress(message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+        with store.transaction():
+            store.update_job(job.project, job.name, only_if_status=("RUNNING",), status_message=str(message)[:_MAX_MESSAGE],
+                             heartbeat=time.time(), updated=time.time())
+
+    try:
+        if model is None:
+            raise PackagerError(f"model version {job.model_version} of project {job.project} was deleted")
+        from packager.pipeline import run_packaging
+
+        request = packaging_request(home, job, model.model_file, model.spec_file)
+        s3, greengrass = _aws_clients(request.register)
+        result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
+    except PackagerError as exc:
+        print(f"FAILED: {exc.code}: {exc.message}", flush=True)
+        _finish(store, job, "FAILED", exc.message)
+        return
+    except Exception as exc:  # the job must end FAILED whatever broke; the traceback goes to worker.log
+        traceback.print_exc()
+        sys.stdout.flush()
+        _finish(store, job, "FAILED", f"Internal error: {type(exc).__name__}: {exc}"[:300] + " (see worker.log)")
+        return
+    where = f"registered as {result.component_version_arn}" if result.component_version_arn else "uploaded; not registered"
+    _finish(store, job, "SUCCEEDED", f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s, "
+            f"{where}.", component_arn=result.component_version_arn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m packager.jobs.worker", description="Run one packaging job.")
+    parser.add_argument("--home", required=True, type=Path)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("job_name")
+    args = parser.parse_args(argv)
+    return run_job(args.home, args.project, args.job_name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Publishing: S3 upload with SHA-256 verification, then Greengrass v2 registration, in an order that is safe to retry."""
+
+from packager.publish.clients import make_clients
+from packager.publish.publish import RECIPE_FILE_NAME, PublishedComponent, PublishedObject, publish
+from packager.publish.s3 import TransferSettings
+
+__all__ = [
+    "RECIPE_FILE_NAME",
+    "PublishedComponent",
+    "PublishedObject",
+    "TransferSettings",
+    "make_clients",
+    "publish",
+]

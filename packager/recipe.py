@@ -1,0 +1,104 @@
+"""Greengrass v2 recipes: built as dicts, written as YAML, checked against GDK's schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from packager.errors import ValidationException
+
+RECIPE_FORMAT_VERSION = "2020-01-25"
+MAX_RECIPE_BYTES = 16 * 1024
+PUBLISHER = "edge-model-packager"
+
+
+@dataclass(frozen=True)
+class RecipeArtifact:
+    uri: str
+    digest_b64: str
+    unarchive: bool = True
+
+
+@lru_cache(maxsize=1)
+def _service_shapes() -> dict:
+    text = resources.files("packager").joinpath("data/lookoutvision-2020-11-20.service-2.json").read_text()
+    return json.loads(text)["shapes"]
+
+
+def check_service_string(shape_name: str, value: str, field: str) -> None:
+    """Length and pattern of one string, exactly as the Lookout service model defines the shape."""
+    shape = _service_shapes()[shape_name]
+    if not shape.get("min", 0) <= len(value) <= shape.get("max", 1 << 30):
+        raise ValidationException(f"{field} must be {shape.get('min', 0)}..{shape['max']} characters, got {len(value)}", field=field)
+    pattern = shape.get("pattern")
+    if pattern and not re.fullmatch(pattern, value):
+        raise ValidationException(f"{field} {value!r} does not match the pattern {pattern}", field=field)
+
+
+def model_component_recipe(name: str, version: str, description: str | None, platform: dict,
+                           artifacts: list[RecipeArtifact], lifecycle: dict, configuration: dict | None = None,
+                           dependencies: dict | None = None) -> dict:
+    recipe = {
+        "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
+        "ComponentName": name,
+        "ComponentVersion": version,
+        "ComponentDescription": description or f"Anomaly detection model {name}, compiled with Apache TVM",
+        "ComponentPublisher": PUBLISHER,
+    }
+    if configuration:
+        recipe["ComponentConfiguration"] = {"DefaultConfiguration": configuration}
+    if dependencies:
+        recipe["ComponentDependencies"] = dependencies
+    recipe["Manifests"] = [{
+        "Platform": platform,
+        "Lifecycle": lifecycle,
+        "Artifacts": [
+            {
+                "Uri": a.uri,
+                "Digest": a.digest_b64,
+                "Algorithm": "SHA-256",
+                **({"Unarchive": "ZIP"} if a.unarchive else {}),
+                "Permission": {"Read": "OWNER", "Execute": "NONE"},
+            }
+            for a in artifacts
+        ],
+    }]
+    return recipe
+
+
+def recipe_yaml(recipe: dict) -> str:
+    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def _lower_keys(value):
+    """GDK lower-cases every key before validating; values (paths, scripts) keep their case."""
+    if isinstance(value, dict):
+        return {str(k).lower(): _lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower_keys(v) for v in value]
+    return value
+
+
+@lru_cache(maxsize=1)
+def _recipe_schema() -> dict:
+    return json.loads(resources.files("packager").joinpath("data/greengrass-recipe.schema.json").read_text())
+
+
+def validate_recipe(recipe: dict) -> None:
+    """Schema (as GDK checks it), the service's name/version rules, and Greengrass's 16 kB limit."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft7Validator(_recipe_schema()).iter_errors(_lower_keys(recipe)), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(root)"
+        raise ValidationException(f"recipe fails the Greengrass schema at {where}: {errors[0].message}", field="recipe")
+    check_service_string("ComponentName", recipe["ComponentName"], "ComponentName")
+    check_service_string("ComponentVersion", recipe["ComponentVersion"], "ComponentVersion")
+    size = len(recipe_yaml(recipe).encode())
+    if size > MAX_RECIPE_BYTES:
+        raise ValidationException(f"recipe is {size} bytes; Greengrass accepts at most {MAX_RECIPE_BYTES}", field="recipe")
