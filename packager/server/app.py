@@ -1,0 +1,143 @@
+"""`python -m packager serve`: a ThreadingHTTPServer that answers the service's REST-JSON routes.
+
+Every request must carry a SigV4 signature from a configured access key; the body is read in full
+before anything else, so an error never leaves a keep-alive connection out of step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+import tempfile
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from packager.errors import InternalServerException, PackagerError, ValidationException
+from packager.jobs import api
+from packager.server import protocol
+from packager.server.sigv4 import SignedRequest, verify
+
+MAX_BODY_BYTES = 1 << 30  # a registered ONNX model travels base64-encoded in one body
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    keys: dict[str, str]  # access key id -> secret access key
+    home: Path | None = None  # the store; None: $PACKAGER_HOME
+    quiet: bool = False
+    routes: tuple = field(default_factory=protocol.routes)
+
+
+class LookoutVisionHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "packager-lookoutvision"
+    config: ServerConfig  # set on the subclass make_server() builds
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.config.quiet:
+            super().log_message(format, *args)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise ValidationException("chunked request bodies are not supported; send Content-Length")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise ValidationException(f"request body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        request_id = str(uuid.uuid4())
+        try:
+            body = self._read_body()
+        except (ValidationException, ValueError) as exc:
+            self.close_connection = True
+            self._send_error(ValidationException(str(exc)), request_id)
+            return
+        try:
+            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys)
+            found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
+            if found is None:
+                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"},
+                           json.dumps({"Message": f"no operation at {self.command} {urlsplit(self.path).path}"}).encode(), request_id)
+                return
+            route, uri_params = found
+            if route.operation == "RegisterModel":
+                response = self._register_model(uri_params["projectName"], body)
+            else:
+                params = protocol.request_params(route.operation, uri_params, self.path, self.headers, body)
+                response = api.OPERATIONS[route.operation](home=self.config.home, **params)
+        except PackagerError as exc:
+            self._send_error(exc, request_id)
+            return
+        except Exception:  # a bug must not take the server down; the client gets a 500 and the log the traceback
+            traceback.print_exc(file=sys.stderr)
+            self._send_error(InternalServerException("internal error; see the server log"), request_id)
+            return
+        self._send(200, {"Content-Type": "application/json"}, protocol.response_body(response), request_id)
+
+    def _register_model(self, project: str, body: bytes) -> dict:
+        """Our extension: {"Model": base64 ONNX bytes, "Spec": {...} (optional), "Description", "CreateProject"}."""
+        doc = protocol.parse_json_body(body)
+        unknown = set(doc) - {"Model", "Spec", "Description", "CreateProject"}
+        if unknown:
+            raise ValidationException(f"Unknown parameter in input: {sorted(unknown)}", field=sorted(unknown)[0])
+        try:
+            model_bytes = base64.b64decode(doc.get("Model", ""), validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise ValidationException("Model must be the base64-encoded ONNX file", field="Model") from None
+        if not model_bytes:
+            raise ValidationException("Model is required: the base64-encoded ONNX file", field="Model")
+        with tempfile.TemporaryDirectory(prefix="register-") as scratch:
+            model_path = Path(scratch) / "model.onnx"
+            model_path.write_bytes(model_bytes)
+            spec_path = None
+            if doc.get("Spec") is not None:
+                spec_path = Path(scratch) / "spec.json"
+                spec_path.write_text(json.dumps(doc["Spec"]))
+            return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
+                                      create_project=bool(doc.get("CreateProject", False)), home=self.config.home)
+
+    def _send_error(self, exc: PackagerError, request_id: str) -> None:
+        status, headers, body = protocol.error_body(exc)
+        self._send(status, {**headers, "Content-Type": "application/json"}, body, request_id)
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LookoutVisionServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServer:
+    if not config.keys:
+        raise ValidationException("no access key configured: set PACKAGER_ACCESS_KEY_ID and PACKAGER_SECRET_ACCESS_KEY",
+                                  field="PACKAGER_ACCESS_KEY_ID")
+    handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config})
+    return LookoutVisionServer((host, port), handler)
