@@ -110,6 +110,7 @@ def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str 
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         raise ModelImportError(f"{path}: expected exactly one image input, found {len(inputs)}: {[i.name for i in inputs]}")
+    check_operators(model, path)
     if spec is None:
         spec = infer_spec(model, path, _static_shape(inputs[0], path))
     if isinstance(spec, dict):
@@ -122,7 +123,6 @@ def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str 
         if out.name not in graph_outputs:
             raise ModelImportError(f"{path}: model spec names output '{out.name}', which the graph does not have; "
                                    f"graph outputs: {graph_outputs}", field="outputs")
-    check_operators(model, path)
     model = _fix_input_shape(model, spec.input.name, spec.input.shape)
     data = model.SerializeToString()
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)

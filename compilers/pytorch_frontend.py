@@ -21,8 +21,7 @@ def import_pytorch(path: Path, spec: ModelSpec | None) -> ImportedModel:
         raise ModelImportError(f"{path}: a PyTorch model needs a model spec (--model-spec) naming its input and outputs")
     try:
         if path.suffix == ".pt2":
-            program = torch.export.load(str(path))
-            module = program.module()
+            module = torch.export.load(str(path))
         else:
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
@@ -31,8 +30,10 @@ def import_pytorch(path: Path, spec: ModelSpec | None) -> ImportedModel:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / (path.stem + ".onnx")
         try:
+            # An ExportedProgram goes through the torch.export-based exporter; TorchScript through the legacy one.
             torch.onnx.export(module, (example,), str(onnx_path), input_names=[spec.input.name],
-                              output_names=[o.name for o in spec.outputs], opset_version=17, dynamo=False)
+                              output_names=[o.name for o in spec.outputs], opset_version=18,
+                              dynamo=path.suffix == ".pt2", external_data=False, verbose=False)
         except Exception as exc:
             raise ModelImportError(f"{path}: cannot convert the PyTorch model to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         imported = import_onnx(onnx_path, spec, frontend="pytorch")

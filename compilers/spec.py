@@ -153,7 +153,7 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
     classes = tuple(AnomalyClass(str(c["name"]), str(c["color"])) for c in doc.get("classes", [{"name": "anomaly", "color": "#FF0000"}]))
     for c in classes:
         if not _HEX_COLOR.match(c.color):
-            raise ModelImportError(f"{where}: class {c.name!r} color must be '#RRGGBB', got {c.color!r}", field="classes")
+            raise ModelImportError(f"{where}: classes: {c.name!r} color must be '#RRGGBB', got {c.color!r}", field="classes")
     normalization = Normalization(min=float(norm.get("min", 0.0)), max=float(norm.get("max", 2.0 * image_threshold or 1.0)))
     if normalization.max <= normalization.min:
         raise ModelImportError(f"{where}: normalization.max must be greater than normalization.min", field="normalization")

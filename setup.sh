@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian/Ubuntu machine (run as root or with sudo available):
+# system packages for cross-compiling and emulating ARM64, then the Python packages.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if command -v apt-get >/dev/null 2>&1; then
+  # gcc-aarch64-linux-gnu links ARM64 libraries; qemu-user-static runs the emulated ARM64 device in tests.
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+else
+  echo "setup.sh: no apt-get; install an aarch64-linux-gnu gcc and qemu-user-static yourself for ARM64 targets" >&2
+fi
+
+python3 -m pip install --disable-pip-version-check -q -e ".[torch,test]"
+echo "setup.sh: done. Try: python -m packager build"
