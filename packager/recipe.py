@@ -93,12 +93,12 @@ def validate_recipe(recipe: dict) -> None:
     """Schema (as GDK checks it), the service's name/version rules, and Greengrass's 16 kB limit."""
     import jsonschema
 
+    check_service_string("ComponentName", recipe["ComponentName"], "ComponentName")
+    check_service_string("ComponentVersion", recipe["ComponentVersion"], "ComponentVersion")
     errors = sorted(jsonschema.Draft7Validator(_recipe_schema()).iter_errors(_lower_keys(recipe)), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(root)"
         raise ValidationException(f"recipe fails the Greengrass schema at {where}: {errors[0].message}", field="recipe")
-    check_service_string("ComponentName", recipe["ComponentName"], "ComponentName")
-    check_service_string("ComponentVersion", recipe["ComponentVersion"], "ComponentVersion")
     size = len(recipe_yaml(recipe).encode())
     if size > MAX_RECIPE_BYTES:
         raise ValidationException(f"recipe is {size} bytes; Greengrass accepts at most {MAX_RECIPE_BYTES}", field="recipe")

@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+from compilers.intake import import_model
+from compilers.model import CompileOptions
+from compilers.tvm_compile import compile_model, require_toolchain, verify_on_host
+from packager.edge.model_runner import CompiledModel
+from packager.errors import AccuracyMismatchError, CompilationError
+from targets import get_target, host_target
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def compiled_tiny(tiny_model, tmp_path_factory):
+    imported = import_model(*tiny_model)
+    options = CompileOptions(work_dir=tmp_path_factory.mktemp("compile"))
+    return imported, options, compile_model(imported, host_target(), options)
+
+
+def test_compile_writes_library_params_and_manifest(compiled_tiny):
+    imported, _, artifact = compiled_tiny
+    assert artifact.library_path.stat().st_size > 0 and artifact.params_path.stat().st_size > 0
+    manifest = json.loads(artifact.manifest_path.read_text())
+    assert manifest["outputs"] == ["score", "anomaly_map"]
+    assert manifest["params"][:4] == ["w1", "b1", "w2", "b2"]
+    assert manifest["device"] == "cpu" and manifest["model_sha256"] == imported.sha256
+    assert json.loads((artifact.model_dir / "spec.json").read_text())["input"]["name"] == "image"
+
+
+def test_compiled_model_matches_onnxruntime(compiled_tiny):
+    imported, options, artifact = compiled_tiny
+    errors = verify_on_host(artifact, imported, options)
+    assert set(errors) == {"score", "anomaly_map"}
+    assert all(e <= 1e-4 for e in errors.values())
+
+
+def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp_path):
+    """Corrupt the shipped weights: the check must catch it and name the output and its max error."""
+    import shutil
+
+    import tvm
+
+    imported, options, artifact = compiled_tiny
+    broken_dir = tmp_path / "model"
+    shutil.copytree(artifact.model_dir, broken_dir)
+    params = dict(tvm.runtime.load_param_dict_from_file(str(broken_dir / "params.bin")))
+    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
+    tvm.runtime.save_param_dict_to_file(params, str(broken_dir / "params.bin"))
+    from dataclasses import replace
+
+    broken = replace(artifact, model_dir=broken_dir)
+    with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error [0-9.e+-]+"):
+        verify_on_host(broken, imported, options)
+
+
+def test_build_with_broken_weights_exits_nonzero(tiny_model, tmp_path, monkeypatch):
+    """End to end: the CLI refuses to bundle a model whose compiled output disagrees with ONNX Runtime."""
+    import compilers.tvm_compile as tvm_compile
+    from packager.cli import main
+
+    real_compile = tvm_compile.compile_model
+
+    def compile_then_corrupt(*args, **kwargs):
+        import tvm
+
+        artifact = real_compile(*args, **kwargs)
+        params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
+        params["b2"] = tvm.runtime.tensor(params["b2"].numpy() + 0.5)
+        tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
+        return artifact
+
+    monkeypatch.setattr(tvm_compile, "compile_model", compile_then_corrupt)
+    out = tmp_path / "gg"
+    code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(out),
+                 "--benchmark-runs", "2"])
+    assert code == AccuracyMismatchError.exit_code
+    assert not (out / "recipes").exists(), "no bundle may be written for a model that failed the check"
+
+
+def test_compiled_model_runs_through_device_loader(compiled_tiny):
+    imported, _, artifact = compiled_tiny
+    model = CompiledModel.load(artifact.model_dir)
+    outputs = model.run(np.zeros(imported.input_shape, np.float32))
+    assert outputs["score"].shape == (1,) and outputs["anomaly_map"].shape == (1, 1, 64, 64)
+
+
+def test_missing_cross_toolchain_says_how_to_install(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(CompilationError, match="apt-get install -y gcc-aarch64-linux-gnu"):
+        require_toolchain(get_target("LINUX/ARM64"))

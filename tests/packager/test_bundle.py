@@ -1,0 +1,122 @@
+import base64
+import hashlib
+import json
+import zipfile
+from dataclasses import replace
+
+import jsonschema
+import pytest
+import yaml
+
+from packager.bundle import ComponentIdentity, S3Location, bundle
+from packager.errors import ValidationException
+from packager.pipeline import PackagingRequest, run_packaging
+from packager.recipe import MAX_RECIPE_BYTES, validate_recipe
+from targets import host_target
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def packaged(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gg")
+    work = tmp_path_factory.mktemp("work")
+    request = PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(),
+                               component_name="com.acme.Tiny", component_version="3.0.0", output_dir=out,
+                               benchmark_runs=3, work_dir=work)
+    return request, run_packaging(request)
+
+
+def _lower(value):
+    if isinstance(value, dict):
+        return {k.lower(): _lower(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower(v) for v in value]
+    return value
+
+
+def test_layout_is_gdks(packaged):
+    _, result = packaged
+    b = result.bundle
+    assert b.recipe_path == b.root / "recipes" / "com.acme.Tiny-3.0.0.yaml"
+    assert b.artifacts[0].path == b.root / "artifacts" / "com.acme.Tiny" / "3.0.0" / "model.zip"
+
+
+def test_recipe_validates_against_gdk_schema(packaged):
+    _, result = packaged
+    recipe = yaml.safe_load(result.bundle.recipe_path.read_text())
+    schema = json.loads(open("packager/data/greengrass-recipe.schema.json").read())
+    jsonschema.validate(_lower(recipe), schema)
+    assert recipe["RecipeFormatVersion"] == "2020-01-25"
+    assert len(result.bundle.recipe_path.read_bytes()) < MAX_RECIPE_BYTES
+    manifest = recipe["Manifests"][0]
+    assert manifest["Platform"] == {"os": "linux", "architecture": "amd64"}
+    assert {"Install", "Run"} <= set(manifest["Lifecycle"])
+    artifact = manifest["Artifacts"][0]
+    assert artifact["Unarchive"] == "ZIP" and artifact["Algorithm"] == "SHA-256" and "Permission" in artifact
+
+
+def test_digest_is_base64_sha256_of_the_zip_bytes(packaged):
+    _, result = packaged
+    recipe = yaml.safe_load(result.bundle.recipe_path.read_text())
+    data = result.bundle.artifacts[0].path.read_bytes()
+    assert recipe["Manifests"][0]["Artifacts"][0]["Digest"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_zip_holds_library_params_spec_benchmark_and_runner(packaged):
+    _, result = packaged
+    with zipfile.ZipFile(result.bundle.artifacts[0].path) as archive:
+        names = archive.namelist()
+        assert names == sorted(names)
+        assert {"compiled/model.so", "compiled/params.bin", "compiled/spec.json", "compiled/manifest.json",
+                "benchmark.json", "requirements.txt", "lookout_edge/runner.py", "lookout_edge/model_runner.py"} <= set(names)
+        assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in archive.infolist())
+        report = json.loads(archive.read("benchmark.json"))
+        assert report["tvm"]["runs"] == 3 and report["ratio_tvm_to_ort"] > 0
+
+
+def test_same_inputs_give_byte_identical_zip(packaged, tmp_path):
+    """Rebuild the bundle from the same inputs: same bytes, same digest."""
+    request, result = packaged
+    from compilers.model import CompiledArtifact
+    from compilers.tvm_compile import compile_model
+    from compilers.intake import import_model
+    from compilers.model import CompileOptions
+
+    first = result.bundle.artifacts[0].path.read_bytes()
+    imported = import_model(request.model_path, request.spec_path)
+    artifact = compile_model(imported, request.target, CompileOptions(work_dir=tmp_path / "work"))
+    again = bundle(artifact, result.benchmark, request.target, ComponentIdentity("com.acme.Tiny", "3.0.0"), tmp_path / "gg")
+    assert again.artifacts[0].path.read_bytes() == first
+    assert again.artifacts[0].sha256_b64 == result.bundle.artifacts[0].sha256_b64
+
+
+def test_s3_location_sets_artifact_uri(packaged, tmp_path):
+    request, result = packaged
+    from compilers.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
+
+    artifact = compile_model(import_model(request.model_path, request.spec_path), request.target, CompileOptions(work_dir=tmp_path / "w"))
+    b = bundle(artifact, result.benchmark, request.target, ComponentIdentity("com.acme.Tiny", "3.0.0"), tmp_path / "gg",
+               S3Location("my-bucket", "models/line1"))
+    assert b.artifacts[0].uri == "s3://my-bucket/models/line1/com.acme.Tiny/3.0.0/model.zip"
+    assert "s3://my-bucket/models/line1/com.acme.Tiny/3.0.0/model.zip" in b.recipe_text
+
+
+@pytest.mark.parametrize("field, value", [("ComponentName", "bad name!"), ("ComponentName", "x" * 129),
+                                          ("ComponentVersion", "1.0"), ("ComponentVersion", "1234567.0.0")])
+def test_recipe_rejects_names_the_service_rejects(packaged, field, value):
+    _, result = packaged
+    recipe = yaml.safe_load(result.bundle.recipe_text)
+    recipe[field] = value
+    with pytest.raises(ValidationException, match=field):
+        validate_recipe(recipe)
+
+
+def test_recipe_over_16kb_is_rejected(packaged):
+    _, result = packaged
+    recipe = yaml.safe_load(result.bundle.recipe_text)
+    recipe["ComponentDescription"] = "x" * (MAX_RECIPE_BYTES + 1)
+    with pytest.raises(ValidationException, match="recipe"):
+        validate_recipe(recipe)
