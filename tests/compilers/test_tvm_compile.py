@@ -93,3 +93,11 @@ def test_missing_cross_toolchain_says_how_to_install(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(CompilationError, match="apt-get install -y gcc-aarch64-linux-gnu"):
         require_toolchain(get_target("LINUX/ARM64"))
+
+
+def test_compiling_twice_gives_identical_library_and_params(compiled_tiny, tmp_path):
+    imported, _, artifact = compiled_tiny
+    again = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path))
+    assert again.library_path.read_bytes() == artifact.library_path.read_bytes()
+    assert again.params_path.read_bytes() == artifact.params_path.read_bytes()
+    assert again.manifest_path.read_bytes() == artifact.manifest_path.read_bytes()
