@@ -139,7 +139,7 @@ def yaml_skeleton(shape_name: str, indent: int = 0) -> str:
             lines.append(yaml_skeleton(m["shape"], indent + 1))
         elif child["type"] == "list" and shape(child["member"]["shape"])["type"] == "structure":
             lines.append(f"{pad}{name}:{comment}")
-            inner = yaml_skeleton(child["member"]["shape"], indent + 2).splitlines()
+            inner = yaml_skeleton(child["member"]["shape"], indent + 1).splitlines()
             inner[0] = f"{pad}- " + inner[0].lstrip()
             lines.extend(inner)
         else:

@@ -7,6 +7,7 @@ StatusMessage, and beats a heartbeat so readers can tell a hung worker from a sl
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import threading
@@ -14,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from packager.errors import PackagerError, PublishError
+from packager.errors import PackagerError
 from packager.jobs.launcher import job_dir, process_start_time
 from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
 from packager.jobs.store import JobRecord, Store, open_store
@@ -47,16 +48,10 @@ def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: st
 
 def _aws_clients(register: bool):
     """S3 (and Greengrass v2 when registering) from the standard credential chain; AWS_ENDPOINT_URL* apply."""
-    import boto3
-    import botocore.exceptions
+    from packager.publish import make_clients
 
-    try:
-        session = boto3.session.Session()
-        s3 = session.client("s3")
-        greengrass = session.client("greengrassv2") if register else None
-    except botocore.exceptions.BotoCoreError as exc:
-        raise PublishError(f"cannot create the S3/Greengrass clients: {exc} (set AWS_REGION and credentials)") from None
-    return s3, greengrass
+    s3, greengrass = make_clients(None)
+    return s3, greengrass if register else None
 
 
 def _heartbeat(home: Path, job: JobRecord, stop: threading.Event) -> None:
@@ -75,6 +70,25 @@ def _finish(store: Store, job: JobRecord, status: str, message: str, component_a
                          component_arn=component_arn, updated=time.time())
 
 
+def max_workers() -> int:
+    return max(1, int(os.environ.get("PACKAGER_MAX_WORKERS") or os.cpu_count() or 1))
+
+
+def _acquire_slot(home: Path):
+    """Wait for one of max_workers() slots, so N jobs on a small machine compile N at a time, not all at once."""
+    slots = home / "worker-slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(max_workers()):
+            handle = open(slots / f"{i}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return handle
+            except BlockingIOError:
+                handle.close()
+        time.sleep(0.5)
+
+
 def run_job(home: Path, project: str, job_name: str) -> int:
     store = open_store(home)
     try:
@@ -82,24 +96,28 @@ def run_job(home: Path, project: str, job_name: str) -> int:
         if job is None:
             print(f"error: no job {job_name!r} in project {project!r}", file=sys.stderr)
             return 2
-        now = time.time()
-        with store.transaction():
-            started = store.update_job(project, job_name, only_if_status=("CREATED",), status="RUNNING",
-                                       status_message="Packaging started.", pid=os.getpid(),
-                                       pid_start=process_start_time(os.getpid()), heartbeat=now, updated=now)
-        if not started:
-            print(f"error: job {job_name} is not waiting to run", file=sys.stderr)
-            return 2
-        model = store.model(project, int(job.model_version))
-        stop = threading.Event()
-        beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
-        beat.start()
+        slot = _acquire_slot(home)  # the kernel frees the lock when this process ends, even on SIGKILL
         try:
-            _run_pipeline(store, home, job, model)
+            now = time.time()
+            with store.transaction():
+                started = store.update_job(project, job_name, only_if_status=("CREATED",), status="RUNNING",
+                                           status_message="Packaging started.", pid=os.getpid(),
+                                           pid_start=process_start_time(os.getpid()), heartbeat=now, updated=now)
+            if not started:
+                print(f"error: job {job_name} is not waiting to run", file=sys.stderr)
+                return 2
+            model = store.model(project, int(job.model_version))
+            stop = threading.Event()
+            beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
+            beat.start()
+            try:
+                _run_pipeline(store, home, job, model)
+            finally:
+                stop.set()
+                beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
+            return 0
         finally:
-            stop.set()
-            beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
-        return 0
+            slot.close()
     finally:
         store.close()
 

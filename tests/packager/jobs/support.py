@@ -2,63 +2,62 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import os
+import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 
-def write_tiny_model(directory: Path, name: str = "tiny") -> tuple[Path, Path]:
-    """A two-conv anomaly model on [1,3,64,64] with outputs score and anomaly_map, plus its spec: compiles in seconds."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype("float32") * 0.1, "w1")
-    w2 = numpy_helper.from_array(rng.standard_normal((1, 4, 1, 1)).astype("float32") * 0.1, "w2")
-    nodes = [
-        helper.make_node("Conv", ["image", "w1"], ["h"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("Conv", ["r", "w2"], ["anomaly_map"]),
-        helper.make_node("ReduceMax", ["anomaly_map"], ["score"], axes=[1, 2, 3], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny_anomaly",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, 64, 64])],
-        initializer=[w1, w2],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    directory.mkdir(parents=True, exist_ok=True)
-    model_path = directory / f"{name}.onnx"
-    onnx.save(model, model_path)
-    spec_path = directory / f"{name}.spec.json"
-    spec_path.write_text(json.dumps({
-        "format": "packager-model-spec/1",
-        "input": {"name": "image", "shape": [1, 3, 64, 64], "layout": "NCHW"},
-        "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
-        "image_threshold": 0.5,
-    }))
-    return model_path, spec_path
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh $PACKAGER_HOME for each test."""
+    """A fresh $PACKAGER_HOME with no AWS region or credentials, so a started job's worker fails fast unless a
+    test sets AWS up; every worker a test started is stopped when it ends."""
     path = tmp_path / "packager-home"
     monkeypatch.setenv("PACKAGER_HOME", str(path))
-    return path
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PACKAGER_NO_REGISTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    yield path
+    stop_workers(path)
+
+
+def worker_pids(home: Path) -> list[int]:
+    if not (home / "store.sqlite3").exists():
+        return []
+    with sqlite3.connect(home / "store.sqlite3") as db:
+        return [pid for (pid,) in db.execute("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
+
+
+def stop_workers(home: Path) -> None:
+    pids = [pid for pid in worker_pids(home) if pid_alive(pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        wait_until(lambda: not pid_alive(pid), timeout=10)
+
+
+@contextlib.contextmanager
+def hold_worker_slot(home: Path, monkeypatch):
+    """Take the only worker slot, so started jobs stay CREATED (their workers wait) until the block ends."""
+    monkeypatch.setenv("PACKAGER_MAX_WORKERS", "1")
+    slots = home / "worker-slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    with open(slots / "0.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def gg_config(component: str = "com.example.Tiny", bucket: str = "packager-test-bucket", **extra) -> dict:
@@ -76,8 +75,10 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 
 def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state not in ("Z", "X")
