@@ -1,4 +1,4 @@
-"""Publishing: S3 upload with SHA-256 verification, then Greengrass v2 registration, in an order that is safe to retry."""
+"""Publishing: S3 upload with SHA-256 verification, then Greengrass v2 registration, in an order safe to retry."""
 
 from packager.publish.clients import make_clients
 from packager.publish.publish import RECIPE_FILE_NAME, PublishedComponent, PublishedObject, publish

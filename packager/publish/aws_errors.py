@@ -97,9 +97,7 @@ def aws_error(
     return PublishError(f"{step}: {type(exc).__name__}: {one_line(exc)}")
 
 
-def _client_error(
-    step: str, exc: ClientError, resource_id: str | None, resource_type: str | None
-) -> PackagerError:
+def _client_error(step: str, exc: ClientError, resource_id: str | None, resource_type: str | None) -> PackagerError:
     code = error_code(exc)
     server_message = one_line(exc.response.get("Error", {}).get("Message", ""))
     detail = f"{code}: {server_message}" if server_message else code

@@ -41,7 +41,9 @@ def recipe_artifact_digests(recipe: str | bytes) -> dict[str, str | None]:
                 raise ValidationException("recipe artifact without a Uri", field="Manifests.Artifacts.Uri")
             digest = _field(artifact, "Digest")
             if uri in digests and digests[uri] != digest:
-                raise ValidationException(f"recipe gives {uri} two different digests", field="Manifests.Artifacts.Digest")
+                raise ValidationException(
+                    f"recipe gives {uri} two different digests", field="Manifests.Artifacts.Digest"
+                )
             digests[str(uri)] = digest
     return digests
 

@@ -1,4 +1,4 @@
-"""publish(bundle) -> PublishedComponent: artifacts to S3, verified, then the recipe, then the Greengrass component version.
+"""publish(bundle) -> PublishedComponent: artifacts to S3 and verified, then the recipe, then the Greengrass version.
 
 The order is what makes it safe: nothing is registered, and no recipe is written, before every artifact the recipe
 names is proven to hold the bundle's bytes. A failed publish leaves at most verified or unverified artifacts behind,
@@ -94,7 +94,8 @@ def publish(
     if recipe_remote.state is RemoteState.DIFFERENT:
         raise ConflictException(
             f"check recipe: s3://{location.bucket}/{recipe_key} already holds a different recipe for "
-            f"{bundle.component_name} {bundle.component_version}; component versions are immutable, publish a new version",
+            f"{bundle.component_name} {bundle.component_version}; "
+            "component versions are immutable, publish a new version",
             recipe_key,
             "S3Object",
         )
@@ -102,7 +103,12 @@ def publish(
     for artifact in bundle.artifacts:
         key = _artifact_key(location, bundle, artifact)
         remote = _inspect(
-            s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
+            s3_client,
+            location.bucket,
+            key,
+            artifact.path,
+            artifact.sha256_b64,
+            artifact.size,
             f"check artifact {artifact.name}",
         )
         if remote.state is RemoteState.DIFFERENT and published:
@@ -136,7 +142,12 @@ def publish(
             step=f"upload artifact {artifact.name}",
         )
         checksum = s3.verify_object(
-            s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
+            s3_client,
+            location.bucket,
+            key,
+            artifact.path,
+            artifact.sha256_b64,
+            artifact.size,
             step=f"verify artifact {artifact.name}",
         )
         published_artifacts.append(PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True))
@@ -180,17 +191,22 @@ def _validated_location(bundle: ComponentBundle) -> S3Location:
     if len(set(names)) != len(names):
         raise ValidationException("two bundle artifacts share a file name", field="artifacts")
     if RECIPE_FILE_NAME in names:
-        raise ValidationException(f"an artifact may not be named {RECIPE_FILE_NAME}: that key holds the recipe", field="artifacts")
+        raise ValidationException(
+            f"an artifact may not be named {RECIPE_FILE_NAME}: that key holds the recipe", field="artifacts"
+        )
     expected: dict[str, str] = {}
     for artifact in bundle.artifacts:
         uri = location.uri_for(bundle.component_name, bundle.component_version, artifact.name)
         if artifact.uri != uri:
-            raise ValidationException(f"artifact {artifact.name} points at {artifact.uri}, expected {uri}", field="artifacts.uri")
+            raise ValidationException(
+                f"artifact {artifact.name} points at {artifact.uri}, expected {uri}", field="artifacts.uri"
+            )
         if not artifact.path.is_file():
             raise ValidationException(f"artifact file {artifact.path} does not exist", field="artifacts.path")
         if artifact.path.stat().st_size != artifact.size:
             raise ValidationException(
-                f"artifact file {artifact.path} is {artifact.path.stat().st_size} bytes, the bundle says {artifact.size}",
+                f"artifact file {artifact.path} is {artifact.path.stat().st_size} bytes, "
+                f"the bundle says {artifact.size}",
                 field="artifacts.size",
             )
         expected[uri] = artifact.sha256_b64
@@ -248,7 +264,9 @@ def _artifact_key(location: S3Location, bundle: ComponentBundle, artifact: Bundl
     return location.key_for(bundle.component_name, bundle.component_version, artifact.name)
 
 
-def _inspect(s3_client, bucket: str, key: str, source: s3.Source, sha256_b64: str, size: int, step: str) -> RemoteObject:
+def _inspect(
+    s3_client, bucket: str, key: str, source: s3.Source, sha256_b64: str, size: int, step: str
+) -> RemoteObject:
     try:
         return s3.inspect_object(s3_client, bucket, key, source, sha256_b64, size)
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""S3 side of publishing: bucket checks, SHA-256 uploads through s3transfer, and proof that a key holds the bundle's bytes.
+"""S3 side of publishing: bucket checks, SHA-256 uploads through s3transfer, proof that a key holds the bundle's bytes.
 
 How a key is proven to hold the bundle's bytes (the Greengrass ``Digest``, base64 of the raw SHA-256):
 - single-part objects: S3's ``ChecksumSHA256`` is the full-object SHA-256 and is compared directly;
@@ -182,9 +182,7 @@ def upload_file(
 
 def put_bytes(s3_client, bucket: str, key: str, data: bytes, content_type: str, step: str) -> None:
     try:
-        s3_client.put_object(
-            Bucket=bucket, Key=key, Body=data, ContentType=content_type, ChecksumAlgorithm="SHA256"
-        )
+        s3_client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, ChecksumAlgorithm="SHA256")
     except Exception as exc:
         raise aws_error(step, exc, resource_id=key, resource_type="S3Object") from None
 
