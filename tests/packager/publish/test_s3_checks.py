@@ -77,8 +77,9 @@ def test_access_denied_names_the_step_and_shows_no_secret(aws, tmp_path):
         aws_access_key_id=FAKE_ACCESS_KEY_ID,
         aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
     )
-    iam.create_user(UserName="reader")
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -86,7 +87,7 @@ def test_access_denied_names_the_step_and_shows_no_secret(aws, tmp_path):
             {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"},
         ],
     }
-    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
+    iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=json.dumps(policy))
     reader = boto3.session.Session(
         region_name=REGION, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
     ).client("s3", config=TEST_CLIENT_CONFIG)
