@@ -89,7 +89,8 @@ def _acquire_slot(home: Path):
         time.sleep(0.5)
 
 
-def run_job(home: Path, project: str, job_name: str) -> int:
+def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = None) -> int:
+    """Run one job to its final state. ``clients`` = (s3, greengrass) overrides the standard credential chain."""
     store = open_store(home)
     try:
         job = store.job(project, job_name)
@@ -111,7 +112,7 @@ def run_job(home: Path, project: str, job_name: str) -> int:
             beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
             beat.start()
             try:
-                _run_pipeline(store, home, job, model)
+                _run_pipeline(store, home, job, model, clients)
             finally:
                 stop.set()
                 beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
@@ -122,7 +123,7 @@ def run_job(home: Path, project: str, job_name: str) -> int:
         store.close()
 
 
-def _run_pipeline(store: Store, home: Path, job: JobRecord, model) -> None:
+def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tuple | None) -> None:
     def progress(message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
         with store.transaction():
@@ -135,7 +136,7 @@ def _run_pipeline(store: Store, home: Path, job: JobRecord, model) -> None:
         from packager.pipeline import run_packaging
 
         request = packaging_request(home, job, model.model_file, model.spec_file)
-        s3, greengrass = _aws_clients(request.register)
+        s3, greengrass = clients or _aws_clients(request.register)
         result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
     except PackagerError as exc:
         print(f"FAILED: {exc.code}: {exc.message}", flush=True)

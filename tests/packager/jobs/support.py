@@ -82,3 +82,28 @@ def pid_alive(pid: int) -> bool:
     except (ProcessLookupError, FileNotFoundError):
         return False
     return state not in ("Z", "X")
+
+
+S3_BUCKET = "packager-test-bucket"
+
+
+@pytest.fixture
+def s3_server(home, monkeypatch):
+    """moto's S3 over HTTP on 127.0.0.1 with a bucket, reached by workers through AWS_ENDPOINT_URL and fake
+    credentials; PACKAGER_NO_REGISTER=1 because moto has no Greengrass v2."""
+    import boto3
+
+    from tests.packager.publish.loopback import LoopbackS3
+
+    server = LoopbackS3()
+    server.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("PACKAGER_NO_REGISTER", "1")
+    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=S3_BUCKET)
+    yield s3
+    stop_workers(home)
+    server.stop()
