@@ -7,6 +7,8 @@ the service's error shapes, reachable as ``client.exceptions.ValidationException
 
 from __future__ import annotations
 
+import sys
+import types
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -166,3 +168,14 @@ class PageIterator:
 
 def client(home: Path | str | None = None) -> LookoutVisionClient:
     return LookoutVisionClient(home)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing packager.client rebinds the name ``packager.client`` to this module, so the module itself must
+    answer ``packager.client()`` just as the lazy function in packager/__init__.py does before the import."""
+
+    def __call__(self, home: Path | str | None = None) -> LookoutVisionClient:
+        return client(home)
+
+
+sys.modules[__name__].__class__ = _CallableModule
