@@ -120,7 +120,7 @@ def add_operation_arguments(operation: str, parser: argparse.ArgumentParser) -> 
         kind = service_model.shape(member.shape)["type"]
         hint = " (JSON, or file://PATH)" if kind in ("structure", "list", "map") else ""
         parser.add_argument(flag_name(member.name), dest=member.name, metavar="VALUE",
-                            help=f"{member.name}{hint}{' [required]' if member.name in required else ''}")
+                            help=f"{'[required] ' if member.name in required else ''}{member.summary}{hint}".replace("%", "%%"))
     parser.add_argument("--cli-input-json", metavar="JSON", help="the request as JSON (or file://PATH); flags override it")
     parser.add_argument("--cli-input-yaml", metavar="YAML", help="the request as YAML (or file://PATH); flags override it")
     parser.add_argument("--generate-cli-skeleton", nargs="?", const="input", choices=("input", "yaml-input", "output"),

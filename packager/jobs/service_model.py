@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,13 @@ class Member:
     location: str | None  # "uri" | "querystring" | "header" | None (JSON body)
     location_name: str | None
     idempotency_token: bool
+    documentation: str  # the model's HTML documentation, as shipped
+
+    @property
+    def summary(self) -> str:
+        """The documentation's first sentence as plain text, for --help."""
+        text = " ".join(re.sub(r"<[^>]+>", "", self.documentation).split())
+        return text.split(". ")[0].rstrip(".") + "." if text else ""
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ def members(shape_name: str | None) -> tuple[Member, ...]:
         return ()
     return tuple(
         Member(name=n, shape=m["shape"], location=m.get("location"), location_name=m.get("locationName"),
-               idempotency_token=bool(m.get("idempotencyToken")))
+               idempotency_token=bool(m.get("idempotencyToken")), documentation=m.get("documentation", ""))
         for n, m in shape(shape_name).get("members", {}).items()
     )
 

@@ -71,9 +71,9 @@ CREATE TABLE IF NOT EXISTS client_tokens (
 
 def packager_home(home: Path | str | None = None) -> Path:
     """$PACKAGER_HOME, else ~/.packager."""
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("PACKAGER_HOME") or Path.home() / ".packager")
+    # Absolute, because workers run with the store as their working directory.
+    chosen = home if home is not None else os.environ.get("PACKAGER_HOME") or Path.home() / ".packager"
+    return Path(chosen).expanduser().absolute()
 
 
 @dataclass(frozen=True)
