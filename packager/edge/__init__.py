@@ -3,3 +3,7 @@
 Everything here imports only the standard library, numpy and the TVM runtime
 (grpcio for the agent): it must run on a device with no compiler and no packager.
 """
+
+# The Edge Agent component's version: bump it whenever this package changes, because a published
+# component version is immutable and the agent's artifact is built from these files.
+AGENT_VERSION = "1.0.0"

@@ -1,0 +1,247 @@
+"""The Edge Agent: Lookout for Vision's EdgeAgent gRPC API over a Unix socket, for every model deployed here.
+
+    python -m lookout_edge.agent --registry DIR [--socket unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock]
+
+Requests are checked before any model time is spent; each error maps to one gRPC status. DetectAnomalies calls
+beyond --max-in-flight get RESOURCE_EXHAUSTED at once, and gRPC refuses RPCs past its worker count, so no
+queue grows without bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import socket
+import stat
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from . import bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from .mask import render, MaskPalette
+from .model_host import ModelHost, ModelNotFound, WrongModelState
+from .model_runner import postprocess, preprocess
+
+DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
+DEFAULT_MAX_IN_FLIGHT = 32
+CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
+MAX_MESSAGE_BYTES = bitmaps.MAX_SIDE * bitmaps.MAX_SIDE * 3 + (1 << 20)  # a 4096x4096 bitmap inline, plus headroom
+log = logging.getLogger("lookout_edge.agent")
+
+
+class AgentStartError(RuntimeError):
+    pass
+
+
+class Overloaded(RuntimeError):
+    pass
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+_STATUS_FOR = (
+    (bitmaps.InvalidBitmap, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (WrongModelState, grpc.StatusCode.FAILED_PRECONDITION),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+
+
+def _rpc(handler):
+    """Turn our exceptions into one gRPC status each; anything unexpected is INTERNAL and logged, never fatal."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request, context):
+        try:
+            return handler(self, request, context)
+        except Exception as exc:
+            code = next((c for kind, c in _STATUS_FOR if isinstance(exc, kind)), None)
+            if code is None:
+                log.exception("%s failed", handler.__name__)
+                code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"[:1000]
+            else:
+                message = str(exc)
+        context.abort(code, message)
+
+    return wrapper
+
+
+def _region(handle: pb.SharedMemoryHandle) -> bitmaps.SharedRegion:
+    return bitmaps.SharedRegion(name=handle.name, size=handle.size, offset=handle.offset)
+
+
+def _require_component(name: str) -> str:
+    if not name:
+        raise InvalidRequest("model_component is required")
+    return name
+
+
+class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
+    def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT):
+        self.host = host
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+
+    @_rpc
+    def DetectAnomalies(self, request, context):
+        if not self._slots.acquire(blocking=False):
+            raise Overloaded(f"the agent is already running {self.max_in_flight} detections; retry later")
+        try:
+            return self._detect(request)
+        finally:
+            self._slots.release()
+
+    def _detect(self, request: pb.DetectAnomaliesRequest) -> pb.DetectAnomaliesResponse:
+        component = _require_component(request.model_component)
+        if not request.HasField("bitmap"):
+            raise InvalidRequest("bitmap is required")
+        width, height = request.bitmap.width, request.bitmap.height
+        bitmaps.check_size(width, height)
+        source = request.bitmap.WhichOneof("data")
+        if source is None:
+            raise bitmaps.InvalidBitmap("bitmap needs byte_data or shared_memory_handle")
+        mask_region = None
+        if request.HasField("anomaly_mask_params") and request.anomaly_mask_params.HasField("shared_memory_handle"):
+            mask_region = _region(request.anomaly_mask_params.shared_memory_handle)
+            bitmaps.check_mask_region(mask_region, width, height)
+        with self.host.running(component) as hosted:
+            if source == "byte_data":
+                rgb = bitmaps.from_bytes(request.bitmap.byte_data, width, height)
+            else:
+                rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
+            detector = hosted.detector
+            spec = detector.spec
+            x = preprocess(rgb, spec)
+            with hosted.inference_lock:
+                outputs = detector.model.run(x)
+        result = postprocess(outputs, spec)
+        mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
+                      height, width)
+        mask_bitmap = pb.Bitmap(width=width, height=height)
+        if mask_region is not None:
+            written = bitmaps.to_shared_memory(mask_region, mask.pixels)
+            mask_bitmap.shared_memory_handle.CopyFrom(
+                pb.SharedMemoryHandle(name=mask_region.name, size=written, offset=mask_region.offset))
+        else:
+            mask_bitmap.byte_data = mask.pixels.tobytes()
+        anomalies = [pb.Anomaly(name=c.name, pixel_anomaly=pb.PixelAnomaly(total_percentage_area=area,
+                                                                           hex_color=c.hex_color.upper()))
+                     for c, area in zip(mask.palette.classes, mask.area_fractions)]
+        return pb.DetectAnomaliesResponse(detect_anomaly_result=pb.DetectAnomalyResult(
+            is_anomalous=result.is_anomalous, confidence=result.confidence, anomaly_mask=mask_bitmap,
+            anomalies=anomalies, anomaly_score=result.score, anomaly_threshold=result.threshold))
+
+    @_rpc
+    def StartModel(self, request, context):
+        return pb.StartModelResponse(status=int(self.host.start(_require_component(request.model_component))))
+
+    @_rpc
+    def StopModel(self, request, context):
+        return pb.StopModelResponse(status=int(self.host.stop(_require_component(request.model_component))))
+
+    @_rpc
+    def ListModels(self, request, context):
+        return pb.ListModelsResponse(models=[
+            pb.ModelMetadata(model_component=m.component, lookout_vision_model_arn=m.model_arn, status=int(m.status),
+                             status_message=m.status_message) for m in self.host.list()])
+
+    @_rpc
+    def DescribeModel(self, request, context):
+        m = self.host.describe(_require_component(request.model_component))
+        return pb.DescribeModelResponse(model_description=pb.ModelDescription(
+            model_component=m.component, lookout_vision_model_arn=m.model_arn, status=int(m.status),
+            status_message=m.status_message))
+
+
+def socket_path(address: str) -> Path | None:
+    return Path(address[len("unix://"):]) if address.startswith("unix://") else None
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a socket left by an agent that died; refuse if a live one still answers there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise AgentStartError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise AgentStartError(f"another agent is already listening on {path}")
+
+
+def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> grpc.Server:
+    """Start serving; the caller stops the returned server."""
+    if max_in_flight < 1:
+        raise AgentStartError(f"max in-flight detections must be at least 1, got {max_in_flight}")
+    path = socket_path(address)
+    if path is not None:
+        _claim_socket(path)
+    workers = max_in_flight + CONTROL_WORKERS
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-agent"),
+                         maximum_concurrent_rpcs=workers,
+                         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    pb_grpc.add_EdgeAgentServicer_to_server(EdgeAgentServicer(host, max_in_flight), server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise AgentStartError(f"cannot listen on {address}: {exc}") from None
+    if not bound:
+        raise AgentStartError(f"cannot listen on {address}")
+    server.start()
+    return server
+
+
+def _preload_runtime() -> None:
+    """Import the TVM runtime while the agent waits, so the first StartModel does not pay seconds for it."""
+    try:
+        import tvm.runtime  # noqa: F401
+    except Exception:  # StartModel will report the same failure as the model's state
+        log.exception("cannot import the TVM runtime")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lookout_edge.agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"gRPC address to listen on (default {DEFAULT_SOCKET})")
+    parser.add_argument("--registry", type=Path, required=True, help="directory where model components register")
+    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                        help=f"DetectAnomalies calls served at once before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_IN_FLIGHT})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.registry.mkdir(parents=True, exist_ok=True)
+    host = ModelHost(args.registry)
+    try:
+        server = serve(args.socket, host, args.max_in_flight)
+    except AgentStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    threading.Thread(target=_preload_runtime, name="preload-tvm", daemon=True).start()
+    log.info("listening on %s; models register in %s (%d found)", args.socket, args.registry, len(host.list()))
+    stopping.wait()
+    log.info("stopping")
+    server.stop(grace=3).wait()
+    path = socket_path(args.socket)
+    if path is not None and path.exists():
+        path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""RGB888 bitmaps in and out of the agent: size checks, and POSIX shared memory (segments under /dev/shm).
+
+Shared memory is opened through /dev/shm with mmap rather than multiprocessing.shared_memory, whose resource
+tracker would unlink the client's segments when the agent exits.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MIN_SIDE = 64
+MAX_SIDE = 4096
+SHM_ROOT = Path("/dev/shm")
+_SHM_NAME = re.compile(r"/?([A-Za-z0-9._-]{1,250})")
+
+
+class InvalidBitmap(ValueError):
+    """The request's bitmap or mask handle cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SharedRegion:
+    name: str  # as the client gave it, "psm_x" or "/psm_x"
+    size: int
+    offset: int
+
+
+def check_size(width: int, height: int, field: str = "bitmap") -> int:
+    """The byte count an RGB888 bitmap of this size must have."""
+    for side, value in (("width", width), ("height", height)):
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise InvalidBitmap(f"{field}.{side} is {value}; it must be {MIN_SIDE}..{MAX_SIDE} pixels")
+    return width * height * 3
+
+
+def from_bytes(data: bytes, width: int, height: int) -> np.ndarray:
+    expected = check_size(width, height)
+    if len(data) != expected:
+        raise InvalidBitmap(f"bitmap.byte_data has {len(data)} bytes; a {width}x{height} RGB888 bitmap has {expected}")
+    return np.frombuffer(data, np.uint8).reshape(height, width, 3)
+
+
+def _segment_path(name: str, field: str) -> Path:
+    match = _SHM_NAME.fullmatch(name)
+    if not match or match.group(1) in (".", ".."):
+        raise InvalidBitmap(f"{field}.name {name!r} is not a shared memory name (letters, digits, '.', '_', '-')")
+    return SHM_ROOT / match.group(1)
+
+
+@contextmanager
+def _mapped(region: SharedRegion, nbytes: int, field: str, writable: bool):
+    path = _segment_path(region.name, field)
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except FileNotFoundError:
+        raise InvalidBitmap(f"{field}.name {region.name!r}: no such shared memory segment") from None
+    except PermissionError:
+        raise InvalidBitmap(f"{field}.name {region.name!r}: the agent may not {'write' if writable else 'read'} it") from None
+    try:
+        segment_size = os.fstat(fd).st_size
+        if region.offset + nbytes > segment_size:
+            raise InvalidBitmap(f"{field}: offset {region.offset} + {nbytes} bytes runs past the end of the "
+                                f"{segment_size}-byte segment {region.name!r}")
+        with mmap.mmap(fd, segment_size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ) as view:
+            yield view
+    finally:
+        os.close(fd)
+
+
+def from_shared_memory(region: SharedRegion, width: int, height: int) -> np.ndarray:
+    """Copy the bitmap out of the client's segment, so the client may reuse it as soon as the call returns."""
+    field = "bitmap.shared_memory_handle"
+    expected = check_size(width, height)
+    if region.size != expected:
+        raise InvalidBitmap(f"{field}.size is {region.size}; a {width}x{height} RGB888 bitmap has {expected} bytes")
+    with _mapped(region, expected, field, writable=False) as view:
+        data = view[region.offset:region.offset + expected]  # a copy: no buffer export outlives the mapping
+    return np.frombuffer(data, np.uint8).reshape(height, width, 3)
+
+
+def to_shared_memory(region: SharedRegion, pixels: np.ndarray) -> int:
+    """Write an HxWx3 mask at the region's offset; returns the bytes written."""
+    field = "anomaly_mask_params.shared_memory_handle"
+    nbytes = pixels.size
+    if region.size < nbytes:
+        raise InvalidBitmap(f"{field}.size is {region.size}; the {pixels.shape[1]}x{pixels.shape[0]} mask needs {nbytes} bytes")
+    with _mapped(region, nbytes, field, writable=True) as view:
+        view[region.offset:region.offset + nbytes] = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
+    return nbytes
+
+
+def check_mask_region(region: SharedRegion, width: int, height: int) -> None:
+    """Reject a mask handle before inference, so a bad handle costs no model time."""
+    field = "anomaly_mask_params.shared_memory_handle"
+    needed = width * height * 3
+    if region.size < needed:
+        raise InvalidBitmap(f"{field}.size is {region.size}; the {width}x{height} mask needs {needed} bytes")
+    with _mapped(region, needed, field, writable=True):
+        pass

@@ -1,0 +1,176 @@
+"""The models the agent serves, and their lifecycle: STOPPED -> STARTING -> RUNNING -> STOPPING -> STOPPED (or FAILED).
+
+Loading and unloading happen on background threads, so StartModel and StopModel answer at once. One lock guards
+the table of models; each model has its own inference lock because a TVM VM must not be entered by two threads.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import registry
+from .model_runner import AnomalyDetector
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.IntEnum):
+    """Values match the proto's ModelStatus."""
+
+    STOPPED = 0
+    STARTING = 1
+    RUNNING = 2
+    FAILED = 3
+    STOPPING = 4
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class WrongModelState(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    component: str
+    model_arn: str
+    status: Status
+    status_message: str
+
+
+@dataclass
+class HostedModel:
+    registration: registry.ModelRegistration
+    status: Status = Status.STOPPED
+    status_message: str = "model is stopped"
+    detector: AnomalyDetector | None = None
+    in_use: int = 0  # detections holding the detector; a stop waits for them
+    inference_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> ModelSnapshot:
+        return ModelSnapshot(self.registration.component, self.registration.model_arn, self.status, self.status_message)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:500]
+
+
+def load_and_warm(model_dir: Path) -> AnomalyDetector:
+    """Load, then run once so the first request does not pay for lazy initialisation."""
+    detector = AnomalyDetector.load(model_dir)
+    height, width = detector.spec["preprocessing"]["resize"]
+    detector.detect(np.zeros((height, width, 3), np.uint8))
+    return detector
+
+
+class ModelHost:
+    def __init__(self, registry_dir: Path, loader: Callable[[Path], AnomalyDetector] = load_and_warm):
+        self.registry_dir = Path(registry_dir)
+        self._loader = loader
+        self._lock = threading.Condition()
+        self._models: dict[str, HostedModel] = {}
+
+    def refresh(self) -> None:
+        """Pick up registrations that appeared, changed, or went away since the last look."""
+        found = registry.scan(self.registry_dir)
+        with self._lock:
+            for name in set(self._models) - set(found):
+                log.info("model component %s was unregistered", name)
+                del self._models[name]  # in-flight detections keep their own reference to the detector
+            for name, registration in found.items():
+                hosted = self._models.get(name)
+                if hosted is None:
+                    log.info("model component %s %s registered (%s)", name, registration.version, registration.model_dir)
+                    self._models[name] = HostedModel(registration)
+                elif hosted.registration != registration and hosted.status in (Status.STOPPED, Status.FAILED):
+                    hosted.registration = registration
+
+    def _get(self, component: str) -> HostedModel:
+        hosted = self._models.get(component)
+        if hosted is None:
+            raise ModelNotFound(f"model component {component!r} is not deployed on this device")
+        return hosted
+
+    def hosted(self, component: str) -> HostedModel:
+        with self._lock:
+            return self._get(component)
+
+    def list(self) -> list[ModelSnapshot]:
+        self.refresh()
+        with self._lock:
+            return [self._models[name].snapshot() for name in sorted(self._models)]
+
+    def describe(self, component: str) -> ModelSnapshot:
+        self.refresh()
+        with self._lock:
+            return self._get(component).snapshot()
+
+    def start(self, component: str) -> Status:
+        self.refresh()
+        with self._lock:
+            hosted = self._get(component)
+            if hosted.status not in (Status.STOPPED, Status.FAILED):
+                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; "
+                                      "StartModel needs it STOPPED or FAILED")
+            hosted.status, hosted.status_message = Status.STARTING, "loading the model"
+        threading.Thread(target=self._load, args=(hosted,), name=f"start-{component}", daemon=True).start()
+        return Status.STARTING
+
+    def _load(self, hosted: HostedModel) -> None:
+        try:
+            detector = self._loader(hosted.registration.model_dir)
+        except Exception as exc:  # any load failure is the model's state, never the agent's death
+            log.exception("model component %s failed to start", hosted.registration.component)
+            with self._lock:
+                hosted.status, hosted.status_message = Status.FAILED, f"model failed to load: {_first_line(exc)}"
+            return
+        with self._lock:
+            hosted.detector, hosted.status, hosted.status_message = detector, Status.RUNNING, "model is running"
+        log.info("model component %s is running", hosted.registration.component)
+
+    def stop(self, component: str) -> Status:
+        self.refresh()
+        with self._lock:
+            hosted = self._get(component)
+            if hosted.status is not Status.RUNNING:
+                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; StopModel needs it RUNNING")
+            hosted.status, hosted.status_message = Status.STOPPING, "waiting for running detections to finish"
+        threading.Thread(target=self._unload, args=(hosted,), name=f"stop-{component}", daemon=True).start()
+        return Status.STOPPING
+
+    def _unload(self, hosted: HostedModel) -> None:
+        with self._lock:
+            self._lock.wait_for(lambda: hosted.in_use == 0)
+            hosted.detector, hosted.status, hosted.status_message = None, Status.STOPPED, "model is stopped"
+        log.info("model component %s stopped", hosted.registration.component)
+
+    @contextmanager
+    def running(self, component: str) -> Iterator[HostedModel]:
+        """The model, held RUNNING for the duration: a StopModel issued meanwhile waits for it."""
+        with self._lock:
+            hosted = self._models.get(component)
+        if hosted is None:
+            self.refresh()
+        with self._lock:
+            hosted = self._get(component)
+            if hosted.status is not Status.RUNNING:
+                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; "
+                                      "DetectAnomalies needs it RUNNING (call StartModel)")
+            hosted.in_use += 1
+        try:
+            yield hosted
+        finally:
+            with self._lock:
+                hosted.in_use -= 1
+                self._lock.notify_all()

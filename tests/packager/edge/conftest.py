@@ -1,0 +1,115 @@
+"""A compiled tiny autoencoder and an Edge Agent serving it on a temporary Unix socket."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+from packager.edge.agent import serve
+from packager.edge.model_host import ModelHost
+from tests.conftest import make_tiny_autoencoder, tiny_spec_dict
+
+MODEL = "com.acme.TinyDetector"
+
+
+def edge_spec_dict() -> dict:
+    """The untrained autoencoder reconstructs flat grey with error ~0.95 and a noisy patch with errors up to ~3,
+    so these thresholds split a normal image from a defective one."""
+    spec = tiny_spec_dict()
+    spec.update(image_threshold=1.5, pixel_threshold=1.2, normalization={"min": 0.9, "max": 3.0},
+                classes=[{"name": "scratch", "color": "#FF0000"}], background_color="#FFFFFF")
+    return spec
+
+
+def normal_image(height: int = 96, width: int = 128) -> np.ndarray:
+    return np.full((height, width, 3), 128, np.uint8)
+
+
+def defective_image(height: int = 96, width: int = 128) -> np.ndarray:
+    image = normal_image(height, width)
+    rng = np.random.default_rng(0)
+    top, left = height // 3, width // 3
+    image[top:2 * top, left:2 * left] = rng.integers(0, 256, (top, left, 3))
+    return image
+
+
+def bitmap(image: np.ndarray) -> pb.Bitmap:
+    return pb.Bitmap(width=image.shape[1], height=image.shape[0], byte_data=image.tobytes())
+
+
+def wait_for_status(stub, component: str, status: int, timeout: float = 60.0) -> pb.ModelDescription:
+    deadline = time.monotonic() + timeout
+    while True:
+        description = stub.DescribeModel(pb.DescribeModelRequest(model_component=component)).model_description
+        if description.status == status or time.monotonic() > deadline:
+            return description
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def edge_model_files(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("edge_model")
+    spec = root / "spec.json"
+    spec.write_text(json.dumps(edge_spec_dict()))
+    return make_tiny_autoencoder(root / "tiny.onnx"), spec
+
+
+@pytest.fixture(scope="session")
+def compiled_model_dir(edge_model_files, tmp_path_factory) -> Path:
+    from compilers.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
+    from targets import host_target
+
+    work = tmp_path_factory.mktemp("edge_compile")
+    artifact = compile_model(import_model(*edge_model_files), host_target(), CompileOptions(work_dir=work))
+    return artifact.model_dir
+
+
+class RunningAgent:
+    def __init__(self, registry_dir: Path, address: str, max_in_flight: int):
+        self.registry_dir = registry_dir
+        self.address = address
+        self.host = ModelHost(registry_dir)
+        self.server = serve(address, self.host, max_in_flight)
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.EdgeAgentStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.server.stop(grace=None).wait()
+
+
+@pytest.fixture
+def make_agent(tmp_path, compiled_model_dir):
+    """Start an agent with the tiny model registered as MODEL; every agent started is stopped at teardown."""
+    agents = []
+
+    def start(max_in_flight: int = 32) -> RunningAgent:
+        registry_dir = tmp_path / f"registry{len(agents)}"
+        registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir))
+        agent = RunningAgent(registry_dir, f"unix://{tmp_path}/agent{len(agents)}.sock", max_in_flight)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.close()
+
+
+@pytest.fixture
+def agent(make_agent) -> RunningAgent:
+    return make_agent()
+
+
+@pytest.fixture
+def running_agent(agent) -> RunningAgent:
+    assert agent.stub.StartModel(pb.StartModelRequest(model_component=MODEL)).status == pb.STARTING
+    assert wait_for_status(agent.stub, MODEL, pb.RUNNING).status == pb.RUNNING
+    return agent
