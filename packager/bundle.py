@@ -1,4 +1,12 @@
-"""Greengrass v2 bundle in GDK's layout: recipes/<name>-<version>.yaml and artifacts/<name>/<version>/."""
+"""Greengrass v2 bundle in GDK's layout: recipes/<name>-<version>.yaml and artifacts/<name>/<version>/.
+
+A build writes two components. The model component carries the compiled model and, when it runs, registers it
+with the Edge Agent component it depends on. The agent component serves Lookout's EdgeAgent gRPC API for every
+model on the device. One agent per device, as Lookout had, because the API is one socket serving all models,
+the TVM runtime and gRPC are installed once rather than per model, and a model update does not restart the
+socket other models' clients are using. The agent's artifact depends only on the edge code and the runtime pins,
+so every build of the same packager writes the same agent bytes: publishing it again is a no-op.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,12 @@ import base64
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compilers.model import CompiledArtifact
 from packager.benchmark import BenchmarkReport
+from packager.edge import AGENT_VERSION
 from targets import Target
 from targets.runtime import install_script, pip_requirements
 
@@ -47,6 +56,7 @@ class ComponentBundle:
     recipe_text: str
     artifacts: tuple[BundleArtifact, ...]
     s3_location: S3Location | None  # where the recipe's URIs point, None for a local-only bundle
+    dependencies: tuple["ComponentBundle", ...] = ()  # components this one's recipe depends on: publish them first
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,14 @@ ARTIFACT_NAME = "model.zip"
 ARCHIVE_ROOT = "model"  # Greengrass unarchives model.zip into {artifacts:decompressedPath}/model/
 EDGE_PACKAGE = "lookout_edge"  # packager/edge as it is named on the device
 COMPILED_DIR = "compiled"
+AGENT_COMPONENT = "edgepackager.lookoutvision.EdgeAgent"
+AGENT_ARTIFACT_NAME = "edge_agent.zip"
+AGENT_ARCHIVE_ROOT = "edge_agent"
+AGENT_DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"  # Lookout's, so client apps need no change
+AGENT_DEFAULT_MAX_IN_FLIGHT = 32
+MODEL_REGISTRY_DIR = "models"  # under the agent's work path; model components register there
+# The committed edge_agent_pb2*.py come from grpcio-tools 1.85.1 / protobuf 7.35.1 and refuse older runtimes.
+AGENT_GRPC_REQUIREMENTS = ("grpcio>=1.85.1,<2", "protobuf>=7.35.1,<8")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -94,39 +112,99 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def model_lifecycle(target: Target) -> dict:
+def agent_dependency() -> dict:
+    major = int(AGENT_VERSION.split(".")[0])
+    return {AGENT_COMPONENT: {"VersionRequirement": f">={AGENT_VERSION} <{major + 1}.0.0", "DependencyType": "HARD"}}
+
+
+def model_lifecycle(component: ComponentIdentity) -> dict:
+    """Register the compiled model with the agent while the component runs; the system python3 suffices."""
     root = f"{{artifacts:decompressedPath}}/{ARCHIVE_ROOT}"
-    venv = "{work:path}/venv"
+    registry = f"{{{AGENT_COMPONENT}:work:path}}/{MODEL_REGISTRY_DIR}"
     return {
         "Setenv": {"PYTHONPATH": root},
-        "Install": {"Script": install_script(target, root, venv), "Timeout": 1800},
-        "Run": {"Script": f"{venv}/bin/python -m {EDGE_PACKAGE}.runner --model-dir {root}/{COMPILED_DIR} --self-check"},
+        "Run": {"Script": f'python3 -m {EDGE_PACKAGE}.registry add --registry "{registry}" --component {component.name} '
+                          f'--version {component.version} --model-dir "{root}/{COMPILED_DIR}"'},
+        "Shutdown": {"Script": f'python3 -m {EDGE_PACKAGE}.registry remove --registry "{registry}" --component {component.name}'},
     }
+
+
+def agent_install_script(target: Target, root: str, venv: str) -> str:
+    """targets' Install step, in a venv that also sees the system's packages: a device image's TVM, numpy or grpcio
+    are used as they are, and pip downloads only what is missing (on a developer machine, nothing)."""
+    plain, shared = f"-m venv {venv}", f"-m venv --system-site-packages {venv}"
+    script = install_script(target, root, venv)
+    if plain not in script:
+        raise ValueError(f"targets.runtime.install_script no longer runs '{plain}'; update agent_install_script")
+    return script.replace(plain, shared, 1)
+
+
+def agent_lifecycle(target: Target) -> dict:
+    root = f"{{artifacts:decompressedPath}}/{AGENT_ARCHIVE_ROOT}"
+    venv = "{work:path}/venv"
+    return {
+        "Setenv": {"PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1"},  # spinning BLAS threads only add latency here
+        "Install": {"Script": agent_install_script(target, root, venv), "Timeout": 1800},
+        "Run": {"Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
+                          f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}}'},
+    }
+
+
+def agent_archive_entries(target: Target) -> list[tuple[str, bytes]]:
+    requirements = [*pip_requirements(target), *AGENT_GRPC_REQUIREMENTS]
+    return sorted([("requirements.txt", ("\n".join(requirements) + "\n").encode()), *_edge_sources()])
+
+
+def _write_component(output_dir: Path, recipe: dict, files: list[tuple[str, bytes, str]],
+                     s3_location: S3Location | None) -> ComponentBundle:
+    """files: (name, bytes, uri) per artifact, in the recipe's order."""
+    from packager.recipe import recipe_yaml, validate_recipe
+
+    validate_recipe(recipe)
+    text = recipe_yaml(recipe)
+    name, version = recipe["ComponentName"], recipe["ComponentVersion"]
+    artifact_dir = Path(output_dir) / "artifacts" / name / version
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = []
+    for file_name, data, uri in files:
+        (artifact_dir / file_name).write_bytes(data)
+        artifacts.append(BundleArtifact(path=artifact_dir / file_name, name=file_name, sha256_b64=sha256_b64(data),
+                                        size=len(data), uri=uri))
+    recipe_path = Path(output_dir) / "recipes" / f"{name}-{version}.yaml"
+    recipe_path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(text)
+    return ComponentBundle(root=Path(output_dir), component_name=name, component_version=version, recipe_path=recipe_path,
+                           recipe_text=text, artifacts=tuple(artifacts), s3_location=s3_location)
+
+
+def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | None = None) -> ComponentBundle:
+    """The Edge Agent component: recipes/<agent>-<version>.yaml and artifacts/<agent>/<version>/edge_agent.zip."""
+    from packager.recipe import RecipeArtifact, model_component_recipe
+
+    data = reproducible_zip(agent_archive_entries(target))
+    uri = (s3_location or S3Location("BUCKET_NAME")).uri_for(AGENT_COMPONENT, AGENT_VERSION, AGENT_ARTIFACT_NAME)
+    recipe = model_component_recipe(
+        AGENT_COMPONENT, AGENT_VERSION,
+        "Serves the Lookout for Vision Edge Agent gRPC API for every model component on this device",
+        platform={"os": target.greengrass.os},  # pure Python: one agent for every architecture of a runtime
+        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
+        configuration={"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT})
+    return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
 
 
 def bundle(artifact: CompiledArtifact, report: BenchmarkReport, target: Target, component: ComponentIdentity,
            output_dir: Path, s3_location: S3Location | None = None) -> ComponentBundle:
-    """Write recipes/<name>-<version>.yaml and artifacts/<name>/<version>/model.zip in GDK's layout."""
-    from packager.recipe import RecipeArtifact, model_component_recipe, recipe_yaml, validate_recipe
+    """Write the model component and the agent component it depends on, in GDK's layout."""
+    from packager.recipe import RecipeArtifact, model_component_recipe
 
+    agent = agent_bundle(target, output_dir, s3_location)
     data = reproducible_zip(archive_entries(artifact, report, target))
-    digest = sha256_b64(data)
     location = s3_location or S3Location("BUCKET_NAME")  # GDK's placeholder until publish fills in the bucket
     uri = location.uri_for(component.name, component.version, ARTIFACT_NAME)
     recipe = model_component_recipe(
         component.name, component.version, component.description,
         platform={"os": target.greengrass.os, "architecture": target.greengrass.architecture},
-        artifacts=[RecipeArtifact(uri=uri, digest_b64=digest)], lifecycle=model_lifecycle(target))
-    validate_recipe(recipe)
-    text = recipe_yaml(recipe)
-    artifact_dir = Path(output_dir) / "artifacts" / component.name / component.version
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    artifact_path = artifact_dir / ARTIFACT_NAME
-    artifact_path.write_bytes(data)
-    recipe_path = Path(output_dir) / "recipes" / f"{component.name}-{component.version}.yaml"
-    recipe_path.parent.mkdir(parents=True, exist_ok=True)
-    recipe_path.write_text(text)
-    return ComponentBundle(
-        root=Path(output_dir), component_name=component.name, component_version=component.version, recipe_path=recipe_path,
-        recipe_text=text, artifacts=(BundleArtifact(path=artifact_path, name=ARTIFACT_NAME, sha256_b64=digest, size=len(data), uri=uri),),
-        s3_location=s3_location)
+        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=model_lifecycle(component),
+        dependencies=agent_dependency())
+    model = _write_component(output_dir, recipe, [(ARTIFACT_NAME, data, uri)], s3_location)
+    return replace(model, dependencies=(agent,))

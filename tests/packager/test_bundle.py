@@ -2,20 +2,18 @@ import base64
 import hashlib
 import json
 import zipfile
-from dataclasses import replace
 
 import jsonschema
 import pytest
 import yaml
 
-from packager.bundle import ComponentIdentity, S3Location, bundle
+from packager.bundle import AGENT_COMPONENT, ComponentIdentity, S3Location, agent_bundle, bundle
+from packager.deploy_local import version_satisfies
+from packager.edge import AGENT_VERSION
 from packager.errors import ValidationException
 from packager.pipeline import PackagingRequest, run_packaging
 from packager.recipe import MAX_RECIPE_BYTES, validate_recipe
 from targets import host_target
-
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def packaged(tiny_model, tmp_path_factory):
@@ -35,6 +33,7 @@ def _lower(value):
     return value
 
 
+@pytest.mark.slow
 def test_layout_is_gdks(packaged):
     _, result = packaged
     b = result.bundle
@@ -42,6 +41,7 @@ def test_layout_is_gdks(packaged):
     assert b.artifacts[0].path == b.root / "artifacts" / "com.acme.Tiny" / "3.0.0" / "model.zip"
 
 
+@pytest.mark.slow
 def test_recipe_validates_against_gdk_schema(packaged):
     _, result = packaged
     recipe = yaml.safe_load(result.bundle.recipe_path.read_text())
@@ -51,11 +51,12 @@ def test_recipe_validates_against_gdk_schema(packaged):
     assert len(result.bundle.recipe_path.read_bytes()) < MAX_RECIPE_BYTES
     manifest = recipe["Manifests"][0]
     assert manifest["Platform"] == {"os": "linux", "architecture": "amd64"}
-    assert {"Install", "Run"} <= set(manifest["Lifecycle"])
+    assert {"Run", "Shutdown"} <= set(manifest["Lifecycle"])
     artifact = manifest["Artifacts"][0]
     assert artifact["Unarchive"] == "ZIP" and artifact["Algorithm"] == "SHA-256" and "Permission" in artifact
 
 
+@pytest.mark.slow
 def test_digest_is_base64_sha256_of_the_zip_bytes(packaged):
     _, result = packaged
     recipe = yaml.safe_load(result.bundle.recipe_path.read_text())
@@ -63,6 +64,7 @@ def test_digest_is_base64_sha256_of_the_zip_bytes(packaged):
     assert recipe["Manifests"][0]["Artifacts"][0]["Digest"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+@pytest.mark.slow
 def test_zip_holds_library_params_spec_benchmark_and_runner(packaged):
     _, result = packaged
     with zipfile.ZipFile(result.bundle.artifacts[0].path) as archive:
@@ -75,10 +77,10 @@ def test_zip_holds_library_params_spec_benchmark_and_runner(packaged):
         assert report["tvm"]["runs"] == 3 and report["ratio_tvm_to_ort"] > 0
 
 
+@pytest.mark.slow
 def test_same_inputs_give_byte_identical_zip(packaged, tmp_path):
     """Rebuild the bundle from the same inputs: same bytes, same digest."""
     request, result = packaged
-    from compilers.model import CompiledArtifact
     from compilers.tvm_compile import compile_model
     from compilers.intake import import_model
     from compilers.model import CompileOptions
@@ -91,6 +93,7 @@ def test_same_inputs_give_byte_identical_zip(packaged, tmp_path):
     assert again.artifacts[0].sha256_b64 == result.bundle.artifacts[0].sha256_b64
 
 
+@pytest.mark.slow
 def test_s3_location_sets_artifact_uri(packaged, tmp_path):
     request, result = packaged
     from compilers.intake import import_model
@@ -104,6 +107,7 @@ def test_s3_location_sets_artifact_uri(packaged, tmp_path):
     assert "s3://my-bucket/models/line1/com.acme.Tiny/3.0.0/model.zip" in b.recipe_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value", [("ComponentName", "bad name!"), ("ComponentName", "x" * 129),
                                           ("ComponentVersion", "1.0"), ("ComponentVersion", "1234567.0.0")])
 def test_recipe_rejects_names_the_service_rejects(packaged, field, value):
@@ -114,9 +118,50 @@ def test_recipe_rejects_names_the_service_rejects(packaged, field, value):
         validate_recipe(recipe)
 
 
+@pytest.mark.slow
 def test_recipe_over_16kb_is_rejected(packaged):
     _, result = packaged
     recipe = yaml.safe_load(result.bundle.recipe_text)
     recipe["ComponentDescription"] = "x" * (MAX_RECIPE_BYTES + 1)
     with pytest.raises(ValidationException, match="recipe"):
         validate_recipe(recipe)
+
+
+@pytest.mark.slow
+def test_model_component_depends_on_the_agent_and_registers_with_it(packaged):
+    _, result = packaged
+    recipe = yaml.safe_load(result.bundle.recipe_text)
+    requirement = recipe["ComponentDependencies"][AGENT_COMPONENT]
+    assert requirement["DependencyType"] == "HARD" and version_satisfies(AGENT_VERSION, requirement["VersionRequirement"])
+    run = recipe["Manifests"][0]["Lifecycle"]["Run"]["Script"]
+    assert "lookout_edge.registry add" in run and f"{{{AGENT_COMPONENT}:work:path}}/models" in run
+    assert [d.component_name for d in result.bundle.dependencies] == [AGENT_COMPONENT]
+    assert result.bundle.dependencies[0].recipe_path == result.bundle.root / "recipes" / f"{AGENT_COMPONENT}-{AGENT_VERSION}.yaml"
+
+
+def test_agent_component_is_schema_valid_and_serves_lookouts_socket(tmp_path):
+    agent = agent_bundle(host_target(), tmp_path)
+    recipe = yaml.safe_load(agent.recipe_path.read_text())
+    schema = json.loads(open("packager/data/greengrass-recipe.schema.json").read())
+    jsonschema.validate(_lower(recipe), schema)
+    validate_recipe(recipe)
+    assert len(agent.recipe_path.read_bytes()) < MAX_RECIPE_BYTES
+    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["Socket"] == "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
+    lifecycle = recipe["Manifests"][0]["Lifecycle"]
+    assert "--system-site-packages" in lifecycle["Install"]["Script"]
+    assert '--socket "{configuration:/Socket}"' in lifecycle["Run"]["Script"]
+    assert agent.artifacts[0].path == tmp_path / "artifacts" / AGENT_COMPONENT / AGENT_VERSION / "edge_agent.zip"
+    with zipfile.ZipFile(agent.artifacts[0].path) as archive:
+        names = set(archive.namelist())
+        assert {"lookout_edge/agent.py", "lookout_edge/edge_agent_pb2.py", "lookout_edge/edge_agent_pb2_grpc.py",
+                "lookout_edge/edge_agent.proto", "requirements.txt"} <= names
+        requirements = archive.read("requirements.txt").decode().split()
+    assert any(r.startswith("apache-tvm==") for r in requirements)
+    assert any(r.startswith("grpcio>=") for r in requirements) and any(r.startswith("protobuf>=") for r in requirements)
+
+
+def test_agent_bytes_do_not_depend_on_the_build(tmp_path):
+    first = agent_bundle(host_target(), tmp_path / "a")
+    second = agent_bundle(host_target(), tmp_path / "b", S3Location("bucket", "p"))
+    assert first.artifacts[0].path.read_bytes() == second.artifacts[0].path.read_bytes()
+    assert second.artifacts[0].uri == f"s3://bucket/p/{AGENT_COMPONENT}/{AGENT_VERSION}/edge_agent.zip"
