@@ -24,9 +24,9 @@ class Command:
 
 
 def _command_table() -> tuple[Command, ...]:
-    from packager.commands import build
+    from packager.commands import build, deploy_local
 
-    return (build.COMMAND,)
+    return (build.COMMAND, deploy_local.COMMAND)
 
 
 def build_parser(commands: tuple[Command, ...]) -> argparse.ArgumentParser:

@@ -1,0 +1,263 @@
+"""Run a DeploymentPlan's lifecycles as the Greengrass nucleus does, and report each component's state.
+
+Install and Startup run to completion within their timeouts (120 s unless the recipe says otherwise); a failure
+stops the deployment. Run processes are watched: exit 0 is FINISHED, anything else ERRORED and restarted, and the
+third error is BROKEN. Stopping runs each Shutdown step and ends each Run process group, dependents first.
+Every step runs as `sh -c SCRIPT` in the component's work directory, its output appended to logs/<name>.log.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from packager.deploy_local import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component, recipe_key
+from packager.errors import ConflictException, InternalServerException
+
+DEFAULT_TIMEOUTS = {"install": 120, "startup": 120, "shutdown": 15}
+MAX_RUN_ERRORS = 3  # the nucleus marks a component BROKEN after its third error
+STOP_GRACE_SECONDS = 10
+PID_FILE = "deploy-local.pid"
+STATE_FILE = "state.json"
+
+
+class State(str, enum.Enum):
+    NEW = "NEW"
+    INSTALLED = "INSTALLED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    ERRORED = "ERRORED"
+    BROKEN = "BROKEN"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"  # deploy-local's own: stopped on request
+
+
+class StepFailed(InternalServerException):
+    """A lifecycle step failed or timed out; the message names the component, the step and its log."""
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Tracked:
+    component: LocalComponent
+    state: State = State.NEW
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    run_timeout: float | None = None
+    errors: int = 0
+
+
+def _step(component: LocalComponent, name: str) -> dict | None:
+    step = recipe_key(component.lifecycle, name)
+    if step is None:
+        return None
+    return {"Script": step} if isinstance(step, str) else step
+
+
+def _end_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the step's whole process group, then SIGKILL what is left after the grace period."""
+    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class LocalNucleus:
+    def __init__(self, plan: DeploymentPlan, out: TextIO = sys.stdout, stop_requested: threading.Event | None = None):
+        self.plan = plan
+        self.out = out
+        self.stop_requested = stop_requested or threading.Event()
+        self.tracked = [Tracked(c) for c in plan.components]
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    def _set(self, t: Tracked, state: State, note: str = "") -> None:
+        t.state = state
+        print(f"{t.component.name} {t.component.version}: {state.value}{f' ({note})' if note else ''}", file=self.out, flush=True)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        doc = {"pid": os.getpid(), "build_dir": str(self.plan.build_dir), "root": str(self.plan.root), "components": {
+            t.component.name: {"version": t.component.version, "state": t.state.value,
+                               "pid": t.process.pid if t.process and t.process.poll() is None else None,
+                               "log": str(self.plan.log_path(t.component))} for t in self.tracked}}
+        fd, tmp = tempfile.mkstemp(dir=self.plan.root, prefix=".state.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(doc, handle, indent=2)
+        os.replace(tmp, self.plan.root / STATE_FILE)
+
+    def _log(self, t: Tracked, line: str) -> None:
+        with open(self.plan.log_path(t.component), "a") as log:
+            log.write(f"[deploy-local {time.strftime('%H:%M:%S')}] {line}\n")
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def _skip(self, t: Tracked, step: dict) -> bool:
+        condition = str(recipe_key(step, "SkipIf", "")).split(None, 1)
+        if len(condition) != 2:
+            return False
+        kind, arg = condition[0].lower(), interpolate(condition[1], self.plan, t.component)
+        return shutil.which(arg) is not None if kind == "onpath" else Path(arg).exists() if kind == "exists" else False
+
+    def _spawn(self, t: Tracked, name: str, step: dict) -> subprocess.Popen:
+        script = interpolate(str(recipe_key(step, "Script", "")), self.plan, t.component)
+        env = environment(self.plan, t.component, step)
+        self._log(t, f"{name}: {script}")
+        with open(self.plan.log_path(t.component), "ab") as log:
+            return subprocess.Popen(["sh", "-c", script], cwd=self.plan.work_path(t.component), env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _run_to_end(self, t: Tracked, name: str, required: bool = True) -> bool:
+        """Run a blocking step; False when the recipe has none (or SkipIf says so)."""
+        step = _step(t.component, name)
+        if step is None or self._skip(t, step):
+            return False
+        timeout = float(recipe_key(step, "Timeout", DEFAULT_TIMEOUTS[name]))
+        process = self._spawn(t, name, step)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if self.stop_requested.is_set() and required:
+                _end_group(process, 2)
+                raise Interrupted()
+            if time.monotonic() > deadline:
+                _end_group(process, 2)
+                self._log(t, f"{name} timed out after {timeout:g} s")
+                if required:
+                    raise StepFailed(f"{t.component.name}: {name} timed out after {timeout:g} s; see {self.plan.log_path(t.component)}")
+                return True
+            time.sleep(0.05)
+        self._log(t, f"{name} exited with {process.returncode}")
+        if process.returncode != 0 and required:
+            raise StepFailed(f"{t.component.name}: {name} failed with exit code {process.returncode}; "
+                             f"see {self.plan.log_path(t.component)}")
+        return True
+
+    def _start_run(self, t: Tracked, step: dict) -> None:
+        t.process, t.started = self._spawn(t, "run", step), time.monotonic()
+        timeout = recipe_key(step, "Timeout")
+        t.run_timeout = float(timeout) if timeout is not None else None
+        self._set(t, State.RUNNING)
+
+    # -- deployment ----------------------------------------------------------------------------------------
+    def deploy(self) -> None:
+        """Prepare, install and start every component, dependencies first. On failure, stop what started, then raise."""
+        try:
+            for t in self.tracked:
+                if self.stop_requested.is_set():
+                    raise Interrupted()
+                prepare_component(self.plan, t.component)
+                self._log(t, f"deploying {t.component.name} {t.component.version} from {t.component.recipe_path}")
+                if recipe_key(t.component.lifecycle, "Bootstrap") is not None:
+                    raise StepFailed(f"{t.component.name}: the Bootstrap step is not supported by deploy-local")
+                self._run_to_end(t, "install")
+                self._set(t, State.INSTALLED)
+                if self._run_to_end(t, "startup"):
+                    self._set(t, State.RUNNING)
+                elif (run := _step(t.component, "run")) is not None and not self._skip(t, run):
+                    self._start_run(t, run)
+                else:
+                    self._set(t, State.FINISHED)
+        except BaseException:
+            self.stop()
+            raise
+
+    def supervise(self) -> None:
+        """Watch Run processes until a stop is requested: record exits, restart errors, mark BROKEN at the limit."""
+        while not self.stop_requested.wait(0.2):
+            for t in self.tracked:
+                if t.process is None:
+                    continue
+                if t.run_timeout is not None and t.process.poll() is None and time.monotonic() - t.started > t.run_timeout:
+                    self._log(t, f"run timed out after {t.run_timeout:g} s")
+                    _end_group(t.process, STOP_GRACE_SECONDS)
+                code = t.process.poll()
+                if code is None:
+                    continue
+                t.process = None
+                self._log(t, f"run exited with {code}")
+                if code == 0:
+                    self._set(t, State.FINISHED)
+                    continue
+                t.errors += 1
+                if t.errors >= MAX_RUN_ERRORS:
+                    self._set(t, State.BROKEN, f"run exited with {code}, error {t.errors} of {MAX_RUN_ERRORS}")
+                    continue
+                self._set(t, State.ERRORED, f"run exited with {code}; restarting")
+                self._start_run(t, _step(t.component, "run"))
+
+    def stop(self) -> None:
+        """Dependents first: each Shutdown step, then the Run process group."""
+        for t in reversed(self.tracked):
+            if t.state in (State.NEW, State.STOPPED):
+                continue
+            self._set(t, State.STOPPING)
+            try:
+                self._run_to_end(t, "shutdown", required=False)
+            except Exception as exc:  # a failing Shutdown must not keep the other components running
+                self._log(t, f"shutdown failed: {exc}")
+            if t.process is not None:
+                _end_group(t.process, STOP_GRACE_SECONDS)
+                t.process = None
+            self._set(t, State.STOPPED)
+
+
+def claim_root(root: Path) -> Path:
+    """One deploy-local per root: the pid file names the live one."""
+    root.mkdir(parents=True, exist_ok=True)
+    pid_file = root / PID_FILE
+    owner = _live_pid(pid_file)
+    if owner is not None and owner != os.getpid():
+        raise ConflictException(f"deploy-local (pid {owner}) is already running in {root}; stop it with deploy-local --stop "
+                                f"--root {root}", str(root), "Deployment")
+    pid_file.write_text(f"{os.getpid()}\n")
+    return pid_file
+
+
+def _live_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def request_stop(root: Path, timeout: float = 60.0) -> int | None:
+    """Ask the deploy-local running in root to stop, and wait until it has; None when none was running."""
+    pid_file = root / PID_FILE
+    pid = _live_pid(pid_file)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _live_pid(pid_file) == pid:  # it removes the pid file once everything has stopped
+        if time.monotonic() > deadline:
+            raise InternalServerException(f"deploy-local (pid {pid}) did not stop within {timeout:g} s")
+        time.sleep(0.1)
+    return pid
+
+
+def read_state(root: Path) -> dict | None:
+    try:
+        return json.loads((root / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None

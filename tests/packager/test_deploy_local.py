@@ -1,0 +1,360 @@
+"""deploy-local: manifests, digests, safe unarchiving, recipe variables, lifecycles, and the build -> deploy -> gRPC path."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from packager.cli import main as cli_main
+from packager.deploy_local import DeployOptions, interpolate, plan_deployment, prepare_component, version_satisfies
+from packager.errors import ConflictException, ResourceNotFoundException, ValidationException
+from packager.local_nucleus import LocalNucleus, State, claim_root, read_state
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def digest(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def zip_bytes(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def write_component(build: Path, name: str, lifecycle: dict, version: str = "1.0.0", files: dict | None = None,
+                    configuration: dict | None = None, dependencies: dict | None = None, manifests: list | None = None,
+                    wrong_digest: bool = False) -> Path:
+    artifacts = []
+    for file_name, data in (files or {}).items():
+        path = build / "artifacts" / name / version / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        artifacts.append({"Uri": f"s3://BUCKET_NAME/{name}/{version}/{file_name}",
+                          "Digest": digest(data + b"x" if wrong_digest else data), "Algorithm": "SHA-256",
+                          **({"Unarchive": "ZIP"} if file_name.endswith(".zip") else {}),
+                          "Permission": {"Read": "OWNER", "Execute": "NONE"}})
+    recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": version,
+              "ComponentConfiguration": {"DefaultConfiguration": configuration or {}},
+              "ComponentDependencies": dependencies or {},
+              "Manifests": manifests or [{"Platform": {"os": "linux"}, "Lifecycle": lifecycle, "Artifacts": artifacts}]}
+    path = build / "recipes" / f"{name}-{version}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def options(tmp_path: Path, **updates) -> DeployOptions:
+    return DeployOptions(root=tmp_path / "root", configuration_updates=updates)
+
+
+# -- plan: manifests, dependencies, versions ------------------------------------------------------------------
+
+def test_first_manifest_matching_this_machine_is_used(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {}, manifests=[
+        {"Platform": {"os": "windows"}, "Lifecycle": {"Run": "echo windows"}},
+        {"Platform": {"os": "linux", "architecture": "/no-such-arch|sparc/"}, "Lifecycle": {"Run": "echo sparc"}},
+        {"Platform": {"os": "linux", "architecture": "*"}, "Lifecycle": {"Run": "echo linux"}},
+        {"Lifecycle": {"Run": "echo any"}}])
+    assert plan_deployment(build, options(tmp_path)).components[0].lifecycle == {"Run": "echo linux"}
+
+
+def test_no_matching_manifest_is_refused(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {}, manifests=[{"Platform": {"os": "windows"}, "Lifecycle": {"Run": "x"}}])
+    with pytest.raises(ValidationException, match="no manifest matches this machine"):
+        plan_deployment(build, options(tmp_path))
+
+
+def test_dependencies_come_first_and_ranges_are_checked(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "app", {"Run": "true"}, dependencies={"lib": {"VersionRequirement": "^1.0.0"}})
+    write_component(build, "lib", {"Run": "true"}, version="1.4.0")
+    write_component(build, "lib", {"Run": "true"}, version="1.2.0")
+    plan = plan_deployment(build, options(tmp_path))
+    assert [(c.name, c.version) for c in plan.components] == [("lib", "1.4.0"), ("app", "1.0.0")]
+    write_component(build, "lib", {"Run": "true"}, version="2.0.0")
+    with pytest.raises(ValidationException, match=r"app needs lib \^1.0.0, but the build has 2.0.0"):
+        plan_deployment(build, options(tmp_path))
+
+
+def test_missing_dependency_is_not_found(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "app", {"Run": "true"}, dependencies={"lib": {"VersionRequirement": "*"}})
+    with pytest.raises(ResourceNotFoundException, match="depends on lib"):
+        plan_deployment(build, options(tmp_path))
+
+
+@pytest.mark.parametrize("version, requirement, ok", [
+    ("1.0.0", ">=1.0.0 <2.0.0", True), ("2.0.0", ">=1.0.0 <2.0.0", False), ("1.9.3", "^1.2.0", True),
+    ("1.1.0", "^1.2.0", False), ("1.2.9", "~1.2.0", True), ("1.3.0", "~1.2.0", False), ("3.1.4", "*", True),
+    ("1.0.0", "1.0.0", True), ("1.0.1", "=1.0.0", False)])
+def test_version_ranges(version, requirement, ok):
+    assert version_satisfies(version, requirement) is ok
+
+
+# -- artifacts: digests and safe unarchiving ------------------------------------------------------------------
+
+def test_bad_digest_is_refused_before_anything_is_copied(tmp_path, capsys):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Run": "true"}, files={"payload.zip": zip_bytes([("f.txt", b"hi")])}, wrong_digest=True)
+    root = tmp_path / "root"
+    assert cli_main(["deploy-local", str(build), "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ValidationException: a: artifact payload.zip has SHA-256") and "refusing" in err
+    assert len(err.splitlines()) == 1
+    assert not (root / "packages").exists()
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ("../escaped.txt", "zip-slip"), ("a/../../escaped.txt", "zip-slip"), ("/tmp/absolute.txt", "absolute path"),
+    ("C:/windows.txt", "absolute path")])
+def test_archive_entries_that_escape_are_refused(tmp_path, entry, reason):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Run": "true"}, files={"evil.zip": zip_bytes([("ok.txt", b"fine"), (entry, b"pwned")])})
+    plan = plan_deployment(build, options(tmp_path))
+    with pytest.raises(ValidationException, match=reason):
+        prepare_component(plan, plan.components[0])
+    assert not (tmp_path / "root" / "packages" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (plan.decompressed_path(plan.components[0]) / "evil").exists()
+
+
+def test_symlink_entries_are_refused(tmp_path):
+    link = zipfile.ZipInfo("link")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    build = tmp_path / "build"
+    write_component(build, "a", {"Run": "true"}, files={"evil.zip": zip_bytes([(link, b"/etc/passwd")])})
+    plan = plan_deployment(build, options(tmp_path))
+    with pytest.raises(ValidationException, match="symlink"):
+        prepare_component(plan, plan.components[0])
+
+
+def test_zip_is_unarchived_into_a_folder_named_after_it(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Run": "true"}, files={"model.zip": zip_bytes([("dir/f.txt", b"data")]), "raw.bin": b"\x01"})
+    plan = plan_deployment(build, options(tmp_path))
+    prepare_component(plan, plan.components[0])
+    assert (plan.decompressed_path(plan.components[0]) / "model" / "dir" / "f.txt").read_bytes() == b"data"
+    assert (plan.artifacts_path(plan.components[0]) / "raw.bin").read_bytes() == b"\x01"
+
+
+# -- recipe variables ----------------------------------------------------------------------------------------
+
+def test_recipe_variables_are_substituted(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "lib", {"Run": "true"}, configuration={"Socket": "unix:///x.sock"})
+    write_component(build, "app", {"Run": "true"}, configuration={"a": {"b": 7, "s": "text"}, "list": [1, 2]},
+                    dependencies={"lib": {"VersionRequirement": ">=1.0.0"}})
+    plan = plan_deployment(build, options(tmp_path, app={"MERGE": {"a": {"s": "merged"}}}))
+    app, lib, root = plan.component("app"), plan.component("lib"), plan.root
+    text = ("{artifacts:path}|{artifacts:decompressedPath}|{work:path}|{kernel:rootPath}|{iot:thingName}|"
+            "{configuration:/a/b}|{configuration:/a/s}|{configuration:/list}|{lib:work:path}|{lib:configuration:/Socket}|"
+            "{lib:artifacts:decompressedPath}|{unknown:thing}|${HOME}")
+    assert interpolate(text, plan, app).split("|") == [
+        f"{root}/packages/artifacts/app/1.0.0", f"{root}/packages/artifacts-unarchived/app/1.0.0", f"{root}/work/app",
+        str(root), "deploy-local", "7", "merged", "[1, 2]", f"{root}/work/lib", "unix:///x.sock",
+        f"{root}/packages/artifacts-unarchived/lib/1.0.0", "{unknown:thing}", "${HOME}"]
+    with pytest.raises(ValidationException, match="not one of its dependencies"):
+        interpolate("{app:work:path}", plan, lib)
+    with pytest.raises(ValidationException, match="not in the component's configuration"):
+        interpolate("{configuration:/missing}", plan, app)
+
+
+# -- lifecycles ----------------------------------------------------------------------------------------------
+
+def write_two_components(build: Path) -> None:
+    write_component(build, "lib", {
+        "Install": {"Script": "echo installed > {work:path}/installed"},
+        "Run": "exec sleep 300"}, configuration={"Port": 1234})
+    write_component(build, "app", {
+        "Setenv": {"GREETING": "hello from {iot:thingName}"},
+        "Install": {"Script": "test -f {lib:work:path}/installed && echo ok > installed", "Setenv": {"STEP": "install"}},
+        "Run": {"Script": 'printf "%s|%s|%s" "$GREETING" "{lib:configuration:/Port}" "$(pwd)" > run.txt; exec sleep 300'},
+        "Shutdown": "echo bye > {work:path}/shutdown.txt"},
+        dependencies={"lib": {"VersionRequirement": "^1.0.0", "DependencyType": "HARD"}})
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def states(root: Path) -> dict:
+    state = read_state(root) or {"components": {}}
+    return {name: c["state"] for name, c in state["components"].items()}
+
+
+def deploy_local(*args: str) -> list[str]:
+    return [sys.executable, "-m", "packager", "deploy-local", *args]
+
+
+def test_lifecycle_runs_install_then_run_and_stops_cleanly(tmp_path):
+    build, root = tmp_path / "build", tmp_path / "root"
+    write_two_components(build)
+    process = subprocess.Popen(deploy_local(str(build), "--root", str(root)), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: states(root) == {"lib": "RUNNING", "app": "RUNNING"})
+        run_txt = root / "work" / "app" / "run.txt"
+        wait_for(run_txt.exists)
+        greeting, port, cwd = wait_for(lambda: run_txt.read_text()).split("|")
+        assert (greeting, port, cwd) == ("hello from deploy-local", "1234", str(root / "work" / "app"))
+        assert (root / "work" / "app" / "installed").read_text() == "ok\n"
+        pids = [c["pid"] for c in read_state(root)["components"].values()]
+        status = subprocess.run(deploy_local("--status", "--root", str(root)), cwd=REPO, capture_output=True, text=True)
+        assert "RUNNING" in status.stdout and "app" in status.stdout
+        stop = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0 and "stopped deploy-local" in stop.stdout
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read()
+    assert output.index("lib 1.0.0: INSTALLED") < output.index("app 1.0.0: INSTALLED")
+    assert output.index("app 1.0.0: STOPPED") < output.index("lib 1.0.0: STOPPED")  # dependents stop first
+    assert (root / "work" / "app" / "shutdown.txt").read_text() == "bye\n"
+    assert states(root) == {"lib": "STOPPED", "app": "STOPPED"}
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert "run: printf" in (root / "logs" / "app.log").read_text()
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    build, root = tmp_path / "build", tmp_path / "root"
+    write_two_components(build)
+    process = subprocess.Popen(deploy_local(str(build), "--root", str(root)), cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: states(root).get("app") == "RUNNING")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert states(root) == {"lib": "STOPPED", "app": "STOPPED"}
+    assert not (root / "deploy-local.pid").exists()
+
+
+@pytest.mark.parametrize("install, message", [({"Script": "echo boom; exit 3"}, "install failed with exit code 3"),
+                                              ({"Script": "sleep 30", "Timeout": 1}, "install timed out after 1 s")])
+def test_failed_install_stops_the_deployment(tmp_path, capsys, install, message):
+    build, root = tmp_path / "build", tmp_path / "root"
+    write_component(build, "a", {"Install": install, "Run": "exec sleep 300"})
+    started = time.monotonic()
+    assert cli_main(["deploy-local", str(build), "--root", str(root)]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert message in err and str(root / "logs" / "a.log") in err
+    assert not (root / "deploy-local.pid").exists()
+
+
+def test_run_that_keeps_failing_is_broken(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Run": "exit 3"})
+    plan = plan_deployment(build, options(tmp_path))
+    nucleus = LocalNucleus(plan, out=io.StringIO())
+    nucleus.deploy()
+    watcher = threading.Thread(target=nucleus.supervise)
+    watcher.start()
+    try:
+        wait_for(lambda: nucleus.tracked[0].state is State.BROKEN)
+    finally:
+        nucleus.stop_requested.set()
+        watcher.join()
+    nucleus.stop()
+    assert nucleus.tracked[0].errors == 3
+    assert nucleus.out.getvalue().count("ERRORED") == 2
+
+
+def test_one_deploy_local_per_root(tmp_path):
+    root = tmp_path / "root"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        root.mkdir()
+        (root / "deploy-local.pid").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(ConflictException, match="already running"):
+            claim_root(root)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert claim_root(root).read_text() == f"{os.getpid()}\n"
+
+
+# -- the whole path: build -> deploy-local -> a gRPC client made from the repo's proto ------------------------
+
+@pytest.mark.slow
+def test_build_deploy_and_detect_over_grpc(tmp_path):
+    import grpc
+    import numpy as np
+
+    from packager.bundle import AGENT_COMPONENT
+    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+    from tests.conftest import make_tiny_autoencoder
+    from tests.packager.edge.conftest import bitmap, defective_image, edge_spec_dict, normal_image, wait_for_status
+
+    model, spec, build, root = tmp_path / "tiny.onnx", tmp_path / "spec.json", tmp_path / "gg", tmp_path / "root"
+    make_tiny_autoencoder(model)
+    spec.write_text(json.dumps(edge_spec_dict()))
+    component = "com.acme.EdgeDemo"
+    built = subprocess.run([sys.executable, "-m", "packager", "build", "--model", str(model), "--model-spec", str(spec),
+                            "--output", str(build), "--component-name", component, "--benchmark-runs", "2"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    address = f"unix://{tmp_path}/agent.sock"
+    update = json.dumps({AGENT_COMPONENT: {"MERGE": {"Socket": address}}})
+    process = subprocess.Popen(deploy_local(str(build), "--root", str(root), "--update-config", update), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: states(root) == {AGENT_COMPONENT: "RUNNING", component: "FINISHED"} or process.poll() is not None,
+                 timeout=300)
+        assert process.poll() is None, process.stdout.read()
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.EdgeAgentStub(channel)
+            grpc.channel_ready_future(channel).result(timeout=60)
+            listed = wait_for(lambda: [m.model_component for m in stub.ListModels(pb.ListModelsRequest()).models])
+            assert listed == [component]
+            for image, anomalous in ((normal_image(), False), (defective_image(), True)):
+                assert stub.StartModel(pb.StartModelRequest(model_component=component)).status == pb.STARTING
+                assert wait_for_status(stub, component, pb.RUNNING).status == pb.RUNNING
+                result = stub.DetectAnomalies(pb.DetectAnomaliesRequest(model_component=component, bitmap=bitmap(image)))
+                result = result.detect_anomaly_result
+                assert result.is_anomalous is anomalous
+                assert (result.anomaly_mask.width, result.anomaly_mask.height) == (image.shape[1], image.shape[0])
+                assert len(result.anomaly_mask.byte_data) == image.size
+                assert [a.name for a in result.anomalies] == ["background", "scratch"]
+                assert (result.anomalies[1].pixel_anomaly.total_percentage_area > 0) is anomalous
+                mask = np.frombuffer(result.anomaly_mask.byte_data, np.uint8).reshape(image.shape)
+                assert np.all(mask == (255, 0, 0), axis=-1).any() is np.bool_(anomalous)
+                assert stub.StopModel(pb.StopModelRequest(model_component=component)).status == pb.STOPPING
+                assert wait_for_status(stub, component, pb.STOPPED).status == pb.STOPPED
+        stop = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (tmp_path / "agent.sock").exists()
+    assert list((root / "work" / AGENT_COMPONENT / "models").iterdir()) == []  # the model's Shutdown unregistered it
