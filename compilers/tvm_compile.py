@@ -59,6 +59,11 @@ def relax_pipeline_for(target: Target, tvm_target, database):
     """The Relax pass pipeline: our default schedules, plus tuned records when a database is given."""
     from compilers import schedules
 
+    if target.device == "cuda":
+        from compilers import gpu
+
+        gpu.prepare_nvptx()
+
     return schedules.relax_pipeline(target, database)
 
 
@@ -81,6 +86,11 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
         _export(executable, target, library_path)
     except Exception as exc:
         raise CompilationError(f"linking the library for {target.name} failed: {_error_summary(exc)}") from None
+    ptx_isa = None
+    if target.device == "cuda":
+        from compilers.gpu import check_shipped_gpu_code
+
+        ptx_isa = "%d.%d" % max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)
     params_path = model_dir / model_runner.PARAMS
     tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
     manifest = {
@@ -97,6 +107,7 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
         "gpu_code": target.options.gpu_code,
         "cuda_ver": target.options.cuda_ver,
         "trt_ver": target.options.trt_ver,
+        "ptx_isa": ptx_isa,
         "model_sha256": imported.sha256,
     }
     manifest_path = model_dir / model_runner.MANIFEST

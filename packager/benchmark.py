@@ -37,10 +37,11 @@ class BenchmarkReport:
     emulated: bool  # True when the TVM numbers come from an emulator: they are not device timings
     threads: int
     warmup: int
-    tvm: LatencyStats
+    tvm: LatencyStats | None  # None when no device could run the compiled model (see not_measured)
     onnxruntime: LatencyStats  # always measured on this host
-    ratio_tvm_to_ort: float  # p50 / p50; < 1 means TVM is faster
+    ratio_tvm_to_ort: float | None  # p50 / p50; < 1 means TVM is faster
     input_shape: tuple[int, ...]
+    not_measured: str | None = None  # why tvm is None, e.g. "not measured: no device"
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -68,26 +69,42 @@ def time_callable(run: Callable[[], object], warmup: int, runs: int) -> LatencyS
     return LatencyStats.from_seconds(samples)
 
 
+# (input, warmup, runs) -> seconds per run, measured where the model runs (e.g. TVM's time evaluator on a device).
+DeviceTimer = Callable[[np.ndarray, int, int], list[float]]
+NO_DEVICE = "not measured: no device"
+
+
 def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runs: int = 50, warmup: int = 5,
               threads: int | None = None, tvm_runner: Callable[[np.ndarray], object] | None = None,
-              device_label: str | None = None, emulated: bool = False) -> BenchmarkReport:
-    """Time the compiled artifact (here, or through ``tvm_runner`` on a remote device) and ONNX Runtime here."""
+              device_label: str | None = None, emulated: bool = False, tvm_timer: DeviceTimer | None = None,
+              measure_tvm: bool = True) -> BenchmarkReport:
+    """Time the compiled artifact (here, through ``tvm_runner``, or on a device with ``tvm_timer``) and ONNX Runtime here.
+
+    ``measure_tvm=False`` is for a library nothing here can run (a cross target with no device): only ONNX Runtime
+    is timed, and the report says why TVM was not.
+    """
     from compilers.verify import onnxruntime_session, random_input
     from packager.edge.model_runner import CompiledModel
 
     threads = threads or default_threads()
     set_tvm_threads(threads)
     x = random_input(imported, seed=1)
-    if tvm_runner is None:
-        compiled = CompiledModel.load(artifact.model_dir)
-        tvm_runner = compiled.run
-        device_label = device_label or f"host {platform.machine()}"
-    tvm_stats = time_callable(lambda: tvm_runner(x), warmup, runs)
+    tvm_stats = None
+    if not measure_tvm:
+        device_label = device_label or "none"
+    elif tvm_timer is not None:
+        tvm_stats = LatencyStats.from_seconds(tvm_timer(x, warmup, runs))
+    else:
+        if tvm_runner is None:
+            compiled = CompiledModel.load(artifact.model_dir)
+            tvm_runner = compiled.run
+            device_label = device_label or f"host {platform.machine()}"
+        tvm_stats = time_callable(lambda: tvm_runner(x), warmup, runs)
     session = onnxruntime_session(imported, threads=threads)
     feed = {imported.spec.input.name: x}
     ort_stats = time_callable(lambda: session.run(None, feed), warmup, runs)
     return BenchmarkReport(
         target=artifact.target_name, device=device_label or "unknown", emulated=emulated, threads=threads, warmup=warmup,
-        tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=tvm_stats.p50_ms / ort_stats.p50_ms,
-        input_shape=tuple(imported.input_shape),
+        tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=tvm_stats.p50_ms / ort_stats.p50_ms if tvm_stats else None,
+        input_shape=tuple(imported.input_shape), not_measured=None if tvm_stats else NO_DEVICE,
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from packager.bundle import ComponentBundle, S3Location
 from targets import Target
+
+if TYPE_CHECKING:
+    from packager.remote import RemoteDevice
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class PackagingRequest:
     tuning_trials: int = 0
     benchmark_runs: int = 50
     work_dir: Path | None = None  # scratch space for compile; a temp dir when None
+    device: RemoteDevice | None = None  # packager.remote.RemoteDevice: run, check and time the model there over TVM RPC
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,16 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials)
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options)
-        if not runs_on_this_host(request.target):
-            from packager.errors import ValidationException
-
-            raise ValidationException(f"target {request.target.name} cannot run on this machine; give a device with --device-rpc",
-                                      field="Target")
-        progress("checking outputs against ONNX Runtime")
-        verify_on_host(artifact, imported, options)
-        progress(f"benchmarking ({request.benchmark_runs} runs each)")
-        report = benchmark(artifact, imported, runs=request.benchmark_runs)
+        if request.device is not None:
+            report = _check_on_device(request, artifact, imported, options, progress)
+        elif runs_on_this_host(request.target):
+            progress("checking outputs against ONNX Runtime")
+            verify_on_host(artifact, imported, options)
+            progress(f"benchmarking ({request.benchmark_runs} runs each)")
+            report = benchmark(artifact, imported, runs=request.benchmark_runs)
+        else:
+            progress(f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings")
+            report = benchmark(artifact, imported, runs=request.benchmark_runs, measure_tvm=False)
         progress(f"bundling {request.component_name} {request.component_version}")
         component = ComponentIdentity(request.component_name, request.component_version, request.component_description)
         result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
@@ -79,3 +84,19 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         arn = published.component_version_arn
     return PackagingResult(bundle=result_bundle, benchmark=report, component_version_arn=arn,
                            wall_seconds=time.perf_counter() - started)
+
+
+def _check_on_device(request: PackagingRequest, artifact, imported, options, progress: ProgressCallback):
+    """Upload to the device over TVM RPC, check against ONNX Runtime here, and time it there."""
+    from packager.benchmark import benchmark
+    from packager.remote import open_device, verify_on_device
+
+    progress(f"connecting to {request.device.label}")
+    with open_device(request.device) as device:
+        progress(f"uploading {artifact.library_path.name} to {device.label}")
+        model = device.load(artifact)
+        progress(f"checking outputs on {device.label} against ONNX Runtime here")
+        verify_on_device(model, imported, options, device.label)
+        progress(f"benchmarking ({request.benchmark_runs} runs each{', emulated' if device.emulator else ''})")
+        return benchmark(artifact, imported, runs=request.benchmark_runs, tvm_timer=model.time, device_label=device.label,
+                         emulated=device.emulator is not None)

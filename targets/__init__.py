@@ -2,7 +2,9 @@
 
 from targets.catalog import (
     CompilerOptions,
+    CudaRuntime,
     GreengrassPlatform,
+    RuntimeNeeds,
     Target,
     TargetRequest,
     get_target,
@@ -13,7 +15,9 @@ from targets.catalog import (
 
 __all__ = [
     "CompilerOptions",
+    "CudaRuntime",
     "GreengrassPlatform",
+    "RuntimeNeeds",
     "Target",
     "TargetRequest",
     "get_target",

@@ -10,6 +10,7 @@ import json
 import platform
 import re
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 from packager.errors import ValidationException
 
@@ -62,6 +63,27 @@ class TargetRequest:
     compiler_options: CompilerOptions = field(default_factory=CompilerOptions)
 
 
+class CudaRuntime(Enum):
+    """Where the device's TVM CUDA runtime (libtvm_runtime_cuda.so) comes from."""
+
+    WHEEL = "wheel"  # the PyPI wheel's own, linked against CUDA 13's libcudart.so.13
+    DEVICE_BUILD = "device-build"  # rebuilt at install against the device's CUDA (targets/runtime.py)
+
+
+# The CUDA major version the PyPI apache-tvm wheel's libtvm_runtime_cuda.so links against (libcudart.so.13).
+WHEEL_CUDA_MAJOR = 13
+
+
+@dataclass(frozen=True)
+class RuntimeNeeds:
+    """What the device must have to run the compiled model."""
+
+    pip: tuple[str, ...]  # requirements.txt lines, installed from PyPI as they are
+    cuda_ver: str | None = None  # the device's CUDA must be at least this (it bounds the shipped PTX)
+    trt_ver: str | None = None  # recorded in the bundle; the Install step checks the device's TensorRT
+    cuda_runtime: CudaRuntime | None = None  # None for CPU targets
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -70,19 +92,25 @@ class Target:
     cross_compiler: str | None  # gcc driver that links the library, None for the host's own
     greengrass: GreengrassPlatform
     device: str  # "cpu" | "cuda": which TVM device the runtime opens
-    runtime_needs: tuple[str, ...]  # pip requirements / notes for the device runtime
+    runtime_needs: RuntimeNeeds
     options: CompilerOptions = field(default_factory=CompilerOptions)
 
     @property
     def is_cross(self) -> bool:
         return self.host_triple != _host_triple()
 
+    @property
+    def max_ptx_isa(self) -> tuple[int, int] | None:
+        """The newest PTX ISA the device's CUDA accepts; None for CPU targets."""
+        return CUDA_MAX_PTX_ISA[self.options.cuda_ver] if self.device == "cuda" else None
+
 
 def _host_triple() -> str:
     return {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine(), platform.machine())
 
 
-_CPU_RUNTIME = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0", "numpy", "Pillow")
+# Keep in step with pyproject.toml: tvm-ffi 0.1.15 segfaults.
+CPU_RUNTIME_PIP = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post0", "numpy", "Pillow")
 
 
 def _llvm(triple: str, mcpu: str | None, mattr: tuple[str, ...], num_cores: int | None) -> dict:
@@ -104,13 +132,14 @@ def _cpu_target(name: str, triple: str, arch: str, options: CompilerOptions, cro
         cross_compiler=cross,
         greengrass=GreengrassPlatform("linux", arch),
         device="cpu",
-        runtime_needs=_CPU_RUNTIME,
+        runtime_needs=RuntimeNeeds(pip=CPU_RUNTIME_PIP),
         options=options,
     )
 
 
-def _nvidia_target(name: str, triple: str, arch: str, options: CompilerOptions, cross: str | None, host_options: CompilerOptions) -> Target:
-    host = _llvm(triple, host_options.mcpu, host_options.mattr, host_options.num_cores)
+def _nvidia_target(name: str, triple: str, arch: str, options: CompilerOptions, cross: str | None) -> Target:
+    host = _llvm(triple, options.mcpu, options.mattr, options.num_cores)
+    wheel_ok = _version_tuple(options.cuda_ver)[0] >= WHEEL_CUDA_MAJOR
     return Target(
         name=name,
         tvm_target={"kind": "nvptx", "mcpu": options.gpu_code, "mtriple": "nvptx64-nvidia-cuda", "host": host},
@@ -118,15 +147,18 @@ def _nvidia_target(name: str, triple: str, arch: str, options: CompilerOptions, 
         cross_compiler=cross,
         greengrass=GreengrassPlatform("linux", arch),
         device="cuda",
-        runtime_needs=_CPU_RUNTIME + (f"cuda>={options.cuda_ver}", f"tensorrt=={options.trt_ver}"),
+        runtime_needs=RuntimeNeeds(pip=CPU_RUNTIME_PIP, cuda_ver=options.cuda_ver, trt_ver=options.trt_ver,
+                                   cuda_runtime=CudaRuntime.WHEEL if wheel_ok else CudaRuntime.DEVICE_BUILD),
         options=options,
     )
 
 
 _ARCHES = {"X86_64": ("x86_64-linux-gnu", "amd64"), "ARM64": ("aarch64-linux-gnu", "aarch64")}
 _CPU_DEFAULTS = {"X86_64": CompilerOptions(mcpu="core-avx2"), "ARM64": CompilerOptions(mattr=("+neon",))}
-JETSON_XAVIER_DEFAULTS = CompilerOptions(gpu_code="sm_72", cuda_ver="10.2", trt_ver="7.1.3")
+# Lookout's documented test device: Jetson AGX Xavier on JetPack 4.4-4.5.1 (Carmel cores, Volta sm_72).
+JETSON_XAVIER_DEFAULTS = CompilerOptions(mcpu="carmel", mattr=("+neon",), gpu_code="sm_72", cuda_ver="10.2", trt_ver="7.1.3")
 TARGET_DEVICES = ("jetson_xavier",)
+_GPU_KEYS = (("gpu-code", "gpu_code"), ("cuda-ver", "cuda_ver"), ("trt-ver", "trt_ver"))
 
 
 def target_names() -> list[str]:
@@ -169,21 +201,31 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split("."))
 
 
+def ptx_isa_allowed(ptx_version: tuple[int, int], cuda_ver: str) -> bool:
+    """Whether a driver from CUDA ``cuda_ver`` loads PTX of ISA ``ptx_version``."""
+    return ptx_version <= CUDA_MAX_PTX_ISA[cuda_ver]
+
+
 def get_target(name: str, options: CompilerOptions | None = None) -> Target:
     """The catalog's one reader: a name from target_names() plus compiler options."""
     options = options or CompilerOptions()
     if name == "jetson_xavier":
         opts = _merge(JETSON_XAVIER_DEFAULTS, options)
         check_cuda_combination(opts)
-        return _nvidia_target(name, "aarch64-linux-gnu", "aarch64", opts, _cross_compiler("aarch64-linux-gnu"),
-                              CompilerOptions(mcpu="carmel", mattr=("+neon",), num_cores=opts.num_cores))
+        return _nvidia_target(name, "aarch64-linux-gnu", "aarch64", opts, _cross_compiler("aarch64-linux-gnu"))
     parts = name.split("/")
     if len(parts) in (2, 3) and parts[0] == "LINUX" and parts[1] in _ARCHES and (len(parts) == 2 or parts[2] == "NVIDIA"):
         triple, arch = _ARCHES[parts[1]]
+        opts = _merge(_CPU_DEFAULTS[parts[1]], options)
         if len(parts) == 3:
-            check_cuda_combination(options)
-            return _nvidia_target(name, triple, arch, options, _cross_compiler(triple), _CPU_DEFAULTS[parts[1]])
-        return _cpu_target(name, triple, arch, _merge(_CPU_DEFAULTS[parts[1]], options), _cross_compiler(triple))
+            check_cuda_combination(opts)
+            return _nvidia_target(name, triple, arch, opts, _cross_compiler(triple))
+        gpu_only = [key for key, attr in _GPU_KEYS if getattr(opts, attr) is not None]
+        if gpu_only:
+            raise ValidationException(
+                f"CompilerOptions {', '.join(gpu_only)} only apply with Accelerator NVIDIA, and target {name} has none",
+                field=gpu_only[0])
+        return _cpu_target(name, triple, arch, opts, _cross_compiler(triple))
     raise ValidationException(f"unknown target {name!r}; valid targets: {', '.join(target_names())}", field="Target")
 
 
