@@ -1,0 +1,189 @@
+"""What the Edge Agent adds to inference: DetectAnomalies over its Unix socket against the same model called in-process.
+
+    python benchmarks/edge_overhead.py [--runs 300] [--size 224] [--output-dir benchmarks/results]
+
+The agent runs in its own process, as on a device. Raw inference is AnomalyDetector.detect (resize, normalise,
+run, score) in this process; the agent additionally parses the request, checks it, renders the mask at the
+image's size and returns it. Rounds alternate between the two so that load on a shared machine hits both alike.
+Writes edge_overhead.json, edge_overhead.md and edge_overhead.png. The goal is at most 2 ms overhead at p50.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the agent component's Setenv; must precede numpy
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GOAL_MS = 2.0
+
+
+def model_files(scratch: Path) -> tuple[Path, Path, str]:
+    """The bundled example model if it is there, else its architecture with random weights."""
+    from packager.commands.build import example_model_paths
+
+    model, spec = example_model_paths()
+    if model.exists() and spec.exists():
+        return model, spec, "example model (packager/example_model)"
+    from benchmarks.models.autoencoder import SIZE, build_autoencoder
+    from benchmarks.models.export import to_onnx
+
+    model, spec = scratch / "autoencoder.onnx", scratch / "spec.json"
+    model.write_bytes(to_onnx(build_autoencoder(), SIZE))
+    spec.write_text(json.dumps({
+        "input": {"name": "image", "shape": [1, 3, SIZE, SIZE]},
+        "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
+        "image_threshold": 0.5, "pixel_threshold": 0.5, "normalization": {"min": 0.0, "max": 1.0}}))
+    return model, spec, f"example architecture, random weights ({SIZE}x{SIZE})"
+
+
+def compile_for_host(model: Path, spec: Path, work: Path) -> Path:
+    from compilers.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
+    from targets import host_target
+
+    return compile_model(import_model(model, spec), host_target(), CompileOptions(work_dir=work)).model_dir
+
+
+def start_agent(registry_dir: Path, address: str, threads: int) -> subprocess.Popen:
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def percentiles(samples: list[float]) -> dict:
+    ms = np.asarray(samples) * 1e3
+    return {"runs": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def measure(calls: dict, runs: int, rounds: int, warmup: int) -> dict[str, list[float]]:
+    samples = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                started = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+def write_outputs(doc: dict, samples: dict[str, list[float]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "edge_overhead.json").write_text(json.dumps(doc, indent=2) + "\n")
+    rows = ["| path | p50 ms | p90 ms | p99 ms | overhead at p50 ms |", "|---|---:|---:|---:|---:|"]
+    for name, stats in doc["latency"].items():
+        overhead = doc["overhead_p50_ms"].get(name)
+        rows.append(f"| {name} | {stats['p50_ms']:.3f} | {stats['p90_ms']:.3f} | {stats['p99_ms']:.3f} | "
+                    f"{'' if overhead is None else f'{overhead:.3f}'} |")
+    header = (f"# Edge Agent overhead\n\n{doc['image']} image, {doc['model']}, {doc['threads']} TVM threads, "
+              f"{doc['machine']}. Goal: at most {GOAL_MS} ms overhead at p50.\n\n")
+    (out / "edge_overhead.md").write_text(header + "\n".join(rows) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, values in samples.items():
+        ms = np.sort(np.asarray(values) * 1e3)
+        axes.plot(ms, np.linspace(0, 1, len(ms)), label=name)
+    axes.set_xlabel("latency (ms)")
+    axes.set_ylabel("fraction of calls")
+    axes.set_xscale("log")
+    axes.set_title(f"DetectAnomalies vs raw inference, {doc['image']} image")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "edge_overhead.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=300, help="timed calls per path (default 300)")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds the runs are split into (default 10)")
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    parser.add_argument("--threads", type=int, default=None, help="TVM threads for both paths (default: all cores)")
+    parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+
+    import grpc
+
+    from packager.benchmark import default_threads, set_tvm_threads
+    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+    from packager.edge.model_runner import AnomalyDetector
+
+    threads = args.threads or default_threads()
+    set_tvm_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="edge-overhead-") as scratch:
+        scratch = Path(scratch)
+        model, spec, model_label = model_files(scratch)
+        model_dir = compile_for_host(model, spec, scratch / "work")
+        registry.add(scratch / "registry", registry.ModelRegistration("bench.Model", "1.0.0", model_dir))
+        address = f"unix://{scratch}/agent.sock"
+        agent = start_agent(scratch / "registry", address, threads)
+        image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+        source = shared_memory.SharedMemory(create=True, size=image.size)
+        target = shared_memory.SharedMemory(create=True, size=image.size)
+        try:
+            source.buf[:image.size] = image.tobytes()
+            channel = grpc.insecure_channel(address)
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = pb_grpc.EdgeAgentStub(channel)
+            stub.StartModel(pb.StartModelRequest(model_component="bench.Model"))
+            while stub.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description.status != pb.RUNNING:
+                time.sleep(0.05)
+            detector = AnomalyDetector.load(model_dir)
+            x = np.zeros(detector.model.manifest["input_shape"], np.float32)
+            inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
+                width=args.size, height=args.size, byte_data=image.tobytes()))
+            shared = pb.DetectAnomaliesRequest(
+                model_component="bench.Model",
+                bitmap=pb.Bitmap(width=args.size, height=args.size,
+                                 shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=image.size)),
+                anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=image.size)))
+            calls = {
+                "model run only (in process)": lambda: detector.model.run(x),
+                "raw inference (in process)": lambda: detector.detect(image),
+                "DetectAnomalies, bytes in message": lambda: stub.DetectAnomalies(inline),
+                "DetectAnomalies, shared memory": lambda: stub.DetectAnomalies(shared),
+            }
+            samples = measure(calls, args.runs, args.rounds, warmup=20)
+            channel.close()
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+            for segment in (source, target):
+                segment.close()
+                segment.unlink()
+    latency = {name: percentiles(values) for name, values in samples.items()}
+    raw = latency["raw inference (in process)"]["p50_ms"]
+    doc = {"image": f"{args.size}x{args.size}", "model": model_label, "threads": threads,
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+           "latency": latency,
+           "overhead_p50_ms": {name: stats["p50_ms"] - raw for name, stats in latency.items() if name.startswith("DetectAnomalies")},
+           "goal_p50_overhead_ms": GOAL_MS}
+    write_outputs(doc, samples, args.output_dir)
+    print((args.output_dir / "edge_overhead.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
