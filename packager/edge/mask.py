@@ -84,8 +84,25 @@ def labels_for(anomaly_map: np.ndarray, pixel_threshold: float, n_classes: int, 
     return (upsample(scores, height, width) > pixel_threshold).view(np.uint8)
 
 
+@lru_cache(maxsize=8)
+def _background(palette: MaskPalette, height: int, width: int) -> np.ndarray:
+    pixels = np.empty((height, width, 3), np.uint8)
+    pixels[:] = palette.classes[0].rgb
+    pixels.setflags(write=False)
+    return pixels
+
+
 def render(anomaly_map: np.ndarray, pixel_threshold: float, palette: MaskPalette, height: int, width: int) -> AnomalyMask:
-    labels = labels_for(anomaly_map, pixel_threshold, len(palette.classes) - 1, height, width)
-    counts = np.bincount(labels.ravel(), minlength=len(palette.classes))[:len(palette.classes)]
+    scores = np.asarray(anomaly_map, np.float32)
+    n = len(palette.classes)
+    if scores.max() <= pixel_threshold:  # bilinear interpolation never exceeds its inputs: nothing to paint
+        return AnomalyMask(pixels=_background(palette, height, width), area_fractions=(1.0,) + (0.0,) * (n - 1),
+                           palette=palette)
+    labels = labels_for(scores, pixel_threshold, n - 1, height, width)
+    if n == 2:
+        painted = np.count_nonzero(labels)
+        counts = (labels.size - painted, painted)
+    else:
+        counts = np.bincount(labels.ravel(), minlength=n)[:n]
     fractions = tuple(float(c) / labels.size for c in counts)
     return AnomalyMask(pixels=np.take(palette.lookup_table(), labels, axis=0), area_fractions=fractions, palette=palette)

@@ -43,6 +43,10 @@ def test_one_channel_per_class_is_split_by_the_strongest():
 
 
 def test_nothing_above_the_threshold_is_all_background():
-    mask = render(np.full((16, 16), 0.2, np.float32), 0.5, MaskPalette.from_spec({}), 64, 80)
-    assert mask.area_fractions == (1.0, 0.0)
-    assert not mask.pixels.any()
+    palette = MaskPalette.from_spec({**TWO_CLASSES, "background_color": "#0000FF"})
+    scores = np.full((16, 16), 0.2, np.float32)
+    scores[3, 4] = 0.5  # at the threshold is not above it
+    mask = render(scores, 0.5, palette, 64, 80)
+    assert mask.area_fractions == (1.0, 0.0, 0.0)
+    assert mask.pixels.shape == (64, 80, 3) and np.all(mask.pixels == (0, 0, 255))
+    assert not mask.pixels.flags.writeable  # shared between calls, so nobody may paint on it
