@@ -1,0 +1,218 @@
+"""The Relax pipeline compile uses: fused operators get real schedules, tuned or default.
+
+Stock Relax on CPU legalizes operators to naive loop nests and schedules none of them.
+Here every fused PrimFunc gets a schedule: the best tuning record from a MetaSchedule
+database when one exists, otherwise the default decisions of the templates in
+``compilers.tuning_templates`` (parallel, vectorized, register-tiled). GPU targets get
+the stock dlight GPU rules so every PrimFunc has thread bindings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from targets.catalog import Target
+
+GPU_KINDS = ("cuda", "nvptx", "rocm", "metal", "vulkan", "opencl")
+
+
+def is_gpu(target: Target) -> bool:
+    return target.tvm_target.get("kind") in GPU_KINDS
+
+
+def num_cores(target: Target) -> int:
+    """Threads the device runs: the target's num-cores, else this machine's CPU count."""
+    import os
+
+    host = target.tvm_target.get("host", target.tvm_target)
+    return int(target.tvm_target.get("num-cores") or host.get("num-cores") or os.cpu_count() or 1)
+
+
+def _conv2d_transpose_phases(bb, call):
+    """conv2d_transpose as stride-phase convolutions: no multiplications by the zeros of a dilated input.
+
+    The stock legalization dilates the input with zeros and runs a dense conv over it,
+    which for stride 2 spends three of every four multiply-adds on zeros. Output row
+    ``s*i + r`` only meets kernel rows ``kh = s*a + (r + pad) % s``, at input row
+    ``i + (r + pad) // s - a``; computing out[n, co, i, r, j, q] that way touches only real taps,
+    and the [..., i, r, j, q] order is already NCHW memory order.
+    """
+    from tvm import te, tirx
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d_transpose
+
+    attrs = call.attrs
+    data_shape = [int(d) for d in call.args[0].ty.shape]
+    w_shape = [int(d) for d in call.args[1].ty.shape]
+    out_shape = [int(d) for d in call.ty.shape]
+    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "IOHW" and attrs.out_layout == "NCHW"
+             and int(attrs.groups) == 1 and all(int(d) == 1 for d in attrs.dilation))
+    if not plain or call.args[0].ty.dtype != "float32":
+        return _nn_conv2d_transpose(bb, call)
+    (sh, sw), (pt, pl) = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding[:2]]
+    n, ci, h, w = data_shape
+    _, co, kh, kw = w_shape
+    oh, ow = out_shape[2], out_shape[3]
+    taps_h, taps_w = -(-kh // sh), -(-kw // sw)
+    rows, cols = -(-oh // sh), -(-ow // sw)
+    pad_h, pad_w = rows + (sh - 1 + pt) // sh + taps_h - 1, cols + (sw - 1 + pl) // sw + taps_w - 1
+
+    def compute(data, weight):
+        data_pad = te.compute(
+            (n, ci, pad_h, pad_w),
+            lambda b, c, y, x: tirx.if_then_else(
+                tirx.all(y >= taps_h - 1, y < h + taps_h - 1, x >= taps_w - 1, x < w + taps_w - 1),
+                data[b, c, y - (taps_h - 1), x - (taps_w - 1)], tirx.const(0.0, "float32")),
+            name="data_pad")
+        if kh % sh or kw % sw:
+            weight = te.compute(
+                (ci, co, taps_h * sh, taps_w * sw),
+                lambda c, o, y, x: tirx.if_then_else(tirx.all(y < kh, x < kw), weight[c, o, y, x], tirx.const(0.0, "float32")),
+                name="weight_pad")
+        rc = te.reduce_axis((0, ci), name="rc")
+        ra = te.reduce_axis((0, taps_h), name="ra")
+        rb = te.reduce_axis((0, taps_w), name="rb")
+        phases = te.compute(
+            (n, co, rows, sh, cols, sw),
+            lambda b, o, i, r, j, q: te.sum(
+                data_pad[b, rc, i + (r + pt) // sh - ra + taps_h - 1, j + (q + pl) // sw - rb + taps_w - 1]
+                * weight[rc, o, sh * ra + (r + pt) % sh, sw * rb + (q + pl) % sw],
+                axis=[rc, ra, rb]),
+            name="conv2d_transpose_phases")
+        return te.compute((n, co, oh, ow), lambda b, o, y, x: phases[b, o, y // sh, y % sh, x // sw, x % sw],
+                          name="T_phases_nchw")
+
+    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
+
+
+def fuse_operators(mod, tvm_target):
+    """Legalize and fuse: the IRModule whose PrimFuncs are the tuning tasks and the units we schedule."""
+    import tvm
+    from tvm import relax
+
+    with tvm_target:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.backend.DispatchSampling(),
+            relax.backend.DispatchSortScan(),
+            relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases}),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ])(mod)
+
+
+def workload(func):
+    """The IRModule MetaSchedule keys a PrimFunc by, the same at tuning and at build time."""
+    import tvm
+
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
+
+
+def default_schedule(func, target: Target, decisions=None):
+    """Schedule one PrimFunc with the templates' default (or given) decisions; None when no block was recognised."""
+    from tvm import s_tir
+
+    from compilers.tuning_templates import DefaultDecisions, schedule_function
+
+    sch = s_tir.Schedule(workload(func))
+    if not schedule_function(sch, decisions or DefaultDecisions(), num_cores(target)):
+        return None
+    return sch
+
+
+def _lower_passes():
+    from tvm import relax
+
+    return [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+        relax.transform.LowerAllocTensor(),
+        relax.transform.KillAfterLastUse(),
+        relax.transform.LowerRuntimeBuiltin(),
+        relax.transform.ComputePrimValue(),
+        relax.transform.VMShapeLower(),
+        relax.transform.AttachGlobalSymbol(),
+    ]
+
+
+@dataclass
+class CpuPipeline:
+    """A relax_pipeline for tvm.compile that records what it did (read it after the build)."""
+
+    target: Target
+    database: object = None  # tvm.s_tir.meta_schedule.Database
+    records_applied: int = 0
+    default_scheduled: int = 0
+    unscheduled: list[str] = field(default_factory=list)
+
+    def __call__(self, mod):
+        import tvm
+
+        tvm_target = tvm.target.Target(self.target.tvm_target)
+        mod = fuse_operators(mod, tvm_target)
+        self.records_applied = self.default_scheduled = 0
+        self.unscheduled = []
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                continue
+            sch = None
+            if self.database is not None:
+                sch = self.database.query_schedule(workload(func), tvm_target, workload_name="main")
+                if sch is not None:
+                    self.records_applied += 1
+            if sch is None:
+                sch = default_schedule(func, self.target)
+                if sch is not None:
+                    self.default_scheduled += 1
+            if sch is None:
+                self.unscheduled.append(gvar.name_hint)
+                continue
+            scheduled = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            mod[gvar] = scheduled.with_attr("global_symbol", func.attrs["global_symbol"]) if "global_symbol" in func.attrs \
+                else scheduled.without_attr("global_symbol")
+        with tvm_target:
+            return tvm.transform.Sequential(_lower_passes())(mod)
+
+
+def gpu_pipeline(target: Target):
+    """The stock GPU pipeline: dlight default rules give every PrimFunc thread bindings."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    tvm_target = tvm.target.Target(target.tvm_target)
+
+    @tvm.transform.module_pass(opt_level=0, name="PackagerGpuPipeline")
+    def _pipeline(mod, _ctx):
+        with tvm_target:
+            return tvm.transform.Sequential([
+                relax.transform.DecomposeOpsForInference(),
+                relax.backend.DispatchSampling(),
+                relax.backend.DispatchSortScan(),
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                        dl.gpu.Fallback()),
+                *_lower_passes(),
+            ])(mod)
+
+    return _pipeline
+
+
+def relax_pipeline(target: Target, database=None):
+    """What compile passes as tvm.compile(..., relax_pipeline=...).
+
+    CPU: a ``CpuPipeline`` (tuned records from ``database`` where present, default templates elsewhere).
+    GPU: the dlight GPU pipeline; ``database`` is not used there yet.
+    """
+    if is_gpu(target):
+        return gpu_pipeline(target)
+    return CpuPipeline(target, database)

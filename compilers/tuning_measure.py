@@ -1,0 +1,137 @@
+"""Build and measure tuning candidates: in this process locally, or on a device through a TVM RPC tracker.
+
+MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each one
+imports ``tvm.s_tir.tensor_intrin`` (about a minute here), so its 30 s timeout kills every
+build. Building in this process pays no import at all; measuring in this process shares
+the thread pool the model will use, sized to the target's num-cores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+# Each candidate is timed `REPEAT` times for at least MIN_REPEAT_MS each; the minimum is kept,
+# because other processes on a shared machine only ever make a run slower.
+REPEAT = 5
+MIN_REPEAT_MS = 20
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    """Where a remote target measures: a TVM RPC tracker and the key its devices registered with."""
+
+    tracker_host: str
+    tracker_port: int
+    device_key: str
+    session_timeout_s: int = 120
+
+
+def _error_text(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+@derived_object
+class InProcessBuilder(ms.builder.PyBuilder):
+    """Compiles each candidate in this process. Local runs keep the module in memory; RPC runs get a shared library."""
+
+    def __init__(self, modules: dict, cross_compiler: str | None = None, export: bool = False):
+        super().__init__()
+        self.modules = modules
+        self.cross_compiler = cross_compiler
+        self.export = export
+        self.counter = itertools.count()
+        self.export_dir = tempfile.mkdtemp(prefix="packager-tuning-") if export else None
+
+    def build(self, build_inputs):
+        import tvm
+
+        results = []
+        for build_input in build_inputs:
+            try:
+                executable = tvm.compile(build_input.mod, target=build_input.target)
+            except Exception as exc:  # a candidate that fails to build is a result, not a crash
+                results.append(ms.builder.BuilderResult(None, "build failed: " + _error_text(exc)))
+                continue
+            key = f"candidate-{next(self.counter)}"
+            if self.export:
+                path = str(Path(self.export_dir) / f"{key}.so")
+                fcompile = None
+                if self.cross_compiler:
+                    from tvm.support import cc
+
+                    fcompile = cc.cross_compiler(self.cross_compiler)
+                executable.export_library(path, fcompile=fcompile)
+                results.append(ms.builder.BuilderResult(path, None))
+            else:
+                self.modules[key] = executable.mod
+                results.append(ms.builder.BuilderResult(key, None))
+        return results
+
+
+def _arguments(args_info, device) -> list:
+    import numpy as np
+    import tvm
+
+    rng = np.random.default_rng(0)
+    args = []
+    for info in args_info:
+        kind, dtype, shape = info.as_json()
+        if kind != "TENSOR":
+            raise ValueError(f"cannot allocate a {kind} argument")
+        shape = [int(d) for d in shape]
+        data = rng.random(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
+        args.append(tvm.runtime.tensor(data, device))
+    return args
+
+
+@derived_object
+class InProcessRunner(ms.runner.PyRunner):
+    """Times each built candidate here with time_evaluator and reports its best repeat."""
+
+    def __init__(self, modules: dict):
+        super().__init__()
+        self.modules = modules
+
+    def run(self, runner_inputs):
+        import tvm
+        from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+        device = tvm.cpu()
+        futures = []
+        for runner_input in runner_inputs:
+            module = self.modules.pop(runner_input.artifact_path, None)
+            if module is None:
+                futures.append(LocalRunnerFuture(error_message=f"no built module {runner_input.artifact_path}"))
+                continue
+            try:
+                args = _arguments(runner_input.args_info, device)
+                evaluator = module.time_evaluator("main", device, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
+                futures.append(LocalRunnerFuture(res=[min(float(c) for c in evaluator(*args).results)]))
+            except Exception as exc:
+                futures.append(LocalRunnerFuture(error_message="run failed: " + _error_text(exc)))
+        return futures
+
+
+def measurement(cross_compiler: str | None, rpc: RpcConfig | None):
+    """(builder, runner) for a tuning run: both in this process, or building here and measuring over RPC."""
+    if rpc is None:
+        modules: dict = {}
+        return InProcessBuilder(modules), InProcessRunner(modules)
+    config = ms.runner.RPCConfig(tracker_host=rpc.tracker_host, tracker_port=rpc.tracker_port, tracker_key=rpc.device_key,
+                                 session_priority=1, session_timeout_sec=rpc.session_timeout_s)
+    evaluator = ms.runner.EvaluatorConfig(number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS, enable_cpu_cache_flush=False)
+    return (InProcessBuilder({}, cross_compiler, export=True),
+            ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1))
+
+
+def configure_threads(cores: int) -> None:
+    """TVM sizes its thread pool once, on first use, from TVM_NUM_THREADS (default: half the CPUs on x86)."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(cores))

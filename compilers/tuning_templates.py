@@ -1,0 +1,382 @@
+"""CPU schedule templates: one search space per kind of block, shared by default builds and tuning.
+
+A template asks a ``Decisions`` object for each choice (vector width, register tile, ...).
+``DefaultDecisions`` answers with a heuristic, so an untuned build gets parallel,
+vectorized, register-tiled code; ``SampledDecisions`` draws each choice with
+``sample_categorical``, so MetaSchedule's trace records it and a tuning record
+replays exactly the schedule that was measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
+
+# AVX2 has 16 vector registers; leave room for the weight vectors and one broadcast.
+MAX_ACCUMULATORS = 12
+VECTOR_LANES = 8  # float32 lanes of one AVX2 register; AVX-512 and NEON schedules still run, only less tuned
+
+
+class Decisions:
+    """Answers the questions a template asks; ``choose`` returns one of ``candidates``."""
+
+    def choose(self, sch: s_tir.Schedule, candidates: list[int], default: int) -> int:
+        raise NotImplementedError
+
+
+class DefaultDecisions(Decisions):
+    def choose(self, sch, candidates, default):
+        return default
+
+
+class SampledDecisions(Decisions):
+    """Draws every choice uniformly; the draw becomes part of the schedule's trace."""
+
+    def choose(self, sch, candidates, default):
+        if len(candidates) == 1:
+            return candidates[0]
+        rv = sch.sample_categorical(list(candidates), [1.0 / len(candidates)] * len(candidates))
+        return int(sch.get(rv))
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """A reduction block ``out[...] += A[...] * B[...]`` and the role of each of its loops.
+
+    ``channel`` indexes B and the output but not A (the output channel of a conv, N of a matmul);
+    ``column`` is the last loop that indexes A and the output but not B (output width, M);
+    ``outer`` are the other spatial loops in their original order.
+    """
+
+    block: s_tir.schedule.SBlockRV
+    data_index: int  # which read is A
+    weight_index: int  # which read is B
+    channel: int | None  # positions into the block's loops
+    column: int | None
+    outer: tuple[int, ...]
+    reductions: tuple[int, ...]
+    extents: tuple[int, ...]
+    weight_channel_dim: int | None  # which dimension of B the channel loop indexes
+    weight_ndim: int
+    out_channel_dim: int | None
+
+
+def _is_single_var(expr) -> bool:
+    return isinstance(expr, tirx.Var)
+
+
+def analyze_contraction(sch: s_tir.Schedule, block_rv) -> Contraction | None:
+    block = sch.get(block_rv)
+    if len(block.writes) != 1 or len(block.reads) < 2 or block.init is None:
+        return None
+    if not isinstance(block.body, tirx.BufferStore) or not isinstance(block.body.value, tirx.Add):
+        return None
+    loops = sch.get_loops(block_rv)
+    if len(loops) != len(block.iter_vars):
+        return None
+    loop_vars = [sch.get(loop).loop_var for loop in loops]
+    binding = _iter_bindings(sch, block_rv)
+    if binding is None or [b for b in binding] != loop_vars:
+        return None
+    out_buf = block.writes[0].source
+    operands = [i for i, r in enumerate(block.reads) if not r.source.same_as(out_buf)]
+    if len(operands) != 2:
+        return None
+    iter_vars = [iv.var for iv in block.iter_vars]
+
+    def used(region) -> list[set]:
+        return [collect_vars_used_in_prim_expr(r.min) & set(iter_vars) for r in region]
+
+    out_dims = used(block.writes[0].region)
+    out_vars = set().union(*out_dims)
+    reads = {i: used(block.reads[i].region) for i in operands}
+    # B (the weights) is the operand that shares fewer loops with the output: a conv's filter, a matmul's
+    # right side; on a tie, the one whose last dimension is an output loop (contiguous along it).
+    def weight_score(i):
+        shared = set().union(*reads[i]) & out_vars
+        last = reads[i][-1] if reads[i] else set()
+        return (len(shared), 0 if last & out_vars else 1, i)
+
+    b_idx, a_idx = sorted(operands, key=weight_score)
+    a_vars, b_vars = set().union(*reads[a_idx]), set().union(*reads[b_idx])
+    extents = tuple(int(iv.dom.extent) if isinstance(iv.dom.extent, tirx.IntImm) else -1 for iv in block.iter_vars)
+    if -1 in extents:
+        return None
+    spatial = [i for i, iv in enumerate(block.iter_vars) if iv.iter_type == 0]
+    reductions = tuple(i for i, iv in enumerate(block.iter_vars) if iv.iter_type == 2)
+    if len(spatial) + len(reductions) != len(iter_vars) or not reductions:
+        return None
+    channels = [i for i in spatial if iter_vars[i] in b_vars and iter_vars[i] not in a_vars and iter_vars[i] in out_vars]
+    columns = [i for i in spatial if iter_vars[i] in a_vars and iter_vars[i] not in b_vars and iter_vars[i] in out_vars]
+    channel = channels[-1] if channels else None
+    column = columns[-1] if columns else None
+    w_dim = out_dim = None
+    if channel is not None:
+        var = iter_vars[channel]
+        w_dims = [d for d, s in enumerate(reads[b_idx]) if var in s]
+        o_dims = [d for d, s in enumerate(out_dims) if var in s]
+        if len(w_dims) != 1 or len(o_dims) != 1 or not _is_single_var(block.reads[b_idx].region[w_dims[0]].min):
+            channel = None
+        else:
+            w_dim, out_dim = w_dims[0], o_dims[0]
+    outer = tuple(i for i in spatial if i not in (channel, column))
+    return Contraction(block_rv, a_idx, b_idx, channel, column, outer, reductions, extents, w_dim,
+                       len(block.reads[b_idx].region), out_dim)
+
+
+def _iter_bindings(sch: s_tir.Schedule, block_rv):
+    values = get_sblockrealize(sch, block_rv).iter_values
+    return list(values) if all(isinstance(v, tirx.Var) for v in values) else None
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def _column_tiles(extent: int, vectors_per_row: int) -> tuple[list[int], int]:
+    """Register tile widths that divide the column loop, and the default: most accumulators that fit."""
+    fits = [d for d in _divisors(extent, 32) if d * vectors_per_row <= MAX_ACCUMULATORS]
+    if not fits:
+        return [1], 1
+    return fits, max(fits)
+
+
+def _default_lanes(options: list[int], column_extent: int) -> int:
+    """The vector width whose best register tile holds the most accumulators (wider on ties)."""
+    def accumulators(lanes: int) -> int:
+        vectors = -(-lanes // VECTOR_LANES)
+        return vectors * _column_tiles(column_extent, vectors)[1]
+
+    return max(options, key=lambda lanes: (accumulators(lanes), lanes))
+
+
+def _channel_innermost(dim: int, ndim: int, lanes: int):
+    """Index map moving dimension ``dim`` to the innermost position, split by ``lanes``."""
+
+    def index_map(*idx):
+        head = [idx[d] // lanes if d == dim else idx[d] for d in range(ndim)]
+        return (*head, idx[dim] % lanes)
+
+    return index_map
+
+
+def _inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
+    """Fold bias, activation and other elementwise consumers into the write-back of a register tile."""
+    while True:
+        consumers = sch.get_consumers(writeback)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except s_tir.ScheduleError:
+            return
+
+
+def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, num_cores: int) -> bool:
+    """Register-tiled, vectorized, parallel schedule for conv2d / conv2d_transpose / matmul blocks."""
+    ext = c.extents
+    channel_ext = ext[c.channel] if c.channel is not None else 0
+    weight_last = c.weight_channel_dim == c.weight_ndim - 1
+    if c.channel is not None and channel_ext % VECTOR_LANES == 0:
+        lane_options = [v for v in (8, 16, 32) if channel_ext % v == 0]
+        column_ext = ext[c.column] if c.column is not None else 1
+        lanes = decisions.choose(sch, lane_options, _default_lanes(lane_options, column_ext))
+        return _vectorize_channels(sch, c, lanes, decisions, num_cores, pack=not weight_last)
+    if c.channel is not None and weight_last and 2 <= channel_ext <= 16 * VECTOR_LANES:
+        return _vectorize_channels(sch, c, channel_ext, decisions, num_cores, pack=False)
+    if c.column is not None and ext[c.column] % VECTOR_LANES == 0:
+        return _vectorize_columns(sch, c, decisions, num_cores)
+    return False
+
+
+def _parallel_outer(sch: s_tir.Schedule, loops: list, extents: list[int], num_cores: int):
+    """Fuse leading loops into one parallel loop with enough iterations to balance the cores."""
+    take, total = 0, 1
+    for extent in extents:
+        if total >= 8 * num_cores and take > 0:
+            break
+        take, total = take + 1, total * extent
+    fused = sch.fuse(*loops[:take]) if take > 1 else loops[0]
+    if total > 1:
+        sch.parallel(fused)
+    return fused
+
+
+def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, num_cores: int, pack: bool) -> bool:
+    ext = c.extents
+    vectors = -(-lanes // VECTOR_LANES)
+    column_ext = ext[c.column] if c.column is not None else 1
+    tiles, default_tile = _column_tiles(column_ext, vectors)
+    tile = decisions.choose(sch, tiles, default_tile)
+    if pack:
+        packed = sch.cache_read(c.block, c.weight_index, "global")
+        sch.transform_layout(packed, ("write", 0), _channel_innermost(c.weight_channel_dim, c.weight_ndim, lanes))
+        sch.parallel(sch.get_loops(packed)[0])
+    loops = sch.get_loops(c.block)
+    f_o, f_v = sch.split(loops[c.channel], [None, lanes])
+    x_o = x_i = None
+    if c.column is not None:
+        x_o, x_i = sch.split(loops[c.column], [None, tile])
+    # leading dims, then the channel block, then rows: each thread owns whole output rows
+    lead = [i for i in c.outer if i < c.channel]
+    rest = [i for i in c.outer if i > c.channel]
+    par_loops = [loops[i] for i in lead] + [f_o] + [loops[i] for i in rest]
+    par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] for i in rest]
+    order = par_loops + ([x_o] if x_o is not None else []) + [loops[i] for i in c.reductions]
+    sch.reorder(*order, *([x_i] if x_i is not None else []), f_v)
+    acc = sch.cache_write(c.block, 0, "local")
+    out_ndim = len(sch.get(c.block).writes[0].region)
+    sch.transform_layout(c.block, ("write", 0), _channel_innermost(c.out_channel_dim, out_ndim, lanes))
+    _inline_epilogue(sch, acc)
+    anchor = x_o if x_o is not None else par_loops[-1]
+    sch.reverse_compute_at(acc, anchor, preserve_unit_loops=True)
+    if x_i is not None and tile > 1:
+        sch.unroll(x_i)
+    if lanes % VECTOR_LANES == 0:
+        sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
+    _parallel_outer(sch, par_loops, par_ext, num_cores)
+    sch.decompose_reduction(c.block, loops[c.reductions[0]])
+    return True
+
+
+def _vectorize_columns(sch, c: Contraction, decisions: Decisions, num_cores: int) -> bool:
+    """Few output channels (an RGB or single-channel conv): vectorize along the output width instead."""
+    ext = c.extents
+    width = ext[c.column]
+    lane_options = [v for v in (8, 16, 32) if width % v == 0]
+    lanes = decisions.choose(sch, lane_options, 16 if 16 in lane_options else 8)
+    loops = sch.get_loops(c.block)
+    chan_tiles = _divisors(ext[c.channel], 4) if c.channel is not None else [1]
+    ctile = decisions.choose(sch, chan_tiles, max(d for d in chan_tiles if d * lanes // VECTOR_LANES <= MAX_ACCUMULATORS))
+    x_o, x_v = sch.split(loops[c.column], [None, lanes])
+    lead = [loops[i] for i in c.outer]
+    par_ext = [ext[i] for i in c.outer]
+    if c.channel is not None:
+        f_o, f_i = sch.split(loops[c.channel], [None, ctile])
+        lead = [loops[i] for i in c.outer if i < c.channel] + [f_o] + [loops[i] for i in c.outer if i > c.channel]
+        par_ext = [ext[i] for i in c.outer if i < c.channel] + [ext[c.channel] // ctile]
+        par_ext += [ext[i] for i in c.outer if i > c.channel]
+        inner = [f_i, x_v]
+    else:
+        inner = [x_v]
+    sch.reorder(*lead, x_o, *[loops[i] for i in c.reductions], *inner)
+    acc = sch.cache_write(c.block, 0, "local")
+    _inline_epilogue(sch, acc)
+    sch.reverse_compute_at(acc, x_o, preserve_unit_loops=True)
+    if len(inner) == 2 and ctile > 1:
+        sch.unroll(inner[0])
+    sch.vectorize(x_v)
+    _parallel_outer(sch, lead, par_ext, num_cores)
+    sch.decompose_reduction(c.block, loops[c.reductions[0]])
+    return True
+
+
+def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
+    return all(iv.iter_type == 0 for iv in sch.get(block_rv).iter_vars)
+
+
+def _static_extents(sch: s_tir.Schedule, loops) -> list[int] | None:
+    extents = [sch.get(loop).extent for loop in loops]
+    return [int(e) for e in extents] if all(isinstance(e, tirx.IntImm) for e in extents) else None
+
+
+def _schedule_elementwise(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
+    loops = sch.get_loops(block_rv)
+    extents = _static_extents(sch, loops)
+    if not loops or extents is None:
+        return
+    if extents[-1] % VECTOR_LANES == 0 and extents[-1] >= VECTOR_LANES:
+        outer, lane = sch.split(loops[-1], [None, VECTOR_LANES])
+        loops = [*loops[:-1], outer]
+        extents = [*extents[:-1], extents[-1] // VECTOR_LANES]
+        sch.vectorize(lane)
+    if len(loops) and extents:
+        _parallel_outer(sch, loops, extents, num_cores)
+
+
+def _schedule_reduction(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
+    """Pooling and reductions: parallel over output rows, vectorized along the output's last axis when reads are contiguous."""
+    block = sch.get(block_rv)
+    loops = sch.get_loops(block_rv)
+    extents = _static_extents(sch, loops)
+    if extents is None or len(loops) != len(block.iter_vars) or get_sblockrealize(sch, block_rv) is None:
+        return
+    kinds = [iv.iter_type for iv in block.iter_vars]
+    spatial = [i for i, k in enumerate(kinds) if k == 0]
+    reductions = [i for i, k in enumerate(kinds) if k == 2]
+    if len(spatial) + len(reductions) != len(kinds) or not spatial:
+        return
+    last = spatial[-1]
+    last_var = block.iter_vars[last].var
+    contiguous = all(r.region and last_var in collect_vars_used_in_prim_expr(r.region[-1].min) for r in block.reads)
+    order = [loops[i] for i in spatial]
+    if contiguous and extents[last] >= VECTOR_LANES:
+        order = [loops[i] for i in spatial[:-1]] + [loops[i] for i in reductions] + [loops[last]]
+        sch.reorder(*order)
+        if extents[last] % VECTOR_LANES == 0:
+            _, lane = sch.split(loops[last], [None, VECTOR_LANES])
+            sch.vectorize(lane)
+        par = spatial[:-1]
+    else:
+        sch.reorder(*order, *[loops[i] for i in reductions])
+        par = spatial
+    if par:
+        _parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], num_cores)
+
+
+def _intermediate_buffers(sch: s_tir.Schedule, root) -> set:
+    return set(sch.get(root).alloc_buffers)
+
+
+def _existing(sch: s_tir.Schedule, names: list[str]):
+    """Blocks by name, skipping those an earlier step inlined away."""
+    for name in names:
+        try:
+            yield sch.get_sblock(name)
+        except (s_tir.ScheduleError, ValueError):
+            continue
+
+
+def schedule_function(sch: s_tir.Schedule, decisions: Decisions, num_cores: int) -> bool:
+    """Schedule every block of a fused PrimFunc; returns False when nothing was recognised."""
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    root = get_root_block(sch)
+    blocks = sch.get_child_blocks(root)
+    names_before = {sch.get(b).name_hint for b in blocks}
+    keep, done, changed = set(), set(), False
+    for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
+        c = analyze_contraction(sch, block_rv)
+        if c is None:
+            continue
+        for producer in sch.get_producers(block_rv):
+            keep.add(sch.get(producer).name_hint)
+        name = sch.get(block_rv).name_hint
+        if schedule_contraction(sch, c, decisions, num_cores):
+            done.add(name)
+            changed = True
+    blocks = sch.get_child_blocks(root)
+    done |= {sch.get(b).name_hint for b in blocks} - names_before
+    intermediates = _intermediate_buffers(sch, root)
+    for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
+        name = sch.get(block_rv).name_hint
+        if name in done or name in keep or not _is_spatial(sch, block_rv):
+            continue
+        if any(w.source not in intermediates for w in sch.get(block_rv).writes):
+            continue
+        try:
+            sch.compute_inline(block_rv)
+            changed = True
+        except s_tir.ScheduleError:
+            pass
+    for block_rv in sch.get_child_blocks(root):
+        if sch.get(block_rv).name_hint in done:
+            continue
+        if _is_spatial(sch, block_rv):
+            _schedule_elementwise(sch, block_rv, num_cores)
+        else:
+            _schedule_reduction(sch, block_rv, num_cores)
+        changed = True
+    return changed

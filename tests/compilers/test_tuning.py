@@ -1,0 +1,131 @@
+"""Tuning: a short run records trials, a second run hits the cache, and a tuned build still matches ONNX Runtime."""
+
+import json
+
+import pytest
+
+from compilers import tuning
+from compilers.schedules import relax_pipeline, workload
+from compilers.tuning import design_space, extract_tasks, tune
+from compilers.tuning_cache import open_tuning_cache, target_key
+from compilers.tuning_measure import InProcessBuilder, InProcessRunner
+from packager.errors import CompilationError, ValidationException
+from targets import get_target, host_target
+from targets.catalog import CompilerOptions
+from tests.compilers.test_schedules import compile_and_compare, conv_relu_model, to_relax
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return host_target(CompilerOptions(num_cores=2))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return conv_relu_model(cin=8, cout=32, size=16)
+
+
+@pytest.fixture(scope="module")
+def tuned(model, cpu, tmp_path_factory):
+    """One short tuning run into a fresh cache, then the same request again."""
+    cache = open_tuning_cache(tmp_path_factory.mktemp("tuning"))
+    mod, _ = to_relax(model)
+    first = tune(mod, cpu, trials=4, cache=cache, progress=False)
+    second = tune(mod, cpu, trials=4, cache=cache, progress=False)
+    return cache, first, second
+
+
+def test_conv_task_has_a_design_space_starting_at_the_default(model, cpu):
+    tasks = extract_tasks(to_relax(model)[0], cpu)
+    conv = next(t for t in tasks if "conv2d" in t.name)
+    space = design_space(conv.workload, cores=2)
+    assert len(space) > 1 and len(set(space)) == len(space)
+    assert conv.flops == pytest.approx(2 * 32 * 8 * 9 * 16 * 16, rel=0.2)
+
+
+@pytest.mark.slow
+def test_short_tuning_run_records_trials(tuned, cpu):
+    cache, first, _ = tuned
+    assert first.trials == 4
+    conv = next(t for t in first.tasks if "conv2d" in t.name)
+    assert conv.trials == 4 and not conv.cached and conv.best_ms is not None and conv.best_ms <= conv.default_ms
+    assert len(cache.database_for(cpu).get_all_tuning_records()) == 4
+
+
+@pytest.mark.slow
+def test_second_run_hits_the_cache_and_the_build_applies_records(tuned, model, cpu):
+    cache, first, second = tuned
+    assert second.trials == 0
+    assert [t.name for t in second.tasks if t.cached] == [t.name for t in first.tasks if not t.cached]
+    pipeline = relax_pipeline(cpu, cache.database_for(cpu))
+    compile_and_compare(model, pipeline)  # the tuned build equals ONNX Runtime within rtol 1e-3 / atol 1e-4
+    assert pipeline.records_applied == 1
+
+
+@pytest.mark.slow
+def test_tuned_build_applies_the_fastest_record(tuned, model, cpu):
+    cache, first, _ = tuned
+    database = cache.database_for(cpu)
+    mod, _ = to_relax(model)
+    task = next(t for t in extract_tasks(mod, cpu) if "conv2d" in t.name)
+    best = database.get_top_k(database.commit_workload(task.workload), 1)[0]
+    assert 1e3 * float(best.run_secs[0]) == pytest.approx(next(t.best_ms for t in first.tasks if "conv2d" in t.name))
+
+
+@pytest.mark.slow
+def test_export_then_import_moves_records(tuned, cpu, tmp_path):
+    cache, _, _ = tuned
+    exported = tmp_path / "tuning.json"
+    assert cache.export(exported) == 4
+    other = open_tuning_cache(tmp_path / "other")
+    assert other.database_for(cpu) is None
+    assert other.import_file(exported) == 4
+    assert other.import_file(exported) == 0  # records already there are not duplicated
+    assert len(other.database_for(cpu).get_all_tuning_records()) == 4
+    assert other.entries()[0].tvm_target == cpu.tvm_target
+    assert other.entries()[0].directory.name == target_key(cpu.tvm_target)
+
+
+def test_import_rejects_a_file_that_is_not_an_export(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValidationException, match="not a tuning export"):
+        open_tuning_cache(tmp_path / "c").import_file(bad)
+    with pytest.raises(ValidationException, match="not found"):
+        open_tuning_cache(tmp_path / "c").import_file(tmp_path / "missing.json")
+
+
+def test_cache_lives_under_packager_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("PACKAGER_HOME", str(tmp_path))
+    assert open_tuning_cache().root == tmp_path / "tuning"
+
+
+def test_bad_requests_fail_before_any_work(model, cpu, tmp_path):
+    cache = open_tuning_cache(tmp_path)
+    mod, _ = to_relax(model)
+    with pytest.raises(ValidationException, match="trials"):
+        tune(mod, cpu, trials=-1, cache=cache)
+    with pytest.raises(ValidationException, match="RPC"):
+        tune(mod, get_target("LINUX/ARM64"), trials=4, cache=cache)
+    with pytest.raises(ValidationException, match="GPU"):
+        tune(mod, get_target("jetson_xavier"), trials=4, cache=cache)
+
+
+@pytest.mark.slow
+def test_a_round_that_measures_nothing_fails_loudly(model, cpu, tmp_path, monkeypatch):
+    """A runner that cannot find what the builder built: every trial fails, and tuning must say so."""
+    monkeypatch.setattr(tuning, "measurement", lambda cross, rpc: (InProcessBuilder({}), InProcessRunner({})))
+    mod, _ = to_relax(model)
+    with pytest.raises(CompilationError, match="measured nothing.*no built module"):
+        tune(mod, cpu, trials=2, cache=open_tuning_cache(tmp_path), progress=False)
+
+
+def test_workload_key_ignores_the_scheduled_flag(model, cpu):
+    import tvm
+    import tvm_ffi
+
+    from compilers.schedules import fuse_operators
+
+    fused = fuse_operators(to_relax(model)[0], tvm.target.Target(cpu.tvm_target))
+    func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    assert tvm_ffi.structural_hash(workload(func)) == tvm_ffi.structural_hash(workload(func.with_attr("tirx.is_scheduled", True)))
