@@ -358,3 +358,21 @@ def test_build_deploy_and_detect_over_grpc(tmp_path):
             process.kill()
     assert not (tmp_path / "agent.sock").exists()
     assert list((root / "work" / AGENT_COMPONENT / "models").iterdir()) == []  # the model's Shutdown unregistered it
+
+
+def test_startup_skipif_and_shutdown(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {
+        "Install": {"Script": "exit 1", "SkipIf": "exists {work:path}"},  # prepare made the work path: skipped
+        "Startup": {"Script": "echo started > {work:path}/startup.txt", "Timeout": 5},
+        "Run": "echo never > {work:path}/run.txt",  # Startup takes Run's place, as in the nucleus
+        "Shutdown": "echo stopped > {work:path}/shutdown.txt"})
+    plan = plan_deployment(build, options(tmp_path))
+    nucleus = LocalNucleus(plan, out=io.StringIO())
+    nucleus.deploy()
+    work = plan.work_path(plan.components[0])
+    assert nucleus.tracked[0].state is State.RUNNING and nucleus.tracked[0].process is None
+    assert (work / "startup.txt").read_text() == "started\n" and not (work / "run.txt").exists()
+    nucleus.stop()
+    assert (work / "shutdown.txt").read_text() == "stopped\n"
+    assert states(plan.root) == {"a": "STOPPED"}
