@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def worker_pids(home: Path) -> list[int]:
 
 
 def stop_workers(home: Path) -> None:
-    pids = [pid for pid in worker_pids(home) if pid_alive(pid)]
+    pids = [pid for pid in worker_pids(home) if pid != os.getpid() and pid_alive(pid)]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -98,6 +99,8 @@ def s3_server(home, monkeypatch):
 
     server = LoopbackS3()
     server.start()
+    # moto keeps buckets in this process across servers; start every test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST")).close()
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

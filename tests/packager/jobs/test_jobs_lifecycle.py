@@ -206,7 +206,8 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     monkeypatch.delenv("PACKAGER_NO_REGISTER")
     with hold_worker_slot(home, monkeypatch):
         name = api.start_model_packaging_job(ProjectName="p", ModelVersion="1",
-                                             Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}))["JobName"]
+                                             Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+                                                                     Tags=[{"Key": "team", "Value": "vision"}]))["JobName"]
         os.kill(_job_row(home, name)["pid"], signal.SIGKILL)  # this test runs the job itself, below
     with sqlite3.connect(home / "store.sqlite3") as db:
         db.execute("UPDATE jobs SET pid = NULL, status = 'CREATED' WHERE name = ?", (name,))
@@ -216,7 +217,7 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
     stub.add_response("create_component_version", {"arn": arn, "componentName": "com.example.Tiny", "componentVersion": "1.0.0",
                                                    "creationTimestamp": time.time(), "status": {"componentState": "DEPLOYABLE"}},
-                      {"inlineRecipe": ANY, "tags": ANY})
+                      {"inlineRecipe": ANY, "tags": {"team": "vision"}})
     with stub:
         assert worker_module.run_job(home, "p", name, clients=(s3_server, greengrass)) == 0
     job = _describe(name)
