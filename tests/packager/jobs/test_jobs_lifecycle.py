@@ -223,3 +223,20 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     job = _describe(name)
     assert job["Status"] == "SUCCEEDED", job.get("StatusMessage")
     assert job["ModelPackagingOutputDetails"]["Greengrass"]["ComponentVersionArn"] == arn
+
+
+def test_unexpected_worker_error_fails_with_short_message_and_logs_traceback(home, project, monkeypatch):
+    with hold_worker_slot(home, monkeypatch):
+        name = api.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config())["JobName"]
+        with sqlite3.connect(home / "store.sqlite3") as db:  # a record no API call can produce: the worker's own bug path
+            db.execute("UPDATE jobs SET configuration = ? WHERE name = ?", ('{"Greengrass": {}}', name))
+    final = api.wait_for_model_packaging_job("p", name, poll_seconds=0.1, timeout_seconds=60)["ModelPackagingDescription"]
+    assert final["Status"] == "FAILED"
+    assert final["StatusMessage"].startswith("Internal error: KeyError") and final["StatusMessage"].endswith("(see worker.log)")
+    log = (api.job_dir(home, "p", name) / "worker.log").read_text()
+    assert "Traceback (most recent call last)" in log and "KeyError" in log
+
+
+def test_store_is_sqlite_in_wal_mode(home, project):
+    with sqlite3.connect(home / "store.sqlite3") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
