@@ -305,22 +305,47 @@ def test_one_deploy_local_per_root(tmp_path):
 
 # -- the whole path: build -> deploy-local -> a gRPC client made from the repo's proto ------------------------
 
+def tiny_model_case(tmp_path: Path):
+    from tests.conftest import make_tiny_autoencoder
+    from tests.packager.edge.conftest import defective_image, edge_spec_dict, normal_image
+
+    model, spec = tmp_path / "tiny.onnx", tmp_path / "spec.json"
+    make_tiny_autoencoder(model)
+    spec.write_text(json.dumps(edge_spec_dict()))
+    return ["--model", str(model), "--model-spec", str(spec)], [(normal_image(), False), (defective_image(), True)], "scratch"
+
+
+def example_model_case(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    from packager.commands.build import example_model_paths
+
+    model, spec = example_model_paths()
+    if not model.exists():
+        pytest.skip("packager/example_model/model.onnx is not built in this checkout")
+    images = REPO / "packager" / "example_model" / "images"
+    cases = []
+    for name, anomalous in (("normal_01.png", False), ("defect_scratch_01.png", True)):
+        with Image.open(images / name) as image:
+            cases.append((np.asarray(image.convert("RGB"), np.uint8), anomalous))
+    return [], cases, json.loads(spec.read_text())["classes"][0]["name"]
+
+
 @pytest.mark.slow
-def test_build_deploy_and_detect_over_grpc(tmp_path):
+@pytest.mark.parametrize("case", [tiny_model_case, example_model_case], ids=["tiny-model", "example-model"])
+def test_build_deploy_and_detect_over_grpc(tmp_path, case):
     import grpc
     import numpy as np
 
     from packager.bundle import AGENT_COMPONENT
     from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
-    from tests.conftest import make_tiny_autoencoder
-    from tests.packager.edge.conftest import bitmap, defective_image, edge_spec_dict, normal_image, wait_for_status
+    from tests.packager.edge.conftest import bitmap, wait_for_status
 
-    model, spec, build, root = tmp_path / "tiny.onnx", tmp_path / "spec.json", tmp_path / "gg", tmp_path / "root"
-    make_tiny_autoencoder(model)
-    spec.write_text(json.dumps(edge_spec_dict()))
-    component = "com.acme.EdgeDemo"
-    built = subprocess.run([sys.executable, "-m", "packager", "build", "--model", str(model), "--model-spec", str(spec),
-                            "--output", str(build), "--component-name", component, "--benchmark-runs", "2"],
+    model_args, images, class_name = case(tmp_path)
+    build, root, component = tmp_path / "gg", tmp_path / "root", "com.acme.EdgeDemo"
+    built = subprocess.run([sys.executable, "-m", "packager", "build", *model_args, "--output", str(build),
+                            "--component-name", component, "--benchmark-runs", "2"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     address = f"unix://{tmp_path}/agent.sock"
@@ -336,18 +361,20 @@ def test_build_deploy_and_detect_over_grpc(tmp_path):
             grpc.channel_ready_future(channel).result(timeout=60)
             listed = wait_for(lambda: [m.model_component for m in stub.ListModels(pb.ListModelsRequest()).models])
             assert listed == [component]
-            for image, anomalous in ((normal_image(), False), (defective_image(), True)):
+            for image, anomalous in images:
                 assert stub.StartModel(pb.StartModelRequest(model_component=component)).status == pb.STARTING
                 assert wait_for_status(stub, component, pb.RUNNING).status == pb.RUNNING
                 result = stub.DetectAnomalies(pb.DetectAnomaliesRequest(model_component=component, bitmap=bitmap(image)))
                 result = result.detect_anomaly_result
-                assert result.is_anomalous is anomalous
+                assert result.is_anomalous is anomalous, (result.anomaly_score, result.anomaly_threshold)
                 assert (result.anomaly_mask.width, result.anomaly_mask.height) == (image.shape[1], image.shape[0])
                 assert len(result.anomaly_mask.byte_data) == image.size
-                assert [a.name for a in result.anomalies] == ["background", "scratch"]
-                assert (result.anomalies[1].pixel_anomaly.total_percentage_area > 0) is anomalous
-                mask = np.frombuffer(result.anomaly_mask.byte_data, np.uint8).reshape(image.shape)
-                assert np.all(mask == (255, 0, 0), axis=-1).any() is np.bool_(anomalous)
+                assert [a.name for a in result.anomalies] == ["background", class_name]
+                assert sum(a.pixel_anomaly.total_percentage_area for a in result.anomalies) == pytest.approx(1.0, abs=1e-5)
+                painted = np.frombuffer(result.anomaly_mask.byte_data, np.uint8).reshape(image.shape)
+                colour = tuple(int(result.anomalies[1].pixel_anomaly.hex_color[i:i + 2], 16) for i in (1, 3, 5))
+                assert np.all(painted == colour, axis=-1).mean() == pytest.approx(
+                    result.anomalies[1].pixel_anomaly.total_percentage_area, abs=1e-6)
                 assert stub.StopModel(pb.StopModelRequest(model_component=component)).status == pb.STOPPING
                 assert wait_for_status(stub, component, pb.STOPPED).status == pb.STOPPED
         stop = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120)
