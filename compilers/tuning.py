@@ -141,11 +141,21 @@ def extract_tasks(mod, target: Target) -> list[TuningTask]:
 
 
 def _quota(tasks: list[TuningTask], trials: int) -> list[int]:
-    """Trials per task: at least the default and one alternative, the rest by share of the model's FLOPs."""
+    """Trials per task within ``trials``: the default and one alternative for the heaviest tasks first,
+    then the rest of the budget by share of the model's FLOPs."""
+    quotas, left = [], trials
+    for task in tasks:
+        quotas.append(min(2, len(task.space), left))
+        left -= quotas[-1]
     total = sum(t.flops * t.weight for t in tasks) or 1.0
-    base = [min(2, len(t.space)) for t in tasks]
-    spare = max(trials - sum(base), 0)
-    return [min(len(t.space), b + math.floor(spare * t.flops * t.weight / total)) for t, b in zip(tasks, base)]
+    shares = [math.floor(left * t.flops * t.weight / total) for t in tasks]
+    quotas = [min(len(t.space), q + s) for t, q, s in zip(tasks, quotas, shares)]
+    left = trials - sum(quotas)
+    for i, task in enumerate(tasks):  # what rounding and small spaces left over, heaviest first
+        extra = min(left, len(task.space) - quotas[i])
+        quotas[i] += extra
+        left -= extra
+    return quotas
 
 
 @contextlib.contextmanager
@@ -205,6 +215,7 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     if trials == 0 or not todo:
         return TuningResult(target.name, 0, time.perf_counter() - started, tuple(reports))
     quotas = _quota(todo, trials)
+    todo, quotas = [t for t, q in zip(todo, quotas) if q > 0], [q for q in quotas if q > 0]
     progress_cb = ProgressCallback(todo, sum(quotas), enabled=progress, log=log)
     builder, runner = measurement(target.cross_compiler, rpc)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)

@@ -129,3 +129,13 @@ def test_workload_key_ignores_the_scheduled_flag(model, cpu):
     fused = fuse_operators(to_relax(model)[0], tvm.target.Target(cpu.tvm_target))
     func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
     assert tvm_ffi.structural_hash(workload(func)) == tvm_ffi.structural_hash(workload(func.with_attr("tirx.is_scheduled", True)))
+
+
+def test_trial_budget_goes_to_the_heaviest_tasks_and_is_never_exceeded():
+    from compilers.tuning import TuningTask, _quota
+
+    tasks = [TuningTask(str(i), None, 1, flops, tuple(range(n))) for i, (flops, n) in enumerate([(10, 9), (5, 9), (1, 4), (0.1, 3)])]
+    assert _quota(tasks, 3) == [2, 1, 0, 0]
+    assert _quota(tasks, 12) == [5, 3, 2, 2]
+    assert _quota(tasks, 100) == [9, 9, 4, 3]  # never more than a task's whole space
+    assert all(sum(_quota(tasks, n)) == min(n, 25) for n in range(30))

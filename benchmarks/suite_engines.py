@@ -1,0 +1,108 @@
+"""The engines the suite compares, each reduced to a call that takes a numpy image and returns numpy outputs.
+
+All of them run in this process with the same thread count. Latency is sampled in rounds:
+each round runs every engine for a few calls, in a rotating order, so load from other
+processes on a shared machine falls on all engines alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Engine:
+    name: str  # "ort" | "torch" | "tvm_default" | "tvm_tuned"
+    run: Callable[[np.ndarray], list[np.ndarray]]
+    prepare_s: float = 0.0  # session creation / compile time
+    tuning_s: float = 0.0
+    trials: int = 0
+    notes: dict = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)
+
+
+def ort_engine(onnx_bytes: bytes, input_name: str, threads: int) -> Engine:
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return Engine("ort", lambda x: session.run(None, {input_name: x}), time.perf_counter() - started,
+                  notes={"version": ort.__version__, "graph_optimization": "ORT_ENABLE_ALL"})
+
+
+def torch_engine(module, threads: int) -> Engine:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def run(x):
+        with torch.inference_mode():
+            return [t.numpy() for t in module(torch.from_numpy(x))]
+
+    return Engine("torch", run, 0.0, notes={"version": torch.__version__, "mode": "eager, inference_mode"})
+
+
+def relax_module(onnx_bytes: bytes):
+    """ONNX -> Relax with weights as parameters, exactly as compile does it."""
+    import onnx
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod, params = relax.frontend.detach_params(from_onnx(onnx.load_from_string(onnx_bytes), keep_params_in_input=True))
+    return mod, [p.numpy() for p in params.get("main", [])]
+
+
+def tvm_engine(name: str, mod, params: list[np.ndarray], target, database=None) -> Engine:
+    import tvm
+    from tvm import relax
+
+    from compilers.schedules import relax_pipeline
+
+    started = time.perf_counter()
+    pipeline = relax_pipeline(target, database)
+    executable = tvm.compile(mod, target=tvm.target.Target(target.tvm_target), relax_pipeline=pipeline)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    compile_s = time.perf_counter() - started
+    device_params = [tvm.runtime.tensor(p) for p in params]
+    main = vm["main"]
+
+    def run(x):
+        out = main(tvm.runtime.tensor(x), *device_params)
+        return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+    return Engine(name, run, compile_s, notes={"records_applied": pipeline.records_applied,
+                                               "default_scheduled": pipeline.default_scheduled,
+                                               "unscheduled": list(pipeline.unscheduled)})
+
+
+def max_abs_errors(engine: Engine, reference: list[np.ndarray], x: np.ndarray) -> list[float]:
+    return [float(np.abs(got - want).max()) for got, want in zip(engine.run(x), reference)]
+
+
+def sample(engines: list[Engine], x: np.ndarray, rounds: int, calls_per_round: int, warmup: int = 3) -> None:
+    """Fill each engine's samples_ms: ``rounds`` rounds of ``calls_per_round`` calls, engine order rotating."""
+    for engine in engines:
+        for _ in range(warmup):
+            engine.run(x)
+    for r in range(rounds):
+        for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+            for _ in range(calls_per_round):
+                started = time.perf_counter()
+                engine.run(x)
+                engine.samples_ms.append(1e3 * (time.perf_counter() - started))
+            time.sleep(0.02)  # let the previous engine's spinning workers go idle
+
+
+def summary(engine: Engine) -> dict:
+    s = np.asarray(engine.samples_ms)
+    return {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)), "min_ms": float(s.min()),
+            "samples": int(s.size), "prepare_s": round(engine.prepare_s, 2), "tuning_s": round(engine.tuning_s, 1),
+            "trials": engine.trials, **engine.notes}

@@ -1,0 +1,111 @@
+"""python -m packager tune: tune a model for a target into the tuning cache, or move the cache's records.
+
+    python -m packager tune --trials 64                      # the bundled example, this machine's CPU
+    python -m packager tune --model m.onnx --target-platform LINUX/ARM64 --rpc-tracker host:9190 --rpc-key rpi4
+    python -m packager tune --export team.json               # every record in the cache
+    python -m packager tune --import team.json               # merge someone else's records
+    python -m packager tune --list
+
+A later build of the same model for the same target applies the cached records without tuning again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from packager.cli import Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="trained model: .onnx, .pt2 or .pt (default: the bundled example)")
+    parser.add_argument("--model-spec", type=Path, help="model spec JSON (default: inferred, or the example's)")
+    parser.add_argument("--trials", type=int, default=64, help="measurement trials in total (default 64)")
+    parser.add_argument("--tuning-cache", type=Path, help="cache directory (default $PACKAGER_HOME/tuning, ~/.packager/tuning)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    moves = parser.add_mutually_exclusive_group()
+    moves.add_argument("--export", type=Path, metavar="FILE", help="write the cache's records (one target's with target flags) to FILE")
+    moves.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="merge the records of an exported FILE")
+    moves.add_argument("--list", action="store_true", help="list the targets the cache holds records for")
+    where = parser.add_argument_group("target (as for build; default: this machine's CPU)")
+    where.add_argument("--target-device", help="a device: jetson_xavier")
+    where.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
+    where.add_argument("--accelerator", help="with --target-platform: NVIDIA")
+    where.add_argument("--compiler-options", metavar="JSON", help='CompilerOptions, e.g. \'{"mcpu": "znver3", "num-cores": 2}\'')
+    device = parser.add_argument_group("measure on a remote device (TVM RPC tracker)")
+    device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker")
+    device.add_argument("--rpc-key", metavar="KEY", help="the key the devices registered under, e.g. rpi4")
+
+
+def _target_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.target_device, args.target_platform, args.accelerator, args.compiler_options))
+
+
+def _rpc_config(args: argparse.Namespace):
+    from compilers.tuning_measure import RpcConfig
+    from packager.errors import ValidationException
+    from packager.remote import parse_address
+
+    if args.rpc_tracker is None:
+        if args.rpc_key is not None:
+            raise ValidationException("--rpc-key needs --rpc-tracker", field="--rpc-key")
+        return None
+    if not args.rpc_key:
+        raise ValidationException("--rpc-tracker needs --rpc-key naming the device kind", field="--rpc-key")
+    host, port = parse_address(args.rpc_tracker, "--rpc-tracker")
+    return RpcConfig(host, port, args.rpc_key)
+
+
+def run(args: argparse.Namespace) -> int:
+    from compilers.tuning_cache import open_tuning_cache
+    from packager.commands.build import target_from_args
+    from packager.errors import ValidationException
+
+    cache = open_tuning_cache(args.tuning_cache)
+    if args.list:
+        for entry in cache.entries():
+            print(f"{entry.directory.name}  {entry.records} records, {entry.workloads} workloads  {entry.tvm_target}")
+        return 0
+    if args.import_file is not None:
+        print(f"imported {cache.import_file(args.import_file)} new records into {cache.root}")
+        return 0
+    if args.export is not None:
+        target = target_from_args(args) if _target_given(args) else None
+        print(f"exported {cache.export(args.export, target)} records to {args.export}")
+        return 0
+    if args.trials < 1:
+        raise ValidationException(f"--trials must be at least 1, got {args.trials}", field="--trials")
+    return _tune(args, cache, target_from_args(args), _rpc_config(args))
+
+
+def _tune(args, cache, target, rpc) -> int:
+    from compilers.intake import import_model
+    from compilers.tuning import tune
+    from compilers.tvm_compile import to_relax
+    from packager.commands.build import example_model_paths
+
+    model, spec = args.model, args.model_spec
+    if model is None:
+        model, default_spec = example_model_paths()
+        spec = spec or default_spec
+    imported = import_model(model, spec)
+    mod, _ = to_relax(imported)
+    result = tune(mod, target, args.trials, cache, progress=not args.quiet, rpc=rpc)
+    for task in result.tasks:
+        if task.cached:
+            line = f"cached, best {task.best_ms:.3f} ms" if task.best_ms is not None else "cached"
+        else:
+            line = f"{task.trials} trials, default {_ms(task.default_ms)}, best {_ms(task.best_ms)}"
+        print(f"  {task.name:48s} {line}")
+    print(f"target {target.name}: {result.trials} trials in {result.seconds:.1f} s, "
+          f"{result.cached_tasks} task(s) already cached; records in {cache.directory_for(target.tvm_target)}", file=sys.stdout)
+    return 0
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:.3f} ms"
+
+
+COMMAND = Command(name="tune", help="tune a model for a target into the tuning cache; export or import tuning records",
+                  add_arguments=add_arguments, run=run)
