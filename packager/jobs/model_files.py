@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,8 +51,3 @@ def check_model_file(path: Path) -> None:
     except Exception as exc:  # onnx raises DecodeError or ValueError subclasses depending on the damage
         raise ModelImportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", field="ModelPath") from None
 
-
-def copy_out(home: Path, relative: str, destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(home / relative, destination)
-    return destination

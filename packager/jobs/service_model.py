@@ -90,20 +90,6 @@ def required_members(shape_name: str | None) -> tuple[str, ...]:
     return tuple(shape(shape_name).get("required", ())) if shape_name else ()
 
 
-def timestamp_paths(shape_name: str | None, prefix: tuple = ()) -> list[tuple]:
-    """Key paths (with '*' for list items) to every timestamp under a shape; for serializers."""
-    if shape_name is None:
-        return []
-    s = shape(shape_name)
-    if s["type"] == "timestamp":
-        return [prefix]
-    if s["type"] == "structure":
-        return [p for n, m in s.get("members", {}).items() for p in timestamp_paths(m["shape"], prefix + (n,))]
-    if s["type"] == "list":
-        return timestamp_paths(s["member"]["shape"], prefix + ("*",))
-    return []
-
-
 def skeleton(shape_name: str, *, required_only: bool = False) -> object:
     """A document with every member filled by a placeholder, as `aws ... --generate-cli-skeleton` prints."""
     s = shape(shape_name)
