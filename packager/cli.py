@@ -24,9 +24,9 @@ class Command:
 
 
 def _command_table() -> tuple[Command, ...]:
-    from packager.commands import build, deploy_local
+    from packager.commands import build, deploy_local, lookout, serve
 
-    return (build.COMMAND, deploy_local.COMMAND)
+    return (build.COMMAND, deploy_local.COMMAND, *lookout.COMMANDS, serve.COMMAND)
 
 
 def build_parser(commands: tuple[Command, ...]) -> argparse.ArgumentParser:
