@@ -79,7 +79,7 @@ def _draw_stain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         ox, oy = rng.uniform(-6.0, 6.0, size=2)
         sigma = rng.uniform(4.0, 8.0)
         field = np.maximum(field, np.exp(-((xx - cx - ox) ** 2 + (yy - cy - oy) ** 2) / (2 * sigma ** 2)))
-    alpha = rng.uniform(0.35, 0.55) * field
+    alpha = rng.uniform(0.40, 0.60) * field
     tint = _STAIN_COLORS[rng.integers(len(_STAIN_COLORS))]
     image[:] = image * (1 - alpha[..., None]) + tint * alpha[..., None]
     return field >= 0.5
