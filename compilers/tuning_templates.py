@@ -144,12 +144,17 @@ def _column_tiles(extent: int, vectors_per_row: int) -> tuple[list[int], int]:
 
 
 def _default_lanes(options: list[int], column_extent: int) -> int:
-    """The vector width whose best register tile holds the most accumulators (wider on ties)."""
-    def accumulators(lanes: int) -> int:
-        vectors = -(-lanes // VECTOR_LANES)
-        return vectors * _column_tiles(column_extent, vectors)[1]
+    """The vector width whose best register tile holds the most accumulators, measured preference on ties.
 
-    return max(options, key=lambda lanes: (accumulators(lanes), lanes))
+    Two vectors (16 floats) are best when their tile reaches 8 accumulators; 32-wide tiles double the
+    weight working set and load four vectors per step, so they are the last resort.
+    """
+    def score(lanes: int) -> float:
+        vectors = -(-lanes // VECTOR_LANES)
+        accumulators = vectors * _column_tiles(column_extent, vectors)[1]
+        return min(accumulators, 8) + {16: 0.5, 32: -2.0}.get(lanes, 0.0)
+
+    return max(options, key=score)
 
 
 def _channel_innermost(dim: int, ndim: int, lanes: int):
@@ -273,6 +278,30 @@ def _vectorize_columns(sch, c: Contraction, decisions: Decisions, num_cores: int
     return True
 
 
+def _unit_stride(index, var) -> bool:
+    """Whether ``index`` moves by exactly one element when ``var`` does (a vector load, not a gather)."""
+    from tvm.sym.pattern import detect_linear_equation
+
+    coefficients = detect_linear_equation(index, [var])
+    return len(coefficients) == 2 and isinstance(coefficients[0], tirx.IntImm) and int(coefficients[0]) == 1
+
+
+def _window_producers(sch: s_tir.Schedule, block_rv) -> set[str]:
+    """Producers a reduction reads through a sliding window (pooling's padding): inlined, they would put a
+    bounds check on every load of the inner loop, so they stay materialized."""
+    block = sch.get(block_rv)
+    reduce_vars = {iv.var for iv in block.iter_vars if iv.iter_type == 2}
+    spatial_vars = {iv.var for iv in block.iter_vars if iv.iter_type == 0}
+    windowed = set()
+    for read in block.reads:
+        for r in read.region:
+            used = collect_vars_used_in_prim_expr(r.min)
+            if used & reduce_vars and used & spatial_vars:
+                windowed.add(read.source)
+    return {sch.get(p).name_hint for p in sch.get_producers(block_rv)
+            if any(w.source in windowed for w in sch.get(p).writes)}
+
+
 def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
     return all(iv.iter_type == 0 for iv in sch.get(block_rv).iter_vars)
 
@@ -310,7 +339,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
         return
     last = spatial[-1]
     last_var = block.iter_vars[last].var
-    contiguous = all(r.region and last_var in collect_vars_used_in_prim_expr(r.region[-1].min) for r in block.reads)
+    contiguous = all(r.region and _unit_stride(r.region[-1].min, last_var) for r in block.reads)
     order = [loops[i] for i in spatial]
     if contiguous and extents[last] >= VECTOR_LANES:
         order = [loops[i] for i in spatial[:-1]] + [loops[i] for i in reductions] + [loops[last]]
@@ -350,6 +379,8 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, num_cores: int)
     for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
         c = analyze_contraction(sch, block_rv)
         if c is None:
+            if not _is_spatial(sch, block_rv):
+                keep |= _window_producers(sch, block_rv)
             continue
         for producer in sch.get_producers(block_rv):
             keep.add(sch.get(producer).name_hint)
