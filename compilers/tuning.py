@@ -25,7 +25,7 @@ from compilers.tuning_cache import TuningCache
 from compilers.tuning_measure import RpcConfig, configure_threads, measurement
 from compilers.tuning_templates import Decisions
 
-MAX_SPACE = 48  # candidates enumerated per task; the templates' spaces are smaller than this
+MAX_SPACE = 64  # candidates enumerated per task, nearest the default first
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,18 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, n
     column_ext = ext[c.column] if c.column is not None else 1
     tiles, default_tile = _column_tiles(column_ext, vectors)
     tile = decisions.choose(sch, tiles, default_tile)
+    # Input-channel blocking: with the channel loop split outside the column tiles, a block of weights
+    # stays in L1 across a whole output row; the row's accumulators then live in a stack buffer.
+    red0 = c.reductions[0]
+    splits = [0]
+    if c.column is not None and column_ext // tile > 1:
+        splits += [b for b in (8, 16, 32, 64) if ext[red0] % b == 0 and b < ext[red0]]
+    channel_block = decisions.choose(sch, splits, 0)
+    # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
+    rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]
+    row = rows_at[-1] if rows_at else None
+    row_options = [d for d in _divisors(ext[row], 4) if d * tile * vectors <= MAX_ACCUMULATORS] if row is not None else [1]
+    row_tile = decisions.choose(sch, row_options or [1], 1)
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
         sch.transform_layout(packed, ("write", 0), _channel_innermost(c.weight_channel_dim, c.weight_ndim, lanes))
@@ -224,25 +236,36 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, n
     x_o = x_i = None
     if c.column is not None:
         x_o, x_i = sch.split(loops[c.column], [None, tile])
+    y_i = None
+    if row_tile > 1:
+        y_o, y_i = sch.split(loops[row], [None, row_tile])
+        loops = [y_o if i == row else loop for i, loop in enumerate(loops)]
     # leading dims, then the channel block, then rows: each thread owns whole output rows
     lead = [i for i in c.outer if i < c.channel]
     rest = [i for i in c.outer if i > c.channel]
     par_loops = [loops[i] for i in lead] + [f_o] + [loops[i] for i in rest]
-    par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] for i in rest]
-    order = par_loops + ([x_o] if x_o is not None else []) + [loops[i] for i in c.reductions]
-    sch.reorder(*order, *([x_i] if x_i is not None else []), f_v)
+    par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] // (row_tile if i == row else 1) for i in rest]
+    reductions = [loops[i] for i in c.reductions]
+    if channel_block:
+        r_o, r_i = sch.split(reductions[0], [None, channel_block])
+        order = par_loops + [r_o, x_o, r_i] + reductions[1:]
+    else:
+        order = par_loops + ([x_o] if x_o is not None else []) + reductions
+    sch.reorder(*order, *([y_i] if y_i is not None else []), *([x_i] if x_i is not None else []), f_v)
     acc = sch.cache_write(c.block, 0, "local")
     out_ndim = len(sch.get(c.block).writes[0].region)
     sch.transform_layout(c.block, ("write", 0), _channel_innermost(c.out_channel_dim, out_ndim, lanes))
     _inline_epilogue(sch, acc)
-    anchor = x_o if x_o is not None else par_loops[-1]
+    anchor = x_o if x_o is not None and not channel_block else par_loops[-1]
     sch.reverse_compute_at(acc, anchor, preserve_unit_loops=True)
     if x_i is not None and tile > 1:
         sch.unroll(x_i)
+    if y_i is not None:
+        sch.unroll(y_i)
     if lanes % VECTOR_LANES == 0:
         sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
     _parallel_outer(sch, par_loops, par_ext, num_cores)
-    sch.decompose_reduction(c.block, loops[c.reductions[0]])
+    sch.decompose_reduction(c.block, r_o if channel_block else reductions[0])
     return True
 
 

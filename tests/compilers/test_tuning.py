@@ -139,3 +139,35 @@ def test_trial_budget_goes_to_the_heaviest_tasks_and_is_never_exceeded():
     assert _quota(tasks, 12) == [5, 3, 2, 2]
     assert _quota(tasks, 100) == [9, 9, 4, 3]  # never more than a task's whole space
     assert all(sum(_quota(tasks, n)) == min(n, 25) for n in range(30))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
+    """Tuning may pick any candidate, so each one must equal the default schedule's output."""
+    import numpy as np
+    import tvm
+    from onnx import helper
+    from tvm.s_tir import meta_schedule as ms
+
+    from compilers.tuning import ReplayDecisions, _schedule
+    from compilers.tuning_measure import _arguments
+    from tests.compilers.test_schedules import onnx_model, weights
+
+    if kind == "conv":
+        model = conv_relu_model(cin=32, cout=32, size=14)
+    else:
+        model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
+                           [("x", [1, 16, 8, 8])], ["y"], {"w": weights(16, 16, 4, 4)})
+    task = max(extract_tasks(to_relax(model)[0], cpu), key=lambda t: t.flops)
+    space = design_space(task.workload, cores=2)
+    assert len(space) >= 4
+    args = _arguments(ms.arg_info.ArgInfo.from_prim_func(task.workload["main"]), tvm.cpu())
+    results = []
+    for decisions in space:
+        executable = tvm.compile(_schedule(task.workload, ReplayDecisions(decisions), 2).mod, target=tvm.target.Target(cpu.tvm_target))
+        args[-1] = tvm.runtime.tensor(np.zeros(args[-1].shape, "float32"))
+        executable.mod["main"](*args)
+        results.append(args[-1].numpy())
+    for decisions, result in zip(space[1:], results[1:]):
+        np.testing.assert_allclose(result, results[0], rtol=1e-5, atol=1e-5, err_msg=f"decisions {decisions}")
