@@ -117,11 +117,8 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
                 rgb = bitmaps.from_bytes(request.bitmap.byte_data, width, height)
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
-            detector = hosted.detector
-            spec = detector.spec
-            x = preprocess(rgb, spec)
-            with hosted.inference_lock:
-                outputs = detector.model.run(x)
+            spec = hosted.detector.spec
+            outputs = hosted.infer(preprocess(rgb, spec))
         result = postprocess(outputs, spec)
         mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
                       height, width)

@@ -1,7 +1,9 @@
 """The models the agent serves, and their lifecycle: STOPPED -> STARTING -> RUNNING -> STOPPING -> STOPPED (or FAILED).
 
 Loading and unloading happen on background threads, so StartModel and StopModel answer at once. One lock guards
-the table of models; each model has its own inference lock because a TVM VM must not be entered by two threads.
+the table of models. Each running model loads and infers on one thread of its own: a TVM VM must not be entered by
+two threads at once, and TVM keeps a worker pool per calling thread, whose workers spin for seconds after each
+call, so inferring from whichever gRPC thread took the request would multiply spinning pools.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -55,10 +58,14 @@ class HostedModel:
     status_message: str = "model is stopped"
     detector: AnomalyDetector | None = None
     in_use: int = 0  # detections holding the detector; a stop waits for them
-    inference_lock: threading.Lock = field(default_factory=threading.Lock)
+    inference: ThreadPoolExecutor | None = None  # the model's one inference thread while it is loaded
 
     def snapshot(self) -> ModelSnapshot:
         return ModelSnapshot(self.registration.component, self.registration.model_arn, self.status, self.status_message)
+
+    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the compiled model on its own thread; concurrent callers queue there, bounded by the agent's slots."""
+        return self.inference.submit(self.detector.model.run, x).result()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -87,7 +94,9 @@ class ModelHost:
         with self._lock:
             for name in set(self._models) - set(found):
                 log.info("model component %s was unregistered", name)
-                del self._models[name]  # in-flight detections keep their own reference to the detector
+                gone = self._models.pop(name)
+                if gone.inference is not None:
+                    gone.inference.shutdown(wait=False)  # queued inferences finish; its thread then ends
             for name, registration in found.items():
                 hosted = self._models.get(name)
                 if hosted is None:
@@ -128,15 +137,19 @@ class ModelHost:
         return Status.STARTING
 
     def _load(self, hosted: HostedModel) -> None:
+        name = hosted.registration.component
+        inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         try:
-            detector = self._loader(hosted.registration.model_dir)
+            detector = inference.submit(self._loader, hosted.registration.model_dir).result()
         except Exception as exc:  # any load failure is the model's state, never the agent's death
-            log.exception("model component %s failed to start", hosted.registration.component)
+            log.exception("model component %s failed to start", name)
+            inference.shutdown(wait=False)
             with self._lock:
                 hosted.status, hosted.status_message = Status.FAILED, f"model failed to load: {_first_line(exc)}"
             return
         with self._lock:
-            hosted.detector, hosted.status, hosted.status_message = detector, Status.RUNNING, "model is running"
+            hosted.detector, hosted.inference = detector, inference
+            hosted.status, hosted.status_message = Status.RUNNING, "model is running"
         log.info("model component %s is running", hosted.registration.component)
 
     def stop(self, component: str) -> Status:
@@ -152,7 +165,9 @@ class ModelHost:
     def _unload(self, hosted: HostedModel) -> None:
         with self._lock:
             self._lock.wait_for(lambda: hosted.in_use == 0)
-            hosted.detector, hosted.status, hosted.status_message = None, Status.STOPPED, "model is stopped"
+            inference, hosted.inference, hosted.detector = hosted.inference, None, None
+            hosted.status, hosted.status_message = Status.STOPPED, "model is stopped"
+        inference.shutdown(wait=True)
         log.info("model component %s stopped", hosted.registration.component)
 
     @contextmanager

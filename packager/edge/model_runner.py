@@ -57,22 +57,28 @@ class CompiledModel:
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 
 
+def _axis_weights(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos = np.clip((np.arange(dst, dtype=np.float32) + 0.5) * src / dst - 0.5, 0, src - 1)
+    low = np.floor(pos).astype(np.int64)
+    return low, np.minimum(low + 1, src - 1), (pos - low).astype(np.float32)
+
+
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Half-pixel-centre bilinear resize of an HxW or HxWxC array (what PIL and OpenCV do for upscaling)."""
+    """Half-pixel-centre bilinear resize of an HxW or HxWxC array (what PIL and OpenCV do for upscaling).
+
+    Rows first, then columns: only the source rows that are used are converted to float, a third of the work
+    of interpolating the four corners at full size.
+    """
     src_h, src_w = image.shape[:2]
     if (src_h, src_w) == (height, width):
         return image.astype(np.float32, copy=False)
-    ys = np.clip((np.arange(height, dtype=np.float32) + 0.5) * src_h / height - 0.5, 0, src_h - 1)
-    xs = np.clip((np.arange(width, dtype=np.float32) + 0.5) * src_w / width - 0.5, 0, src_w - 1)
-    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
-    y1, x1 = np.minimum(y0 + 1, src_h - 1), np.minimum(x0 + 1, src_w - 1)
-    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
-    if image.ndim == 3:
-        wy, wx = wy[..., None], wx[..., None]
-    img = image.astype(np.float32, copy=False)
-    top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
-    bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
+    y0, y1, wy = _axis_weights(src_h, height)
+    x0, x1, wx = _axis_weights(src_w, width)
+    trailing = (1,) * (image.ndim - 2)
+    top, bottom = image[y0].astype(np.float32), image[y1].astype(np.float32)
+    rows = top + (bottom - top) * wy.reshape((-1, 1) + trailing)
+    left, right = rows[:, x0], rows[:, x1]
+    return left + (right - left) * wx.reshape((1, -1) + trailing)
 
 
 def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing import shared_memory
 
 import grpc
@@ -16,6 +17,17 @@ from packager.edge.model_runner import AnomalyDetector
 from tests.packager.edge.conftest import MODEL, bitmap, defective_image, normal_image, wait_for_status
 
 pytestmark = pytest.mark.slow  # the session's first test compiles the model
+
+
+@contextmanager
+def inference_held(hosted):
+    """Keep the model's inference thread busy, so detections wait inside the agent until the block ends."""
+    release = threading.Event()
+    hosted.inference.submit(release.wait)
+    try:
+        yield
+    finally:
+        release.set()
 
 
 def detect(stub, image, **kwargs) -> pb.DetectAnomalyResult:
@@ -186,7 +198,7 @@ def test_overload_is_resource_exhausted_not_queued(make_agent):
     wait_for_status(agent.stub, MODEL, pb.RUNNING)
     hosted = agent.host.hosted(MODEL)
     request = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(normal_image()))
-    with hosted.inference_lock:  # the first call takes the only slot and waits here
+    with inference_held(hosted):  # the first call takes the only slot and waits for the model
         first = agent.stub.DetectAnomalies.future(request)
         deadline = time.monotonic() + 10
         while hosted.in_use == 0 and time.monotonic() < deadline:
@@ -201,7 +213,7 @@ def test_overload_is_resource_exhausted_not_queued(make_agent):
 def test_stop_waits_for_running_detections(running_agent):
     hosted = running_agent.host.hosted(MODEL)
     request = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(defective_image()))
-    with hosted.inference_lock:
+    with inference_held(hosted):
         pending = running_agent.stub.DetectAnomalies.future(request)
         while hosted.in_use == 0:
             time.sleep(0.01)

@@ -1,0 +1,40 @@
+"""The runtime's bilinear resize, against PIL (upscaling) and against the formula itself (downscaling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from packager.edge.model_runner import resize_bilinear
+
+
+@pytest.mark.parametrize("source, size", [((16, 24), (64, 80)), ((64, 64), (224, 224)), ((5, 7), (64, 65))])
+def test_upscaling_matches_pil(source, size):
+    scores = np.random.default_rng(0).random(source, dtype=np.float32)
+    reference = np.asarray(Image.fromarray(scores, mode="F").resize((size[1], size[0]), Image.BILINEAR))
+    np.testing.assert_allclose(resize_bilinear(scores, *size), reference, atol=1e-5)
+
+
+def _reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Each output pixel from its four neighbours, one pixel at a time."""
+    src_h, src_w = image.shape[:2]
+    out = np.empty((height, width) + image.shape[2:], np.float64)
+    for i in range(height):
+        y = min(max((i + 0.5) * src_h / height - 0.5, 0), src_h - 1)
+        y0, wy = int(np.floor(y)), y - np.floor(y)
+        for j in range(width):
+            x = min(max((j + 0.5) * src_w / width - 0.5, 0), src_w - 1)
+            x0, wx = int(np.floor(x)), x - np.floor(x)
+            y1, x1 = min(y0 + 1, src_h - 1), min(x0 + 1, src_w - 1)
+            out[i, j] = ((1 - wy) * ((1 - wx) * image[y0, x0] + wx * image[y0, x1])
+                         + wy * ((1 - wx) * image[y1, x0] + wx * image[y1, x1]))
+    return out
+
+
+@pytest.mark.parametrize("source, size", [((224, 224, 3), (32, 32)), ((100, 120, 3), (24, 40)), ((30, 20), (30, 20))])
+def test_downscaling_and_identity_follow_the_formula(source, size):
+    image = np.random.default_rng(1).integers(0, 256, source, dtype=np.uint8)
+    result = resize_bilinear(image, *size)
+    assert result.dtype == np.float32 and result.shape == size + source[2:]
+    np.testing.assert_allclose(result, _reference(image.astype(np.float64), *size), atol=1e-3)
