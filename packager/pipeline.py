@@ -79,6 +79,9 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         from packager.publish import publish
 
         progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")
+        for dependency in result_bundle.dependencies:  # the Edge Agent the model's recipe depends on goes first
+            publish(dependency, s3_client, greengrass_client if request.register else None, tags=request.tags,
+                    register=request.register)
         published = publish(result_bundle, s3_client, greengrass_client if request.register else None,
                             tags=request.tags, register=request.register)
         arn = published.component_version_arn
