@@ -178,7 +178,9 @@ def test_job_runs_to_succeeded_and_uploads(home, project, s3_server):
     assert seen[0] in ("CREATED", "RUNNING") and seen[-1] == "SUCCEEDED"
     assert job["ModelPackagingOutputDetails"]["Greengrass"] == {"ComponentName": "com.example.Tiny", "ComponentVersion": "1.0.0"}
     keys = _s3_keys(s3_server)
-    assert keys and all(k.startswith("models/com.example.Tiny/1.0.0/") for k in keys), keys
+    assert sorted(keys) == ["models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml",
+                            "models/edgepackager.lookoutvision.EdgeAgent/1.0.0/edge_agent.zip",
+                            "models/edgepackager.lookoutvision.EdgeAgent/1.0.0/recipe.yaml"], keys
     build = home / "jobs" / "p" / name / "greengrass-build"
     assert (build / "recipes").is_dir()
 
@@ -214,12 +216,19 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     arn = "arn:aws:greengrass:us-east-1:123456789012:components:com.example.Tiny:versions:1.0.0"
     greengrass = boto3.client("greengrassv2", region_name="us-east-1")
     stub = Stubber(greengrass)
+    agent_arn = "arn:aws:greengrass:us-east-1:123456789012:components:edgepackager.lookoutvision.EdgeAgent:versions:1.0.0"
+    stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
+    stub.add_response("create_component_version", {"arn": agent_arn, "componentName": "edgepackager.lookoutvision.EdgeAgent",
+                                                   "componentVersion": "1.0.0", "creationTimestamp": time.time(),
+                                                   "status": {"componentState": "DEPLOYABLE"}},
+                      {"inlineRecipe": ANY, "tags": {"team": "vision"}})
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
     stub.add_response("create_component_version", {"arn": arn, "componentName": "com.example.Tiny", "componentVersion": "1.0.0",
                                                    "creationTimestamp": time.time(), "status": {"componentState": "DEPLOYABLE"}},
                       {"inlineRecipe": ANY, "tags": {"team": "vision"}})
     with stub:
         assert worker_module.run_job(home, "p", name, clients=(s3_server, greengrass)) == 0
+        stub.assert_no_pending_responses()
     job = _describe(name)
     assert job["Status"] == "SUCCEEDED", job.get("StatusMessage")
     assert job["ModelPackagingOutputDetails"]["Greengrass"]["ComponentVersionArn"] == arn
