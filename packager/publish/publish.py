@@ -4,8 +4,9 @@ The order is what makes it safe: nothing is registered, and no recipe is written
 names is proven to hold the bundle's bytes. A failed publish leaves at most verified or unverified artifacts behind,
 never a recipe or a component version pointing at them, so running the same publish again completes it.
 
-A component version counts as published once Greengrass has it or its recipe is in S3 (``recipe.yaml`` beside the
-artifacts). Its bytes are then immutable: different bytes at any of its keys raise ConflictException before anything
+A component version counts as published once Greengrass has it or, when publishing without registration, once its
+recipe is in S3 (``recipe.yaml`` beside the artifacts). With registration, Greengrass is the authority: a recipe in S3
+whose registration never happened is a leftover of a failed run, like its artifacts. A published version's bytes are then immutable: different bytes at any of its keys raise ConflictException before anything
 is uploaded. Different bytes at the keys of a version that is not published are leftovers of a failed run and are
 overwritten.
 """
@@ -90,8 +91,8 @@ def publish(
     recipe_remote = _inspect(
         s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), "check recipe"
     )
-    published = registered is not None or recipe_remote.state is not RemoteState.ABSENT
-    if recipe_remote.state is RemoteState.DIFFERENT:
+    published = registered is not None if register else recipe_remote.state is not RemoteState.ABSENT
+    if recipe_remote.state is RemoteState.DIFFERENT and published:
         raise ConflictException(
             f"check recipe: s3://{location.bucket}/{recipe_key} already holds a different recipe for "
             f"{bundle.component_name} {bundle.component_version}; "
@@ -153,7 +154,7 @@ def publish(
         published_artifacts.append(PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True))
 
     # The recipe, only once every artifact it names is in place.
-    recipe_uploaded = recipe_remote.state is RemoteState.ABSENT
+    recipe_uploaded = recipe_remote.state is not RemoteState.SAME
     if recipe_uploaded:
         s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE, step="upload recipe")
         recipe_checksum = s3.verify_object(

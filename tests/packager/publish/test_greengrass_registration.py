@@ -146,3 +146,22 @@ def test_recipe_digests_are_read_without_regard_to_key_case():
         ' {"Uri": "docker:example/image:1"}]}]}'
     )
     assert recipe_artifact_digests(recipe) == {"s3://b/k/model.zip": "abc=", "docker:example/image:1": None}
+
+
+def test_rebuilt_bundle_replaces_an_unregistered_recipe_and_registers(aws, tmp_path, greengrass_stub):
+    """A run that wrote the recipe but failed to register leaves no component: a rebuilt bundle (new
+    benchmark timings, so new bytes) must replace those leftovers and register, not conflict."""
+    first = make_bundle(tmp_path / "first", aws.location, _files())
+    publish(first, aws.s3, None, register=False, progress=False)  # the failed run got as far as the recipe
+    rebuilt = make_bundle(tmp_path / "second", aws.location, _files())
+    assert rebuilt.recipe_text != first.recipe_text
+    expect_not_registered(greengrass_stub)
+    expect_create(greengrass_stub, rebuilt.recipe_text)
+
+    result = publish(rebuilt, aws.s3, aws.greengrass, tags=TAGS, progress=False)
+
+    greengrass_stub.assert_no_pending_responses()
+    assert result.component_version_arn == VERSION_ARN
+    assert read_object(aws.s3, aws.bucket, result.recipe.key) == rebuilt.recipe_text.encode()
+    for artifact in rebuilt.artifacts:
+        assert read_object(aws.s3, aws.bucket, f"{result.recipe.key.rsplit('/', 1)[0]}/{artifact.name}") == artifact.path.read_bytes()
