@@ -52,7 +52,6 @@ def _load_model(name: str):
 
 def run_model(name: str, args, target, cache) -> dict:
     import numpy as np
-    from tvm.s_tir.analysis import estimate_tir_flops  # noqa: F401  (imported early: fails fast if TVM is broken)
 
     from benchmarks import suite_engines as se
     from compilers.tuning import extract_tasks, tune

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compilers import tuning_winograd as winograd
 from targets.catalog import Target
 
 GPU_KINDS = ("cuda", "nvptx", "rocm", "metal", "vulkan", "opencl")
@@ -95,7 +96,8 @@ def fuse_operators(mod, tvm_target):
             relax.transform.CanonicalizeBindings(),
             relax.backend.DispatchSampling(),
             relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases}),
+            relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases,
+                                                                "relax.nn.conv2d": winograd.legalize_conv2d}),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
@@ -114,7 +116,8 @@ def default_schedule(func, target: Target, decisions=None):
     """Schedule one PrimFunc with the templates' default (or given) decisions; None when no block was recognised."""
     from tvm import s_tir
 
-    from compilers.tuning_templates import DefaultDecisions, schedule_function
+    from compilers.tuning_schedule import schedule_function
+    from compilers.tuning_templates import DefaultDecisions
 
     sch = s_tir.Schedule(workload(func))
     if not schedule_function(sch, decisions or DefaultDecisions(), num_cores(target)):

@@ -79,7 +79,7 @@ class ReplayDecisions(Decisions):
 def _schedule(workload, decisions: Decisions, cores: int):
     from tvm import s_tir
 
-    from compilers.tuning_templates import schedule_function
+    from compilers.tuning_schedule import schedule_function
 
     sch = s_tir.Schedule(workload)
     schedule_function(sch, decisions, cores)
@@ -184,7 +184,6 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     candidates measures nothing (every build or run failed), naming the first error.
     """
     import tvm
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     from compilers.schedules import is_gpu, num_cores

@@ -145,3 +145,23 @@ def test_gpu_target_gets_thread_bindings():
         lowered = relax_pipeline(target)(mod)
     texts = [f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert texts and all("threadIdx.x" in t for t in texts)
+
+
+@pytest.mark.parametrize("channels,size,pads", [(16, 32, 1), (16, 30, 1), (16, 33, 1), (24, 34, 0)])
+def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads):
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4), helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, channels, size, size])], ["z"], {"w": weights(channels, channels, 3, 3), "b": weights(channels, seed=2)})
+    text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d" in n)
+    assert "winograd_bgemm" in text
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
+def test_winograd_is_chosen_only_where_it_saves_work():
+    from compilers.tuning_winograd import tile_size
+
+    assert tile_size(64, 64, 56, 56) == 4  # ResNet layer1: 4x fewer products
+    assert tile_size(256, 256, 14, 14) is None  # many channels, small image: the weight transform costs more
+    assert tile_size(8, 8, 16, 16) is None

@@ -142,7 +142,7 @@ def test_trial_budget_goes_to_the_heaviest_tasks_and_is_never_exceeded():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "winograd"])
 def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     """Tuning may pick any candidate, so each one must equal the default schedule's output."""
     import numpy as np
@@ -156,6 +156,8 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
 
     if kind == "conv":
         model = conv_relu_model(cin=32, cout=32, size=14)
+    elif kind == "winograd":
+        model = conv_relu_model(cin=16, cout=16, size=32)
     else:
         model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
                            [("x", [1, 16, 8, 8])], ["y"], {"w": weights(16, 16, 4, 4)})
