@@ -40,32 +40,28 @@ class ValidationException(PackagerError):
         self.field = field
 
 
-class ConflictException(PackagerError):
+class _ResourceError(PackagerError):
+    """An error about one resource; the service's shape carries ResourceId and ResourceType."""
+
+    def __init__(self, message: str, resource_id: str | None = None, resource_type: str | None = None):
+        super().__init__(message)
+        self.resource_id = resource_id
+        self.resource_type = resource_type
+
+    def to_error_dict(self) -> dict:
+        return {**super().to_error_dict(), "ResourceId": self.resource_id, "ResourceType": self.resource_type}
+
+
+class ConflictException(_ResourceError):
     code = "ConflictException"
     http_status = 409
     exit_code = 3
 
-    def __init__(self, message: str, resource_id: str | None = None, resource_type: str | None = None):
-        super().__init__(message)
-        self.resource_id = resource_id
-        self.resource_type = resource_type
 
-    def to_error_dict(self) -> dict:
-        return {**super().to_error_dict(), "ResourceId": self.resource_id, "ResourceType": self.resource_type}
-
-
-class ResourceNotFoundException(PackagerError):
+class ResourceNotFoundException(_ResourceError):
     code = "ResourceNotFoundException"
     http_status = 404
     exit_code = 4
-
-    def __init__(self, message: str, resource_id: str | None = None, resource_type: str | None = None):
-        super().__init__(message)
-        self.resource_id = resource_id
-        self.resource_type = resource_type
-
-    def to_error_dict(self) -> dict:
-        return {**super().to_error_dict(), "ResourceId": self.resource_id, "ResourceType": self.resource_type}
 
 
 class AccessDeniedException(PackagerError):
