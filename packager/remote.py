@@ -6,7 +6,10 @@ and timed on the device with TVM's time evaluator (so RPC round trips are not in
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ class RemoteDevice:
     port: int
     key: str | None = None
     session_timeout_s: int = 900
+    connect_timeout_s: int = 120
 
     @property
     def label(self) -> str:
@@ -94,11 +98,18 @@ class RemoteModel:
         return list(timer(self.manifest["entry"]).results)
 
 
-@dataclass(frozen=True)
 class DeviceSession:
-    device: RemoteDevice
-    session: object  # tvm.rpc.RPCSession
-    emulator: str | None  # e.g. "qemu-aarch64-static" when the device says it is emulated
+    """An open RPC session. The device serves one session at a time, so it must end with the block that opened it."""
+
+    def __init__(self, device: RemoteDevice, session, emulator: str | None):
+        self.device = device
+        self.session = session  # tvm.rpc.RPCSession; None once closed
+        self.emulator = emulator  # e.g. "qemu-aarch64-static" when the device says it is emulated
+        self._uploaded: set[str] = set()
+
+    def close(self) -> None:
+        """TVM closes a session when its last reference goes: models loaded through it must be dropped too."""
+        self.session = None
 
     @property
     def label(self) -> str:
@@ -110,9 +121,14 @@ class DeviceSession:
         import tvm.runtime
 
         manifest = json.loads(Path(artifact.manifest_path).read_text())
+        data = Path(artifact.library_path).read_bytes()
+        # A name per content, written once: rewriting a library the session has loaded crashes the device's server.
+        remote_name = f"model-{hashlib.sha256(data).hexdigest()[:16]}.so"
         try:
-            self.session.upload(str(artifact.library_path))
-            module = self.session.load_module(artifact.library_path.name)
+            if remote_name not in self._uploaded:
+                self.session.upload(bytearray(data), remote_name)
+                self._uploaded.add(remote_name)
+            module = self.session.load_module(remote_name)
         except Exception as exc:
             raise CompilationError(f"{self.label} could not load {artifact.library_path.name} built for {artifact.target_name}: "
                                    f"{_last_line(exc)}") from None
@@ -131,22 +147,59 @@ def _last_line(exc: Exception) -> str:
 @contextmanager
 def open_device(device: RemoteDevice) -> Iterator[DeviceSession]:
     """Connect (or lease through the tracker); the session closes when the block ends."""
+    field = "--rpc-tracker" if device.key else "--device-rpc"
+    outcome: dict = {}
+    # TVM's connect has no timeout: a server that accepts but never answers would hang the build.
+    worker = threading.Thread(target=_connect, args=(device, outcome), name="tvm-rpc-connect", daemon=True)
+    worker.start()
+    worker.join(device.connect_timeout_s)
+    if worker.is_alive():
+        _shut_down_sockets_to(device.host, device.port)  # unblocks TVM's recv, so no thread is left inside C++ at exit
+        worker.join(10)
+        outcome.pop("error", None)
+    if "error" in outcome:
+        raise ValidationException(f"cannot reach the device at {device.label}: {_last_line(outcome['error'])}", field=field)
+    if "session" not in outcome:
+        raise ValidationException(f"no answer from the device at {device.label} within {device.connect_timeout_s} s", field=field)
+    session = outcome.pop("session")
+    emulator = session.get_function(EMULATOR_FUNCTION)() if _has_function(session, EMULATOR_FUNCTION) else None
+    opened = DeviceSession(device, session, emulator)
+    del session
+    try:
+        yield opened
+    finally:
+        opened.close()
+        gc.collect()  # remote modules and tensors in reference cycles would keep the device's one session busy
+
+
+def _connect(device: RemoteDevice, outcome: dict) -> None:
     from tvm import rpc
 
     try:
         if device.key:
             tracker = rpc.connect_tracker(device.host, device.port)
-            session = tracker.request(device.key, priority=1, session_timeout=device.session_timeout_s)
+            outcome["session"] = tracker.request(device.key, priority=1, session_timeout=device.session_timeout_s)
         else:
-            session = rpc.connect(device.host, device.port, session_timeout=device.session_timeout_s)
-    except Exception as exc:
-        field = "--rpc-tracker" if device.key else "--device-rpc"
-        raise ValidationException(f"cannot reach the device at {device.label}: {_last_line(exc)}", field=field) from None
-    try:
-        emulator = session.get_function(EMULATOR_FUNCTION)() if _has_function(session, EMULATOR_FUNCTION) else None
-        yield DeviceSession(device=device, session=session, emulator=emulator)
-    finally:
-        del session
+            outcome["session"] = rpc.connect(device.host, device.port, session_timeout=device.session_timeout_s)
+    except Exception as exc:  # RPC errors arrive as bare TVMError/RuntimeError/OSError
+        outcome["error"] = exc
+
+
+def _shut_down_sockets_to(host: str, port: int) -> None:
+    """Shut down this process's TCP connections to host:port (Linux: found through /proc/self/fd)."""
+    import os
+    import socket
+
+    peers = {(info[4][0], port) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                if sock.type == socket.SOCK_STREAM and sock.getpeername()[:2] in peers:
+                    sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            continue
 
 
 def _has_function(session, name: str) -> bool:

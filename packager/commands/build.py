@@ -88,7 +88,8 @@ _FLAG_FOR_FIELD = {"TargetDevice": "--target-device", "TargetPlatform.Os": "--ta
                    "Target": "--target-platform"}
 
 
-def print_summary(result, out=sys.stdout) -> None:
+def print_summary(result, out=None) -> None:
+    out = out or sys.stdout  # looked up per call, so a redirected stdout is honoured
     b, report = result.bundle, result.benchmark
     artifact = b.artifacts[0]
     lines = [

@@ -72,7 +72,14 @@ def _spawn(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """A killed test run or CLI leaves no server behind (Linux PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def _guest_env(sysroot: Path) -> dict:
@@ -123,9 +130,20 @@ def start_tracker(port: int | None = None, log_path: Path | None = None) -> Loca
     return tracker
 
 
+def _listening(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def _tracker_summary(address: tuple[str, int]) -> dict | None:
     from tvm import rpc
 
+    # TVM's client retries a refused connection for a minute; probe first so polling stays polling.
+    if not _listening(address):
+        return None
     try:
         return rpc.connect_tracker(*address).summary()
     except (OSError, RuntimeError):
@@ -142,7 +160,7 @@ def _wait(server: LocalProcess, ready, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if server.process.poll() is not None:
-            raise ValidationException(f"the emulated device exited ({server.process.returncode}):\n{server.log_tail()}", field="emulator")
+            raise ValidationException(f"{server.log_path.stem} exited ({server.process.returncode}):\n{server.log_tail()}", field="emulator")
         if time.monotonic() > deadline:
-            raise ValidationException(f"the emulated device was not ready after {timeout_s:.0f} s:\n{server.log_tail()}", field="emulator")
+            raise ValidationException(f"{server.log_path.stem} was not ready after {timeout_s:.0f} s:\n{server.log_tail()}", field="emulator")
         time.sleep(0.5)

@@ -1,0 +1,119 @@
+"""ARM64 output proven to run: the emulated device (Debian arm64 Python + the PyPI TVM wheels under qemu-aarch64-static)
+serves TVM RPC on loopback, directly and through a real TVM tracker, and the build checks its outputs against ORT here."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tvm
+import yaml
+
+from compilers.intake import import_model
+from compilers.model import CompileOptions
+from compilers.tvm_compile import compile_model
+from packager.errors import AccuracyMismatchError, CompilationError
+from packager.remote import RemoteDevice, open_device, verify_on_device
+from targets import get_target, host_target
+from targets.emulator import PREPARE_SCRIPT, start_server, start_tracker
+
+pytestmark = pytest.mark.slow
+KEY = "arm64-emulated-test"
+
+
+@pytest.fixture(scope="module")
+def sysroot():
+    """The prep script is idempotent: a no-op when CI's setup already ran it."""
+    done = subprocess.run(["bash", str(PREPARE_SCRIPT)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def server(sysroot):
+    started = time.perf_counter()
+    device = start_server()
+    print(f"emulated server ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    yield device
+    device.stop()
+
+
+@pytest.fixture(scope="module")
+def tracked(sysroot):
+    tracker = start_tracker()
+    device = start_server(tracker=("127.0.0.1", tracker.port), key=KEY)
+    yield tracker
+    device.stop()
+    tracker.stop()
+
+
+def _build(tiny_model, out: Path, *device_flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "packager", "build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]),
+               "--target-platform", "LINUX/ARM64", "--benchmark-runs", "5", "--output", str(out), *device_flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
+
+
+def _check_bundle(out: Path, label: str):
+    recipe = yaml.safe_load(next((out / "recipes").glob("com.example.AnomalyDetector-*.yaml")).read_text())
+    assert recipe["Manifests"][0]["Platform"] == {"os": "linux", "architecture": "aarch64"}
+    import zipfile
+
+    with zipfile.ZipFile(next((out / "artifacts" / "com.example.AnomalyDetector").rglob("model.zip"))) as archive:
+        report = json.loads(archive.read("benchmark.json"))
+    assert report["emulated"] is True and label in report["device"] and "qemu-aarch64-static" in report["device"]
+    assert report["tvm"]["runs"] == 5 and report["tvm"]["p50_ms"] > 0 and report["not_measured"] is None
+
+
+def test_build_for_arm64_runs_and_checks_on_the_emulated_device(server, tiny_model, tmp_path):
+    started = time.perf_counter()
+    done = _build(tiny_model, tmp_path / "gg", "--device-rpc", f"127.0.0.1:{server.port}")
+    wall = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"checking outputs on rpc 127.0.0.1:{server.port} (qemu-aarch64-static) against ONNX Runtime here" in done.stderr
+    assert "LINUX/ARM64 (rpc 127.0.0.1:" in done.stdout and "emulated: not device timings" in done.stdout
+    _check_bundle(tmp_path / "gg", f"rpc 127.0.0.1:{server.port}")
+    print(f"emulated ARM64 round trip (compile, upload, ORT check, 5+5 timed runs, bundle): {wall:.1f} s", file=sys.stderr)
+
+
+def test_build_through_a_tracker_by_key(tracked, tiny_model, tmp_path):
+    done = _build(tiny_model, tmp_path / "gg", "--rpc-tracker", f"127.0.0.1:{tracked.port}", "--rpc-key", KEY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_bundle(tmp_path / "gg", f"rpc tracker 127.0.0.1:{tracked.port} key {KEY}")
+
+
+@pytest.fixture(scope="module")
+def arm64_compiled(tiny_model, tmp_path_factory):
+    imported = import_model(*tiny_model)
+    options = CompileOptions(work_dir=tmp_path_factory.mktemp("arm64"))
+    return imported, options, compile_model(imported, get_target("LINUX/ARM64"), options)
+
+
+def test_device_outputs_match_onnxruntime_and_a_mismatch_fails(server, arm64_compiled, tmp_path):
+    """The comparison is real: the same library with corrupted weights must fail, naming the output and the device."""
+    from dataclasses import replace
+
+    imported, options, artifact = arm64_compiled
+    broken_dir = tmp_path / "model"
+    shutil.copytree(artifact.model_dir, broken_dir)
+    params = dict(tvm.runtime.load_param_dict_from_file(str(broken_dir / "params.bin")))
+    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
+    tvm.runtime.save_param_dict_to_file(params, str(broken_dir / "params.bin"))
+    broken = replace(artifact, model_dir=broken_dir, library_path=broken_dir / "model.so", params_path=broken_dir / "params.bin",
+                     manifest_path=broken_dir / "manifest.json")
+    with open_device(RemoteDevice("127.0.0.1", server.port)) as device:
+        assert device.emulator == "qemu-aarch64-static"
+        errors = verify_on_device(device.load(artifact), imported, options, device.label)
+        assert set(errors) == {"score", "anomaly_map"} and max(errors.values()) <= 1e-4
+        with pytest.raises(AccuracyMismatchError, match=r"on rpc 127\.0\.0\.1:\d+ .*output '(score|anomaly_map)'"):
+            verify_on_device(device.load(broken), imported, options, device.label)
+
+
+def test_an_x86_library_does_not_load_on_the_arm64_device(server, tiny_model, tmp_path):
+    """Proves the device really is aarch64: a host-built library is refused by its loader."""
+    imported = import_model(*tiny_model)
+    host_artifact = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path))
+    with open_device(RemoteDevice("127.0.0.1", server.port)) as device:
+        with pytest.raises(CompilationError, match="could not load model.so built for LINUX/X86_64"):
+            device.load(host_artifact)
