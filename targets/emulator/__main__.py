@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from packager.errors import PackagerError
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     except PackagerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    # On SIGTERM too, stop the whole server process group (its RPC worker outlives a killed parent).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     where = f"registered with {args.tracker} as {args.key}" if tracker else f"use --device-rpc 127.0.0.1:{server.port}"
     print(f"emulated ARM64 device listening on 127.0.0.1:{server.port} ({where}); log {server.log_path}", flush=True)
     try:
