@@ -87,18 +87,27 @@ def max_abs_errors(engine: Engine, reference: list[np.ndarray], x: np.ndarray) -
     return [float(np.abs(got - want).max()) for got, want in zip(engine.run(x), reference)]
 
 
+# Every engine's idle workers spin for a while before they sleep (TVM, ORT and OpenMP alike); on a machine with as many
+# cores as threads, a spinning neighbour halves the next engine's speed, so each block starts after a pause.
+IDLE_GAP_S = 0.15
+
+
 def sample(engines: list[Engine], x: np.ndarray, rounds: int, calls_per_round: int, warmup: int = 3) -> None:
-    """Fill each engine's samples_ms: ``rounds`` rounds of ``calls_per_round`` calls, engine order rotating."""
+    """Fill each engine's samples_ms: ``rounds`` rounds of ``calls_per_round`` calls, engine order rotating.
+
+    Each block starts with one untimed call, so the engine's own workers are awake, as they are in a steady stream of requests.
+    """
     for engine in engines:
         for _ in range(warmup):
             engine.run(x)
     for r in range(rounds):
         for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+            time.sleep(IDLE_GAP_S)
+            engine.run(x)
             for _ in range(calls_per_round):
                 started = time.perf_counter()
                 engine.run(x)
                 engine.samples_ms.append(1e3 * (time.perf_counter() - started))
-            time.sleep(0.02)  # let the previous engine's spinning workers go idle
 
 
 def summary(engine: Engine) -> dict:
