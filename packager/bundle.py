@@ -112,15 +112,23 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def agent_dependency() -> dict:
+def agent_component_name(target: Target) -> str:
+    """The agent's Install step checks and provides the device's runtime, which differs per CUDA/TensorRT pair:
+    each flavour is its own component, so a CPU and a Jetson build never publish different bytes under one name."""
+    if target.device == "cuda":
+        return f"{AGENT_COMPONENT}.cuda-{target.options.cuda_ver}.trt-{target.options.trt_ver}"
+    return AGENT_COMPONENT
+
+
+def agent_dependency(target: Target) -> dict:
     major = int(AGENT_VERSION.split(".")[0])
-    return {AGENT_COMPONENT: {"VersionRequirement": f">={AGENT_VERSION} <{major + 1}.0.0", "DependencyType": "HARD"}}
+    return {agent_component_name(target): {"VersionRequirement": f">={AGENT_VERSION} <{major + 1}.0.0", "DependencyType": "HARD"}}
 
 
-def model_lifecycle(component: ComponentIdentity) -> dict:
+def model_lifecycle(component: ComponentIdentity, target: Target) -> dict:
     """Register the compiled model with the agent while the component runs; the system python3 suffices."""
     root = f"{{artifacts:decompressedPath}}/{ARCHIVE_ROOT}"
-    registry = f"{{{AGENT_COMPONENT}:work:path}}/{MODEL_REGISTRY_DIR}"
+    registry = f"{{{agent_component_name(target)}:work:path}}/{MODEL_REGISTRY_DIR}"
     return {
         "Setenv": {"PYTHONPATH": root},
         "Run": {"Script": f'python3 -m {EDGE_PACKAGE}.registry add --registry "{registry}" --component {component.name} '
@@ -182,9 +190,10 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
     from packager.recipe import RecipeArtifact, model_component_recipe
 
     data = reproducible_zip(agent_archive_entries(target))
-    uri = (s3_location or S3Location("BUCKET_NAME")).uri_for(AGENT_COMPONENT, AGENT_VERSION, AGENT_ARTIFACT_NAME)
+    name = agent_component_name(target)
+    uri = (s3_location or S3Location("BUCKET_NAME")).uri_for(name, AGENT_VERSION, AGENT_ARTIFACT_NAME)
     recipe = model_component_recipe(
-        AGENT_COMPONENT, AGENT_VERSION,
+        name, AGENT_VERSION,
         "Serves the Lookout for Vision Edge Agent gRPC API for every model component on this device",
         platform={"os": target.greengrass.os},  # pure Python: one agent for every architecture of a runtime
         artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
@@ -204,7 +213,7 @@ def bundle(artifact: CompiledArtifact, report: BenchmarkReport, target: Target, 
     recipe = model_component_recipe(
         component.name, component.version, component.description,
         platform={"os": target.greengrass.os, "architecture": target.greengrass.architecture},
-        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=model_lifecycle(component),
-        dependencies=agent_dependency())
+        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=model_lifecycle(component, target),
+        dependencies=agent_dependency(target))
     model = _write_component(output_dir, recipe, [(ARTIFACT_NAME, data, uri)], s3_location)
     return replace(model, dependencies=(agent,))

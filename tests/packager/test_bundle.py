@@ -165,3 +165,15 @@ def test_agent_bytes_do_not_depend_on_the_build(tmp_path):
     second = agent_bundle(host_target(), tmp_path / "b", S3Location("bucket", "p"))
     assert first.artifacts[0].path.read_bytes() == second.artifacts[0].path.read_bytes()
     assert second.artifacts[0].uri == f"s3://bucket/p/{AGENT_COMPONENT}/{AGENT_VERSION}/edge_agent.zip"
+
+
+def test_cpu_and_jetson_agents_are_separate_components(tmp_path):
+    """Their Install steps differ, so sharing one name and version would make the second publish a conflict."""
+    from packager.bundle import agent_bundle
+    from targets import get_target
+
+    cpu = agent_bundle(host_target(), tmp_path / "cpu")
+    jetson = agent_bundle(get_target("jetson_xavier"), tmp_path / "jetson")
+    assert cpu.component_name == AGENT_COMPONENT
+    assert jetson.component_name == f"{AGENT_COMPONENT}.cuda-10.2.trt-7.1.3"
+    assert cpu.artifacts[0].sha256_b64 != jetson.artifacts[0].sha256_b64 or cpu.recipe_text != jetson.recipe_text
