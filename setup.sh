@@ -17,4 +17,10 @@ else
 fi
 
 python3 -m pip install --disable-pip-version-check -q -e ".[torch,test]"
+
+# The emulated ARM64 device used by the tests and by --device-rpc on this machine: Debian arm64 Python and the
+# aarch64 wheels of apache-tvm, apache-tvm-ffi and numpy in .cache/arm64-sysroot (idempotent; about 530 MB).
+if command -v apt-get >/dev/null 2>&1; then
+  $SUDO bash targets/emulator/prepare_arm64.sh
+fi
 echo "setup.sh: done. Try: python -m packager build"
