@@ -1,15 +1,26 @@
-"""python -m packager build: package a model (the bundled example by default) for a target."""
+"""python -m packager build: package a model (the bundled example by default) for a target.
+
+Sugar over the jobs API: register the model in a project (reusing an identical version), start a packaging job
+with build's own options, wait for it with progress on stderr, then print the summary from the job's result.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packager.cli import Command
 
+if TYPE_CHECKING:
+    from packager.jobs.extensions import JobExtensions
+
 EXAMPLE_COMPONENT = "com.example.AnomalyDetector"
+DEFAULT_PROJECT = "default"
 
 
 def example_model_paths() -> tuple[Path, Path]:
@@ -20,11 +31,15 @@ def example_model_paths() -> tuple[Path, Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="trained model: .onnx, .pt2 or .pt (default: the bundled example)")
     parser.add_argument("--model-spec", type=Path, help="model spec JSON (default: inferred, or the example's)")
+    parser.add_argument("--project-name", default=DEFAULT_PROJECT,
+                        help=f"project to register the model in, created if missing (default {DEFAULT_PROJECT}); "
+                             "the same model and spec reuse their model version")
     parser.add_argument("--component-name", default=EXAMPLE_COMPONENT, help=f"Greengrass component name (default {EXAMPLE_COMPONENT})")
-    parser.add_argument("--component-version", default="1.0.0", help="component version (default <model version>.0.0 = 1.0.0)")
+    parser.add_argument("--component-version", help="component version (default <model version>.0.0, so 1.0.0 for a first model)")
     parser.add_argument("--component-description", help="component description")
     parser.add_argument("--output", type=Path, default=Path("greengrass-build"), help="bundle directory (default ./greengrass-build)")
     parser.add_argument("--benchmark-runs", type=int, default=50, help="timed runs for TVM and for ONNX Runtime (default 50)")
+    parser.add_argument("--client-token", help="idempotency token: the same token and flags within 8 hours reuse the job")
     where = parser.add_argument_group("target (as the service's TargetDevice / TargetPlatform; default: this machine's CPU)")
     where.add_argument("--target-device", help="a device: jetson_xavier")
     where.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
@@ -35,12 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server (python -m tvm.exec.rpc_server)")
     device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
     device.add_argument("--rpc-key", metavar="KEY", help="with --rpc-tracker: the device kind, e.g. jetson-xavier")
+    publish = parser.add_argument_group("publishing (default: only the local bundle)")
+    publish.add_argument("--s3-output", metavar="s3://BUCKET/PREFIX",
+                         help="upload the components there (S3OutputLocation) and register them with Greengrass v2")
+    publish.add_argument("--no-register", action="store_true",
+                         help="with --s3-output: upload only, do not register (without it nothing is registered anyway)")
+    publish.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                         help="a tag for the registered component version (repeatable)")
 
 
-def build_request(args: argparse.Namespace):
-    """Arguments -> a typed PackagingRequest."""
+@dataclass(frozen=True)
+class BuildRequest:
+    """build's flags, checked: what to register where, and the packaging job to start for it."""
+
+    project: str
+    model_path: Path
+    spec_path: Path | None
+    configuration: dict  # the service's ModelPackagingConfiguration; S3OutputLocation only with --s3-output
+    extensions: JobExtensions
+    client_token: str | None = None
+
+
+def build_request(args: argparse.Namespace) -> BuildRequest:
+    """Arguments -> a typed BuildRequest; every error names its flag."""
     from packager.errors import ValidationException
-    from packager.pipeline import PackagingRequest
+    from packager.jobs.extensions import JobExtensions
     from packager.recipe import check_service_string
     from packager.remote import remote_device
 
@@ -49,13 +83,79 @@ def build_request(args: argparse.Namespace):
         model, default_spec = example_model_paths()
         spec = spec or default_spec
     check_service_string("ComponentName", args.component_name, "--component-name")
-    check_service_string("ComponentVersion", args.component_version, "--component-version")
+    if args.component_version is not None:
+        check_service_string("ComponentVersion", args.component_version, "--component-version")
     if args.benchmark_runs < 1:
         raise ValidationException("--benchmark-runs must be at least 1", field="--benchmark-runs")
-    return PackagingRequest(model_path=model, spec_path=spec, target=target_from_args(args), component_name=args.component_name,
-                            component_version=args.component_version, component_description=args.component_description,
-                            output_dir=args.output, benchmark_runs=args.benchmark_runs,
-                            device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key))
+    target_from_args(args)  # the target flags fail here, named, before anything is recorded
+    greengrass = {"ComponentName": args.component_name, **_target_members(args)}
+    optional = {"ComponentVersion": args.component_version, "ComponentDescription": args.component_description,
+                "S3OutputLocation": _s3_location(args.s3_output), "Tags": _tags(args.tag)}
+    greengrass.update({k: v for k, v in optional.items() if v is not None})
+    _check_shape("ProjectName", "ProjectName", args.project_name, "--project-name")
+    if args.client_token is not None:
+        _check_shape("ClientToken", "ClientToken", args.client_token, "--client-token")
+    for member, shape, flag in (("ComponentDescription", "ComponentDescription", "--component-description"),
+                                ("S3OutputLocation", "S3Location", "--s3-output"), ("Tags", "TagList", "--tag")):
+        if member in greengrass:
+            _check_shape(shape, member, greengrass[member], flag)
+    extensions = JobExtensions(output_dir=args.output.expanduser().absolute(), benchmark_runs=args.benchmark_runs,
+                               device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
+                               register=not args.no_register)
+    return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
+                        extensions=extensions, client_token=args.client_token)
+
+
+def _check_shape(shape: str, member: str, value, flag: str) -> None:
+    """The service model's rules for one member, with the error naming the flag it came from."""
+    from packager.errors import ValidationException
+    from packager.jobs.validation import validate_shape
+
+    try:
+        validate_shape(shape, value, member)
+    except ValidationException as exc:
+        raise ValidationException(f"{flag}: {exc.message}", field=flag) from None
+
+
+def _target_members(args: argparse.Namespace) -> dict:
+    """The target flags as GreengrassConfiguration members (already checked by target_from_args)."""
+    members: dict = {}
+    if args.target_device is not None:
+        members["TargetDevice"] = args.target_device
+    if args.target_platform is not None:
+        os_name, _, arch = args.target_platform.partition("/")
+        members["TargetPlatform"] = {"Os": os_name, "Arch": arch}
+        if args.accelerator is not None:
+            members["TargetPlatform"]["Accelerator"] = args.accelerator
+    if args.compiler_options is not None:
+        members["CompilerOptions"] = args.compiler_options
+    return members
+
+
+def _s3_location(uri: str | None) -> dict | None:
+    from packager.errors import ValidationException
+
+    if uri is None:
+        return None
+    match = re.fullmatch(r"s3://([^/]+)/*(.*)", uri)
+    if not match:
+        raise ValidationException(f"--s3-output must be s3://BUCKET or s3://BUCKET/PREFIX, got {uri!r}", field="--s3-output")
+    prefix = match[2].rstrip("/")
+    return {"Bucket": match[1], **({"Prefix": prefix} if prefix else {})}
+
+
+def _tags(pairs: list[str]) -> list[dict] | None:
+    from packager.errors import ValidationException
+
+    tags = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationException(f"--tag must be KEY=VALUE, got {pair!r}", field="--tag")
+        if any(t["Key"] == key for t in tags):
+            raise ValidationException(f"--tag: duplicate tag key {key!r}", field="--tag")
+        tags.append({"Key": key, "Value": value})
+    return tags or None
 
 
 def target_from_args(args: argparse.Namespace):
@@ -89,15 +189,15 @@ _FLAG_FOR_FIELD = {"TargetDevice": "--target-device", "TargetPlatform.Os": "--ta
 
 
 def print_summary(result, out=None) -> None:
+    """result: packager.jobs.results.JobResult, what the job left beside its log."""
     out = out or sys.stdout  # looked up per call, so a redirected stdout is honoured
-    b, report = result.bundle, result.benchmark
-    artifact = b.artifacts[0]
+    report = result.benchmark
     lines = [
         f"target:      {report.target} ({report.device}{', emulated' if report.emulated else ''})",
-        f"component:   {b.component_name} {b.component_version}",
-        f"recipe:      {b.recipe_path}",
-        f"artifact:    {artifact.path} ({artifact.size} bytes)",
-        f"digest:      SHA-256 {artifact.sha256_b64}",
+        f"component:   {result.component_name} {result.component_version}",
+        f"recipe:      {result.recipe_path}",
+        f"artifact:    {result.artifact_path} ({result.artifact_size} bytes)",
+        f"digest:      SHA-256 {result.artifact_sha256_b64}",
         _latency_line(report),
         f"TVM/ORT:     {f'{report.ratio_tvm_to_ort:.2f}x' if report.tvm else report.not_measured}",
         f"build time:  {result.wall_seconds:.1f} s",
@@ -115,10 +215,92 @@ def _latency_line(report) -> str:
     return f"latency:     TVM p50 {report.tvm.p50_ms:.3f} ms{where}, {ort} ({report.threads} threads, {report.tvm.runs} runs)"
 
 
-def run(args: argparse.Namespace) -> int:
-    from packager.pipeline import run_packaging
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
 
-    result = run_packaging(build_request(args), progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True))
+
+def register_build_model(request: BuildRequest) -> str:
+    """Check the model here (cheap, and fails before any record), then register it or reuse its identical version."""
+    import tempfile
+
+    from compilers.intake import import_model
+    from packager.jobs import api
+
+    _progress(f"reading {request.model_path}")
+    imported = import_model(request.model_path, request.spec_path)
+    with tempfile.TemporaryDirectory(prefix="packager-build-") as scratch:
+        model_file, spec_file = request.model_path, request.spec_path
+        if Path(model_file).suffix.lower() != ".onnx":  # PyTorch: the store keeps the ONNX graph intake made of it
+            model_file = Path(scratch) / "model.onnx"
+            model_file.write_bytes(imported.onnx_bytes)
+        if spec_file is None:  # inferred, or read from anomalib's metadata.json: the job gets it spelled out
+            spec_file = Path(scratch) / "model_spec.json"
+            spec_file.write_text(imported.spec.to_json())
+        registered = api.register_model(request.project, model_file, spec_file, create_project=True, reuse_identical=True)
+    version = registered["ModelMetadata"]["ModelVersion"]
+    _progress(f"model version {version} of project {request.project} (sha256 {registered['ModelSha256'][:12]})")
+    return version
+
+
+def start_build_job(request: BuildRequest, model_version: str) -> str:
+    from packager.errors import ValidationException
+    from packager.jobs import api
+
+    params = {"ProjectName": request.project, "ModelVersion": model_version, "Configuration": request.configuration}
+    if request.client_token is not None:
+        params["ClientToken"] = request.client_token
+    try:
+        return api.start_local_packaging_job(request.extensions, **params)["JobName"]
+    except ValidationException as exc:
+        flag = next((f for prefix, f in _FLAG_FOR_MEMBER if (exc.field or "").startswith(prefix)), None)
+        if flag is None:
+            raise
+        raise ValidationException(f"{flag}: {exc.message}", field=flag) from None
+
+
+_FLAG_FOR_MEMBER = (("Configuration.Greengrass.TargetDevice", "--target-device"),
+                    ("Configuration.Greengrass.TargetPlatform.Accelerator", "--accelerator"),
+                    ("Configuration.Greengrass.TargetPlatform", "--target-platform"),
+                    ("Configuration.Greengrass.CompilerOptions", "--compiler-options"),
+                    ("Configuration.Greengrass.S3OutputLocation", "--s3-output"), ("Configuration.Greengrass.Tags", "--tag"),
+                    ("Configuration.Greengrass.ComponentName", "--component-name"),
+                    ("Configuration.Greengrass.ComponentVersion", "--component-version"),
+                    ("Configuration.Greengrass.ComponentDescription", "--component-description"),
+                    ("ClientToken", "--client-token"), ("ProjectName", "--project-name"))
+
+
+def wait_for_build_job(project: str, job_name: str, poll_seconds: float = 0.25):
+    """Wait with progress on stderr; a SUCCEEDED job's JobResult, or the error a FAILED one ended with is raised."""
+    from packager.errors import InternalServerException
+    from packager.jobs import api
+    from packager.jobs.results import job_failure, read_result
+    from packager.jobs.store import packager_home
+
+    def show(description: dict) -> None:
+        if description["Status"] != "FAILED" and description.get("StatusMessage"):
+            _progress(description["StatusMessage"])
+
+    final = api.wait_for_model_packaging_job(project, job_name, poll_seconds=poll_seconds, on_update=show)
+    home = packager_home()
+    if final["ModelPackagingDescription"]["Status"] == "FAILED":
+        raise job_failure(home, project, job_name)
+    result = read_result(api.job_dir(home, project, job_name))
+    if result is None:
+        raise InternalServerException(f"job {job_name} SUCCEEDED but left no {api.job_dir(home, project, job_name)}/result.json")
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    request = build_request(args)
+    model_version = register_build_model(request)
+    job_name = start_build_job(request, model_version)
+    try:
+        _progress(f"started job {job_name} in project {request.project}")
+        result = wait_for_build_job(request.project, job_name)
+    except KeyboardInterrupt:
+        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
+              f"describe-model-packaging-job --project-name {request.project} --job-name {job_name}", file=sys.stderr)
+        return 130
     print_summary(result)
     return 0
 

@@ -14,20 +14,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from packager.errors import ConflictException, PackagerError, ResourceNotFoundException
+from packager.errors import ConflictException, PackagerError, ResourceNotFoundException, ValidationException
 from packager.jobs import liveness, pagination
+from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, spawn_worker
 from packager.jobs.store import ACTIVE_STATES, FINAL_STATES, JobRecord, ModelRecord, Store, open_store, packager_home
 from packager.jobs.validation import parse_configuration, validate_input, validate_shape
 
 TOKEN_LIFETIME_S = 8 * 3600
+LOCAL_ONLY_OPTIONAL = frozenset({"Configuration.Greengrass.S3OutputLocation"})
 DEFAULT_PAGE_SIZE = 100
 PACKAGING_METHOD = "Greengrass"
 _ACCOUNT = "000000000000"  # no AWS account behind a local store; ARNs still need the field
 
 __all__ = [
     "create_project", "delete_model", "delete_project", "describe_model", "describe_model_packaging_job", "describe_project",
-    "job_dir", "list_model_packaging_jobs", "list_models", "list_projects", "register_model", "start_model_packaging_job",
+    "job_dir", "list_model_packaging_jobs", "list_models", "list_projects", "register_model", "start_local_packaging_job",
+    "start_model_packaging_job",
     "wait_for_model_packaging_job", "OPERATIONS",
 ]
 
@@ -157,8 +160,9 @@ def _model_metadata(model: ModelRecord) -> dict:
 
 
 def register_model(project: str, model_path: Path | str, spec_path: Path | str | None = None, *, description: str | None = None,
-                   create_project: bool = False, home: Path | str | None = None) -> dict:
-    """Our extension: record a trained ONNX model (plus its spec) as the project's next model version."""
+                   create_project: bool = False, reuse_identical: bool = False, home: Path | str | None = None) -> dict:
+    """Our extension: record a trained ONNX model (plus its spec) as the project's next model version.
+    With reuse_identical, the project's newest version with the same model and spec bytes is returned instead."""
     from compilers.spec import load_spec
     from packager.jobs.model_files import check_model_file, store_file
 
@@ -179,11 +183,13 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
             if store.project(project) is None and create_project:
                 store.insert_project(project, f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:project/{project}", time.time())
             _project_or_404(store, project)
-            version = store.next_model_version(project)
-            model = store.insert_model(ModelRecord(
-                seq=0, project=project, version=version, created=time.time(), description=description,
-                arn=f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:model/{project}/{version}",
-                model_file=model_file, spec_file=spec_file))
+            model = store.model_with_files(project, model_file, spec_file) if reuse_identical else None
+            if model is None:
+                version = store.next_model_version(project)
+                model = store.insert_model(ModelRecord(
+                    seq=0, project=project, version=version, created=time.time(), description=description,
+                    arn=f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:model/{project}/{version}",
+                    model_file=model_file, spec_file=spec_file))
         return {"ModelMetadata": _model_metadata(model), "ModelSha256": Path(model_file).stem}
     finally:
         store.close()
@@ -264,12 +270,28 @@ def _new_job_name() -> str:
 def start_model_packaging_job(*, home: Path | str | None = None, **params) -> dict:
     """Validate, record the job as CREATED and start its worker process; returns the JobName at once."""
     validate_input("StartModelPackagingJob", params)
-    configuration = parse_configuration(params["Configuration"])
     register = os.environ.get("PACKAGER_NO_REGISTER", "") not in ("1", "true", "yes")
+    return _start_job(home, params, register, extensions=None)
+
+
+def start_local_packaging_job(extensions: JobExtensions, *, home: Path | str | None = None, **params) -> dict:
+    """`build`'s way in: StartModelPackagingJob plus options the service lacks, and S3OutputLocation may be left out
+    (the job then only writes the local bundle). Same store, names, tokens, conflict rules and worker as the API's."""
+    validate_input("StartModelPackagingJob", params, optional=LOCAL_ONLY_OPTIONAL)
+    if extensions.output_dir is not None and not extensions.output_dir.is_absolute():
+        raise ValidationException(f"the output directory must be absolute, got {extensions.output_dir}", field="OutputDir")
+    register = extensions.register and "S3OutputLocation" in params["Configuration"]["Greengrass"]
+    return _start_job(home, params, register, extensions)
+
+
+def _start_job(home: Path | str | None, params: dict, register: bool, extensions: JobExtensions | None) -> dict:
+    configuration = parse_configuration(params["Configuration"])
+    # A build's own options are part of its request: the same ClientToken with other options is a conflict.
+    fingerprinted = params if extensions is None else {**params, "x-packager-extensions": extensions.to_dict()}
     store = open_store(home)
     try:
         with store.transaction():
-            earlier = _idempotent(store, "StartModelPackagingJob", params, "MODEL_PACKAGE_JOB")
+            earlier = _idempotent(store, "StartModelPackagingJob", fingerprinted, "MODEL_PACKAGE_JOB")
             if earlier is not None:
                 return earlier
             project = _project_or_404(store, params["ProjectName"]).name
@@ -279,7 +301,9 @@ def start_model_packaging_job(*, home: Path | str | None = None, **params) -> di
                 raise ConflictException(f"a packaging job named {job_name!r} already exists in project {project!r}",
                                         resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
             version = configuration.component_version or f"{model.version}.0.0"
-            holder = store.component_job(configuration.component_name, version)
+            # Published Greengrass versions are immutable, so only jobs with an S3 output hold or need a component version;
+            # a local-only build may be repeated and overwrites its local bundle.
+            holder = store.component_job(configuration.component_name, version) if configuration.s3_location else None
             if holder is not None:
                 raise ConflictException(
                     f"component {configuration.component_name} version {version} was already produced by job "
@@ -290,9 +314,10 @@ def start_model_packaging_job(*, home: Path | str | None = None, **params) -> di
                 seq=0, project=project, name=job_name, model_version=str(model.version), configuration=stored_config,
                 description=params.get("Description"), status="CREATED", status_message="Waiting for a worker.",
                 created=now, updated=now, component_name=configuration.component_name, component_version=version,
-                component_arn=None, register=register, pid=None, pid_start=None, heartbeat=None))
+                component_arn=None, register=register, pid=None, pid_start=None, heartbeat=None,
+                extensions=extensions.to_dict() if extensions is not None else None))
             response = {"JobName": job_name}
-            _remember(store, "StartModelPackagingJob", params, response)
+            _remember(store, "StartModelPackagingJob", fingerprinted, response)
         try:
             pid, pid_start = spawn_worker(store.home, project, job_name)
         except OSError as exc:

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     pid_start TEXT,
     heartbeat REAL,
+    extensions TEXT,
+    error_type TEXT,
     UNIQUE (project, name)
 );
 CREATE INDEX IF NOT EXISTS jobs_component ON jobs (component_name, component_version);
@@ -115,6 +117,8 @@ class JobRecord:
     pid: int | None
     pid_start: str | None
     heartbeat: float | None
+    extensions: dict | None = None  # build-only options the service API lacks (see packager.jobs.extensions); None for API jobs
+    error_type: str | None = None  # the packager.errors class a FAILED job ended with, so the CLI can exit with its code
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
     values = dict(row)
     values["configuration"] = json.loads(values["configuration"])
     values["register"] = bool(values["register"])
+    values["extensions"] = json.loads(values["extensions"]) if values["extensions"] is not None else None
     return JobRecord(**values)
 
 
@@ -182,6 +187,12 @@ class Store:
                                tuple(values.values()))
         return ModelRecord(**{**vars(record), "seq": cur.lastrowid})
 
+    def model_with_files(self, project: str, model_file: str, spec_file: str | None) -> ModelRecord | None:
+        """The project's newest version registered with exactly these (content-addressed) files."""
+        row = self._db.execute("SELECT * FROM models WHERE project = ? AND model_file = ? AND spec_file IS ? "
+                               "ORDER BY version DESC LIMIT 1", (project, model_file, spec_file)).fetchone()
+        return ModelRecord(**dict(row)) if row else None
+
     def model(self, project: str, version: int) -> ModelRecord | None:
         row = self._db.execute("SELECT * FROM models WHERE project = ? AND version = ?", (project, version)).fetchone()
         return ModelRecord(**dict(row)) if row else None
@@ -203,6 +214,8 @@ class Store:
         values = vars(record).copy()
         values.pop("seq")
         values["configuration"] = json.dumps(values["configuration"], sort_keys=True)
+        if values["extensions"] is not None:
+            values["extensions"] = json.dumps(values["extensions"], sort_keys=True)
         cur = self._db.execute(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                                tuple(values.values()))
         return JobRecord(**{**vars(record), "seq": cur.lastrowid})
@@ -224,9 +237,10 @@ class Store:
         return [_job(r) for r in self._db.execute(sql, args)]
 
     def component_job(self, component_name: str, component_version: str) -> JobRecord | None:
-        """The job that produced (or is producing) this component version; failed jobs do not hold it."""
+        """The job that published (or is publishing) this component version to S3; failed and local-only jobs do not hold it."""
         row = self._db.execute("SELECT * FROM jobs WHERE component_name = ? AND component_version = ? AND status != 'FAILED' "
-                               "LIMIT 1", (component_name, component_version)).fetchone()
+                               "AND json_extract(configuration, '$.Greengrass.S3OutputLocation') IS NOT NULL LIMIT 1",
+                               (component_name, component_version)).fetchone()
         return _job(row) if row else None
 
     def update_job(self, project: str, name: str, *, only_if_status: tuple[str, ...] | None = None, **changes) -> bool:
@@ -261,7 +275,8 @@ def open_store(home: Path | str | None = None) -> Store:
     return Store(root, db)
 
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+_ADDED_JOB_COLUMNS = {"extensions": "TEXT", "error_type": "TEXT"}  # since version 2; a version 1 store gains them
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
@@ -271,6 +286,10 @@ def _create_schema(db: sqlite3.Connection) -> None:
     try:
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
+        present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED_JOB_COLUMNS.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")

@@ -47,7 +47,8 @@ def _fail(path: str, value: object, constraint: str) -> ValidationException:
                                field=path)
 
 
-def validate_shape(shape_name: str, value: object, path: str) -> None:
+def validate_shape(shape_name: str, value: object, path: str, optional: frozenset[str] = frozenset()) -> None:
+    """``optional``: member paths that may be missing although the model requires them (build-only jobs)."""
     s = service_model.shape(shape_name)
     kind = s["type"]
     if kind == "structure":
@@ -60,11 +61,11 @@ def validate_shape(shape_name: str, value: object, path: str) -> None:
                 raise ValidationException(f"Unknown parameter in {path or 'input'}: {name!r}, must be one of: {', '.join(known)}",
                                           field=_join(path, name))
         for name in s.get("required", ()):
-            if value.get(name) is None:
+            if value.get(name) is None and _join(path, name) not in optional:
                 raise ValidationException(f"Missing required parameter in {path or 'input'}: {name!r}", field=_join(path, name))
         for name, member_value in value.items():
             if member_value is not None:
-                validate_shape(known[name]["shape"], member_value, _join(path, name))
+                validate_shape(known[name]["shape"], member_value, _join(path, name), optional)
     elif kind == "list":
         if not isinstance(value, (list, tuple)):
             raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, type: {type(value).__name__}, "
@@ -107,14 +108,14 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def validate_input(operation_name: str, params: dict) -> None:
+def validate_input(operation_name: str, params: dict, optional: frozenset[str] = frozenset()) -> None:
     """Check an operation's parameters against its input shape; raises ValidationException naming the field."""
     input_shape = service_model.operation(operation_name).input_shape
     if input_shape is None:
         if params:
             raise ValidationException(f"{operation_name} takes no parameters, got {', '.join(params)}")
         return
-    validate_shape(input_shape, params, "")
+    validate_shape(input_shape, params, "", optional)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class JobConfiguration:
 
     target: Target
     target_request: TargetRequest
-    s3_location: S3Location
+    s3_location: S3Location | None  # None only for build's local-only jobs: the service requires it
     component_name: str
     component_version: str | None  # None: the API defaults it to <ModelVersion>.0.0
     component_description: str | None
@@ -157,11 +158,11 @@ def parse_configuration(configuration: dict) -> JobConfiguration:
         if tag["Key"] in tags:
             raise ValidationException(f"{path}.Tags[{i}].Key: duplicate tag key {tag['Key']!r}", field=f"{path}.Tags[{i}].Key")
         tags[tag["Key"]] = tag["Value"]
-    s3 = gg["S3OutputLocation"]
+    s3 = gg.get("S3OutputLocation")
     return JobConfiguration(
         target=target,
         target_request=request,
-        s3_location=S3Location(bucket=s3["Bucket"], prefix=s3.get("Prefix", "")),
+        s3_location=S3Location(bucket=s3["Bucket"], prefix=s3.get("Prefix", "")) if s3 is not None else None,
         component_name=gg["ComponentName"],
         component_version=gg.get("ComponentVersion"),
         component_description=gg.get("ComponentDescription"),

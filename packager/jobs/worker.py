@@ -16,8 +16,10 @@ import traceback
 from pathlib import Path
 
 from packager.errors import PackagerError
+from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, process_start_time
 from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
+from packager.jobs.results import JobResult, write_result
 from packager.jobs.store import JobRecord, Store, open_store
 from packager.jobs.validation import parse_configuration
 
@@ -29,6 +31,7 @@ def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: st
     from packager.pipeline import PackagingRequest
 
     config = parse_configuration(job.configuration)
+    extensions = JobExtensions.from_dict(job.extensions)
     directory = job_dir(home, job.project, job.name)
     return PackagingRequest(
         model_path=home / model_file,
@@ -36,13 +39,15 @@ def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: st
         target=config.target,
         component_name=job.component_name,
         component_version=job.component_version,
-        output_dir=directory / "greengrass-build",
+        output_dir=extensions.output_dir or directory / "greengrass-build",
         component_description=config.component_description,
         s3_location=config.s3_location,
         tags=config.tags,
         register=job.register,
         tuning_trials=config.tuning_trials,
-        work_dir=directory / "work",
+        benchmark_runs=extensions.benchmark_runs,
+        work_dir=None if extensions.output_dir else directory / "work",  # a build's scratch is a temp dir, as it was in-process
+        device=extensions.device,
     )
 
 
@@ -64,10 +69,11 @@ def _heartbeat(home: Path, job: JobRecord, stop: threading.Event) -> None:
         store.close()
 
 
-def _finish(store: Store, job: JobRecord, status: str, message: str, component_arn: str | None = None) -> None:
+def _finish(store: Store, job: JobRecord, status: str, message: str, component_arn: str | None = None,
+            error_type: str | None = None) -> None:
     with store.transaction():
         store.update_job(job.project, job.name, only_if_status=("RUNNING",), status=status, status_message=message[:_MAX_MESSAGE],
-                         component_arn=component_arn, updated=time.time())
+                         component_arn=component_arn, error_type=error_type, updated=time.time())
 
 
 def max_workers() -> int:
@@ -136,18 +142,25 @@ def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tupl
         from packager.pipeline import run_packaging
 
         request = packaging_request(home, job, model.model_file, model.spec_file)
-        s3, greengrass = clients or _aws_clients(request.register)
+        if request.s3_location is None:
+            s3 = greengrass = None  # a local-only build needs no AWS at all
+        else:
+            s3, greengrass = clients or _aws_clients(request.register)
         result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
+        write_result(job_dir(home, job.project, job.name), JobResult.from_packaging_result(result))
     except PackagerError as exc:
         print(f"FAILED: {exc.code}: {exc.message}", flush=True)
-        _finish(store, job, "FAILED", exc.message)
+        _finish(store, job, "FAILED", exc.message, error_type=type(exc).__name__)
         return
     except Exception as exc:  # the job must end FAILED whatever broke; the traceback goes to worker.log
         traceback.print_exc()
         sys.stdout.flush()
         _finish(store, job, "FAILED", f"Internal error: {type(exc).__name__}: {exc}"[:300] + " (see worker.log)")
         return
-    where = f"registered as {result.component_version_arn}" if result.component_version_arn else "uploaded; not registered"
+    if result.component_version_arn:
+        where = f"registered as {result.component_version_arn}"
+    else:
+        where = "uploaded; not registered" if request.s3_location else f"written to {request.output_dir}; no S3 output"
     _finish(store, job, "SUCCEEDED", f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s, "
             f"{where}.", component_arn=result.component_version_arn)
 

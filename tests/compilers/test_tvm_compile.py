@@ -56,10 +56,11 @@ def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp
         verify_on_host(broken, imported, options)
 
 
-def test_build_with_broken_weights_exits_nonzero(tiny_model, tmp_path, monkeypatch):
-    """End to end: the CLI refuses to bundle a model whose compiled output disagrees with ONNX Runtime."""
+def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tmp_path, monkeypatch):
+    """The packaging job's own function refuses to bundle a model whose compiled output disagrees with ONNX Runtime.
+    (`build` runs it in a job worker; tests/packager/commands/test_build.py checks a FAILED job's exit code there.)"""
     import compilers.tvm_compile as tvm_compile
-    from packager.cli import main
+    from packager.pipeline import PackagingRequest, run_packaging
 
     real_compile = tvm_compile.compile_model
 
@@ -74,9 +75,11 @@ def test_build_with_broken_weights_exits_nonzero(tiny_model, tmp_path, monkeypat
 
     monkeypatch.setattr(tvm_compile, "compile_model", compile_then_corrupt)
     out = tmp_path / "gg"
-    code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(out),
-                 "--benchmark-runs", "2"])
-    assert code == AccuracyMismatchError.exit_code
+    request = PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(),
+                               component_name="com.example.Broken", component_version="1.0.0", output_dir=out, benchmark_runs=2)
+    with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error"):
+        run_packaging(request)
+    assert AccuracyMismatchError.exit_code == 11
     assert not (out / "recipes").exists(), "no bundle may be written for a model that failed the check"
 
 

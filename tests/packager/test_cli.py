@@ -11,6 +11,15 @@ def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "packager", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.fixture
+def packager_home(tmp_path, monkeypatch):
+    """build registers models and starts jobs under $PACKAGER_HOME; these bad inputs must fail before it is even made."""
+    home = tmp_path / "packager-home"
+    monkeypatch.setenv("PACKAGER_HOME", str(home))
+    yield home
+    assert not home.exists(), "a build that fails its checks must record nothing"
+
+
 def test_top_level_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -27,7 +36,7 @@ def test_every_command_has_help(name, capsys):
     assert "usage: python -m packager " + name in capsys.readouterr().out
 
 
-def test_corrupt_onnx_is_one_line_and_nonzero(tmp_path):
+def test_corrupt_onnx_is_one_line_and_nonzero(tmp_path, packager_home):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not an onnx file at all")
     result = run_cli("build", "--model", str(bad), "--output", str(tmp_path / "out"))
@@ -39,7 +48,7 @@ def test_corrupt_onnx_is_one_line_and_nonzero(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_output_name_is_one_line(tmp_path, tiny_model):
+def test_unknown_output_name_is_one_line(tmp_path, tiny_model, packager_home, capsys):
     import json
 
     from tests.conftest import tiny_spec_dict
@@ -50,9 +59,11 @@ def test_unknown_output_name_is_one_line(tmp_path, tiny_model):
     spec_path.write_text(json.dumps(spec))
     code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(spec_path), "--output", str(tmp_path / "out")])
     assert code == ModelImportError.exit_code
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("... ")]
+    assert len(errors) == 1 and "'image_score'" in errors[0]
 
 
-def test_bad_component_name_names_the_flag(capsys, tiny_model, tmp_path):
+def test_bad_component_name_names_the_flag(capsys, tiny_model, tmp_path, packager_home):
     code = main(["build", "--model", str(tiny_model[0]), "--component-name", "no spaces allowed", "--output", str(tmp_path)])
     assert code == 2
     assert "--component-name" in capsys.readouterr().err

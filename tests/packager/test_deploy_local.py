@@ -346,7 +346,8 @@ def test_build_deploy_and_detect_over_grpc(tmp_path, case):
     build, root, component = tmp_path / "gg", tmp_path / "root", "com.acme.EdgeDemo"
     built = subprocess.run([sys.executable, "-m", "packager", "build", *model_args, "--output", str(build),
                             "--component-name", component, "--benchmark-runs", "2"],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+                           cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "PACKAGER_HOME": str(tmp_path / "packager-home")})  # build's jobs go there
     assert built.returncode == 0, built.stderr
     address = f"unix://{tmp_path}/agent.sock"
     update = json.dumps({AGENT_COMPONENT: {"MERGE": {"Socket": address}}})

@@ -85,7 +85,8 @@ def test_missing_cross_linker_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_cross_build_without_a_device_succeeds_and_says_not_measured(tiny_model, tmp_path, capsys):
+def test_cross_build_without_a_device_succeeds_and_says_not_measured(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PACKAGER_HOME", str(tmp_path / "packager-home"))  # build registers and runs a job there
     code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--target-platform", "LINUX/ARM64",
                  "--benchmark-runs", "2", "--output", str(tmp_path / "gg")])
     out = capsys.readouterr().out
@@ -95,7 +96,8 @@ def test_cross_build_without_a_device_succeeds_and_says_not_measured(tiny_model,
 
 
 @pytest.mark.slow
-def test_unreachable_device_is_a_clear_error(tiny_model, tmp_path, capsys):
+def test_unreachable_device_is_a_clear_error(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PACKAGER_HOME", str(tmp_path / "packager-home"))  # build registers and runs a job there
     port = free_port()
     code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--target-platform", "LINUX/ARM64",
                  "--device-rpc", f"127.0.0.1:{port}", "--output", str(tmp_path / "gg")])

@@ -2,6 +2,7 @@
 serves TVM RPC on loopback, directly and through a real TVM tracker, and the build checks its outputs against ORT here."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def tracked(sysroot):
 def _build(tiny_model, out: Path, *device_flags: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "packager", "build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]),
                "--target-platform", "LINUX/ARM64", "--benchmark-runs", "5", "--output", str(out), *device_flags]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PACKAGER_HOME": str(out.parent / "packager-home")}  # build registers and runs a job there
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2], env=env)
 
 
 def _check_bundle(out: Path, label: str):

@@ -124,6 +124,10 @@ def test_start_returns_at_once_and_describes(home, tiny_model, monkeypatch):
     final = api.wait_for_model_packaging_job("p", job["JobName"], poll_seconds=0.1, timeout_seconds=60)
     assert final["ModelPackagingDescription"]["Status"] == "FAILED"
     assert "region" in final["ModelPackagingDescription"]["StatusMessage"]
+    # The record keeps the error's class (not shown by Describe), so `build` can exit with its code.
+    from packager.jobs.results import job_failure
+
+    assert type(job_failure(home, "p", job["JobName"])) is ValidationException
 
 
 def test_client_token_idempotency(home, tiny_model, monkeypatch):

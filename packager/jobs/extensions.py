@@ -1,0 +1,44 @@
+"""Options a packaging job can have that the service API does not: `build`'s way in uses them.
+
+They live in the job record's own column, never in the service-shaped Configuration, and
+DescribeModelPackagingJob does not show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from packager.remote import RemoteDevice
+
+DEFAULT_BENCHMARK_RUNS = 50
+
+
+@dataclass(frozen=True)
+class JobExtensions:
+    output_dir: Path | None = None  # where the bundle goes (absolute); None: the job's own greengrass-build
+    benchmark_runs: int = DEFAULT_BENCHMARK_RUNS
+    device: RemoteDevice | None = None  # run, check and time the model there over TVM RPC
+    register: bool = True  # with an S3 output: create the Greengrass component version after upload
+
+    def to_dict(self) -> dict:
+        doc: dict = {"BenchmarkRuns": self.benchmark_runs, "Register": self.register}
+        if self.output_dir is not None:
+            doc["OutputDir"] = str(self.output_dir)
+        if self.device is not None:
+            doc["Device"] = {"Host": self.device.host, "Port": self.device.port, "Key": self.device.key}
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict | None) -> "JobExtensions":
+        """None (a job the service API started) gives the defaults."""
+        if doc is None:
+            return cls()
+        from packager.remote import RemoteDevice
+
+        device = doc.get("Device")
+        return cls(output_dir=Path(doc["OutputDir"]) if "OutputDir" in doc else None,
+                   benchmark_runs=int(doc["BenchmarkRuns"]), register=bool(doc["Register"]),
+                   device=RemoteDevice(device["Host"], int(device["Port"]), key=device["Key"]) if device else None)
