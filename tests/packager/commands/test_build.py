@@ -181,3 +181,62 @@ def test_build_uploads_to_s3_output(home, tiny_model, tmp_path, s3_server, capsy
                   "--s3-output", f"s3://{S3_BUCKET}/edge", "--no-register", "--component-version", "3.1.4"])
     assert again == 3 and "error: ConflictException: component com.example.AnomalyDetector version 3.1.4 was already produced" \
         in capsys.readouterr().err, "a published component version is immutable"
+
+
+def _registered_files(home: Path) -> tuple[Path, Path]:
+    import sqlite3
+
+    with sqlite3.connect(home / "store.sqlite3") as db:
+        model_file, spec_file = db.execute("SELECT model_file, spec_file FROM models").fetchone()
+    return home / model_file, home / spec_file
+
+
+def _build_without_waiting(monkeypatch, home: Path, *argv: str) -> None:
+    from packager.commands import build
+
+    monkeypatch.setattr(build, "wait_for_build_job", lambda project, name: (_ for _ in ()).throw(KeyboardInterrupt))
+    with hold_worker_slot(home, monkeypatch):
+        assert main(["build", *argv]) == 130
+
+
+def test_a_spec_read_from_anomalib_metadata_is_registered_spelled_out(home, tmp_path, monkeypatch):
+    """The job's worker sees only the stored files, so a spec intake derived (here from metadata.json) is stored with them."""
+    from compilers.intake import import_model
+    from tests.conftest import make_tiny_autoencoder
+
+    model = make_tiny_autoencoder(tmp_path / "model.onnx")
+    (tmp_path / "metadata.json").write_text(json.dumps({
+        "task": "segmentation", "image_threshold": 12.5, "pixel_threshold": 11.0, "pred_scores.min": 3.0, "pred_scores.max": 30.0,
+        "transform": {"__class_fullname__": "Compose", "transforms": [{"__class_fullname__": "Resize", "height": 64, "width": 64}]}}))
+    _build_without_waiting(monkeypatch, home, "--model", str(model), "--output", str(tmp_path / "gg"))
+    stored_model, stored_spec = _registered_files(home)
+    assert stored_model.read_bytes() == model.read_bytes()
+    assert import_model(stored_model, stored_spec).spec == import_model(model).spec
+    assert json.loads(stored_spec.read_text())["source"].startswith("anomalib")
+
+
+@pytest.mark.slow
+def test_a_pytorch_model_is_registered_as_the_onnx_graph_intake_made(home, tmp_path, monkeypatch):
+    import torch
+
+    from compilers.intake import import_model
+    from tests.conftest import tiny_spec_dict
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            m = ((self.conv(x) - x) ** 2).mean(1, keepdim=True)
+            return m.amax(dim=(1, 2, 3)), m
+
+    torch.manual_seed(0)
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(Net().eval(), (torch.rand(1, 3, 64, 64),)), str(path))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec_dict()))
+    _build_without_waiting(monkeypatch, home, "--model", str(path), "--model-spec", str(spec), "--output", str(tmp_path / "gg"))
+    stored_model, stored_spec = _registered_files(home)
+    assert stored_model.suffix == ".onnx" and stored_spec.read_bytes() == spec.read_bytes()
+    assert stored_model.read_bytes() == import_model(path, spec).onnx_bytes
