@@ -195,8 +195,8 @@ def print_summary(result, out=None) -> None:
     lines = [
         f"target:      {report.target} ({report.device}{', emulated' if report.emulated else ''})",
         f"component:   {result.component_name} {result.component_version}",
-        f"recipe:      {result.recipe_path}",
-        f"artifact:    {result.artifact_path} ({result.artifact_size} bytes)",
+        f"recipe:      {_shown(result.recipe_path)}",
+        f"artifact:    {_shown(result.artifact_path)} ({result.artifact_size} bytes)",
         f"digest:      SHA-256 {result.artifact_sha256_b64}",
         _latency_line(report),
         f"TVM/ORT:     {f'{report.ratio_tvm_to_ort:.2f}x' if report.tvm else report.not_measured}",
@@ -205,6 +205,14 @@ def print_summary(result, out=None) -> None:
     if result.component_version_arn:
         lines.append(f"registered:  {result.component_version_arn}")
     print("\n".join(lines), file=out)
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when under it, as the default ./greengrass-build reads best."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _latency_line(report) -> str:
