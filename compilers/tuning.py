@@ -25,6 +25,7 @@ from compilers.tuning_cache import TuningCache
 from compilers.tuning_measure import RpcConfig, configure_threads, measurement
 from compilers.tuning_templates import Decisions
 
+BATCH = 8  # candidates measured together, interleaved
 MAX_SPACE = 64  # candidates enumerated per task, nearest the default first
 
 
@@ -215,7 +216,9 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
         return TuningResult(target.name, 0, time.perf_counter() - started, tuple(reports))
     quotas = _quota(todo, trials)
     todo, quotas = [t for t, q in zip(todo, quotas) if q > 0], [q for q in quotas if q > 0]
-    progress_cb = ProgressCallback(todo, sum(quotas), enabled=progress, log=log)
+    # what MetaSchedule counts: each task's quota plus the reference that leads every batch after the first
+    budgets = [q + max(0, -(-(q - BATCH) // (BATCH - 1))) for q in quotas]
+    progress_cb = ProgressCallback(todo, sum(quotas), database, tvm_target, enabled=progress, log=log)
     builder, runner = measurement(target.cross_compiler, rpc)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     with _without_tensor_intrinsics():
@@ -229,9 +232,9 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
         ]
         try:
             ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in todo], work_dir=str(cache.root),
-                          max_trials_global=sum(quotas), max_trials_per_task=max(quotas), num_trials_per_iter=8,
+                          max_trials_global=sum(budgets), max_trials_per_task=max(budgets), num_trials_per_iter=BATCH,
                           builder=builder, runner=runner, database=database, cost_model="random",
-                          measure_callbacks=[ms.measure_callback.AddToDatabase(), progress_cb], task_scheduler="round-robin")
+                          measure_callbacks=[progress_cb], task_scheduler="round-robin")
         finally:
             progress_cb.close()
     if progress_cb.failure:

@@ -94,7 +94,8 @@ def _arguments(args_info, device) -> list:
 
 @derived_object
 class InProcessRunner(ms.runner.PyRunner):
-    """Times each built candidate here with time_evaluator and reports its best repeat."""
+    """Times a batch of built candidates here, interleaved: repeat r of every candidate runs before repeat r+1 of any,
+    so a burst of load from another process lands on the whole batch rather than on one candidate."""
 
     def __init__(self, modules: dict):
         super().__init__()
@@ -105,19 +106,27 @@ class InProcessRunner(ms.runner.PyRunner):
         from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 
         device = tvm.cpu()
-        futures = []
-        for runner_input in runner_inputs:
+        timers, errors = {}, {}
+        for i, runner_input in enumerate(runner_inputs):
             module = self.modules.pop(runner_input.artifact_path, None)
             if module is None:
-                futures.append(LocalRunnerFuture(error_message=f"no built module {runner_input.artifact_path}"))
+                errors[i] = f"no built module {runner_input.artifact_path}"
                 continue
             try:
-                args = _arguments(runner_input.args_info, device)
-                evaluator = module.time_evaluator("main", device, number=1, repeat=REPEAT, min_repeat_ms=MIN_REPEAT_MS)
-                futures.append(LocalRunnerFuture(res=[min(float(c) for c in evaluator(*args).results)]))
+                evaluator = module.time_evaluator("main", device, number=1, repeat=1, min_repeat_ms=MIN_REPEAT_MS)
+                timers[i] = (evaluator, _arguments(runner_input.args_info, device))
             except Exception as exc:
-                futures.append(LocalRunnerFuture(error_message="run failed: " + _error_text(exc)))
-        return futures
+                errors[i] = "run failed: " + _error_text(exc)
+        best = {}
+        for _ in range(REPEAT):
+            for i, (evaluator, args) in list(timers.items()):
+                try:
+                    best[i] = min(best.get(i, float("inf")), float(evaluator(*args).results[0]))
+                except Exception as exc:
+                    errors[i] = "run failed: " + _error_text(exc)
+                    del timers[i]
+        return [LocalRunnerFuture(error_message=errors[i]) if i in errors else LocalRunnerFuture(res=[best[i]])
+                for i in range(len(runner_inputs))]
 
 
 def measurement(cross_compiler: str | None, rpc: RpcConfig | None):

@@ -173,3 +173,17 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
         results.append(args[-1].numpy())
     for decisions, result in zip(space[1:], results[1:]):
         np.testing.assert_allclose(result, results[0], rtol=1e-5, atol=1e-5, err_msg=f"decisions {decisions}")
+
+
+@pytest.mark.slow
+def test_later_batches_are_scaled_by_the_default_measured_again(cpu, tmp_path):
+    """10 trials = a batch of 8, then the default again with 2 new candidates: 10 records, none duplicated."""
+    from compilers.tuning import BATCH
+
+    cache = open_tuning_cache(tmp_path)
+    model = conv_relu_model(cin=32, cout=32, size=28)
+    result = tune(to_relax(model)[0], cpu, trials=BATCH + 2, cache=cache, progress=False)
+    assert result.trials == BATCH + 2
+    records = cache.database_for(cpu).get_all_tuning_records()
+    traces = [str(r.trace) for r in records]
+    assert len(records) == BATCH + 2 and len(set(traces)) == len(traces)
