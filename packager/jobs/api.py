@@ -292,8 +292,10 @@ def _start_job(home: Path | str | None, params: dict, register: bool, extensions
     try:
         with store.transaction():
             earlier = _idempotent(store, "StartModelPackagingJob", fingerprinted, "MODEL_PACKAGE_JOB")
-            if earlier is not None:
-                return earlier
+        if earlier is not None:
+            _retry_if_failed(store, params["ProjectName"], earlier["JobName"])
+            return earlier
+        with store.transaction():
             project = _project_or_404(store, params["ProjectName"]).name
             model = _model_or_404(store, project, params["ModelVersion"])
             job_name = params.get("JobName") or _new_job_name()
@@ -318,18 +320,36 @@ def _start_job(home: Path | str | None, params: dict, register: bool, extensions
                 extensions=extensions.to_dict() if extensions is not None else None))
             response = {"JobName": job_name}
             _remember(store, "StartModelPackagingJob", fingerprinted, response)
-        try:
-            pid, pid_start = spawn_worker(store.home, project, job_name)
-        except OSError as exc:
-            with store.transaction():
-                store.update_job(project, job_name, only_if_status=ACTIVE_STATES, status="FAILED", updated=time.time(),
-                                 status_message=f"Could not start the job's worker process: {exc}")
-            return response
-        with store.transaction():
-            store.update_job(project, job_name, only_if_status=ACTIVE_STATES, pid=pid, pid_start=pid_start)
+        _launch_worker(store, project, job_name)
         return response
     finally:
         store.close()
+
+
+def _launch_worker(store: Store, project: str, job_name: str) -> None:
+    try:
+        pid, pid_start = spawn_worker(store.home, project, job_name)
+    except OSError as exc:
+        with store.transaction():
+            store.update_job(project, job_name, only_if_status=ACTIVE_STATES, status="FAILED", updated=time.time(),
+                             status_message=f"Could not start the job's worker process: {exc}")
+        return
+    with store.transaction():
+        store.update_job(project, job_name, only_if_status=ACTIVE_STATES, pid=pid, pid_start=pid_start)
+
+
+def _retry_if_failed(store: Store, project: str, job_name: str) -> None:
+    """The same ClientToken again after a FAILED run (an upload cut off, a registration refused) runs the same job
+    once more; a job still going or already SUCCEEDED is left alone, so the call stays idempotent."""
+    job = store.job(project, job_name)
+    if job is None or liveness.settle(store, job).status != "FAILED":
+        return
+    with store.transaction():
+        restarted = store.update_job(project, job_name, only_if_status=("FAILED",), status="CREATED", updated=time.time(),
+                                     status_message="Retrying with the same ClientToken; waiting for a worker.",
+                                     pid=None, pid_start=None, heartbeat=None, error_type=None, component_arn=None)
+    if restarted:
+        _launch_worker(store, project, job_name)
 
 
 def describe_model_packaging_job(*, home: Path | str | None = None, **params) -> dict:
