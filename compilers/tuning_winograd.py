@@ -36,7 +36,7 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
 
 # Multiply-add equivalents each element of the transformed weights costs per call (transpose, transform,
 # write, read back), measured on Zen 3: the weights are transformed on every call, as they are inputs.
-_KERNEL_TRANSFORM_COST = 70
+_KERNEL_TRANSFORM_COST = 40
 
 
 def tile_size(ci: int, co: int, oh: int, ow: int) -> int | None:
