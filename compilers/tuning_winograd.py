@@ -180,6 +180,12 @@ def schedule_block(sch: s_tir.Schedule, block_rv, name: str) -> bool:
         _schedule_output(sch, block_rv)
     elif name == "winograd_rows":
         pass  # computed inside its consumer
+    elif name == "winograd_input":
+        # NCHW -> HWC: read along rows, write with a stride; gathering across channels instead hits one cache
+        # set again and again when a channel plane is a power-of-two size
+        y, x, c = sch.get_loops(block_rv)
+        sch.reorder(y, c, x)
+        sch.parallel(y)
     else:
         return False
     return True
