@@ -38,7 +38,8 @@ class CompileOptions:
 
     work_dir: Path
     tuning_trials: int = 0
-    tuning_cache_dir: Path | None = None
+    tuning_cache_dir: Path | None = None  # None: $PACKAGER_HOME/tuning
+    tuning_progress: bool = True
     rtol: float = 1e-3
     atol: float = 1e-4
     verify: bool = True

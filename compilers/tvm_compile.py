@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
 from packager.edge import model_runner
-from packager.errors import CompilationError, ModelImportError
+from packager.errors import CompilationError, ModelImportError, ValidationException
 from targets import Target
 
 MANIFEST_FORMAT = "packager-compiled/1"
@@ -67,13 +67,39 @@ def relax_pipeline_for(target: Target, tvm_target, database):
     return schedules.relax_pipeline(target, database)
 
 
+def tuned_database(mod, target: Target, options: CompileOptions):
+    """Tune when asked, then the tuning cache's records for this target: (database or None, trials run, tasks with records).
+
+    The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
+    from compilers.schedules import is_gpu
+    from compilers.tuning import tune
+    from compilers.tuning_cache import open_tuning_cache
+
+    if is_gpu(target):
+        if options.tuning_trials:
+            raise ValidationException(f"tuning-trials: tuning is implemented for CPU targets; {target.name} is a GPU target",
+                                      field="tuning-trials")
+        return None, 0, 0
+    cache = open_tuning_cache(options.tuning_cache_dir)
+    if options.tuning_trials == 0 and not cache.has_records(target):
+        return None, 0, 0
+    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress)
+    applied = sum(1 for task in result.tasks if task.cached or task.trials)
+    return cache.database_for(target), result.trials, applied
+
+
 def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
-    """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model."""
+    """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model.
+
+    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials)."""
     import tvm
 
     require_toolchain(target)
     started = time.perf_counter()
     mod, params = to_relax(imported)
+    trials = applied = 0
+    if database is None:
+        database, trials, applied = tuned_database(mod, target, options)
     tvm_target = tvm.target.Target(target.tvm_target)
     try:
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline_for(target, tvm_target, database))
@@ -116,7 +142,7 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
     return CompiledArtifact(
         model_dir=model_dir, target_name=target.name, device=target.device, library_path=library_path,
         params_path=params_path, manifest_path=manifest_path, compile_seconds=time.perf_counter() - started,
-        tuning_trials=0, tuning_records_applied=0, max_abs_error={},
+        tuning_trials=trials, tuning_records_applied=applied, max_abs_error={},
     )
 
 

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--accelerator", help="with --target-platform: NVIDIA (needs gpu-code, cuda-ver, trt-ver)")
     where.add_argument("--compiler-options", metavar="JSON",
                        help='CompilerOptions, e.g. \'{"mcpu": "cortex-a72"}\' or \'{"gpu-code": "sm_86", "cuda-ver": "11.4", "trt-ver": "8.2.1"}\'')
+    where.add_argument("--tuning-trials", type=int, metavar="N",
+                       help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
+                            "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target")
     device = parser.add_argument_group("device to run, check and time the compiled model on (TVM RPC)")
     device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server (python -m tvm.exec.rpc_server)")
     device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
@@ -87,6 +90,7 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
         check_service_string("ComponentVersion", args.component_version, "--component-version")
     if args.benchmark_runs < 1:
         raise ValidationException("--benchmark-runs must be at least 1", field="--benchmark-runs")
+    _fold_tuning_trials(args)
     target_from_args(args)  # the target flags fail here, named, before anything is recorded
     greengrass = {"ComponentName": args.component_name, **_target_members(args)}
     optional = {"ComponentVersion": args.component_version, "ComponentDescription": args.component_description,
@@ -115,6 +119,33 @@ def _check_shape(shape: str, member: str, value, flag: str) -> None:
         validate_shape(shape, value, member)
     except ValidationException as exc:
         raise ValidationException(f"{flag}: {exc.message}", field=flag) from None
+
+
+def _fold_tuning_trials(args: argparse.Namespace) -> None:
+    """--tuning-trials N is the CompilerOptions key 'tuning-trials', so a build's job records it like an API call would."""
+    import ast
+    import json
+
+    from packager.errors import ValidationException
+
+    if args.tuning_trials is None:
+        return
+    if args.tuning_trials < 0:
+        raise ValidationException(f"--tuning-trials must be 0 or more, got {args.tuning_trials}", field="--tuning-trials")
+    if args.target_device is not None:
+        raise ValidationException("--tuning-trials is not allowed with --target-device (a GPU target)", field="--tuning-trials")
+    options = {}
+    if args.compiler_options:
+        try:
+            options = json.loads(args.compiler_options)
+        except json.JSONDecodeError:
+            try:
+                options = ast.literal_eval(args.compiler_options)
+            except (ValueError, SyntaxError):
+                raise ValidationException("--compiler-options is neither JSON nor a quoted dict", field="--compiler-options") from None
+        if not isinstance(options, dict):
+            raise ValidationException("--compiler-options must be an object", field="--compiler-options")
+    args.compiler_options = json.dumps({**options, "tuning-trials": args.tuning_trials})
 
 
 def _target_members(args: argparse.Namespace) -> dict:

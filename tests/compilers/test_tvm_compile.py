@@ -104,3 +104,26 @@ def test_compiling_twice_gives_identical_library_and_params(compiled_tiny, tmp_p
     assert again.library_path.read_bytes() == artifact.library_path.read_bytes()
     assert again.params_path.read_bytes() == artifact.params_path.read_bytes()
     assert again.manifest_path.read_bytes() == artifact.manifest_path.read_bytes()
+
+
+def test_tuned_build_then_cached_rebuild(tiny_model, tmp_path):
+    """A build with tuning-trials records trials and matches ONNX Runtime; the rebuild applies the cache with 0 trials."""
+    imported = import_model(*tiny_model)
+    cache_dir = tmp_path / "tuning"
+    tuned = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "a", tuning_trials=6,
+                                                                  tuning_cache_dir=cache_dir, tuning_progress=False))
+    assert tuned.tuning_trials > 0 and tuned.tuning_records_applied > 0
+    assert max(verify_on_host(tuned, imported, CompileOptions(work_dir=tmp_path / "a")).values()) <= 1e-4
+    rebuilt = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "b", tuning_cache_dir=cache_dir,
+                                                                    tuning_progress=False))
+    assert rebuilt.tuning_trials == 0
+    assert rebuilt.tuning_records_applied == tuned.tuning_records_applied
+    assert rebuilt.library_path.read_bytes() == tuned.library_path.read_bytes()
+
+
+def test_tuning_a_gpu_target_is_refused(tiny_model, tmp_path):
+    from packager.errors import ValidationException
+
+    imported = import_model(*tiny_model)
+    with pytest.raises(ValidationException, match="tuning-trials"):
+        compile_model(imported, get_target("jetson_xavier"), CompileOptions(work_dir=tmp_path, tuning_trials=4))

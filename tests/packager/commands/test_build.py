@@ -240,3 +240,19 @@ def test_a_pytorch_model_is_registered_as_the_onnx_graph_intake_made(home, tmp_p
     stored_model, stored_spec = _registered_files(home)
     assert stored_model.suffix == ".onnx" and stored_spec.read_bytes() == spec.read_bytes()
     assert stored_model.read_bytes() == import_model(path, spec).onnx_bytes
+
+
+def test_tuning_trials_flag_becomes_the_compiler_option(tmp_path):
+    import json
+
+    from packager.cli import build_parser
+    from packager.commands import build
+    from packager.errors import ValidationException
+
+    parser = build_parser((build.COMMAND,))
+    args = parser.parse_args(["build", "--tuning-trials", "32", "--compiler-options", "{'mcpu': 'znver3'}"])
+    build._fold_tuning_trials(args)
+    assert json.loads(args.compiler_options) == {"mcpu": "znver3", "tuning-trials": 32}
+    for bad in (["--tuning-trials", "-1"], ["--tuning-trials", "8", "--target-device", "jetson_xavier"]):
+        with pytest.raises(ValidationException, match="--tuning-trials"):
+            build._fold_tuning_trials(parser.parse_args(["build", *bad]))
