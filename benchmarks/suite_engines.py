@@ -88,8 +88,9 @@ def max_abs_errors(engine: Engine, reference: list[np.ndarray], x: np.ndarray) -
 
 
 # Every engine's idle workers spin for a while before they sleep (TVM, ORT and OpenMP alike); on a machine with as many
-# cores as threads, a spinning neighbour halves the next engine's speed, so each block starts after a pause.
-IDLE_GAP_S = 0.15
+# cores as threads, a spinning neighbour halves the next engine's speed, so each block starts after a pause. TVM's pool
+# spins longest: measured here, ONNX Runtime right after TVM ran 2.5x slower with a 0.15 s pause and normally with 0.5 s.
+IDLE_GAP_S = 0.5
 
 
 def sample(engines: list[Engine], x: np.ndarray, rounds: int, calls_per_round: int, warmup: int = 3) -> None:
