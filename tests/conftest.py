@@ -54,6 +54,32 @@ def tiny_spec_dict(size: int = 64) -> dict:
     }
 
 
+def tiny_torch_net():
+    """A one-conv reconstruction net returning (score, anomaly_map), the shapes tiny_spec_dict() names."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            m = ((self.conv(x) - x) ** 2).mean(1, keepdim=True)
+            return m.amax(dim=(1, 2, 3)), m
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def save_tiny_exported_program(path: Path, size: int = 64):
+    """tiny_torch_net() as a torch.export program file (.pt2); returns the net."""
+    import torch
+
+    net = tiny_torch_net()
+    torch.export.save(torch.export.export(net, (torch.rand(1, 3, size, size),)), str(path))
+    return net
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
     """(model.onnx, spec.json) of a small untrained autoencoder: fast to compile, real ops."""

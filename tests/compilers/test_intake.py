@@ -149,21 +149,10 @@ def test_spec_round_trips_through_json():
 
 def test_pytorch_exported_program(tmp_path):
     torch = pytest.importorskip("torch")
+    from tests.conftest import save_tiny_exported_program
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-        def forward(self, x):
-            m = ((self.conv(x) - x) ** 2).mean(1, keepdim=True)
-            return m.amax(dim=(1, 2, 3)), m
-
-    torch.manual_seed(0)
-    net = Net().eval()
-    program = torch.export.export(net, (torch.rand(1, 3, 64, 64),))
     path = tmp_path / "net.pt2"
-    torch.export.save(program, str(path))
+    net = save_tiny_exported_program(path)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict()))
     imported = import_model(path, spec)

@@ -217,23 +217,11 @@ def test_a_spec_read_from_anomalib_metadata_is_registered_spelled_out(home, tmp_
 
 @pytest.mark.slow
 def test_a_pytorch_model_is_registered_as_the_onnx_graph_intake_made(home, tmp_path, monkeypatch):
-    import torch
-
     from compilers.intake import import_model
-    from tests.conftest import tiny_spec_dict
+    from tests.conftest import save_tiny_exported_program, tiny_spec_dict
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-        def forward(self, x):
-            m = ((self.conv(x) - x) ** 2).mean(1, keepdim=True)
-            return m.amax(dim=(1, 2, 3)), m
-
-    torch.manual_seed(0)
     path = tmp_path / "net.pt2"
-    torch.export.save(torch.export.export(Net().eval(), (torch.rand(1, 3, 64, 64),)), str(path))
+    save_tiny_exported_program(path)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict()))
     _build_without_waiting(monkeypatch, home, "--model", str(path), "--model-spec", str(spec), "--output", str(tmp_path / "gg"))
