@@ -68,20 +68,68 @@ def upsample(scores: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows @ np.asarray(scores, np.float32) @ cols.T
 
 
+def _reach(hot: np.ndarray, matrix: np.ndarray) -> tuple[slice, slice] | None:
+    """Along one axis: the output span that hot source pixels reach, and the source span that output reads.
+
+    A bilinear output pixel is a weighted mean of its sources, so it can exceed the threshold only where a source
+    with non-zero weight does; everything outside the span is background.
+    """
+    reached = np.flatnonzero(matrix[:, hot].any(axis=1))
+    if reached.size == 0:
+        return None
+    out = slice(int(reached[0]), int(reached[-1]) + 1)
+    read = np.flatnonzero(matrix[out].any(axis=0))
+    return out, slice(int(read[0]), int(read[-1]) + 1)
+
+
+def _labels_in_box(scores: np.ndarray, pixel_threshold: float, per_class: bool, height: int,
+                   width: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The box of the output that can hold anomalous pixels, and the uint8 labels inside it; None if there is none."""
+    hot = scores > pixel_threshold
+    if per_class:
+        hot = hot.any(axis=0)
+    rows = _reach(hot.any(axis=1), _interpolation_matrix(hot.shape[0], height))
+    cols = _reach(hot.any(axis=0), _interpolation_matrix(hot.shape[1], width))
+    if rows is None or cols is None:
+        return None
+    (out_y, src_y), (out_x, src_x) = rows, cols
+    row_weights = _interpolation_matrix(hot.shape[0], height)[out_y, src_y]
+    col_weights = _interpolation_matrix(hot.shape[1], width)[out_x, src_x].T
+
+    def upsampled(channel: np.ndarray) -> np.ndarray:
+        return row_weights @ channel[src_y, src_x] @ col_weights
+
+    if not per_class:
+        return (out_y, out_x), (upsampled(scores) > pixel_threshold).view(np.uint8)
+    stacked = np.stack([upsampled(channel) for channel in scores], axis=-1)
+    strongest = stacked.argmax(axis=-1)
+    peak = np.take_along_axis(stacked, strongest[..., None], axis=-1)[..., 0]
+    return (out_y, out_x), np.where(peak > pixel_threshold, strongest + 1, 0).astype(np.uint8)
+
+
 def labels_for(anomaly_map: np.ndarray, pixel_threshold: float, n_classes: int, height: int, width: int) -> np.ndarray:
     """uint8 HxW labels: 0 where every class is at or below the pixel threshold, else 1 + the strongest class.
 
     A single-channel map belongs to the first class; a map with one channel per class is split by argmax.
+    Only the box that pixels above the threshold can reach is interpolated.
     """
+    scores, per_class = _class_scores(anomaly_map, n_classes)
+    labels = np.zeros((height, width), np.uint8)
+    found = _labels_in_box(scores, pixel_threshold, per_class, height, width)
+    if found is not None:
+        box, inside = found
+        labels[box] = inside
+    return labels
+
+
+def _class_scores(anomaly_map: np.ndarray, n_classes: int) -> tuple[np.ndarray, bool]:
+    """float32 scores, and whether they hold one channel per class; channels that are not classes: the strongest."""
     scores = np.asarray(anomaly_map, np.float32)
     if scores.ndim == 3 and scores.shape[0] == n_classes and n_classes > 1:
-        upsampled = np.stack([upsample(channel, height, width) for channel in scores], axis=-1)
-        strongest = upsampled.argmax(axis=-1)
-        peak = np.take_along_axis(upsampled, strongest[..., None], axis=-1)[..., 0]
-        return np.where(peak > pixel_threshold, strongest + 1, 0).astype(np.uint8)
-    if scores.ndim == 3:  # channels that are not classes: the strongest one decides
+        return scores, True
+    if scores.ndim == 3:
         scores = scores.max(axis=0)
-    return (upsample(scores, height, width) > pixel_threshold).view(np.uint8)
+    return scores, False
 
 
 @lru_cache(maxsize=8)
@@ -93,16 +141,15 @@ def _background(palette: MaskPalette, height: int, width: int) -> np.ndarray:
 
 
 def render(anomaly_map: np.ndarray, pixel_threshold: float, palette: MaskPalette, height: int, width: int) -> AnomalyMask:
-    scores = np.asarray(anomaly_map, np.float32)
     n = len(palette.classes)
-    if scores.max() <= pixel_threshold:  # bilinear interpolation never exceeds its inputs: nothing to paint
+    scores, per_class = _class_scores(anomaly_map, n - 1)
+    found = _labels_in_box(scores, pixel_threshold, per_class, height, width)
+    if found is None:  # nothing above the threshold: nothing to paint
         return AnomalyMask(pixels=_background(palette, height, width), area_fractions=(1.0,) + (0.0,) * (n - 1),
                            palette=palette)
-    labels = labels_for(scores, pixel_threshold, n - 1, height, width)
-    if n == 2:
-        painted = np.count_nonzero(labels)
-        counts = (labels.size - painted, painted)
-    else:
-        counts = np.bincount(labels.ravel(), minlength=n)[:n]
-    fractions = tuple(float(c) / labels.size for c in counts)
-    return AnomalyMask(pixels=np.take(palette.lookup_table(), labels, axis=0), area_fractions=fractions, palette=palette)
+    box, inside = found
+    counts = np.bincount(inside.ravel(), minlength=n)[:n]
+    counts[0] += height * width - inside.size  # the background outside the box
+    pixels = _background(palette, height, width).copy()
+    pixels[box] = np.take(palette.lookup_table(), inside, axis=0)
+    return AnomalyMask(pixels=pixels, area_fractions=tuple(float(c) / (height * width) for c in counts), palette=palette)

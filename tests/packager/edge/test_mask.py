@@ -50,3 +50,31 @@ def test_nothing_above_the_threshold_is_all_background():
     assert mask.area_fractions == (1.0, 0.0, 0.0)
     assert mask.pixels.shape == (64, 80, 3) and np.all(mask.pixels == (0, 0, 255))
     assert not mask.pixels.flags.writeable  # shared between calls, so nobody may paint on it
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_painting_only_the_hot_box_matches_thresholding_the_whole_upsampled_map(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.random((32, 40), dtype=np.float32) * 0.4
+    top, left = rng.integers(0, 28), rng.integers(0, 36)
+    scores[top:top + rng.integers(1, 5), left:left + rng.integers(1, 5)] = 0.9  # one small defect
+    height, width = int(rng.integers(64, 300)), int(rng.integers(64, 300))
+    mask = render(scores, 0.5, MaskPalette.from_spec(TWO_CLASSES), height, width)
+    whole = upsample(scores, height, width) > 0.5
+    assert 0 < whole.sum() < whole.size / 4
+    np.testing.assert_array_equal(np.all(mask.pixels == (255, 0, 0), axis=-1), whole)
+    assert mask.area_fractions == pytest.approx((1 - whole.mean(), whole.mean(), 0.0))
+
+
+def test_per_class_box_matches_the_argmax_of_the_whole_upsampled_maps():
+    rng = np.random.default_rng(7)
+    scores = rng.random((2, 24, 24), dtype=np.float32) * 0.3
+    scores[0, 2:6, 3:8] = 0.8
+    scores[1, 15:20, 10:22] = 0.7
+    scores[1, 4:6, 6:9] = 0.95  # overlaps the first class, and wins there
+    mask = render(scores, 0.5, MaskPalette.from_spec(TWO_CLASSES), 96, 120)
+    whole = np.stack([upsample(channel, 96, 120) for channel in scores])
+    expected = np.where(whole.max(axis=0) > 0.5, whole.argmax(axis=0) + 1, 0)
+    lut = MaskPalette.from_spec(TWO_CLASSES).lookup_table()
+    np.testing.assert_array_equal(mask.pixels, lut[expected])
+    assert mask.area_fractions == pytest.approx(tuple(np.bincount(expected.ravel(), minlength=3) / expected.size))
