@@ -9,6 +9,8 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 
 MIN_SIDE = 64
 MAX_SIDE = 4096
+MAX_MESSAGE_BYTES = MAX_SIDE * MAX_SIDE * 3 + (1 << 20)  # a 4096x4096 bitmap inline, plus headroom
 SHM_ROOT = Path("/dev/shm")
 _SHM_NAME = re.compile(r"/?([A-Za-z0-9._-]{1,250})")
 
@@ -54,9 +57,54 @@ def _segment_path(name: str, field: str) -> Path:
     return SHM_ROOT / match.group(1)
 
 
-@contextmanager
-def _mapped(region: SharedRegion, nbytes: int, field: str, writable: bool):
-    path = _segment_path(region.name, field)
+class _OpenSegments:
+    """Segments stay mapped between calls, as a client reuses its segments frame after frame and opening and
+    mapping one costs about 0.1 ms. A segment that was unlinked and created again, or resized, is mapped afresh.
+
+    Copies in and out happen under one lock, so no mapping is closed while another thread copies through it.
+    """
+
+    def __init__(self, capacity: int = 16):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._mapped: OrderedDict[tuple[Path, bool], tuple[tuple[int, int, int], mmap.mmap]] = OrderedDict()
+
+    @contextmanager
+    def mapped(self, region: SharedRegion, nbytes: int, field: str, writable: bool):
+        path = _segment_path(region.name, field)
+        with self._lock:
+            view = self._view(path, region, field, writable)
+            if region.offset + nbytes > len(view):
+                raise InvalidBitmap(f"{field}: offset {region.offset} + {nbytes} bytes runs past the end of the "
+                                    f"{len(view)}-byte segment {region.name!r}")
+            yield view
+
+    def _view(self, path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
+        key = (path, writable)
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            self._forget(key)
+            raise InvalidBitmap(f"{field}.name {region.name!r}: no such shared memory segment") from None
+        identity = (found.st_dev, found.st_ino, found.st_size)
+        cached = self._mapped.get(key)
+        if cached is not None and cached[0] == identity:
+            self._mapped.move_to_end(key)
+            return cached[1]
+        self._forget(key)
+        view = _map(path, region, field, writable)
+        self._mapped[key] = (identity, view)
+        while len(self._mapped) > self.capacity:
+            self._mapped.popitem(last=False)[1][1].close()
+        return view
+
+    def _forget(self, key: tuple[Path, bool]) -> None:
+        cached = self._mapped.pop(key, None)
+        if cached is not None:
+            cached[1].close()
+
+
+def _map(path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
     try:
         fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     except FileNotFoundError:
@@ -64,14 +112,15 @@ def _mapped(region: SharedRegion, nbytes: int, field: str, writable: bool):
     except PermissionError:
         raise InvalidBitmap(f"{field}.name {region.name!r}: the agent may not {'write' if writable else 'read'} it") from None
     try:
-        segment_size = os.fstat(fd).st_size
-        if region.offset + nbytes > segment_size:
-            raise InvalidBitmap(f"{field}: offset {region.offset} + {nbytes} bytes runs past the end of the "
-                                f"{segment_size}-byte segment {region.name!r}")
-        with mmap.mmap(fd, segment_size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ) as view:
-            yield view
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise InvalidBitmap(f"{field}.name {region.name!r}: the segment is empty")
+        return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
     finally:
-        os.close(fd)
+        os.close(fd)  # the mapping stays valid without it
+
+
+_segments = _OpenSegments()
 
 
 def from_shared_memory(region: SharedRegion, width: int, height: int) -> np.ndarray:
@@ -80,7 +129,7 @@ def from_shared_memory(region: SharedRegion, width: int, height: int) -> np.ndar
     expected = check_size(width, height)
     if region.size != expected:
         raise InvalidBitmap(f"{field}.size is {region.size}; a {width}x{height} RGB888 bitmap has {expected} bytes")
-    with _mapped(region, expected, field, writable=False) as view:
+    with _segments.mapped(region, expected, field, writable=False) as view:
         data = view[region.offset:region.offset + expected]  # a copy: no buffer export outlives the mapping
     return np.frombuffer(data, np.uint8).reshape(height, width, 3)
 
@@ -91,7 +140,7 @@ def to_shared_memory(region: SharedRegion, pixels: np.ndarray) -> int:
     nbytes = pixels.size
     if region.size < nbytes:
         raise InvalidBitmap(f"{field}.size is {region.size}; the {pixels.shape[1]}x{pixels.shape[0]} mask needs {nbytes} bytes")
-    with _mapped(region, nbytes, field, writable=True) as view:
+    with _segments.mapped(region, nbytes, field, writable=True) as view:
         view[region.offset:region.offset + nbytes] = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
     return nbytes
 
@@ -102,5 +151,5 @@ def check_mask_region(region: SharedRegion, width: int, height: int) -> None:
     needed = width * height * 3
     if region.size < needed:
         raise InvalidBitmap(f"{field}.size is {region.size}; the {width}x{height} mask needs {needed} bytes")
-    with _mapped(region, needed, field, writable=True):
+    with _segments.mapped(region, needed, field, writable=True):
         pass

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -57,3 +58,45 @@ def test_shared_memory_refusals(segment):
     with pytest.raises(InvalidBitmap, match="mask needs"):
         bitmaps.check_mask_region(SharedRegion(segment.name, size - 1, 0), 128, 64)
     bitmaps.check_mask_region(SharedRegion(segment.name, size, 100), 128, 64)
+
+
+def _fill(name: str, size: int, value: int) -> shared_memory.SharedMemory:
+    shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+    shm.buf[:size] = bytes([value]) * size
+    return shm
+
+
+def test_a_segment_created_again_under_the_same_name_is_read_afresh():
+    name, size = f"edge-test-{uuid.uuid4().hex[:12]}", 64 * 64 * 3
+    first = _fill(name, size, 7)
+    assert bitmaps.from_shared_memory(SharedRegion(name, size, 0), 64, 64)[0, 0, 0] == 7  # now kept mapped
+    first.close()
+    first.unlink()
+    with pytest.raises(InvalidBitmap, match="no such shared memory segment"):
+        bitmaps.from_shared_memory(SharedRegion(name, size, 0), 64, 64)
+    second = _fill(name, size + 3, 9)  # same name, another segment, another size
+    try:
+        assert bitmaps.from_shared_memory(SharedRegion(name, size, 3), 64, 64)[0, 0, 0] == 9
+    finally:
+        second.close()
+        second.unlink()
+
+
+def test_mappings_kept_between_calls_are_bounded_and_each_sees_its_own_segment():
+    segments = [_fill(f"edge-test-{uuid.uuid4().hex[:12]}", 64 * 64 * 3, i) for i in range(bitmaps._segments.capacity + 4)]
+    try:
+        for _ in range(2):
+            for i, shm in enumerate(segments):
+                assert bitmaps.from_shared_memory(SharedRegion(shm.name, 64 * 64 * 3, 0), 64, 64)[5, 5, 2] == i
+        assert len(bitmaps._segments._mapped) == bitmaps._segments.capacity
+    finally:
+        for shm in segments:
+            shm.close()
+            shm.unlink()
+
+
+def test_writing_the_mask_twice_through_the_kept_mapping_reaches_the_client(segment):
+    for value in (3, 4):
+        mask = np.full((64, 128, 3), value, np.uint8)
+        bitmaps.to_shared_memory(SharedRegion(segment.name, mask.size, 0), mask)
+        assert bytes(segment.buf[:mask.size]) == mask.tobytes()
