@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
 
     from packager.benchmark import set_tvm_threads
-    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+    from packager.edge import client, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
     from packager.edge.model_runner import AnomalyDetector
 
     threads = args.threads
@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         agent = start_agent(scratch / "registry", address, threads)
         try:
             source.buf[:first.size] = first.tobytes()
-            channel = grpc.insecure_channel(address)
-            grpc.channel_ready_future(channel).result(timeout=60)
-            stub = pb_grpc.EdgeAgentStub(channel)
+            # As Lookout's client apps open it, and as lookout_edge.client recommends (HTTP/2 flow-control options).
+            plain, tuned = grpc.insecure_channel(address), client.channel(address)
+            grpc.channel_ready_future(plain).result(timeout=60)
+            stub, tuned_stub = pb_grpc.EdgeAgentStub(plain), pb_grpc.EdgeAgentStub(tuned)
             stub.StartModel(pb.StartModelRequest(model_component="bench.Model"))
             while stub.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description.status != pb.RUNNING:
                 time.sleep(0.05)
@@ -185,20 +186,23 @@ def main(argv: list[str] | None = None) -> int:
                 inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
                     width=args.size, height=args.size, byte_data=image.tobytes()))
                 calls[f"raw inference, {label} (in process)"] = lambda image=image: detector.detect(image)
-                calls[f"DetectAnomalies, {label}, bytes in message"] = lambda inline=inline: stub.DetectAnomalies(inline)
+                calls[f"DetectAnomalies, {label}, bytes in message, plain channel"] = lambda inline=inline: stub.DetectAnomalies(inline)
+                calls[f"DetectAnomalies, {label}, bytes in message, lookout_edge.client channel"] = (
+                    lambda inline=inline: tuned_stub.DetectAnomalies(inline))
             first_label = next(iter(images))
             shared = pb.DetectAnomaliesRequest(
                 model_component="bench.Model",
                 bitmap=pb.Bitmap(width=args.size, height=args.size,
                                  shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=first.size)),
                 anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=first.size)))
-            calls[f"DetectAnomalies, {first_label}, shared memory"] = lambda: stub.DetectAnomalies(shared)
+            calls[f"DetectAnomalies, {first_label}, shared memory, plain channel"] = lambda: stub.DetectAnomalies(shared)
             # The transport alone: the same bytes, refused before any work (width 63 is out of range).
             refused = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
                 width=63, height=args.size, byte_data=first.tobytes()))
             calls["gRPC round trip only (request refused at once)"] = lambda: refused_call(stub, refused)
             samples = measure(calls, args.runs, args.rounds or args.runs, warmup=20)
-            channel.close()
+            plain.close()
+            tuned.close()
         finally:
             agent.terminate()
             agent.wait(timeout=30)

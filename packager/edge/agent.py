@@ -10,6 +10,7 @@ queue grows without bound.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import logging
 import signal
@@ -23,14 +24,13 @@ from pathlib import Path
 import grpc
 
 from . import bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from .client import DEFAULT_SOCKET, FLOW_CONTROL_OPTIONS
 from .mask import render, MaskPalette
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import postprocess, preprocess
 
-DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
 DEFAULT_MAX_IN_FLIGHT = 32
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
-MAX_MESSAGE_BYTES = bitmaps.MAX_SIDE * bitmaps.MAX_SIDE * 3 + (1 << 20)  # a 4096x4096 bitmap inline, plus headroom
 log = logging.getLogger("lookout_edge.agent")
 
 
@@ -122,19 +122,22 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         result = postprocess(outputs, spec)
         mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
                       height, width)
-        mask_bitmap = pb.Bitmap(width=width, height=height)
+        # Filled in place: building submessages and passing them in would copy the mask once more.
+        response = pb.DetectAnomaliesResponse()
+        found = response.detect_anomaly_result
+        found.is_anomalous, found.confidence = result.is_anomalous, result.confidence
+        found.anomaly_score, found.anomaly_threshold = result.score, result.threshold
+        found.anomaly_mask.width, found.anomaly_mask.height = width, height
         if mask_region is not None:
             written = bitmaps.to_shared_memory(mask_region, mask.pixels)
-            mask_bitmap.shared_memory_handle.CopyFrom(
-                pb.SharedMemoryHandle(name=mask_region.name, size=written, offset=mask_region.offset))
+            handle = found.anomaly_mask.shared_memory_handle
+            handle.name, handle.size, handle.offset = mask_region.name, written, mask_region.offset
         else:
-            mask_bitmap.byte_data = mask.pixels.tobytes()
-        anomalies = [pb.Anomaly(name=c.name, pixel_anomaly=pb.PixelAnomaly(total_percentage_area=area,
-                                                                           hex_color=c.hex_color.upper()))
-                     for c, area in zip(mask.palette.classes, mask.area_fractions)]
-        return pb.DetectAnomaliesResponse(detect_anomaly_result=pb.DetectAnomalyResult(
-            is_anomalous=result.is_anomalous, confidence=result.confidence, anomaly_mask=mask_bitmap,
-            anomalies=anomalies, anomaly_score=result.score, anomaly_threshold=result.threshold))
+            found.anomaly_mask.byte_data = mask.pixels.tobytes()
+        for mask_class, area in zip(mask.palette.classes, mask.area_fractions):
+            anomaly = found.anomalies.add(name=mask_class.name)
+            anomaly.pixel_anomaly.total_percentage_area, anomaly.pixel_anomaly.hex_color = area, mask_class.hex_color.upper()
+        return response
 
     @_rpc
     def StartModel(self, request, context):
@@ -190,8 +193,9 @@ def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLI
     workers = max_in_flight + CONTROL_WORKERS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-agent"),
                          maximum_concurrent_rpcs=workers,
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                         options=[*FLOW_CONTROL_OPTIONS,  # the same fixed window for the bitmaps clients send
+                                  ("grpc.max_receive_message_length", bitmaps.MAX_MESSAGE_BYTES),
+                                  ("grpc.max_send_message_length", bitmaps.MAX_MESSAGE_BYTES)])
     pb_grpc.add_EdgeAgentServicer_to_server(EdgeAgentServicer(host, max_in_flight), server)
     try:
         bound = server.add_insecure_port(address)
@@ -201,6 +205,28 @@ def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLI
         raise AgentStartError(f"cannot listen on {address}")
     server.start()
     return server
+
+
+# glibc mallopt parameters, and the values the agent sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+KEEP_FREED_BYTES, MMAP_ABOVE_BYTES, MALLOC_ARENAS = 32 << 20, 16 << 20, 4
+
+
+def _keep_freed_memory() -> None:
+    """Reuse freed buffers instead of handing them back to the kernel after every detection.
+
+    By default glibc returns a thread heap's free top once it exceeds twice the largest recent block, so each
+    detection's megabyte-sized arrays arrived as fresh zeroed pages: preprocessing a 224x224 image took 1.7 ms
+    in the agent against 0.8 ms in a one-thread process. Up to 32 MiB per arena, in 4 arenas, is kept instead.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # no C library that exposes mallopt (not Linux): nothing to tune
+    for parameter, value in ((M_TRIM_THRESHOLD, KEEP_FREED_BYTES), (M_MMAP_THRESHOLD, MMAP_ABOVE_BYTES),
+                             (M_ARENA_MAX, MALLOC_ARENAS)):
+        if mallopt(parameter, value) != 1:
+            log.warning("mallopt(%d, %d) was refused; freed memory goes back to the kernel", parameter, value)
 
 
 def _preload_runtime() -> None:
@@ -220,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
+    _keep_freed_memory()
     host = ModelHost(args.registry)
     try:
         server = serve(args.socket, host, args.max_in_flight)

@@ -48,14 +48,24 @@ class AnomalyMask:
 
 
 @lru_cache(maxsize=64)
-def _interpolation_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) weights of half-pixel-centre bilinear interpolation along one axis, as model_runner.resize_bilinear."""
+def _source_pairs(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-pixel-centre bilinear interpolation along one axis, as model_runner.resize_bilinear: for each output
+    pixel, the two source pixels it falls between and the weight of the second."""
     pos = np.clip((np.arange(dst, dtype=np.float64) + 0.5) * src / dst - 0.5, 0, src - 1)
     low = np.floor(pos).astype(np.int64)
-    weight = pos - low
+    pairs = (low, np.minimum(low + 1, src - 1), pos - low)
+    for array in pairs:
+        array.setflags(write=False)
+    return pairs
+
+
+@lru_cache(maxsize=64)
+def _interpolation_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) weights of the same interpolation, so that a resize is a matrix product."""
+    low, high, weight = _source_pairs(src, dst)
     matrix = np.zeros((dst, src), np.float64)
     np.add.at(matrix, (np.arange(dst), low), 1 - weight)
-    np.add.at(matrix, (np.arange(dst), np.minimum(low + 1, src - 1)), weight)
+    np.add.at(matrix, (np.arange(dst), high), weight)
     matrix = matrix.astype(np.float32)
     matrix.setflags(write=False)
     return matrix
@@ -68,18 +78,18 @@ def upsample(scores: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows @ np.asarray(scores, np.float32) @ cols.T
 
 
-def _reach(hot: np.ndarray, matrix: np.ndarray) -> tuple[slice, slice] | None:
+def _reach(hot: np.ndarray, dst: int) -> tuple[slice, slice] | None:
     """Along one axis: the output span that hot source pixels reach, and the source span that output reads.
 
-    A bilinear output pixel is a weighted mean of its sources, so it can exceed the threshold only where a source
-    with non-zero weight does; everything outside the span is background.
+    A bilinear output pixel is a weighted mean of its two sources, so it can exceed the threshold only where one
+    of them does; everything outside the span is background.
     """
-    reached = np.flatnonzero(matrix[:, hot].any(axis=1))
+    low, high, _ = _source_pairs(hot.size, dst)
+    reached = np.flatnonzero(hot[low] | hot[high])
     if reached.size == 0:
         return None
-    out = slice(int(reached[0]), int(reached[-1]) + 1)
-    read = np.flatnonzero(matrix[out].any(axis=0))
-    return out, slice(int(read[0]), int(read[-1]) + 1)
+    first, last = int(reached[0]), int(reached[-1])
+    return slice(first, last + 1), slice(int(low[first]), int(high[last]) + 1)
 
 
 def _labels_in_box(scores: np.ndarray, pixel_threshold: float, per_class: bool, height: int,
@@ -88,8 +98,8 @@ def _labels_in_box(scores: np.ndarray, pixel_threshold: float, per_class: bool, 
     hot = scores > pixel_threshold
     if per_class:
         hot = hot.any(axis=0)
-    rows = _reach(hot.any(axis=1), _interpolation_matrix(hot.shape[0], height))
-    cols = _reach(hot.any(axis=0), _interpolation_matrix(hot.shape[1], width))
+    rows = _reach(hot.any(axis=1), height)
+    cols = _reach(hot.any(axis=0), width)
     if rows is None or cols is None:
         return None
     (out_y, src_y), (out_x, src_x) = rows, cols

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,15 @@ class CompiledModel:
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 
 
+@lru_cache(maxsize=64)
 def _axis_weights(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights along one axis; cached, as a camera sends the same size every frame."""
     pos = np.clip((np.arange(dst, dtype=np.float32) + 0.5) * src / dst - 0.5, 0, src - 1)
     low = np.floor(pos).astype(np.int64)
-    return low, np.minimum(low + 1, src - 1), (pos - low).astype(np.float32)
+    weights = (low, np.minimum(low + 1, src - 1), (pos - low).astype(np.float32))
+    for array in weights:
+        array.setflags(write=False)
+    return weights
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -252,3 +252,15 @@ def test_sixteen_concurrent_clients_for_ten_seconds(running_agent):
         thread.join()
     assert errors == []
     assert all(count > 0 for count in counts), counts
+
+
+def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_agent):
+    from packager.edge import client, edge_agent_pb2_grpc as pb_grpc
+
+    image = defective_image(1200, 1600)  # its mask is 5.8 MB inline; gRPC clients accept 4 MB by default
+    request = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image))
+    assert rpc_error(running_agent.stub.DetectAnomalies, request).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with client.channel(running_agent.address) as channel:
+        result = pb_grpc.EdgeAgentStub(channel).DetectAnomalies(request).detect_anomaly_result
+    assert result.is_anomalous is True
+    assert len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
