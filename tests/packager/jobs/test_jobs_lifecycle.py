@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from packager.edge import AGENT_VERSION
 from packager.jobs import api
 from packager.jobs import worker as worker_module
 
@@ -179,8 +180,8 @@ def test_job_runs_to_succeeded_and_uploads(home, project, s3_server):
     assert job["ModelPackagingOutputDetails"]["Greengrass"] == {"ComponentName": "com.example.Tiny", "ComponentVersion": "1.0.0"}
     keys = _s3_keys(s3_server)
     assert sorted(keys) == ["models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml",
-                            "models/edgepackager.lookoutvision.EdgeAgent/1.0.0/edge_agent.zip",
-                            "models/edgepackager.lookoutvision.EdgeAgent/1.0.0/recipe.yaml"], keys
+                            f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/edge_agent.zip",
+                            f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/recipe.yaml"], keys
     build = home / "jobs" / "p" / name / "greengrass-build"
     assert (build / "recipes").is_dir()
 
@@ -216,10 +217,10 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     arn = "arn:aws:greengrass:us-east-1:123456789012:components:com.example.Tiny:versions:1.0.0"
     greengrass = boto3.client("greengrassv2", region_name="us-east-1")
     stub = Stubber(greengrass)
-    agent_arn = "arn:aws:greengrass:us-east-1:123456789012:components:edgepackager.lookoutvision.EdgeAgent:versions:1.0.0"
+    agent_arn = f"arn:aws:greengrass:us-east-1:123456789012:components:edgepackager.lookoutvision.EdgeAgent:versions:{AGENT_VERSION}"
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
     stub.add_response("create_component_version", {"arn": agent_arn, "componentName": "edgepackager.lookoutvision.EdgeAgent",
-                                                   "componentVersion": "1.0.0", "creationTimestamp": time.time(),
+                                                   "componentVersion": AGENT_VERSION, "creationTimestamp": time.time(),
                                                    "status": {"componentState": "DEPLOYABLE"}},
                       {"inlineRecipe": ANY, "tags": {"team": "vision"}})
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})

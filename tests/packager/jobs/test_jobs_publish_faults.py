@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from packager.edge import AGENT_VERSION
 from packager.jobs import api
 from packager.jobs import worker as worker_module
 from tests.packager.jobs.support import gg_config, hold_worker_slot, home, wait_until  # noqa: F401  (fixture)
@@ -48,8 +49,8 @@ def _run_in_process(home, name, clients):
     return worker_module.run_job(home, "p", name, clients=clients)
 
 
-def _created(name: str, arn: str) -> dict:
-    return {"arn": arn, "componentName": name, "componentVersion": "1.0.0", "creationTimestamp": time.time(),
+def _created(name: str, arn: str, version: str = "1.0.0") -> dict:
+    return {"arn": arn, "componentName": name, "componentVersion": version, "creationTimestamp": time.time(),
             "status": {"componentState": "DEPLOYABLE"}}
 
 
@@ -78,7 +79,8 @@ def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(
         wait_until(lambda: api.describe_model_packaging_job(ProjectName="p", JobName=name))
     stub = Stubber(greengrass)
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})  # the agent's pre-check
-    stub.add_response("create_component_version", _created(AGENT, f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:1.0.0"),
+    stub.add_response("create_component_version", _created(AGENT, f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}",
+                                                        AGENT_VERSION),
                       {"inlineRecipe": ANY, "tags": {"line": "3"}})
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})  # the model's pre-check
     with stub:
@@ -98,14 +100,14 @@ def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(
         assert api.describe_model_packaging_job(ProjectName="p", JobName=name)["ModelPackagingDescription"]["Status"] == "CREATED"
     model_arn = "arn:aws:greengrass:us-east-1:1:components:com.example.Tiny:versions:1.0.0"
     agent_component = {"arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}", "componentName": AGENT,
-                       "latestVersion": {"arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:1.0.0",
-                                         "componentVersion": "1.0.0"}}
+                       "latestVersion": {"arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}",
+                                         "componentVersion": AGENT_VERSION}}
     stub = Stubber(greengrass)
     stub.add_response("list_components", {"components": [agent_component]}, {"scope": "PRIVATE"})
     stub.add_response("describe_component", {"arn": agent_component["latestVersion"]["arn"], "componentName": AGENT,
-                                             "componentVersion": "1.0.0", "creationTimestamp": time.time(),
+                                             "componentVersion": AGENT_VERSION, "creationTimestamp": time.time(),
                                              "status": {"componentState": "DEPLOYABLE"}}, {"arn": ANY})
-    agent_recipe = (home / "jobs" / "p" / name / "greengrass-build" / "recipes" / f"{AGENT}-1.0.0.yaml").read_bytes()
+    agent_recipe = (home / "jobs" / "p" / name / "greengrass-build" / "recipes" / f"{AGENT}-{AGENT_VERSION}.yaml").read_bytes()
     stub.add_response("get_component", {"recipeOutputFormat": "YAML", "recipe": agent_recipe}, {"arn": ANY, "recipeOutputFormat": "YAML"})
     stub.add_response("list_components", {"components": [agent_component]}, {"scope": "PRIVATE"})
     stub.add_response("create_component_version", _created("com.example.Tiny", model_arn), {"inlineRecipe": ANY, "tags": {"line": "3"}})

@@ -1,0 +1,33 @@
+"""A published component version is immutable, so the Edge Agent's files may change only under a new AGENT_VERSION."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from packager.bundle import agent_archive_entries, agent_lifecycle
+from packager.edge import AGENT_VERSION
+from targets import get_target
+
+# AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
+RELEASED = {
+    "1.1.0": "7fa3197d3d879e291739aa9968235729172adc5f1b59fa34ac15fe19da97bcbc",
+}
+
+
+def agent_fingerprint() -> str:
+    """The agent's archive entries and lifecycle, for the CPU flavour and a CUDA one; ZIP compression left out."""
+    digest = hashlib.sha256()
+    for target in (get_target("LINUX/X86_64"), get_target("jetson_xavier")):
+        for name, data in agent_archive_entries(target):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        digest.update(json.dumps(agent_lifecycle(target), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def test_the_agents_files_change_only_with_its_version():
+    fingerprint = agent_fingerprint()
+    assert AGENT_VERSION in RELEASED, f"record AGENT_VERSION {AGENT_VERSION} in RELEASED with fingerprint {fingerprint}"
+    assert RELEASED[AGENT_VERSION] == fingerprint, (
+        f"packager/edge or the agent's recipe changed since Edge Agent {AGENT_VERSION} was recorded: bump AGENT_VERSION "
+        f"in packager/edge/__init__.py and record it here with fingerprint {fingerprint}")
