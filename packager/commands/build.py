@@ -330,6 +330,10 @@ def wait_for_build_job(project: str, job_name: str, poll_seconds: float = 0.25):
 
 
 def run(args: argparse.Namespace) -> int:
+    # The wait's modules are imported before it starts. A Ctrl-C that lands inside an import, in the exec() that
+    # dataclasses run, makes CPython 3.11 kill itself with SIGINT at exit even after the handler below returned 130.
+    import packager.jobs.results  # noqa: F401
+
     request = build_request(args)
     model_version = register_build_model(request)
     job_name = start_build_job(request, model_version)
