@@ -64,6 +64,7 @@ class ComponentIdentity:
     name: str
     version: str
     description: str | None = None
+    model_arn: str | None = None  # the Lookout-style model ARN packaged; the agent reports it in ListModels
 
 
 ARTIFACT_NAME = "model.zip"
@@ -129,10 +130,11 @@ def model_lifecycle(component: ComponentIdentity, target: Target) -> dict:
     """Register the compiled model with the agent while the component runs; the system python3 suffices."""
     root = f"{{artifacts:decompressedPath}}/{ARCHIVE_ROOT}"
     registry = f"{{{agent_component_name(target)}:work:path}}/{MODEL_REGISTRY_DIR}"
+    model_arn = f' --model-arn "{component.model_arn}"' if component.model_arn else ""
     return {
         "Setenv": {"PYTHONPATH": root},
         "Run": {"Script": f'python3 -m {EDGE_PACKAGE}.registry add --registry "{registry}" --component {component.name} '
-                          f'--version {component.version} --model-dir "{root}/{COMPILED_DIR}"'},
+                          f'--version {component.version} --model-dir "{root}/{COMPILED_DIR}"{model_arn}'},
         "Shutdown": {"Script": f'python3 -m {EDGE_PACKAGE}.registry remove --registry "{registry}" --component {component.name}'},
     }
 

@@ -29,6 +29,7 @@ class PackagingRequest:
     benchmark_runs: int = 50
     work_dir: Path | None = None  # scratch space for compile; a temp dir when None
     device: RemoteDevice | None = None  # packager.remote.RemoteDevice: run, check and time the model there over TVM RPC
+    model_arn: str | None = None  # the registered model's ARN, which the device's agent reports for the component
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
             progress(f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings")
             report = benchmark(artifact, imported, runs=request.benchmark_runs, measure_tvm=False)
         progress(f"bundling {request.component_name} {request.component_version}")
-        component = ComponentIdentity(request.component_name, request.component_version, request.component_description)
+        component = ComponentIdentity(request.component_name, request.component_version, request.component_description,
+                                      request.model_arn)
         result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
     arn = None
     if request.s3_location is not None:

@@ -20,13 +20,13 @@ from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, process_start_time
 from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
 from packager.jobs.results import JobResult, write_result
-from packager.jobs.store import JobRecord, Store, open_store
+from packager.jobs.store import JobRecord, ModelRecord, Store, open_store
 from packager.jobs.validation import parse_configuration
 
 _MAX_MESSAGE = 1000
 
 
-def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: str | None):
+def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
     """Map a job record onto the pipeline's PackagingRequest."""
     from packager.pipeline import PackagingRequest
 
@@ -34,8 +34,8 @@ def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: st
     extensions = JobExtensions.from_dict(job.extensions)
     directory = job_dir(home, job.project, job.name)
     return PackagingRequest(
-        model_path=home / model_file,
-        spec_path=home / spec_file if spec_file else None,
+        model_path=home / model.model_file,
+        spec_path=home / model.spec_file if model.spec_file else None,
         target=config.target,
         component_name=job.component_name,
         component_version=job.component_version,
@@ -48,6 +48,7 @@ def packaging_request(home: Path, job: JobRecord, model_file: str, spec_file: st
         benchmark_runs=extensions.benchmark_runs,
         work_dir=None if extensions.output_dir else directory / "work",  # a build's scratch is a temp dir, as it was in-process
         device=extensions.device,
+        model_arn=model.arn,
     )
 
 
@@ -141,7 +142,7 @@ def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tupl
             raise PackagerError(f"model version {job.model_version} of project {job.project} was deleted")
         from packager.pipeline import run_packaging
 
-        request = packaging_request(home, job, model.model_file, model.spec_file)
+        request = packaging_request(home, job, model)
         if request.s3_location is None:
             s3 = greengrass = None  # a local-only build needs no AWS at all
         else:

@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import json
+import shlex
 import zipfile
 
 import jsonschema
@@ -177,3 +178,18 @@ def test_cpu_and_jetson_agents_are_separate_components(tmp_path):
     assert cpu.component_name == AGENT_COMPONENT
     assert jetson.component_name == f"{AGENT_COMPONENT}.cuda-10.2.trt-7.1.3"
     assert cpu.artifacts[0].sha256_b64 != jetson.artifacts[0].sha256_b64 or cpu.recipe_text != jetson.recipe_text
+
+
+def test_the_model_arn_reaches_the_agents_registration(tmp_path):
+    from packager.bundle import model_lifecycle
+    from packager.edge import registry
+    from targets import host_target
+
+    arn = "arn:aws:lookoutvision:us-east-1:123456789012:model/line3/2"
+    run = model_lifecycle(ComponentIdentity("com.acme.Tiny", "3.0.0", model_arn=arn), host_target())["Run"]["Script"]
+    assert "--model-arn" not in model_lifecycle(ComponentIdentity("com.acme.Tiny", "3.0.0"), host_target())["Run"]["Script"]
+    (tmp_path / "model" / "compiled").mkdir(parents=True)
+    (tmp_path / "model" / "compiled" / "manifest.json").write_text("{}")
+    run = run.replace("{artifacts:decompressedPath}", str(tmp_path)).replace(f"{{{AGENT_COMPONENT}:work:path}}", str(tmp_path / "agent"))
+    assert registry.main(shlex.split(run)[3:]) == 0  # what follows "python3 -m lookout_edge.registry"
+    assert registry.scan(tmp_path / "agent" / "models")["com.acme.Tiny"].model_arn == arn

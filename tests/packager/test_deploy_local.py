@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -360,8 +361,10 @@ def test_build_deploy_and_detect_over_grpc(tmp_path, case):
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.EdgeAgentStub(channel)
             grpc.channel_ready_future(channel).result(timeout=60)
-            listed = wait_for(lambda: [m.model_component for m in stub.ListModels(pb.ListModelsRequest()).models])
-            assert listed == [component]
+            listed = wait_for(lambda: [(m.model_component, m.lookout_vision_model_arn)
+                                       for m in stub.ListModels(pb.ListModelsRequest()).models])
+            assert len(listed) == 1 and listed[0][0] == component
+            assert re.fullmatch(r"arn:aws:lookoutvision:[a-z0-9-]+:\d{12}:model/[\w-]+/\d+", listed[0][1]), listed
             for image, anomalous in images:
                 assert stub.StartModel(pb.StartModelRequest(model_component=component)).status == pb.STARTING
                 assert wait_for_status(stub, component, pb.RUNNING).status == pb.RUNNING

@@ -111,8 +111,8 @@ def test_worker_maps_extensions_onto_the_packaging_request(home, project, tmp_pa
     store = open_store(home)
     try:
         model = store.model("p", 1)
-        local_request = packaging_request(home, store.job("p", local), model.model_file, model.spec_file)
-        service_request = packaging_request(home, store.job("p", service), model.model_file, model.spec_file)
+        local_request = packaging_request(home, store.job("p", local), model)
+        service_request = packaging_request(home, store.job("p", service), model)
     finally:
         store.close()
     assert (local_request.output_dir, local_request.benchmark_runs, local_request.device) == (tmp_path / "gg", 7, device)
@@ -120,6 +120,7 @@ def test_worker_maps_extensions_onto_the_packaging_request(home, project, tmp_pa
     assert service_request.output_dir == api.job_dir(home, "p", service) / "greengrass-build"
     assert service_request.benchmark_runs == 50 and service_request.device is None
     assert service_request.s3_location.bucket == "packager-test-bucket" and service_request.register is True
+    assert local_request.model_arn == service_request.model_arn == api.describe_model(ProjectName="p", ModelVersion="1")["ModelDescription"]["ModelArn"]
 
 
 def test_failed_job_gives_back_its_error_class(home, project, tmp_path, monkeypatch):
