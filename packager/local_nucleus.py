@@ -4,6 +4,8 @@ Install and Startup run to completion within their timeouts (120 s unless the re
 stops the deployment. Run processes are watched: exit 0 is FINISHED, anything else ERRORED and restarted, and the
 third error is BROKEN. Stopping runs each Shutdown step and ends each Run process group, dependents first.
 Every step runs as `sh -c SCRIPT` in the component's work directory, its output appended to logs/<name>.log.
+A deploy-local that was killed outright (SIGKILL) cannot stop its components; the state file names their process
+groups, so `deploy-local --stop` or the next deploy-local in the same root ends them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TextIO
 
 from packager.deploy_local import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component, recipe_key
 from packager.errors import ConflictException, InternalServerException
+from packager.jobs.launcher import process_start_time
 
 DEFAULT_TIMEOUTS = {"install": 120, "startup": 120, "shutdown": 15}
 MAX_RUN_ERRORS = 3  # the nucleus marks a component BROKEN after its third error
@@ -98,13 +101,9 @@ class LocalNucleus:
 
     def _write_state(self) -> None:
         doc = {"pid": os.getpid(), "build_dir": str(self.plan.build_dir), "root": str(self.plan.root), "components": {
-            t.component.name: {"version": t.component.version, "state": t.state.value,
-                               "pid": t.process.pid if t.process and t.process.poll() is None else None,
+            t.component.name: {"version": t.component.version, "state": t.state.value, **_run_group(t.process),
                                "log": str(self.plan.log_path(t.component))} for t in self.tracked}}
-        fd, tmp = tempfile.mkstemp(dir=self.plan.root, prefix=".state.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(doc, handle, indent=2)
-        os.replace(tmp, self.plan.root / STATE_FILE)
+        _write_state(self.plan.root, doc)
 
     def _log(self, t: Tracked, line: str) -> None:
         with open(self.plan.log_path(t.component), "a") as log:
@@ -218,6 +217,79 @@ class LocalNucleus:
                 _end_group(t.process, STOP_GRACE_SECONDS)
                 t.process = None
             self._set(t, State.STOPPED)
+
+
+def _run_group(process: subprocess.Popen | None) -> dict:
+    """The Run step's process group (its leader's pid, as it was started in a session of its own) and start time."""
+    if process is None or process.poll() is not None:
+        return {"pid": None, "pid_start": None}
+    return {"pid": process.pid, "pid_start": process_start_time(process.pid)}
+
+
+def _write_state(root: Path, doc: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".state.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle, indent=2)
+    os.replace(tmp, root / STATE_FILE)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _still_ours(pgid: int, leader_start: str | None) -> bool:
+    """Whether a recorded Run group still runs: its leader is the very process started then, or the leader has
+    exited and members remain (the kernel hands no new process the id of a live group)."""
+    members = _group_members(pgid)
+    if pgid in members:
+        return process_start_time(pgid) == leader_start
+    return bool(members)
+
+
+def _end_orphan_group(pgid: int, grace: float) -> None:
+    """_end_group for a group that is not our child: watch /proc instead of waiting on it."""
+    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _group_members(pgid):
+            return
+
+
+def stop_orphans(root: Path) -> list[str]:
+    """End the Run process groups that a deploy-local which was killed outright left running in root, dependents
+    first, and mark them STOPPED; the names of those it ended. Their Shutdown steps do not run."""
+    state = read_state(root)
+    if state is None:
+        return []
+    stopped, recorded = [], False
+    for name, component in reversed(list(state["components"].items())):
+        pgid = component.get("pid")
+        if not pgid:
+            continue
+        recorded = True
+        if _still_ours(pgid, component.get("pid_start")):
+            _end_orphan_group(pgid, STOP_GRACE_SECONDS)
+            stopped.append(name)
+        component.update(pid=None, pid_start=None, state=State.STOPPED.value)
+    if recorded:
+        _write_state(root, state)
+    return stopped
 
 
 def claim_root(root: Path) -> Path:

@@ -68,14 +68,18 @@ def _print_status(root: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from packager.errors import ValidationException
-    from packager.local_nucleus import LocalNucleus, claim_root, request_stop
+    from packager.local_nucleus import LocalNucleus, claim_root, request_stop, stop_orphans
 
     root = args.root.resolve()
     if args.status:
         return _print_status(root)
     if args.stop:
         pid = request_stop(root)
-        print(f"stopped deploy-local (pid {pid}) in {root}" if pid else f"no deploy-local is running in {root}")
+        if pid is not None:
+            print(f"stopped deploy-local (pid {pid}) in {root}")
+            return 0
+        orphans = stop_orphans(root)
+        print(f"no deploy-local is running in {root}" + (f"; stopped what one left running: {', '.join(orphans)}" if orphans else ""))
         return 0
     if args.build_dir is None:
         raise ValidationException("give a BUILD_DIR to deploy, or --stop / --status", field="BUILD_DIR")
@@ -83,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_deployment(args.build_dir, build_options(args))
     pid_file = claim_root(plan.root)
+    orphans = stop_orphans(plan.root)
+    if orphans:
+        print(f"stopped {', '.join(orphans)}: left running by a deploy-local that was killed", flush=True)
     stop_requested = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop_requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     nucleus = LocalNucleus(plan, stop_requested=stop_requested)

@@ -407,3 +407,56 @@ def test_startup_skipif_and_shutdown(tmp_path):
     nucleus.stop()
     assert (work / "shutdown.txt").read_text() == "stopped\n"
     assert states(plan.root) == {"a": "STOPPED"}
+
+
+def _group_alive(pgid: int) -> bool:
+    from packager.local_nucleus import _group_members
+
+    return bool(_group_members(pgid))
+
+
+@pytest.mark.parametrize("cleanup", ["stop", "next-deploy"])
+def test_components_left_by_a_killed_deploy_local_are_stopped(tmp_path, cleanup):
+    build, root = tmp_path / "build", tmp_path / "root"
+    write_two_components(build)
+    write_component(build, "forker", {"Run": "sleep 300 & sleep 300 & wait"})  # the group outlives its shell's children
+    process = subprocess.Popen(deploy_local(str(build), "--root", str(root)), cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: set(states(root).values()) == {"RUNNING"} and len(states(root)) == 3)
+        groups = {name: c["pid"] for name, c in read_state(root)["components"].items()}
+    finally:
+        process.kill()  # SIGKILL: deploy-local cannot stop anything
+        process.wait()
+    assert all(_group_alive(pgid) for pgid in groups.values())
+    if cleanup == "stop":
+        done = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "stopped what one left running: forker, app, lib" in done.stdout  # dependents first
+        assert states(root) == {"lib": "STOPPED", "app": "STOPPED", "forker": "STOPPED"}
+    else:
+        again = subprocess.Popen(deploy_local(str(build), "--root", str(root)), cwd=REPO, stdout=subprocess.PIPE, text=True)
+        try:
+            assert "left running by a deploy-local that was killed" in again.stdout.readline()
+            wait_for(lambda: set(states(root).values()) == {"RUNNING"} and len(states(root)) == 3)
+            assert all(c["pid"] not in groups.values() for c in read_state(root)["components"].values())
+        finally:
+            again.send_signal(signal.SIGINT)
+            assert again.wait(timeout=60) == 0
+    assert not any(_group_alive(pgid) for pgid in groups.values())
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_left_alone(tmp_path):
+    from packager.local_nucleus import STATE_FILE, stop_orphans
+
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        root = tmp_path / "root"
+        root.mkdir()
+        (root / STATE_FILE).write_text(json.dumps({"components": {"a": {
+            "version": "1.0.0", "state": "RUNNING", "pid": stranger.pid, "pid_start": "1", "log": "a.log"}}}))
+        assert stop_orphans(root) == []
+        assert stranger.poll() is None
+        assert states(root) == {"a": "STOPPED"}
+    finally:
+        stranger.kill()
+        stranger.wait()
