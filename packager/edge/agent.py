@@ -25,9 +25,9 @@ import grpc
 
 from . import bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
 from .client import DEFAULT_SOCKET, FLOW_CONTROL_OPTIONS
-from .mask import render, MaskPalette
+from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
-from .model_runner import postprocess, preprocess
+from .model_runner import AnomalyResult, postprocess, preprocess
 
 DEFAULT_MAX_IN_FLIGHT = 32
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
@@ -84,6 +84,16 @@ def _require_component(name: str) -> str:
     return name
 
 
+def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask]:
+    """The model's verdict on one RGB image, and its mask at the image's size."""
+    spec = detector.spec
+    result = postprocess(detector.model.run(preprocess(rgb, spec)), spec)
+    height, width = rgb.shape[:2]
+    mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
+                  height, width)
+    return result, mask
+
+
 class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
     def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT):
         self.host = host
@@ -117,11 +127,7 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
                 rgb = bitmaps.from_bytes(request.bitmap.byte_data, width, height)
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
-            spec = hosted.detector.spec
-            outputs = hosted.infer(preprocess(rgb, spec))
-        result = postprocess(outputs, spec)
-        mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
-                      height, width)
+            result, mask = hosted.on_model_thread(_analyse, rgb)
         # Filled in place: building submessages and passing them in would copy the mask once more.
         response = pb.DetectAnomaliesResponse()
         found = response.detect_anomaly_result

