@@ -76,6 +76,7 @@ AGENT_ARTIFACT_NAME = "edge_agent.zip"
 AGENT_ARCHIVE_ROOT = "edge_agent"
 AGENT_DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"  # Lookout's, so client apps need no change
 AGENT_DEFAULT_MAX_IN_FLIGHT = 32
+AGENT_DEFAULT_INFERENCE_THREADS = 0  # TVM's own choice: every core on ARM, the physical cores on x86
 MODEL_REGISTRY_DIR = "models"  # under the agent's work path; model components register there
 # The committed edge_agent_pb2*.py come from grpcio-tools 1.85.1 / protobuf 7.35.1 and refuse older runtimes.
 AGENT_GRPC_REQUIREMENTS = ("grpcio>=1.85.1,<2", "protobuf>=7.35.1,<8")
@@ -156,7 +157,8 @@ def agent_lifecycle(target: Target) -> dict:
         "Setenv": {"PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1"},  # spinning BLAS threads only add latency here
         "Install": {"Script": agent_install_script(target, root, venv), "Timeout": 1800},
         "Run": {"Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
-                          f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}}'},
+                          f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}} '
+                          f'--inference-threads {{configuration:/InferenceThreads}}'},
     }
 
 
@@ -199,7 +201,8 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
         "Serves the Lookout for Vision Edge Agent gRPC API for every model component on this device",
         platform={"os": target.greengrass.os},  # pure Python: one agent for every architecture of a runtime
         artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
-        configuration={"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT})
+        configuration={"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT,
+                       "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS})
     return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
 
 

@@ -13,6 +13,7 @@ import argparse
 import ctypes
 import functools
 import logging
+import os
 import signal
 import socket
 import stat
@@ -249,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", type=Path, required=True, help="directory where model components register")
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
                         help=f"DetectAnomalies calls served at once before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_IN_FLIGHT})")
+    parser.add_argument("--inference-threads", type=int, default=0,
+                        help="CPU threads per model run (TVM_NUM_THREADS); 0 leaves TVM's choice: every core on ARM, the "
+                             "physical cores on x86")
     args = parser.parse_args(argv)
+    if args.inference_threads < 0:
+        parser.error(f"--inference-threads must be 0 or more, got {args.inference_threads}")
+    if args.inference_threads:
+        os.environ["TVM_NUM_THREADS"] = str(args.inference_threads)  # read once, when TVM first starts its pool
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()

