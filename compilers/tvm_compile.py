@@ -68,7 +68,7 @@ def relax_pipeline_for(target: Target, tvm_target, database):
 
 
 def tuned_database(mod, target: Target, options: CompileOptions):
-    """Tune when asked, then the tuning cache's records for this target: (database or None, trials run, tasks with records).
+    """Tune when asked, then the tuning cache's records for this target: (database or None, trials run).
 
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
     from compilers.schedules import is_gpu
@@ -79,13 +79,12 @@ def tuned_database(mod, target: Target, options: CompileOptions):
         if options.tuning_trials:
             raise ValidationException(f"tuning-trials: tuning is implemented for CPU targets; {target.name} is a GPU target",
                                       field="tuning-trials")
-        return None, 0, 0
+        return None, 0
     cache = open_tuning_cache(options.tuning_cache_dir)
     if options.tuning_trials == 0 and not cache.has_records(target):
-        return None, 0, 0
+        return None, 0
     result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress)
-    applied = sum(1 for task in result.tasks if task.cached or task.trials)
-    return cache.database_for(target), result.trials, applied
+    return cache.database_for(target), result.trials
 
 
 def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
@@ -94,17 +93,22 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
     Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials)."""
     import tvm
 
+    from compilers.schedules import CpuPipeline
+
     require_toolchain(target)
     started = time.perf_counter()
     mod, params = to_relax(imported)
-    trials = applied = 0
+    trials = 0
     if database is None:
-        database, trials, applied = tuned_database(mod, target, options)
+        database, trials = tuned_database(mod, target, options)
     tvm_target = tvm.target.Target(target.tvm_target)
+    pipeline = relax_pipeline_for(target, tvm_target, database)
     try:
-        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline_for(target, tvm_target, database))
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompilationError(f"TVM failed to compile {imported.source_path.name} for {target.name}: {_error_summary(exc)}") from None
+    # What the build used, counted as it scheduled each kernel; the GPU pipeline applies no records yet.
+    applied = pipeline.records_applied if isinstance(pipeline, CpuPipeline) else 0
     model_dir = Path(options.work_dir) / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     library_path = model_dir / model_runner.LIBRARY

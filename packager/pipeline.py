@@ -63,7 +63,7 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options)
         if artifact.tuning_trials or artifact.tuning_records_applied:
-            progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} tasks")
+            progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels")
         if request.device is not None:
             report = _check_on_device(request, artifact, imported, options, progress)
         elif runs_on_this_host(request.target):
