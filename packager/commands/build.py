@@ -308,19 +308,26 @@ _FLAG_FOR_MEMBER = (("Configuration.Greengrass.TargetDevice", "--target-device")
                     ("ClientToken", "--client-token"), ("ProjectName", "--project-name"))
 
 
-def wait_for_build_job(project: str, job_name: str, poll_seconds: float = 0.25):
+POLL_SECONDS = 0.25  # how often build looks at its job
+
+
+def wait_for_build_job(project: str, job_name: str, poll_seconds: float | None = None):
     """Wait with progress on stderr; a SUCCEEDED job's JobResult, or the error a FAILED one ended with is raised."""
     from packager.errors import InternalServerException
     from packager.jobs import api
+    from packager.jobs.progress import ProgressReader
     from packager.jobs.results import job_failure, read_result
     from packager.jobs.store import packager_home
 
-    def show(description: dict) -> None:
-        if description["Status"] != "FAILED" and description.get("StatusMessage"):
-            _progress(description["StatusMessage"])
-
-    final = api.wait_for_model_packaging_job(project, job_name, poll_seconds=poll_seconds, on_update=show)
     home = packager_home()
+    steps = ProgressReader(api.job_dir(home, project, job_name))
+
+    def show(_description: dict) -> None:
+        for line in steps.new_lines():
+            _progress(line)
+
+    final = api.wait_for_model_packaging_job(project, job_name, poll_seconds=poll_seconds or POLL_SECONDS, on_update=show)
+    show(final)
     if final["ModelPackagingDescription"]["Status"] == "FAILED":
         raise job_failure(home, project, job_name)
     result = read_result(api.job_dir(home, project, job_name))
@@ -332,6 +339,7 @@ def wait_for_build_job(project: str, job_name: str, poll_seconds: float = 0.25):
 def run(args: argparse.Namespace) -> int:
     # The wait's modules are imported before it starts. A Ctrl-C that lands inside an import, in the exec() that
     # dataclasses run, makes CPython 3.11 kill itself with SIGINT at exit even after the handler below returned 130.
+    import packager.jobs.progress  # noqa: F401
     import packager.jobs.results  # noqa: F401
 
     request = build_request(args)

@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from packager.jobs.progress import start_progress
+
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -20,6 +22,7 @@ def spawn_worker(home: Path, project: str, job_name: str) -> tuple[int, str | No
     """Start `python -m packager.jobs.worker` for one job in its own session; returns (pid, start time)."""
     directory = job_dir(home, project, job_name)
     directory.mkdir(parents=True, exist_ok=True)
+    start_progress(directory)  # a retried job's earlier run must not show as this one's steps
     env = dict(os.environ)
     # The worker must import this same packager, installed or not.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)

@@ -19,6 +19,7 @@ from packager.errors import PackagerError
 from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, process_start_time
 from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
+from packager.jobs.progress import append_progress
 from packager.jobs.results import JobResult, write_result
 from packager.jobs.store import JobRecord, ModelRecord, Store, open_store
 from packager.jobs.validation import parse_configuration
@@ -131,8 +132,11 @@ def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = 
 
 
 def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tuple | None) -> None:
+    directory = job_dir(home, job.project, job.name)
+
     def progress(message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+        append_progress(directory, message)
         with store.transaction():
             store.update_job(job.project, job.name, only_if_status=("RUNNING",), status_message=str(message)[:_MAX_MESSAGE],
                              heartbeat=time.time(), updated=time.time())

@@ -33,18 +33,19 @@ def sysroot():
 
 
 @pytest.fixture(scope="module")
-def server(sysroot):
+def server(sysroot, tmp_path_factory):
     started = time.perf_counter()
-    device = start_server()
+    device = start_server(log_path=tmp_path_factory.mktemp("rpc") / "server.log")
     print(f"emulated server ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     yield device
     device.stop()
 
 
 @pytest.fixture(scope="module")
-def tracked(sysroot):
-    tracker = start_tracker()
-    device = start_server(tracker=("127.0.0.1", tracker.port), key=KEY)
+def tracked(sysroot, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("rpc-tracked")
+    tracker = start_tracker(log_path=logs / "tracker.log")
+    device = start_server(tracker=("127.0.0.1", tracker.port), key=KEY, log_path=logs / "server.log")
     yield tracker
     device.stop()
     tracker.stop()

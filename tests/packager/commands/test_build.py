@@ -244,3 +244,17 @@ def test_tuning_trials_flag_becomes_the_compiler_option(tmp_path):
     for bad in (["--tuning-trials", "-1"], ["--tuning-trials", "8", "--target-device", "jetson_xavier"]):
         with pytest.raises(ValidationException, match="--tuning-trials"):
             build._fold_tuning_trials(parser.parse_args(["build", *bad]))
+
+
+@pytest.mark.slow
+def test_build_shows_every_step_even_those_between_two_polls(home, tiny_model, tmp_path, capsys, monkeypatch):
+    from packager.commands import build
+
+    monkeypatch.setattr(build, "POLL_SECONDS", 5.0)  # most steps pass unseen by StatusMessage between two polls
+    assert main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]),
+                 "--output", str(tmp_path / "gg"), "--benchmark-runs", "3"]) == 0
+    steps = [line[4:] for line in capsys.readouterr().err.splitlines() if line.startswith("... ")]
+    expected = ["importing ", "compiling for LINUX/X86_64", "checking outputs against ONNX Runtime", "benchmarking (3 runs each)",
+                "bundling com.example.AnomalyDetector 1.0.0"]
+    found = [next(i for i, step in enumerate(steps) if step.startswith(prefix)) for prefix in expected]
+    assert found == sorted(found), steps
