@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from compilers.model import ImportedModel
 from compilers.spec import ModelSpec, OutputRole, spec_from_dict
 from packager.errors import ModelImportError
+
+# The ONNX ops TVM's Relax frontend converts, recorded per apache-tvm release (record_supported_ops writes it).
+SUPPORTED_OPS_FILE = Path(__file__).with_name("relax_onnx_ops.json")
 
 
 def _load_onnx(path: Path):
@@ -54,10 +58,35 @@ def _static_shape(value_info, path: Path) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _supported_ops() -> set[str]:
+def installed_tvm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apache-tvm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def tvm_onnx_converters() -> frozenset[str]:
+    """The ONNX ops the installed TVM's Relax frontend converts, asked of TVM itself (imports it: about 3 s)."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return set(onnx_frontend._get_convert_map())
+    return frozenset(onnx_frontend._get_convert_map())
+
+
+def record_supported_ops(path: Path = SUPPORTED_OPS_FILE) -> None:
+    """Write the installed TVM's converter list; run it after changing the apache-tvm pin."""
+    doc = {"apache-tvm": installed_tvm_version(), "ops": sorted(tvm_onnx_converters())}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+@lru_cache(maxsize=1)
+def _supported_ops() -> frozenset[str]:
+    """The recorded list when it was recorded for the installed TVM: registering a model then needs no TVM import."""
+    recorded = json.loads(SUPPORTED_OPS_FILE.read_text())
+    if recorded["apache-tvm"] == installed_tvm_version():
+        return frozenset(recorded["ops"])
+    return tvm_onnx_converters()
 
 
 def check_operators(model, path: Path) -> None:

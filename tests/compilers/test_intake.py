@@ -172,3 +172,29 @@ def test_pytorch_needs_a_spec(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(ModelImportError, match="needs a model spec"):
         import_model(path)
+
+
+def test_the_recorded_onnx_op_list_is_the_installed_tvms():
+    """Registering a model checks ops against the recorded list, so that it need not import TVM (3 s)."""
+    import json
+
+    from compilers.onnx_frontend import SUPPORTED_OPS_FILE, installed_tvm_version, tvm_onnx_converters
+
+    recorded = json.loads(SUPPORTED_OPS_FILE.read_text())
+    rerecord = 'python -c "from compilers.onnx_frontend import record_supported_ops; record_supported_ops()"'
+    assert recorded["apache-tvm"] == installed_tvm_version(), f"the apache-tvm pin changed: {rerecord}"
+    assert set(recorded["ops"]) == tvm_onnx_converters(), f"TVM's converters differ from the record: {rerecord}"
+
+
+def test_registering_a_model_does_not_import_tvm(tmp_path):
+    import subprocess
+    import sys
+
+    from packager.commands.build import example_model_paths
+
+    model, spec = example_model_paths()
+    code = ("import sys; from compilers.intake import import_model; "
+            f"import_model({str(model)!r}, {str(spec)!r}); print('tvm' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
