@@ -1,8 +1,8 @@
 """Run a DeploymentPlan's lifecycles as the Greengrass nucleus does, and report each component's state.
 
 Install and Startup run to completion within their timeouts (120 s unless the recipe says otherwise); a failure
-stops the deployment. Run processes are watched: exit 0 is FINISHED, anything else ERRORED and restarted, and the
-third error is BROKEN. Stopping runs each Shutdown step and ends each Run process group, dependents first.
+stops the deployment. Run processes are watched: exit 0 is FINISHED, anything else ERRORED, Recover runs and Run
+restarts, and the third error is BROKEN. Stopping runs each Shutdown step and ends each Run process group, dependents first.
 Every step runs as `sh -c SCRIPT` in the component's work directory, its output appended to logs/<name>.log.
 A deploy-local that was killed outright (SIGKILL) cannot stop its components; the state file names their process
 groups, so `deploy-local --stop` or the next deploy-local in the same root ends them.
@@ -28,7 +28,7 @@ from packager.deploy_local import DeploymentPlan, LocalComponent, environment, i
 from packager.errors import ConflictException, InternalServerException
 from packager.jobs.launcher import process_start_time
 
-DEFAULT_TIMEOUTS = {"install": 120, "startup": 120, "shutdown": 15}
+DEFAULT_TIMEOUTS = {"install": 120, "startup": 120, "shutdown": 15, "recover": 60}
 MAX_RUN_ERRORS = 3  # the nucleus marks a component BROKEN after its third error
 STOP_GRACE_SECONDS = 10
 PID_FILE = "deploy-local.pid"
@@ -201,6 +201,7 @@ class LocalNucleus:
                     self._set(t, State.BROKEN, f"run exited with {code}, error {t.errors} of {MAX_RUN_ERRORS}")
                     continue
                 self._set(t, State.ERRORED, f"run exited with {code}; restarting")
+                self._run_to_end(t, "recover", required=False)  # as the nucleus does before a restart
                 self._start_run(t, _step(t.component, "run"))
 
     def stop(self) -> None:

@@ -274,7 +274,7 @@ def test_failed_install_stops_the_deployment(tmp_path, capsys, install, message)
 
 def test_run_that_keeps_failing_is_broken(tmp_path):
     build = tmp_path / "build"
-    write_component(build, "a", {"Run": "exit 3"})
+    write_component(build, "a", {"Run": "exit 3", "Recover": "echo recovered >> {work:path}/recover.txt"})
     plan = plan_deployment(build, options(tmp_path))
     nucleus = LocalNucleus(plan, out=io.StringIO())
     nucleus.deploy()
@@ -288,6 +288,7 @@ def test_run_that_keeps_failing_is_broken(tmp_path):
     nucleus.stop()
     assert nucleus.tracked[0].errors == 3
     assert nucleus.out.getvalue().count("ERRORED") == 2
+    assert (tmp_path / "root" / "work" / "a" / "recover.txt").read_text() == "recovered\n" * 2  # before each restart
 
 
 def test_one_deploy_local_per_root(tmp_path):
