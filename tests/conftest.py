@@ -80,6 +80,21 @@ def save_tiny_exported_program(path: Path, size: int = 64):
     return net
 
 
+def with_broken_weights(artifact, directory: Path):
+    """A copy of a compiled artifact in ``directory`` whose weight w2 is scaled by 1.5: its outputs must be refused."""
+    import shutil
+    from dataclasses import replace
+
+    import tvm
+
+    shutil.copytree(artifact.model_dir, directory)
+    params = dict(tvm.runtime.load_param_dict_from_file(str(directory / "params.bin")))
+    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
+    tvm.runtime.save_param_dict_to_file(params, str(directory / "params.bin"))
+    return replace(artifact, model_dir=directory, library_path=directory / "model.so", params_path=directory / "params.bin",
+                   manifest_path=directory / "manifest.json")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
     """(model.onnx, spec.json) of a small untrained autoencoder: fast to compile, real ops."""

@@ -9,6 +9,7 @@ from compilers.tvm_compile import compile_model, require_toolchain, verify_on_ho
 from packager.edge.model_runner import CompiledModel
 from packager.errors import AccuracyMismatchError, CompilationError
 from targets import get_target, host_target
+from tests.conftest import with_broken_weights
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +40,8 @@ def test_compiled_model_matches_onnxruntime(compiled_tiny):
 
 def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp_path):
     """Corrupt the shipped weights: the check must catch it and name the output and its max error."""
-    import shutil
-
-    import tvm
-
     imported, options, artifact = compiled_tiny
-    broken_dir = tmp_path / "model"
-    shutil.copytree(artifact.model_dir, broken_dir)
-    params = dict(tvm.runtime.load_param_dict_from_file(str(broken_dir / "params.bin")))
-    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
-    tvm.runtime.save_param_dict_to_file(params, str(broken_dir / "params.bin"))
-    from dataclasses import replace
-
-    broken = replace(artifact, model_dir=broken_dir)
+    broken = with_broken_weights(artifact, tmp_path / "model")
     with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error [0-9.e+-]+"):
         verify_on_host(broken, imported, options)
 

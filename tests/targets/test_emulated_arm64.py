@@ -3,14 +3,12 @@ serves TVM RPC on loopback, directly and through a real TVM tracker, and the bui
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import tvm
 import yaml
 
 from compilers.intake import import_model
@@ -20,6 +18,7 @@ from packager.errors import AccuracyMismatchError, CompilationError
 from packager.remote import RemoteDevice, open_device, verify_on_device
 from targets import get_target, host_target
 from targets.emulator import PREPARE_SCRIPT, start_server, start_tracker
+from tests.conftest import with_broken_weights
 
 pytestmark = pytest.mark.slow
 KEY = "arm64-emulated-test"
@@ -95,16 +94,8 @@ def arm64_compiled(tiny_model, tmp_path_factory):
 
 def test_device_outputs_match_onnxruntime_and_a_mismatch_fails(server, arm64_compiled, tmp_path):
     """The comparison is real: the same library with corrupted weights must fail, naming the output and the device."""
-    from dataclasses import replace
-
     imported, options, artifact = arm64_compiled
-    broken_dir = tmp_path / "model"
-    shutil.copytree(artifact.model_dir, broken_dir)
-    params = dict(tvm.runtime.load_param_dict_from_file(str(broken_dir / "params.bin")))
-    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
-    tvm.runtime.save_param_dict_to_file(params, str(broken_dir / "params.bin"))
-    broken = replace(artifact, model_dir=broken_dir, library_path=broken_dir / "model.so", params_path=broken_dir / "params.bin",
-                     manifest_path=broken_dir / "manifest.json")
+    broken = with_broken_weights(artifact, tmp_path / "model")
     with open_device(RemoteDevice("127.0.0.1", server.port)) as device:
         assert device.emulator == "qemu-aarch64-static"
         errors = verify_on_device(device.load(artifact), imported, options, device.label)
