@@ -49,10 +49,14 @@ def require_toolchain(target: Target) -> None:
 def _export(executable, target: Target, library_path: Path) -> None:
     import tvm.support.cc
 
+    options = {}
+    if target.device == "cuda":
+        from compilers.gpu import pack_imports_with_kernel_entries
+
+        options["fpack_imports"] = pack_imports_with_kernel_entries
     if target.cross_compiler:
-        executable.export_library(str(library_path), fcompile=tvm.support.cc.cross_compiler(target.cross_compiler))
-    else:
-        executable.export_library(str(library_path))
+        options["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
+    executable.export_library(str(library_path), **options)
 
 
 def relax_pipeline_for(target: Target, tvm_target, database):
