@@ -6,4 +6,4 @@ Everything here imports only the standard library, numpy and the TVM runtime
 
 # The Edge Agent component's version: bump it whenever this package changes, because a published
 # component version is immutable and the agent's artifact is built from these files.
-AGENT_VERSION = "1.1.0"
+AGENT_VERSION = "1.1.1"

@@ -24,6 +24,29 @@ class AnomalyResult:
     anomaly_map: np.ndarray  # float32 HxW at the model's resolution
 
 
+def load_cuda_runtime() -> None:
+    """Load TVM's CUDA runtime (libtvm_runtime_cuda.so), or say why it cannot be loaded.
+
+    A full TVM loads it at import, but silently skips it when it fails (no libcudart.so.13 or no driver), and a
+    runtime-only TVM (``TVM_USE_RUNTIME_LIB=1``, or a compiler library that failed to load) never loads it. Either way
+    a CUDA model would otherwise fail with "a loader of that name is not registered", which names neither cause."""
+    from tvm import base
+
+    if "tvm_runtime_cuda" in base._LOADED_LIBS:
+        return
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    runtime_dir = Path(base._LOADED_LIBS["tvm_runtime"]._name).resolve().parent
+    try:
+        base._LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(
+            package="tvm", target_name="tvm_runtime_cuda", extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL")
+    except (OSError, RuntimeError) as error:
+        raise RuntimeError(
+            f"this model runs on CUDA, but TVM's CUDA runtime ({runtime_dir / 'libtvm_runtime_cuda.so'}) did not load: "
+            f"{error}. It needs the NVIDIA driver's libcuda.so.1 and the CUDA runtime it was built against "
+            "(the apache-tvm wheel's links libcudart.so.13) on the library path") from error
+
+
 class CompiledModel:
     """A Relax VM executable plus its weights, on one TVM device."""
 
@@ -44,6 +67,8 @@ class CompiledModel:
 
         model_dir = Path(model_dir)
         manifest = json.loads((model_dir / MANIFEST).read_text())
+        if manifest["device"] == "cuda":
+            load_cuda_runtime()
         if device is None:
             device = tvm.runtime.cuda(0) if manifest["device"] == "cuda" else tvm.runtime.cpu(0)
         module = tvm.runtime.load_module(str(model_dir / LIBRARY))

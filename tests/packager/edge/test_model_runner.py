@@ -1,12 +1,15 @@
-"""The runtime's bilinear resize, against PIL (upscaling) and against the formula itself (downscaling)."""
+"""The runtime's bilinear resize, against PIL (upscaling) and against the formula itself (downscaling); loading a CUDA model."""
 
 from __future__ import annotations
+
+import ctypes
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from packager.edge.model_runner import resize_bilinear
+from packager.edge.model_runner import CompiledModel, resize_bilinear
 
 
 @pytest.mark.parametrize("source, size", [((16, 24), (64, 80)), ((64, 64), (224, 224)), ((5, 7), (64, 65))])
@@ -38,3 +41,17 @@ def test_downscaling_and_identity_follow_the_formula(source, size):
     result = resize_bilinear(image, *size)
     assert result.dtype == np.float32 and result.shape == size + source[2:]
     np.testing.assert_allclose(result, _reference(image.astype(np.float64), *size), atol=1e-3)
+
+
+def test_a_cuda_model_where_tvm_cuda_runtime_cannot_load_names_the_missing_library(tmp_path):
+    """TVM skips its CUDA runtime silently when it cannot load, and then fails with 'a loader ... is not registered'."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        pass
+    else:
+        pytest.skip("this machine has the NVIDIA driver's libcuda.so.1, so TVM's CUDA runtime loads")
+    (tmp_path / "manifest.json").write_text(json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]}))
+    with pytest.raises(RuntimeError, match=r"runs on CUDA, but TVM's CUDA runtime \(.*libtvm_runtime_cuda\.so\) did not load: "
+                                           r"libcuda(rt)?\.so\.1?3?: cannot open"):
+        CompiledModel.load(tmp_path)
