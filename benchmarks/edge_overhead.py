@@ -73,7 +73,8 @@ def compile_for_host(model: Path, spec: Path, work: Path) -> Path:
 
 
 def start_agent(registry_dir: Path, address: str, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     return subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     # TVM keeps a worker pool per process whose workers spin for seconds after each call; with more than one thread,
     # the client's spinning workers slow the agent down and the other way round, which no device with one agent sees.
     parser.add_argument("--threads", type=int, default=1, help="TVM threads for both paths (default 1)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="serve this compiled model directory (model.so, params.bin, manifest.json, spec.json; CPU or "
+                             "CUDA) instead of compiling the example model here: TVM's runtime alone is then enough")
     parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
@@ -165,8 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     set_tvm_threads(threads)
     with tempfile.TemporaryDirectory(prefix="edge-overhead-") as scratch:
         scratch = Path(scratch)
-        model, spec, model_label = model_files(scratch)
-        model_dir = compile_for_host(model, spec, scratch / "work")
+        if args.model_dir is None:
+            model, spec, model_label = model_files(scratch)
+            model_dir = compile_for_host(model, spec, scratch / "work")
+        else:
+            model_dir = args.model_dir.resolve()
+            manifest = json.loads((model_dir / "manifest.json").read_text())
+            model_label = f"{model_dir} ({manifest['target']}, on {manifest['device']})"
         registry.add(scratch / "registry", registry.ModelRegistration("bench.Model", "1.0.0", model_dir))
         address = f"unix://{scratch}/agent.sock"
         images = test_images(args.size)
@@ -181,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             grpc.channel_ready_future(plain).result(timeout=60)
             stub, tuned_stub = pb_grpc.EdgeAgentStub(plain), pb_grpc.EdgeAgentStub(tuned)
             stub.StartModel(pb.StartModelRequest(model_component="bench.Model"))
-            while stub.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description.status != pb.RUNNING:
+            deadline = time.monotonic() + 120
+            while (model := stub.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description).status != pb.RUNNING:
+                if model.status == pb.FAILED or time.monotonic() > deadline:
+                    raise SystemExit(f"edge_overhead: the agent could not start {model_dir}: "
+                                     f"{pb.ModelStatus.Name(model.status)}, {model.status_message or 'no message'}")
                 time.sleep(0.05)
             detector = AnomalyDetector.load(model_dir)
             x = np.zeros(detector.model.manifest["input_shape"], np.float32)

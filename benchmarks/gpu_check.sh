@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: compile the example model for this GPU (LINUX/X86_64 + NVIDIA, gpu-code from the
-# GPU, cuda-ver from the driver), check the shipped PTX, run it on the GPU, compare with ONNX Runtime, print latency.
-# Writes benchmarks/results/gpu_check.json.
+# GPU, cuda-ver from the driver) and for Jetson Xavier's sm_72, check the shipped PTX, run it on the GPU, compare with
+# ONNX Runtime, print latency: both halves of benchmarks/gpu_check.py on one machine. Writes
+# benchmarks/results/gpu_check.json. Where the GPU machine has no compiler, run the halves apart (see gpu_check.py).
 #
 #   bash benchmarks/gpu_check.sh [RUNS]        (default 100 timed runs)
 #
@@ -41,57 +42,14 @@ if ! cuda_ok; then
                      "and a driver for CUDA >= 13 (this one: $DRIVER_CUDA); see docs/targets.md" >&2; exit 1; }
 fi
 
-"$PY" - "$GPU_CODE" "$DRIVER_CUDA" "$RUNS" "$GPU" <<'PYTHON'
-import json
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-import tvm
-
-from compilers.gpu import shipped_gpu_code
-from compilers.intake import import_model
-from compilers.model import CompileOptions
-from compilers.tvm_compile import compile_model
-from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, onnxruntime_session, random_input
-from packager.benchmark import LatencyStats, time_callable
-from packager.commands.build import example_model_paths
-from packager.remote import RemoteModel
-from targets import CompilerOptions, get_target
-from targets.catalog import CUDA_MAX_PTX_ISA
-
-gpu_code, driver_cuda, runs, gpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-as_tuple = lambda v: tuple(int(p) for p in v.split("."))
 # The newest CUDA release in the catalog's table that this driver runs: it bounds the PTX ISA.
-cuda_ver = max((v for v in CUDA_MAX_PTX_ISA if as_tuple(v) <= as_tuple(driver_cuda)), key=as_tuple)
-target = get_target("LINUX/X86_64/NVIDIA", CompilerOptions(gpu_code=gpu_code, cuda_ver=cuda_ver, trt_ver="0"))
-imported = import_model(*example_model_paths())
-with tempfile.TemporaryDirectory() as work:
-    started = time.perf_counter()
-    artifact = compile_model(imported, target, CompileOptions(work_dir=Path(work)))
-    compile_s = time.perf_counter() - started
-    code = shipped_gpu_code(artifact.library_path)
-    manifest = json.loads(artifact.manifest_path.read_text())
-    params = tvm.runtime.load_param_dict_from_file(str(artifact.params_path))
-    model = RemoteModel(tvm.runtime.load_module(str(artifact.library_path)), tvm.cuda(0), manifest, params)
-    x = random_input(imported)
-    checks = assert_matches_onnxruntime(model.run(x), onnxruntime_outputs(imported, x), 1e-3, 1e-4, where=f"TVM on {gpu}")
-    tvm_stats = LatencyStats.from_seconds(model.time(x, 10, runs))
-    session = onnxruntime_session(imported)
-    ort_stats = time_callable(lambda: session.run(None, {imported.spec.input.name: x}), 10, runs)
-result = {
-    "gpu": gpu, "gpu_code": gpu_code, "driver_cuda": driver_cuda, "cuda_ver": cuda_ver,
-    "ptx": [{"version": "%d.%d" % m.version, "target": m.target} for m in code.ptx], "compile_s": compile_s,
-    "max_abs_error": {c.name: c.max_abs_error for c in checks}, "tvm_gpu": vars(tvm_stats), "onnxruntime_cpu": vars(ort_stats),
-}
-out = Path("benchmarks/results/gpu_check.json")
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps(result, indent=2) + "\n")
-print(f"gpu:          {gpu}")
-print(f"target:       LINUX/X86_64/NVIDIA gpu-code {gpu_code}, cuda-ver {cuda_ver} (PTX {result['ptx'][0]['version']})")
-print(f"compile:      {compile_s:.1f} s")
-print(f"vs ORT:       max abs error " + ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_error"].items()))
-print(f"latency:      TVM on GPU p50 {tvm_stats.p50_ms:.3f} ms, ONNX Runtime on CPU p50 {ort_stats.p50_ms:.3f} ms ({runs} runs)")
-print(f"written:      {out}")
-PYTHON
+CUDA_VER="$("$PY" -c 'import sys; from targets.catalog import CUDA_MAX_PTX_ISA as table
+v = lambda s: tuple(int(p) for p in s.split("."))
+print(max((c for c in table if v(c) <= v(sys.argv[1])), key=v))' "$DRIVER_CUDA")"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+GPUS=(--gpu "$GPU_CODE=$CUDA_VER")
+# Jetson Xavier's code too, which this GPU's driver JIT-compiles when it is newer than sm_72.
+[ "${CAP/./}" -gt 72 ] && GPUS+=(--gpu "sm_72=10.2")
+"$PY" benchmarks/gpu_check.py compile "$WORK" "${GPUS[@]}"
+"$PY" benchmarks/gpu_check.py run "$WORK" --runs "$RUNS"
