@@ -131,12 +131,33 @@ class DeviceSession:
             module = self.session.load_module(remote_name)
         except Exception as exc:
             raise CompilationError(f"{self.label} could not load {artifact.library_path.name} built for {artifact.target_name}: "
-                                   f"{_last_line(exc)}") from None
+                                   f"{_last_line(exc)}{_cuda_server_hint(exc)}") from None
         params = tvm.runtime.load_param_dict_from_file(str(artifact.params_path)) if manifest["params"] else {}
-        device = self.session.cuda(0) if artifact.device == "cuda" else self.session.cpu(0)
-        if not device.exist:
-            raise CompilationError(f"{self.label} has no {artifact.device} device for {artifact.target_name}")
-        return RemoteModel(module, device, manifest, params)
+        try:
+            device = self.session.cuda(0) if artifact.device == "cuda" else self.session.cpu(0)
+            if not device.exist:
+                raise CompilationError(f"{self.label} has no {artifact.device} device for {artifact.target_name}")
+            return RemoteModel(module, device, manifest, params)
+        except CompilationError:
+            raise
+        except Exception as exc:
+            raise CompilationError(f"{self.label} could not run {artifact.library_path.name} on its {artifact.device} device: "
+                                   f"{_last_line(exc)}{_cuda_server_hint(exc)}") from None
+
+
+# How a device's RPC server fails CUDA libraries when it was not started by targets/jetson/start_rpc_server.sh.
+_CUDA_SERVER_FAILURES = {
+    "loader of that name is not registered": "its RPC server has not loaded TVM's CUDA runtime (a runtime-only TVM never does)",
+    "cudaErrorInitializationError": "its RPC server forks each session, and a forked process cannot initialise CUDA",
+}
+
+
+def _cuda_server_hint(exc: Exception) -> str:
+    for symptom, cause in _CUDA_SERVER_FAILURES.items():
+        if symptom in str(exc):
+            return (f"; {cause}: start it with targets/jetson/start_rpc_server.sh, which adds --no-fork and "
+                    "--load-library .../tvm/lib/libtvm_runtime_cuda.so (docs/targets.md)")
+    return ""
 
 
 def _last_line(exc: Exception) -> str:

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
                             "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target")
     device = parser.add_argument_group("device to run, check and time the compiled model on (TVM RPC)")
-    device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server (python -m tvm.exec.rpc_server)")
+    device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server on the device (targets/jetson/start_rpc_server.sh)")
     device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
     device.add_argument("--rpc-key", metavar="KEY", help="with --rpc-tracker: the device kind, e.g. jetson-xavier")
     publish = parser.add_argument_group("publishing (default: only the local bundle)")

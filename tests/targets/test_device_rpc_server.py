@@ -1,0 +1,80 @@
+"""targets/jetson/start_rpc_server.sh, the device's RPC server for `build --device-rpc`, started here on the host.
+
+This machine has no NVIDIA driver, so the launcher must fall back to the CPU, say why, and still serve; and a CUDA
+library sent to it must fail with the cause and the fix, not with TVM's bare "loader ... is not registered".
+The CUDA branch ran on an NVIDIA H200 (docs/targets.md); it cannot run here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compilers.intake import import_model
+from compilers.model import CompileOptions
+from compilers.tvm_compile import compile_model
+from packager.errors import CompilationError
+from packager.remote import RemoteDevice, open_device, verify_on_device
+from targets import CompilerOptions, get_target, host_target
+from targets.emulator import free_port
+
+LAUNCHER = Path(__file__).resolve().parents[2] / "targets" / "jetson" / "start_rpc_server.sh"
+
+
+def _cuda_driver_here() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    if _cuda_driver_here():
+        pytest.skip("this machine has an NVIDIA driver: the launcher takes its CUDA branch, which this test does not cover")
+    port, log = free_port(), tmp_path_factory.mktemp("rpc-launcher") / "server.log"
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("TVM_USE_RUNTIME_LIB", None)  # the launcher must set it itself
+    with open(log, "wb") as out:
+        server = subprocess.Popen(["bash", str(LAUNCHER), "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while f"bind to 127.0.0.1:{port}" not in log.read_text(errors="replace"):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        yield port, log
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_without_a_driver_it_serves_the_cpu_and_says_why(launched, tiny_model, tmp_path):
+    port, log = launched
+    assert "start_rpc_server: serving the CPU only; TVM's CUDA runtime does not load here: libcuda" in log.read_text()
+    imported = import_model(*tiny_model)
+    options = CompileOptions(work_dir=tmp_path)
+    artifact = compile_model(imported, host_target(), options)
+    with open_device(RemoteDevice("127.0.0.1", port)) as device:
+        errors = verify_on_device(device.load(artifact), imported, options, device.label)
+    assert set(errors) == {"score", "anomaly_map"} and max(errors.values()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_cuda_library_on_a_server_without_tvm_cuda_runtime_names_the_fix(launched, tiny_model, tmp_path):
+    port, _ = launched
+    target = get_target("LINUX/X86_64/NVIDIA", CompilerOptions(gpu_code="sm_75", cuda_ver="10.2", trt_ver="8.6.1"))
+    artifact = compile_model(import_model(*tiny_model), target, CompileOptions(work_dir=tmp_path))
+    with open_device(RemoteDevice("127.0.0.1", port)) as device:
+        with pytest.raises(CompilationError, match=r"could not load model\.so built for LINUX/X86_64/NVIDIA: .*loader.*; "
+                                                   r"its RPC server has not loaded TVM's CUDA runtime .*start_rpc_server\.sh"):
+            device.load(artifact)
