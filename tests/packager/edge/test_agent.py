@@ -268,7 +268,8 @@ def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_a
     assert len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
 
 
-def _threads_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> int:
+def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> tuple[int, str]:
+    """The agent process's thread count, and its memory map, after StartModel and one detection."""
     import subprocess
     import sys
 
@@ -276,7 +277,7 @@ def _threads_after_one_detection(tmp_path, compiled_model_dir, inference_threads
 
     registry_dir, address = tmp_path / f"registry-{inference_threads}", f"unix://{tmp_path}/threads-{inference_threads}.sock"
     registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir))
-    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "TVM_USE_RUNTIME_LIB")}
     agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
                               "--inference-threads", str(inference_threads)], cwd=Path(__file__).resolve().parents[3], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -288,13 +289,15 @@ def _threads_after_one_detection(tmp_path, compiled_model_dir, inference_threads
             assert wait_for_status(stub, MODEL, pb.RUNNING).status == pb.RUNNING
             detect(stub, defective_image())
             status = open(f"/proc/{agent.pid}/status").read()
-            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+            threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+            return threads, open(f"/proc/{agent.pid}/maps").read()
     finally:
         agent.terminate()
         agent.wait(timeout=30)
 
 
-def test_inference_threads_sizes_tvms_pool(tmp_path, compiled_model_dir):
-    one = _threads_after_one_detection(tmp_path, compiled_model_dir, 1)
-    four = _threads_after_one_detection(tmp_path, compiled_model_dir, 4)
+def test_inference_threads_sizes_tvms_pool_and_only_tvms_runtime_is_loaded(tmp_path, compiled_model_dir):
+    one, maps = _agent_after_one_detection(tmp_path, compiled_model_dir, 1)
+    four, _ = _agent_after_one_detection(tmp_path, compiled_model_dir, 4)
     assert four - one == 3  # TVM's pool: the calling thread plus n - 1 workers
+    assert "libtvm_runtime.so" in maps and "libtvm_compiler.so" not in maps
