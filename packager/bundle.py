@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compilers.model import CompiledArtifact
 from packager.benchmark import BenchmarkReport
-from packager.edge import AGENT_VERSION
+from packager.edge import AGENT_VERSION, DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
 from targets import Target
 from targets.runtime import install_script, pip_requirements
 
@@ -74,7 +74,6 @@ COMPILED_DIR = "compiled"
 AGENT_COMPONENT = "edgepackager.lookoutvision.EdgeAgent"
 AGENT_ARTIFACT_NAME = "edge_agent.zip"
 AGENT_ARCHIVE_ROOT = "edge_agent"
-AGENT_DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"  # Lookout's, so client apps need no change
 AGENT_DEFAULT_MAX_IN_FLIGHT = 32
 AGENT_DEFAULT_INFERENCE_THREADS = 0  # TVM's own choice: every core on ARM, the physical cores on x86
 MODEL_REGISTRY_DIR = "models"  # under the agent's work path; model components register there

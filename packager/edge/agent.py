@@ -24,8 +24,8 @@ from pathlib import Path
 
 import grpc
 
-from . import bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
-from .client import DEFAULT_SOCKET, FLOW_CONTROL_OPTIONS
+from . import DEFAULT_SOCKET, bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from .client import FLOW_CONTROL_OPTIONS
 from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import AnomalyResult, postprocess, preprocess

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import grpc
 
-from . import edge_agent_pb2_grpc as pb_grpc
+from . import DEFAULT_SOCKET, edge_agent_pb2_grpc as pb_grpc
 from .bitmaps import MAX_MESSAGE_BYTES
-
-DEFAULT_SOCKET = "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
 # gRPC's default flow control starts each stream with a 64 KiB window and grows it from bandwidth-delay probes,
 # which on a Unix socket leave a 224x224 mask (147 KiB) waiting on window updates: about 1 ms per call here.
 # A fixed 8 MiB window sends it at once.
