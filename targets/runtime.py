@@ -42,8 +42,12 @@ def device_checks(target: Target, venv: str) -> list[str]:
     lines = _check_cuda(venv, needs.cuda_ver) + _check_tensorrt(needs.trt_ver)
     if needs.cuda_runtime is CudaRuntime.DEVICE_BUILD:
         lines += _device_cuda_runtime(venv)
-    lines.append(f"{venv}/bin/python -c 'import tvm, sys; sys.exit(0 if tvm.cuda(0).exist else "
-                 f"\"install: TVM cannot open CUDA device 0 with this runtime\")'")
+    # TVM skips its CUDA runtime without a word when that library cannot load; load it again to say why.
+    why = (f"{venv}/bin/python -c 'import ctypes, os, tvm; "
+           "ctypes.CDLL(os.path.join(os.path.dirname(tvm.__file__), \"lib\", \"libtvm_runtime_cuda.so\"))' 2>&1 | tail -n 1")
+    lines.append(f"{venv}/bin/python -c 'import sys, tvm; sys.exit(0 if tvm.cuda(0).exist else 1)' || "
+                 f"{{ WHY=\"$({why})\"; [ -n \"$WHY\" ] || WHY='its CUDA runtime loaded but found no device'; "
+                 "echo \"install: TVM cannot open CUDA device 0: $WHY\" >&2; exit 1; }")
     return lines
 
 

@@ -89,6 +89,14 @@ def test_jetson_install_refuses_the_wrong_device(tmp_path, cuda, trt, sidecar, m
     assert done.returncode != 0 and message in done.stderr
 
 
+def test_a_cuda_runtime_that_does_not_load_is_named(tmp_path):
+    """TVM skips a CUDA runtime that cannot load without a word; the Install step says what failed."""
+    env = _fake_device(tmp_path, cuda="13.0", trt="10.13.2.6-1+cuda13.0", sidecar=False)
+    done = _run_checks(get_target("LINUX/X86_64/NVIDIA", X86_NVIDIA_CUDA13), tmp_path, env)
+    assert done.returncode == 1
+    assert "install: TVM cannot open CUDA device 0: OSError: " in done.stderr and "libtvm_runtime_cuda.so" in done.stderr
+
+
 def test_cuda13_target_keeps_the_wheels_cuda_runtime(tmp_path):
     env = _fake_device(tmp_path, cuda="13.0", trt="10.13.2.6-1+cuda13.0", sidecar=False)
     (tmp_path / "site" / "tvm" / "lib" / "libtvm_runtime_cuda.so").write_bytes(b"from the wheel")

