@@ -4,6 +4,10 @@ Install and Startup run to completion within their timeouts (120 s unless the re
 stops the deployment. Run processes are watched: exit 0 is FINISHED, anything else ERRORED, Recover runs and Run
 restarts, and the third error is BROKEN. Stopping runs each Shutdown step and ends each Run process group, dependents first.
 Every step runs as `sh -c SCRIPT` in the component's work directory, its output appended to logs/<name>.log.
+Bootstrap runs before Install, once per component version in a root, as the nucleus runs it once per deployment of a
+new version: exit 100 (restart the nucleus) goes on, since there is no nucleus here to restart; exit 101 (reboot
+the device) stops the deployment and asks for the reboot, after which the next deploy-local goes on from Install.
+Steps run as the user who started deploy-local: a step with RequiresPrivilege says so in the log when that is not root.
 A deploy-local that was killed outright (SIGKILL) cannot stop its components; the state file names their process
 groups, so `deploy-local --stop` or the next deploy-local in the same root ends them.
 """
@@ -28,11 +32,13 @@ from packager.deploy_local import DeploymentPlan, LocalComponent, environment, i
 from packager.errors import ConflictException, InternalServerException
 from packager.jobs.launcher import process_start_time
 
-DEFAULT_TIMEOUTS = {"install": 120, "startup": 120, "shutdown": 15, "recover": 60}
+DEFAULT_TIMEOUTS = {"bootstrap": 120, "install": 120, "startup": 120, "shutdown": 15, "recover": 60}
+BOOTSTRAP_RESTART, BOOTSTRAP_REBOOT = 100, 101  # what a Bootstrap step's exit code asks of the nucleus
 MAX_RUN_ERRORS = 3  # the nucleus marks a component BROKEN after its third error
 STOP_GRACE_SECONDS = 10
 PID_FILE = "deploy-local.pid"
 STATE_FILE = "state.json"
+BOOTSTRAPPED_FILE = "bootstrapped.json"  # component -> the version whose Bootstrap step completed in this root
 
 
 class State(str, enum.Enum):
@@ -63,6 +69,7 @@ class Tracked:
     started: float = 0.0
     run_timeout: float | None = None
     errors: int = 0
+    exit_code: int | None = None  # of the last step run to its end
 
 
 def _step(component: LocalComponent, name: str) -> dict | None:
@@ -120,13 +127,15 @@ class LocalNucleus:
     def _spawn(self, t: Tracked, name: str, step: dict) -> subprocess.Popen:
         script = interpolate(str(recipe_key(step, "Script", "")), self.plan, t.component)
         env = environment(self.plan, t.component, step)
+        if str(recipe_key(step, "RequiresPrivilege", False)).lower() == "true" and os.geteuid() != 0:
+            self._log(t, f"{name} has RequiresPrivilege, which the nucleus runs as root; deploy-local runs it as uid {os.geteuid()}")
         self._log(t, f"{name}: {script}")
         with open(self.plan.log_path(t.component), "ab") as log:
             return subprocess.Popen(["sh", "-c", script], cwd=self.plan.work_path(t.component), env=env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def _run_to_end(self, t: Tracked, name: str, required: bool = True) -> bool:
-        """Run a blocking step; False when the recipe has none (or SkipIf says so)."""
+    def _run_to_end(self, t: Tracked, name: str, required: bool = True, accept: tuple[int, ...] = (0,)) -> bool:
+        """Run a blocking step; False when the recipe has none (or SkipIf says so). Exit codes in accept succeed."""
         step = _step(t.component, name)
         if step is None or self._skip(t, step):
             return False
@@ -145,7 +154,8 @@ class LocalNucleus:
                 return True
             time.sleep(0.05)
         self._log(t, f"{name} exited with {process.returncode}")
-        if process.returncode != 0 and required:
+        t.exit_code = process.returncode
+        if process.returncode not in accept and required:
             raise StepFailed(f"{t.component.name}: {name} failed with exit code {process.returncode}; "
                              f"see {self.plan.log_path(t.component)}")
         return True
@@ -165,8 +175,7 @@ class LocalNucleus:
                     raise Interrupted()
                 prepare_component(self.plan, t.component)
                 self._log(t, f"deploying {t.component.name} {t.component.version} from {t.component.recipe_path}")
-                if recipe_key(t.component.lifecycle, "Bootstrap") is not None:
-                    raise StepFailed(f"{t.component.name}: the Bootstrap step is not supported by deploy-local")
+                self._bootstrap(t)
                 self._run_to_end(t, "install")
                 self._set(t, State.INSTALLED)
                 if self._run_to_end(t, "startup"):
@@ -178,6 +187,22 @@ class LocalNucleus:
         except BaseException:
             self.stop()
             raise
+
+    def _bootstrap(self, t: Tracked) -> None:
+        """The Bootstrap step, once per component version in this root; see the module's docstring for 100 and 101."""
+        done_path = self.plan.root / BOOTSTRAPPED_FILE
+        done = json.loads(done_path.read_text()) if done_path.exists() else {}
+        if done.get(t.component.name) == t.component.version:
+            return
+        if not self._run_to_end(t, "bootstrap", accept=(0, BOOTSTRAP_RESTART, BOOTSTRAP_REBOOT)):
+            return
+        done[t.component.name] = t.component.version
+        done_path.write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
+        if t.exit_code == BOOTSTRAP_RESTART:
+            self._log(t, "bootstrap asked for a nucleus restart (exit 100): deploy-local has none to restart, and goes on")
+        elif t.exit_code == BOOTSTRAP_REBOOT:
+            raise StepFailed(f"{t.component.name}: its Bootstrap step asks for a device reboot (exit 101). Reboot, then "
+                             f"run deploy-local again: it goes on from Install. See {self.plan.log_path(t.component)}")
 
     def supervise(self) -> None:
         """Watch Run processes until a stop is requested: record exits, restart errors, mark BROKEN at the limit."""

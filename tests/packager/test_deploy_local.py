@@ -23,7 +23,7 @@ import yaml
 from packager.cli import main as cli_main
 from packager.deploy_local import DeployOptions, interpolate, plan_deployment, prepare_component, version_satisfies
 from packager.errors import ConflictException, ResourceNotFoundException, ValidationException
-from packager.local_nucleus import LocalNucleus, State, claim_root, read_state
+from packager.local_nucleus import LocalNucleus, State, StepFailed, claim_root, read_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -461,3 +461,50 @@ def test_a_recorded_pid_now_used_by_another_process_is_left_alone(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_bootstrap_runs_once_per_version_before_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as a user who is not root
+    build = tmp_path / "build"
+    lifecycle = {"Bootstrap": {"Script": "echo boot >> {work:path}/../boot.txt; exit 100", "RequiresPrivilege": True},
+                 "Install": "echo install >> {work:path}/../boot.txt"}
+    write_component(build, "a", lifecycle)
+    for _ in range(2):  # the second deploy of the same version skips Bootstrap, as the nucleus does
+        nucleus = LocalNucleus(plan_deployment(build, options(tmp_path)), out=io.StringIO())
+        nucleus.deploy()
+        nucleus.stop()
+    write_component(build, "a", lifecycle, version="1.1.0")
+    (build / "recipes" / "a-1.0.0.yaml").unlink()
+    nucleus = LocalNucleus(plan_deployment(build, options(tmp_path)), out=io.StringIO())
+    nucleus.deploy()
+    nucleus.stop()
+    assert (tmp_path / "root" / "work" / "boot.txt").read_text() == "boot\ninstall\ninstall\nboot\ninstall\n"
+    log = (tmp_path / "root" / "logs" / "a.log").read_text()
+    assert "bootstrap asked for a nucleus restart (exit 100): deploy-local has none to restart, and goes on" in log
+    assert log.count("bootstrap has RequiresPrivilege, which the nucleus runs as root; deploy-local runs it as uid 1000") == 2
+    assert "install has RequiresPrivilege" not in log
+
+
+def test_bootstrap_asking_for_a_reboot_stops_and_the_next_deploy_goes_on_from_install(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Bootstrap": "exit 101", "Install": "echo installed > {work:path}/installed.txt"})
+    nucleus = LocalNucleus(plan_deployment(build, options(tmp_path)), out=io.StringIO())
+    with pytest.raises(StepFailed, match=r"a: its Bootstrap step asks for a device reboot \(exit 101\)\. Reboot, then run "
+                                        r"deploy-local again: it goes on from Install"):
+        nucleus.deploy()
+    work = tmp_path / "root" / "work" / "a"
+    assert not (work / "installed.txt").exists()
+    nucleus = LocalNucleus(plan_deployment(build, options(tmp_path)), out=io.StringIO())
+    nucleus.deploy()
+    nucleus.stop()
+    assert (work / "installed.txt").read_text() == "installed\n"
+
+
+def test_a_failing_bootstrap_stops_the_deployment(tmp_path):
+    build = tmp_path / "build"
+    write_component(build, "a", {"Bootstrap": "exit 7", "Install": "echo installed > {work:path}/installed.txt"})
+    nucleus = LocalNucleus(plan_deployment(build, options(tmp_path)), out=io.StringIO())
+    with pytest.raises(StepFailed, match="a: bootstrap failed with exit code 7"):
+        nucleus.deploy()
+    assert not (tmp_path / "root" / "work" / "a" / "installed.txt").exists()
+    assert not (tmp_path / "root" / "bootstrapped.json").exists()
