@@ -69,7 +69,6 @@ class Tracked:
     started: float = 0.0
     run_timeout: float | None = None
     errors: int = 0
-    exit_code: int | None = None  # of the last step run to its end
 
 
 def _step(component: LocalComponent, name: str) -> dict | None:
@@ -134,11 +133,13 @@ class LocalNucleus:
             return subprocess.Popen(["sh", "-c", script], cwd=self.plan.work_path(t.component), env=env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def _run_to_end(self, t: Tracked, name: str, required: bool = True, accept: tuple[int, ...] = (0,)) -> bool:
-        """Run a blocking step; False when the recipe has none (or SkipIf says so). Exit codes in accept succeed."""
+    def _run_to_end(self, t: Tracked, name: str, required: bool = True, accept: tuple[int, ...] = (0,)) -> int | None:
+        """Run a blocking step and return its exit code; None when the recipe has none (or SkipIf says so).
+
+        Exit codes in accept succeed; a step that is not required never fails the deployment."""
         step = _step(t.component, name)
         if step is None or self._skip(t, step):
-            return False
+            return None
         timeout = float(recipe_key(step, "Timeout", DEFAULT_TIMEOUTS[name]))
         process = self._spawn(t, name, step)
         deadline = time.monotonic() + timeout
@@ -151,14 +152,13 @@ class LocalNucleus:
                 self._log(t, f"{name} timed out after {timeout:g} s")
                 if required:
                     raise StepFailed(f"{t.component.name}: {name} timed out after {timeout:g} s; see {self.plan.log_path(t.component)}")
-                return True
+                return process.returncode
             time.sleep(0.05)
         self._log(t, f"{name} exited with {process.returncode}")
-        t.exit_code = process.returncode
         if process.returncode not in accept and required:
             raise StepFailed(f"{t.component.name}: {name} failed with exit code {process.returncode}; "
                              f"see {self.plan.log_path(t.component)}")
-        return True
+        return process.returncode
 
     def _start_run(self, t: Tracked, step: dict) -> None:
         t.process, t.started = self._spawn(t, "run", step), time.monotonic()
@@ -178,7 +178,7 @@ class LocalNucleus:
                 self._bootstrap(t)
                 self._run_to_end(t, "install")
                 self._set(t, State.INSTALLED)
-                if self._run_to_end(t, "startup"):
+                if self._run_to_end(t, "startup") is not None:
                     self._set(t, State.RUNNING)
                 elif (run := _step(t.component, "run")) is not None and not self._skip(t, run):
                     self._start_run(t, run)
@@ -194,13 +194,14 @@ class LocalNucleus:
         done = json.loads(done_path.read_text()) if done_path.exists() else {}
         if done.get(t.component.name) == t.component.version:
             return
-        if not self._run_to_end(t, "bootstrap", accept=(0, BOOTSTRAP_RESTART, BOOTSTRAP_REBOOT)):
+        code = self._run_to_end(t, "bootstrap", accept=(0, BOOTSTRAP_RESTART, BOOTSTRAP_REBOOT))
+        if code is None:
             return
         done[t.component.name] = t.component.version
         done_path.write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
-        if t.exit_code == BOOTSTRAP_RESTART:
+        if code == BOOTSTRAP_RESTART:
             self._log(t, "bootstrap asked for a nucleus restart (exit 100): deploy-local has none to restart, and goes on")
-        elif t.exit_code == BOOTSTRAP_REBOOT:
+        elif code == BOOTSTRAP_REBOOT:
             raise StepFailed(f"{t.component.name}: its Bootstrap step asks for a device reboot (exit 101). Reboot, then "
                              f"run deploy-local again: it goes on from Install. See {self.plan.log_path(t.component)}")
 
