@@ -5,6 +5,8 @@
 The agent runs in its own process, as on a device. Raw inference is AnomalyDetector.detect (resize, normalise,
 run, score) in this process; the agent additionally parses the request, checks it, renders the mask at the
 image's size and returns it. Rounds alternate between the two so that load on a shared machine hits both alike.
+A floor server, the agent's gRPC set-up with a handler that only spins for raw inference's p50 and answers with a
+mask of the same size, shows how much of the overhead is Python gRPC's own.
 Writes edge_overhead.json, edge_overhead.md and edge_overhead.png. The goal is at most 2 ms overhead at p50.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 GOAL_MS = 2.0
+FLOOR = "Python gRPC floor: the agent's server, the same bytes, a handler that only spins for raw p50"
 
 
 def model_files(scratch: Path) -> tuple[Path, Path, str]:
@@ -77,6 +80,60 @@ def start_agent(registry_dir: Path, address: str, threads: int) -> subprocess.Po
                PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
     return subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def floor_servicer(busy_s: float, width: int, height: int):
+    """DetectAnomalies with none of the agent's work: the handler spins for busy_s, then answers with a mask of the
+    agent's size. What remains over busy_s is Python gRPC's own cost for the same bytes, on the same server set-up."""
+    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+
+    mask = bytes(width * height * 3)
+
+    class FloorServicer(pb_grpc.EdgeAgentServicer):
+        def DetectAnomalies(self, request, context):
+            request.bitmap.byte_data  # noqa: B018 -- read, as the agent reads it
+            end = time.perf_counter() + busy_s
+            while time.perf_counter() < end:
+                pass
+            response = pb.DetectAnomaliesResponse()
+            found = response.detect_anomaly_result
+            found.anomaly_mask.width, found.anomaly_mask.height, found.anomaly_mask.byte_data = width, height, mask
+            for name in ("background", "anomaly"):
+                found.anomalies.add(name=name).pixel_anomaly.hex_color = "#000000"
+            return response
+
+    return FloorServicer()
+
+
+def serve_floor(address: str, busy_ms: float, size: int) -> int:
+    import signal
+    import threading
+
+    from packager.edge.agent import CONTROL_WORKERS, DEFAULT_MAX_IN_FLIGHT, listen
+
+    server = listen(address, floor_servicer(busy_ms / 1e3, size, size), DEFAULT_MAX_IN_FLIGHT + CONTROL_WORKERS)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping.wait()
+    server.stop(grace=1).wait()
+    return 0
+
+
+def start_floor(address: str, busy_ms: float, size: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    return subprocess.Popen([sys.executable, __file__, "--serve-floor", address, "--busy-ms", f"{busy_ms:.4f}",
+                             "--size", str(size)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def raw_p50_ms(call, runs: int = 60) -> float:
+    for _ in range(10):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1e3
 
 
 def refused_call(stub, request) -> None:
@@ -157,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve this compiled model directory (model.so, params.bin, manifest.json, spec.json; CPU or "
                              "CUDA) instead of compiling the example model here: TVM's runtime alone is then enough")
     parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--serve-floor", metavar="ADDRESS", help=argparse.SUPPRESS)  # the floor's server process
+    parser.add_argument("--busy-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_floor:
+        return serve_floor(args.serve_floor, args.busy_ms, args.size)
 
     import grpc
 
@@ -183,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         source = shared_memory.SharedMemory(create=True, size=first.size)
         target = shared_memory.SharedMemory(create=True, size=first.size)
         agent = start_agent(scratch / "registry", address, threads)
+        floor = None
         try:
             source.buf[:first.size] = first.tobytes()
             # As Lookout's client apps open it, and as lookout_edge.client recommends (HTTP/2 flow-control options).
@@ -217,12 +279,25 @@ def main(argv: list[str] | None = None) -> int:
             refused = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
                 width=63, height=args.size, byte_data=first.tobytes()))
             calls["gRPC round trip only (request refused at once)"] = lambda: refused_call(stub, refused)
+            # The floor: the same request and response bytes through the agent's server set-up, with a handler that
+            # only spins for as long as raw inference takes.
+            first_inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
+                width=args.size, height=args.size, byte_data=first.tobytes()))
+            busy_ms = raw_p50_ms(lambda: detector.detect(first))
+            floor_address = f"unix://{scratch}/floor.sock"
+            floor = start_floor(floor_address, busy_ms, args.size)
+            floor_plain, floor_tuned = grpc.insecure_channel(floor_address), client.channel(floor_address)
+            grpc.channel_ready_future(floor_plain).result(timeout=60)
+            for label, channel in (("plain channel", floor_plain), ("lookout_edge.client channel", floor_tuned)):
+                floor_stub = pb_grpc.EdgeAgentStub(channel)
+                calls[f"{FLOOR}, {label}"] = lambda floor_stub=floor_stub: floor_stub.DetectAnomalies(first_inline)
             samples = measure(calls, args.runs, args.rounds or args.runs, warmup=20)
-            plain.close()
-            tuned.close()
+            for channel in (plain, tuned, floor_plain, floor_tuned):
+                channel.close()
         finally:
-            agent.terminate()
-            agent.wait(timeout=30)
+            for server in filter(None, (agent, floor)):
+                server.terminate()
+                server.wait(timeout=30)
             for segment in (source, target):
                 segment.close()
                 segment.unlink()
@@ -236,10 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     # The fastest call of each: what the agent adds when nothing else on the machine gets in the way.
     at_min = {name: latency[name]["min_ms"] - latency[f"raw inference, {name.split(', ')[1]} (in process)"]["min_ms"]
               for name in overhead}
+    # The floor's handler time is fixed, so its own overhead is plain subtraction.
+    for name in (name for name in latency if name.startswith(FLOOR)):
+        overhead[name] = latency[name]["p50_ms"] - busy_ms
+        paired[name] = float(np.median(samples[name])) * 1e3 - busy_ms
+        at_min[name] = latency[name]["min_ms"] - busy_ms
     doc = {"image": f"{args.size}x{args.size}", "images": list(images), "model": model_label, "threads": threads,
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
            "latency": latency, "overhead_p50_ms": overhead, "overhead_paired_median_ms": paired, "overhead_min_ms": at_min,
-           "goal_p50_overhead_ms": GOAL_MS}
+           "floor_handler_ms": busy_ms, "goal_p50_overhead_ms": GOAL_MS}
     write_outputs(doc, samples, args.output_dir)
     print((args.output_dir / "edge_overhead.md").read_text())
     return 0

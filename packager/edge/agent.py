@@ -194,16 +194,20 @@ def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLI
     """Start serving; the caller stops the returned server."""
     if max_in_flight < 1:
         raise AgentStartError(f"max in-flight detections must be at least 1, got {max_in_flight}")
+    return listen(address, EdgeAgentServicer(host, max_in_flight), max_in_flight + CONTROL_WORKERS)
+
+
+def listen(address: str, servicer: pb_grpc.EdgeAgentServicer, workers: int) -> grpc.Server:
+    """Serve the EdgeAgent API from servicer, with the agent's socket handling, server options and worker bound."""
     path = socket_path(address)
     if path is not None:
         _claim_socket(path)
-    workers = max_in_flight + CONTROL_WORKERS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-agent"),
                          maximum_concurrent_rpcs=workers,
                          options=[*FLOW_CONTROL_OPTIONS,  # the same fixed window for the bitmaps clients send
                                   ("grpc.max_receive_message_length", bitmaps.MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", bitmaps.MAX_MESSAGE_BYTES)])
-    pb_grpc.add_EdgeAgentServicer_to_server(EdgeAgentServicer(host, max_in_flight), server)
+    pb_grpc.add_EdgeAgentServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:

@@ -13,6 +13,7 @@ from targets import get_target
 RELEASED = {
     "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
     "1.1.1": "6e52b3f5fa0163cf0bce1024e73b996dc0353aa204d05065b55eda5d83f5a4a9",
+    "1.1.2": "b637a2e8c560918934b2af2810dfb8aadf99c133d051ff6f53e46c4e7474836b",
 }
 
 
