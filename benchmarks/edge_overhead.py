@@ -125,17 +125,6 @@ def start_floor(address: str, busy_ms: float, size: int) -> subprocess.Popen:
                              "--size", str(size)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def raw_p50_ms(call, runs: int = 60) -> float:
-    for _ in range(10):
-        call()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
-
-
 def refused_call(stub, request) -> None:
     import grpc
 
@@ -222,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import grpc
 
-    from packager.benchmark import set_tvm_threads
+    from packager.benchmark import set_tvm_threads, time_callable
     from packager.edge import client, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
     from packager.edge.model_runner import AnomalyDetector
 
@@ -283,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             # only spins for as long as raw inference takes.
             first_inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
                 width=args.size, height=args.size, byte_data=first.tobytes()))
-            busy_ms = raw_p50_ms(lambda: detector.detect(first))
+            busy_ms = time_callable(lambda: detector.detect(first), warmup=10, runs=60).p50_ms
             floor_address = f"unix://{scratch}/floor.sock"
             floor = start_floor(floor_address, busy_ms, args.size)
             floor_plain, floor_tuned = grpc.insecure_channel(floor_address), client.channel(floor_address)
