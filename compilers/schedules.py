@@ -85,8 +85,8 @@ def _conv2d_transpose_phases(bb, call):
     return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
 
 
-def fuse_operators(mod, tvm_target):
-    """Legalize and fuse: the IRModule whose PrimFuncs are the tuning tasks and the units we schedule."""
+def legalize(mod, tvm_target):
+    """Relax operators to TIR, with our own lowerings for convolutions (Winograd, stride phases)."""
     import tvm
     from tvm import relax
 
@@ -98,6 +98,17 @@ def fuse_operators(mod, tvm_target):
             relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases,
                                                                 "relax.nn.conv2d": winograd.legalize_conv2d}),
+        ])(mod)
+
+
+def fuse_operators(mod, tvm_target):
+    """Legalize and fuse: the IRModule whose PrimFuncs are the tuning tasks and the units we schedule."""
+    import tvm
+    from tvm import relax
+
+    mod = legalize(mod, tvm_target)
+    with tvm_target:
+        return tvm.transform.Sequential([
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
