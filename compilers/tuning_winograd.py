@@ -34,21 +34,21 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
             and h >= 8 and w >= 8)
 
 
-# Multiply-add equivalents each element of the transformed weights costs per call (transpose, transform,
-# write, read back), measured on Zen 3: the weights are transformed on every call, as they are inputs.
-_KERNEL_TRANSFORM_COST = 40
+# Multiply-add equivalents each element of the transformed weights costs per call. compilers.prepack computes them
+# once, at build time, but every call still reads them, (m + 2)^2 / 9 times the size of the 3x3 weights.
+_KERNEL_READ_COST = 2
 
 
 def tile_size(ci: int, co: int, oh: int, ow: int) -> int | None:
     """The F(m x m, 3 x 3) tile with the lowest estimated cost, or None when direct convolution is cheaper.
 
-    With many channels and a small image the per-call weight transform outweighs the saved products.
+    With many channels and a small image, reading the larger transformed weights outweighs the saved products.
     """
     direct = 9 * ci * co * oh * ow
     best, best_cost = None, 0.75 * direct  # below this, Winograd's extra passes are not worth it
     for m in (4, 2):
         alpha, tiles = (m + 2) ** 2, -(-oh // m) * -(-ow // m)
-        cost = alpha * ci * co * tiles + _KERNEL_TRANSFORM_COST * alpha * ci * co + 2 * alpha * ci * tiles
+        cost = alpha * ci * co * tiles + _KERNEL_READ_COST * alpha * ci * co + 2 * alpha * ci * tiles
         if cost < best_cost:
             best, best_cost = m, cost
     return best
@@ -74,15 +74,32 @@ def _combine(terms):
     return expr if expr is not None else tirx.const(0.0, "float32")
 
 
-def conv2d_winograd(data, weight, padding, m: int):
-    """TE compute of a 3x3 stride-1 NCHW conv (batch 1) by F(m x m, 3 x 3)."""
+def winograd_kernel(weight, m: int):
+    """The weights of F(m x m, 3 x 3): (alpha, alpha, ci, co), G g G^T per channel pair. It depends on the weights
+    alone, so compile's prepacking step computes it once, at build time."""
+    co, ci = int(weight.shape[0]), int(weight.shape[1])
+    alpha = m + 2
+    _, _, g_mat = transform_matrices(m)
+    weight_t = te.compute((ci, 3, 3, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"})
+    kernel_rows = te.compute(
+        (alpha, 3, ci, co),
+        lambda e1, kx, c, o: _select(e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(3)]) for i in range(alpha)]),
+        name="winograd_kernel_rows", attrs={KIND: "winograd_rows"})
+    return te.compute(
+        (alpha, alpha, ci, co),
+        lambda e1, e2, c, o: _select(e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(3)]) for j in range(alpha)]),
+        name="winograd_kernel_pack", attrs={KIND: "winograd_kernel"})
+
+
+def conv2d_winograd(data, packed_kernel, padding, m: int):
+    """TE compute of a 3x3 stride-1 NCHW conv (batch 1) by F(m x m, 3 x 3), from winograd_kernel's weights."""
     _, ci, h, w = [int(d) for d in data.shape]
-    co = int(weight.shape[0])
+    co = int(packed_kernel.shape[3])
     pt, pl, pb, pr = [int(p) for p in padding]
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
     n_h, n_w = -(-oh // m), -(-ow // m)
     alpha = m + 2
-    a_mat, b_mat, g_mat = transform_matrices(m)
+    a_mat, b_mat, _ = transform_matrices(m)
     zero = tirx.const(0.0, "float32")
 
     image = te.compute(  # padded to whole tiles, channels last so transforms vectorize over channels
@@ -100,15 +117,6 @@ def conv2d_winograd(data, weight, padding, m: int):
         (alpha, alpha, n_h * n_w, ci),
         lambda e1, e2, p, c: _select(e2, [_combine([(b_mat[rb, j], rows[e1, rb, p, c]) for rb in range(alpha)]) for j in range(alpha)]),
         name="winograd_data_pack", attrs={KIND: "winograd_data"})
-    weight_t = te.compute((ci, 3, 3, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"})
-    kernel_rows = te.compute(
-        (alpha, 3, ci, co),
-        lambda e1, kx, c, o: _select(e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(3)]) for i in range(alpha)]),
-        name="winograd_kernel_rows", attrs={KIND: "winograd_rows"})
-    packed_kernel = te.compute(
-        (alpha, alpha, ci, co),
-        lambda e1, e2, c, o: _select(e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(3)]) for j in range(alpha)]),
-        name="winograd_kernel_pack", attrs={KIND: "winograd_kernel"})
     rc = te.reduce_axis((0, ci), name="rc")
     # channels innermost, so the inverse transform reads whole vectors of output channels
     product = te.compute((alpha, alpha, n_h * n_w, co),
@@ -139,7 +147,8 @@ def legalize_conv2d(bb, call):
     if m is None:
         return _nn_conv2d(bb, call)
     padding = [int(p) for p in call.attrs.padding]
-    return bb.call_te(lambda d, w: conv2d_winograd(d, w, padding, m), call.args[0], call.args[1], primfunc_name_hint="conv2d")
+    packed = bb.emit(bb.call_te(lambda w: winograd_kernel(w, m), call.args[1], primfunc_name_hint="winograd_kernel"))
+    return bb.call_te(lambda d, k: conv2d_winograd(d, k, padding, m), call.args[0], packed, primfunc_name_hint="conv2d")
 
 
 def kind(sch: s_tir.Schedule, block_rv) -> str | None:

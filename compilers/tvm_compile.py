@@ -38,6 +38,26 @@ def to_relax(imported: ImportedModel):
     return mod, list(zip(names, params.get("main", [])))
 
 
+def relax_for_target(imported: ImportedModel, target: Target):
+    """The Relax module compile and tuning both start from: (mod, [(name, tensor), ...]).
+
+    On CPU targets, what depends on the weights alone is computed here once (compilers.prepack), and the module
+    takes the results as its parameters. GPU targets keep the stock lowering, which does no such work.
+    """
+    import tvm
+
+    from compilers.prepack import prepack_weights
+    from compilers.schedules import is_gpu
+
+    mod, params = to_relax(imported)
+    if is_gpu(target):
+        return mod, params
+    try:
+        return prepack_weights(mod, params, tvm.target.Target(target.tvm_target))
+    except Exception as exc:
+        raise CompilationError(f"precomputing the weights of {imported.source_path.name} failed: {_error_summary(exc)}") from None
+
+
 def require_toolchain(target: Target) -> None:
     if target.cross_compiler and shutil.which(target.cross_compiler) is None:
         package = "gcc-" + target.host_triple.replace("_", "-")
@@ -101,7 +121,7 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
 
     require_toolchain(target)
     started = time.perf_counter()
-    mod, params = to_relax(imported)
+    mod, params = relax_for_target(imported, target)
     trials = 0
     if database is None:
         database, trials = tuned_database(mod, target, options)

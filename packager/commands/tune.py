@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _tune(args, cache, target, rpc) -> int:
     from compilers.intake import import_model
     from compilers.tuning import tune
-    from compilers.tvm_compile import to_relax
+    from compilers.tvm_compile import relax_for_target
     from packager.commands.build import example_model_paths
 
     model, spec = args.model, args.model_spec
@@ -90,7 +90,7 @@ def _tune(args, cache, target, rpc) -> int:
         model, default_spec = example_model_paths()
         spec = spec or default_spec
     imported = import_model(model, spec)
-    mod, _ = to_relax(imported)
+    mod, _ = relax_for_target(imported, target)
     result = tune(mod, target, args.trials, cache, progress=not args.quiet, rpc=rpc)
     for task in result.tasks:
         if task.cached:

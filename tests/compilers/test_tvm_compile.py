@@ -26,7 +26,8 @@ def test_compile_writes_library_params_and_manifest(compiled_tiny):
     assert artifact.library_path.stat().st_size > 0 and artifact.params_path.stat().st_size > 0
     manifest = json.loads(artifact.manifest_path.read_text())
     assert manifest["outputs"] == ["score", "anomaly_map"]
-    assert manifest["params"][:4] == ["w1", "b1", "w2", "b2"]
+    # weights used as they are keep their names; the biases ship reshaped for broadcasting (compilers.prepack)
+    assert manifest["params"][:2] == ["w1", "w2"] and all(p.startswith("prepacked.") for p in manifest["params"][2:])
     assert manifest["device"] == "cpu" and manifest["model_sha256"] == imported.sha256
     assert json.loads((artifact.model_dir / "spec.json").read_text())["input"]["name"] == "image"
 
@@ -59,7 +60,7 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
 
         artifact = real_compile(*args, **kwargs)
         params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
-        params["b2"] = tvm.runtime.tensor(params["b2"].numpy() + 0.5)
+        params["w2"] = tvm.runtime.tensor(params["w2"].numpy() + 0.5)
         tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
         return artifact
 

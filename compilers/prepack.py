@@ -1,0 +1,50 @@
+"""Weight work done once, at build time, instead of on every call.
+
+A model's weights are inputs of its Relax function (they ship in params.bin), so whatever the function computes
+from them alone, a Winograd kernel transform or a bias reshaped for broadcasting, would run on every call. Here
+TVM's LiftTransformParams splits that work into its own function, the build machine runs it once on the real
+weights, and the model ships the results as its parameters instead.
+"""
+
+from __future__ import annotations
+
+TRANSFORM = "main_transform_params"
+PREPACKED = "prepacked"  # name prefix of parameters computed here
+
+
+def _without(mod, name: str):
+    import tvm
+    from tvm import relax
+
+    kept = tvm.IRModule({gvar: func for gvar, func in mod.functions_items() if gvar.name_hint != name}, attrs=mod.attrs)
+    entry = next(gvar.name_hint for gvar, func in kept.functions_items() if isinstance(func, relax.Function))
+    return relax.transform.DeadCodeElimination(entry_functions=[entry])(kept)
+
+
+def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[object, list[tuple[str, object]]]:
+    """(legalized mod whose main takes the input then the prepacked weights, those weights by name).
+
+    The transform runs here on the host CPU, whatever the target: it is plain float32 arithmetic on the weights.
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from compilers.schedules import legalize
+
+    mod = legalize(mod, tvm_target)
+    lifted = relax.transform.LiftTransformParams()(mod)
+    if TRANSFORM not in [gvar.name_hint for gvar in lifted.functions]:
+        return mod, params
+    transform = _without(lifted, "main")
+    host = tvm.target.Target({"kind": "llvm"})
+    with host:
+        executable = tvm.compile(transform, target=host)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    results = vm[TRANSFORM](list(tvm.runtime.tensor(np.asarray(value.numpy())) for _, value in params))
+    main = _without(lifted, TRANSFORM)
+    names = [var.name for var in main["main"].params[int(main["main"].attrs["num_input"]):]]
+    original = {name for name, _ in params}
+    named = [(name if name in original else f"{PREPACKED}.{i}", tvm.runtime.tensor(result.numpy()))
+             for i, (name, result) in enumerate(zip(names, results))]
+    return main, named

@@ -1,0 +1,85 @@
+"""Weight work moves to build time: the shipped parameters are the transformed weights, and results do not change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compilers.prepack import PREPACKED, prepack_weights
+from tests.compilers.test_schedules import ATOL, RTOL, onnx_model, weights
+
+CHANNELS, SIZE = 32, 14
+
+
+def conv_model(kernel: int):
+    from onnx import helper
+
+    return onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4), helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, CHANNELS, SIZE, SIZE])], ["z"],
+        {"w": weights(CHANNELS, CHANNELS, kernel, kernel), "b": weights(CHANNELS, seed=2)})
+
+
+def prepacked(model, target):
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
+    named = list(zip([p.name for p in mod["main"].params[1:]], params["main"]))
+    return prepack_weights(mod, named, tvm.target.Target(target.tvm_target))
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    from targets import host_target
+    from targets.catalog import CompilerOptions
+
+    return host_target(CompilerOptions(num_cores=2))
+
+
+def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from compilers.schedules import CpuPipeline
+    from compilers.tuning_winograd import tile_size, transform_matrices
+
+    model = conv_model(kernel=3)
+    m = tile_size(CHANNELS, CHANNELS, SIZE, SIZE)
+    assert m == 4
+    mod, params = prepacked(model, cpu)
+    assert not [gvar.name_hint for gvar in mod.functions if "winograd_kernel" in gvar.name_hint]
+    packed = [value.numpy() for name, value in params if name.startswith(PREPACKED) and value.shape[:2] == (m + 2, m + 2)]
+    assert len(packed) == 1
+    _, _, g = transform_matrices(m)
+    w = weights(CHANNELS, CHANNELS, 3, 3)
+    np.testing.assert_allclose(packed[0], np.einsum("ik,jl,ockl->ijco", g, g, w), rtol=1e-5, atol=1e-6)
+
+    executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
+    x = np.random.default_rng(0).random((1, CHANNELS, SIZE, SIZE), dtype=np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *[value for _, value in params])
+    want, = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
+
+
+def test_weights_used_as_they_are_keep_their_names(cpu):
+    _, params = prepacked(conv_model(kernel=1), cpu)  # a 1x1 conv has no Winograd form: its weight passes through
+    names = [name for name, _ in params]
+    assert "w" in names
+    assert [name for name in names if name.startswith(PREPACKED)]  # the bias, reshaped once for broadcasting
+    assert len(set(names)) == len(names)
+
+
+def test_gpu_targets_keep_the_weights_as_imported():
+    from compilers.intake import import_model
+    from compilers.tvm_compile import relax_for_target, to_relax
+    from packager.commands.build import example_model_paths
+    from targets import get_target, host_target
+
+    imported = import_model(*example_model_paths())
+    as_imported = [name for name, _ in to_relax(imported)[1]]
+    assert [name for name, _ in relax_for_target(imported, get_target("jetson_xavier"))[1]] == as_imported
+    on_cpu = [name for name, _ in relax_for_target(imported, host_target())[1]]
+    assert on_cpu != as_imported and any(name.startswith(PREPACKED) for name in on_cpu)
