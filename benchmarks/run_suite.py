@@ -62,7 +62,7 @@ def run_model(name: str, args, target, cache) -> dict:
     reference = engines[0].run(x)
     if not args.no_torch:
         engines.append(se.torch_engine(module, args.threads))
-    mod, params = se.relax_module(onnx_bytes)
+    mod, params = se.relax_module(onnx_bytes, target)
     print(f"[{name}] compiling with default schedules", flush=True)
     engines.append(se.tvm_engine("tvm_default", mod, params, target))
     trials = args.trials if args.trials is not None else (64 if name == "example" else 160)

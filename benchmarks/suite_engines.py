@@ -50,14 +50,19 @@ def torch_engine(module, threads: int) -> Engine:
     return Engine("torch", run, 0.0, notes={"version": torch.__version__, "mode": "eager, inference_mode"})
 
 
-def relax_module(onnx_bytes: bytes):
-    """ONNX -> Relax with weights as parameters, exactly as compile does it."""
+def relax_module(onnx_bytes: bytes, target):
+    """ONNX -> Relax with weights as parameters, prepacked for a CPU target, exactly as compile does it."""
     import onnx
+    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    from compilers.prepack import prepack_weights
+
     mod, params = relax.frontend.detach_params(from_onnx(onnx.load_from_string(onnx_bytes), keep_params_in_input=True))
-    return mod, [p.numpy() for p in params.get("main", [])]
+    named = list(zip([p.name for p in mod["main"].params[1:]], params.get("main", [])))
+    mod, named = prepack_weights(mod, named, tvm.target.Target(target.tvm_target))
+    return mod, [value.numpy() for _, value in named]
 
 
 def tvm_engine(name: str, mod, params: list[np.ndarray], target, database=None) -> Engine:
