@@ -83,3 +83,19 @@ def test_gpu_targets_keep_the_weights_as_imported():
     assert [name for name, _ in relax_for_target(imported, get_target("jetson_xavier"))[1]] == as_imported
     on_cpu = [name for name, _ in relax_for_target(imported, host_target())[1]]
     assert on_cpu != as_imported and any(name.startswith(PREPACKED) for name in on_cpu)
+
+
+def test_a_failing_weight_step_names_the_model(monkeypatch):
+    import compilers.prepack
+    from compilers.intake import import_model
+    from compilers.tvm_compile import relax_for_target
+    from packager.commands.build import example_model_paths
+    from packager.errors import CompilationError
+    from targets import host_target
+
+    def fail(*_):
+        raise RuntimeError("InternalError: Check failed: lifted function")
+
+    monkeypatch.setattr(compilers.prepack, "prepack_weights", fail)
+    with pytest.raises(CompilationError, match=r"precomputing the weights of model\.onnx failed: .*Check failed"):
+        relax_for_target(import_model(*example_model_paths()), host_target())
