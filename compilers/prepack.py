@@ -26,7 +26,6 @@ def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[
 
     The transform runs here on the host CPU, whatever the target: it is plain float32 arithmetic on the weights.
     """
-    import numpy as np
     import tvm
     from tvm import relax
 
@@ -41,10 +40,15 @@ def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[
     with host:
         executable = tvm.compile(transform, target=host)
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    results = vm[TRANSFORM](list(tvm.runtime.tensor(np.asarray(value.numpy())) for _, value in params))
+    results = vm[TRANSFORM]([value for _, value in params])
     main = _without(lifted, TRANSFORM)
     names = [var.name for var in main["main"].params[int(main["main"].attrs["num_input"]):]]
-    original = {name for name, _ in params}
-    named = [(name if name in original else f"{PREPACKED}.{i}", tvm.runtime.tensor(result.numpy()))
-             for i, (name, result) in enumerate(zip(names, results))]
+    # Names only label params.bin's entries, in main's order: a weight passed through keeps its own; any other, or
+    # a repeat, gets a positional one, so no two entries collide.
+    unused = {name for name, _ in params}
+    named = []
+    for i, (name, result) in enumerate(zip(names, results)):
+        label = name if name in unused else f"{PREPACKED}.{i}"
+        unused.discard(label)
+        named.append((label, tvm.runtime.tensor(result.numpy())))
     return main, named
