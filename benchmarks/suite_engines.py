@@ -52,16 +52,12 @@ def torch_engine(module, threads: int) -> Engine:
 
 def relax_module(onnx_bytes: bytes, target):
     """ONNX -> Relax with weights as parameters, prepacked for a CPU target, exactly as compile does it."""
-    import onnx
     import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
 
     from compilers.prepack import prepack_weights
+    from compilers.tvm_compile import onnx_to_relax
 
-    mod, params = relax.frontend.detach_params(from_onnx(onnx.load_from_string(onnx_bytes), keep_params_in_input=True))
-    named = list(zip([p.name for p in mod["main"].params[1:]], params.get("main", [])))
-    mod, named = prepack_weights(mod, named, tvm.target.Target(target.tvm_target))
+    mod, named = prepack_weights(*onnx_to_relax(onnx_bytes), tvm.target.Target(target.tvm_target))
     return mod, [value.numpy() for _, value in named]
 
 

@@ -22,20 +22,24 @@ def _error_summary(exc: Exception) -> str:
     return (flagged[-1] if flagged else lines[-1] if lines else type(exc).__name__)[:500]
 
 
-def to_relax(imported: ImportedModel):
+def onnx_to_relax(onnx_bytes: bytes, shape_dict: dict | None = None):
     """ONNX -> Relax IRModule with the weights detached: (mod, [(name, tensor), ...])."""
     import onnx
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    model = onnx.load_from_string(imported.onnx_bytes)
-    try:
-        mod = from_onnx(model, shape_dict={imported.spec.input.name: list(imported.input_shape)}, keep_params_in_input=True)
-    except Exception as exc:  # the frontend raises bare TVMError/ValueError/KeyError, naming the op in its text
-        raise ModelImportError(f"{imported.source_path}: TVM's ONNX frontend failed: {_error_summary(exc)}") from None
+    mod = from_onnx(onnx.load_from_string(onnx_bytes), shape_dict=shape_dict, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     names = [p.name for p in mod["main"].params[1:]]
     return mod, list(zip(names, params.get("main", [])))
+
+
+def to_relax(imported: ImportedModel):
+    """The imported model as a Relax IRModule with the weights detached; a frontend failure names the model file."""
+    try:
+        return onnx_to_relax(imported.onnx_bytes, {imported.spec.input.name: list(imported.input_shape)})
+    except Exception as exc:  # the frontend raises bare TVMError/ValueError/KeyError, naming the op in its text
+        raise ModelImportError(f"{imported.source_path}: TVM's ONNX frontend failed: {_error_summary(exc)}") from None
 
 
 def relax_for_target(imported: ImportedModel, target: Target):

@@ -22,12 +22,10 @@ def conv_model(kernel: int):
 
 def prepacked(model, target):
     import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
 
-    mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
-    named = list(zip([p.name for p in mod["main"].params[1:]], params["main"]))
-    return prepack_weights(mod, named, tvm.target.Target(target.tvm_target))
+    from compilers.tvm_compile import onnx_to_relax
+
+    return prepack_weights(*onnx_to_relax(model.SerializeToString()), tvm.target.Target(target.tvm_target))
 
 
 @pytest.fixture(scope="module")
