@@ -9,14 +9,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 if command -v apt-get >/dev/null 2>&1; then
   # gcc-aarch64-linux-gnu links ARM64 libraries; qemu-user-static runs the emulated ARM64 device in tests.
+  # postgresql and redis-server: the team tests start their own throw-away servers (the packages' services are not used).
   $SUDO apt-get update -q
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static postgresql redis-server
 else
   echo "setup.sh: no apt-get; install an aarch64-linux-gnu gcc and qemu-user-static yourself for ARM64 targets" >&2
 fi
 
-python3 -m pip install --disable-pip-version-check -q -e ".[torch,test]"
+python3 -m pip install --disable-pip-version-check -q -e ".[torch,test,team]"
 
 # The emulated ARM64 device used by the tests and by --device-rpc on this machine: Debian arm64 Python and the
 # aarch64 wheels of apache-tvm, apache-tvm-ffi and numpy in .cache/arm64-sysroot (idempotent; about 530 MB).

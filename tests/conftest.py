@@ -115,3 +115,21 @@ def example_model() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def example_images() -> Path:
     return Path(__file__).resolve().parents[1] / "packager" / "example_model" / "images"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the session (tests.servers); each test asks it for a fresh database."""
+    from tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis():
+    """A real Redis server on 127.0.0.1 for the session, the Celery broker."""
+    from tests.servers import redis_server
+
+    with redis_server() as server:
+        yield server

@@ -18,10 +18,11 @@ from packager.errors import ConflictException, PackagerError, ResourceNotFoundEx
 from packager.jobs import liveness, pagination
 from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, spawn_worker
-from packager.jobs.store import ACTIVE_STATES, FINAL_STATES, JobRecord, ModelRecord, Store, open_store, packager_home
+from packager.jobs.store import (
+    ACTIVE_STATES, FINAL_STATES, TOKEN_LIFETIME_S, ClientTokenTaken, JobRecord, ModelRecord, Store, open_store, packager_home,
+)
 from packager.jobs.validation import parse_configuration, validate_input, validate_shape
 
-TOKEN_LIFETIME_S = 8 * 3600
 LOCAL_ONLY_OPTIONAL = frozenset({"Configuration.Greengrass.S3OutputLocation"})
 DEFAULT_PAGE_SIZE = 100
 PACKAGING_METHOD = "Greengrass"
@@ -118,12 +119,12 @@ def list_projects(*, home: Path | str | None = None, **params) -> dict:
     validate_input("ListProjects", params)
     store = open_store(home)
     try:
-        after = pagination.decode_token(store.home, params.get("NextToken"), "ListProjects", "")
+        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListProjects", "")
         limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
         rows = store.projects(after, limit + 1)
         response = {"Projects": [_project_metadata(p) for p in rows[:limit]]}
         if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.home, "ListProjects", "", rows[limit - 1].seq)
+            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListProjects", "", rows[limit - 1].seq)
         return response
     finally:
         store.close()
@@ -211,12 +212,12 @@ def list_models(*, home: Path | str | None = None, **params) -> dict:
     store = open_store(home)
     try:
         project = _project_or_404(store, params["ProjectName"]).name
-        after = pagination.decode_token(store.home, params.get("NextToken"), "ListModels", project)
+        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListModels", project)
         limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
         rows = store.models(project, after, limit + 1)
         response = {"Models": [_model_metadata(m) for m in rows[:limit]]}
         if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.home, "ListModels", project, rows[limit - 1].seq)
+            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListModels", project, rows[limit - 1].seq)
         return response
     finally:
         store.close()
@@ -290,40 +291,52 @@ def _start_job(home: Path | str | None, params: dict, register: bool, extensions
     fingerprinted = params if extensions is None else {**params, "x-packager-extensions": extensions.to_dict()}
     store = open_store(home)
     try:
-        with store.transaction():
-            earlier = _idempotent(store, "StartModelPackagingJob", fingerprinted, "MODEL_PACKAGE_JOB")
-        if earlier is not None:
-            _retry_if_failed(store, params["ProjectName"], earlier["JobName"])
-            return earlier
-        with store.transaction():
-            project = _project_or_404(store, params["ProjectName"]).name
-            model = _model_or_404(store, project, params["ModelVersion"])
-            job_name = params.get("JobName") or _new_job_name()
-            if store.job(project, job_name) is not None:
-                raise ConflictException(f"a packaging job named {job_name!r} already exists in project {project!r}",
-                                        resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
-            version = configuration.component_version or f"{model.version}.0.0"
-            # Published Greengrass versions are immutable, so only jobs with an S3 output hold or need a component version;
-            # a local-only build may be repeated and overwrites its local bundle.
-            holder = store.component_job(configuration.component_name, version) if configuration.s3_location else None
-            if holder is not None:
-                raise ConflictException(
-                    f"component {configuration.component_name} version {version} was already produced by job "
-                    f"{holder.name} in project {holder.project}", resource_id=holder.name, resource_type="MODEL_PACKAGE_JOB")
-            stored_config = {"Greengrass": {**params["Configuration"]["Greengrass"], "ComponentVersion": version}}
-            now = time.time()
-            store.insert_job(JobRecord(
-                seq=0, project=project, name=job_name, model_version=str(model.version), configuration=stored_config,
-                description=params.get("Description"), status="CREATED", status_message="Waiting for a worker.",
-                created=now, updated=now, component_name=configuration.component_name, component_version=version,
-                component_arn=None, register=register, pid=None, pid_start=None, heartbeat=None,
-                extensions=extensions.to_dict() if extensions is not None else None))
-            response = {"JobName": job_name}
-            _remember(store, "StartModelPackagingJob", fingerprinted, response)
+        while True:
+            with store.transaction():
+                earlier = _idempotent(store, "StartModelPackagingJob", fingerprinted, "MODEL_PACKAGE_JOB")
+            if earlier is not None:
+                _retry_if_failed(store, params["ProjectName"], earlier["JobName"])
+                return earlier
+            try:
+                project, job_name = _insert_job(store, params, fingerprinted, configuration, register, extensions)
+                break
+            except ClientTokenTaken:
+                continue  # another server recorded the same token meanwhile: answer with its job
         _launch_worker(store, project, job_name)
-        return response
+        return {"JobName": job_name}
     finally:
         store.close()
+
+
+def _insert_job(store: Store, params: dict, fingerprinted: dict, configuration, register: bool,
+                extensions: JobExtensions | None) -> tuple[str, str]:
+    """Record the job as CREATED, in one transaction with its ClientToken; returns (project, job name)."""
+    with store.transaction():
+        project = _project_or_404(store, params["ProjectName"]).name
+        model = _model_or_404(store, project, params["ModelVersion"])
+        job_name = params.get("JobName") or _new_job_name()
+        # The token first: a second server racing with the same token waits on it, then retries and finds this job.
+        _remember(store, "StartModelPackagingJob", fingerprinted, {"JobName": job_name})
+        if store.job(project, job_name) is not None:
+            raise ConflictException(f"a packaging job named {job_name!r} already exists in project {project!r}",
+                                    resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+        version = configuration.component_version or f"{model.version}.0.0"
+        # Published Greengrass versions are immutable, so only jobs with an S3 output hold or need a component version;
+        # a local-only build may be repeated and overwrites its local bundle.
+        holder = store.component_job(configuration.component_name, version) if configuration.s3_location else None
+        if holder is not None:
+            raise ConflictException(
+                f"component {configuration.component_name} version {version} was already produced by job "
+                f"{holder.name} in project {holder.project}", resource_id=holder.name, resource_type="MODEL_PACKAGE_JOB")
+        stored_config = {"Greengrass": {**params["Configuration"]["Greengrass"], "ComponentVersion": version}}
+        now = time.time()
+        store.insert_job(JobRecord(
+            seq=0, project=project, name=job_name, model_version=str(model.version), configuration=stored_config,
+            description=params.get("Description"), status="CREATED", status_message="Waiting for a worker.",
+            created=now, updated=now, component_name=configuration.component_name, component_version=version,
+            component_arn=None, register=register, pid=None, pid_start=None, heartbeat=None,
+            extensions=extensions.to_dict() if extensions is not None else None))
+    return project, job_name
 
 
 def _launch_worker(store: Store, project: str, job_name: str) -> None:
@@ -371,12 +384,12 @@ def list_model_packaging_jobs(*, home: Path | str | None = None, **params) -> di
     store = open_store(home)
     try:
         project = _project_or_404(store, params["ProjectName"]).name
-        after = pagination.decode_token(store.home, params.get("NextToken"), "ListModelPackagingJobs", project)
+        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListModelPackagingJobs", project)
         limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
         rows = store.jobs(project, after, limit + 1)
         response = {"ModelPackagingJobs": [_job_metadata(liveness.settle(store, j)) for j in rows[:limit]]}
         if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.home, "ListModelPackagingJobs", project, rows[limit - 1].seq)
+            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListModelPackagingJobs", project, rows[limit - 1].seq)
         return response
     finally:
         store.close()

@@ -2,6 +2,8 @@
 
 Many processes share one store (CLI calls, the REST server's threads, job workers), so every
 write runs in a short `BEGIN IMMEDIATE` transaction and every connection waits on a busy lock.
+With PACKAGER_DATABASE_URL=postgresql://... the same records live in PostgreSQL instead (pg_store), so
+several servers and workers on several machines share them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from typing import Iterator
 FINAL_STATES = ("SUCCEEDED", "FAILED")
 ACTIVE_STATES = ("CREATED", "RUNNING")
 _BUSY_TIMEOUT_MS = 60_000
+TOKEN_LIFETIME_S = 8 * 3600
+DATABASE_URL_VARIABLE = "PACKAGER_DATABASE_URL"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -119,6 +124,13 @@ class JobRecord:
     heartbeat: float | None
     extensions: dict | None = None  # build-only options the service API lacks (see packager.jobs.extensions); None for API jobs
     error_type: str | None = None  # the packager.errors class a FAILED job ended with, so the CLI can exit with its code
+    queue: str | None = None  # the Celery queue it was sent to; None: a local worker process runs it
+    worker: str | None = None  # the Celery worker running (or last running) it
+    deliveries: int = 0  # how many times a Celery worker took it up
+
+
+class ClientTokenTaken(Exception):
+    """Another request recorded this ClientToken first, in a transaction that committed while ours ran."""
 
 
 @dataclass(frozen=True)
@@ -259,14 +271,39 @@ class Store:
         return TokenRecord(row["params_hash"], json.loads(row["result"]), row["created"]) if row else None
 
     def put_token(self, operation: str, token: str, params_hash: str, result: dict) -> None:
+        # BEGIN IMMEDIATE serialises writers, so the caller's earlier read still holds: any row here has expired.
         self._db.execute("INSERT OR REPLACE INTO client_tokens VALUES (?, ?, ?, ?, ?)",
                          (operation, token, params_hash, json.dumps(result), time.time()))
 
+    # settings shared by every process of the store
+    def pagination_secret(self) -> bytes:
+        """The key that signs NextToken values, kept beside the database."""
+        path = self.home / "token-secret"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()  # another process won the race and wrote it in one write
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+        return path.read_bytes()
 
-def open_store(home: Path | str | None = None) -> Store:
-    """Open (creating on first use) the store under $PACKAGER_HOME."""
+
+def open_store(home: Path | str | None = None, *, wait_for_database_s: float = 0.0):
+    """Open (creating on first use) the store under $PACKAGER_HOME, or PostgreSQL at $PACKAGER_DATABASE_URL.
+
+    ``wait_for_database_s``: how long to keep trying while PostgreSQL cannot be reached (workers wait, servers answer
+    at once with a retryable error). The home directory still holds job logs and model files either way."""
     root = packager_home(home)
     root.mkdir(parents=True, exist_ok=True)
+    url = os.environ.get(DATABASE_URL_VARIABLE)
+    if url:
+        from packager.jobs.pg_store import open_postgres_store  # psycopg is only needed with a database URL
+
+        return open_postgres_store(url, root, wait_for_database_s=wait_for_database_s)
     db = sqlite3.connect(root / "store.sqlite3", timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -275,8 +312,10 @@ def open_store(home: Path | str | None = None) -> Store:
     return Store(root, db)
 
 
-_SCHEMA_VERSION = 2
-_ADDED_JOB_COLUMNS = {"extensions": "TEXT", "error_type": "TEXT"}  # since version 2; a version 1 store gains them
+_SCHEMA_VERSION = 3
+# Columns added after version 1; an older store gains them on open.
+_ADDED_JOB_COLUMNS = {"extensions": "TEXT", "error_type": "TEXT",  # version 2
+                      "queue": "TEXT", "worker": "TEXT", "deliveries": "INTEGER NOT NULL DEFAULT 0"}  # version 3
 
 
 def _create_schema(db: sqlite3.Connection) -> None:

@@ -19,6 +19,11 @@ import pytest
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh $PACKAGER_HOME with no AWS region or credentials, so a started job's worker fails fast unless a
     test sets AWS up; every worker a test started is stopped when it ends."""
+    yield from fresh_home(tmp_path, monkeypatch)
+
+
+def fresh_home(tmp_path, monkeypatch):
+    """The `home` fixture's body, for fixtures that add to it (a PostgreSQL job store)."""
     path = tmp_path / "packager-home"
     monkeypatch.setenv("PACKAGER_HOME", str(path))
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
@@ -31,6 +36,13 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def worker_pids(home: Path) -> list[int]:
+    if os.environ.get("PACKAGER_DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(os.environ["PACKAGER_DATABASE_URL"]) as db:
+            if db.execute("SELECT to_regclass('jobs')").fetchone() == (None,):
+                return []
+            return [pid for (pid,) in db.execute("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
     if not (home / "store.sqlite3").exists():
         return []
     with sqlite3.connect(home / "store.sqlite3") as db:

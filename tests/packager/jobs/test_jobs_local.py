@@ -173,4 +173,4 @@ def test_a_version_1_store_gains_the_new_columns(home, tiny_model):
         store.close()
     assert old.status == "SUCCEEDED" and old.extensions is None and old.error_type is None
     with sqlite3.connect(home / "store.sqlite3") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
