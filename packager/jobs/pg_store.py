@@ -9,11 +9,10 @@ checks and the database refuses the second insert. The schema is versioned; `ope
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -21,7 +20,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from packager.errors import ConflictException, InternalServerException
-from packager.jobs.store import TOKEN_LIFETIME_S, ClientTokenTaken, JobRecord, ModelRecord, ProjectRecord, TokenRecord
+from packager.jobs.store import (
+    TOKEN_LIFETIME_S,
+    ClientTokenTaken,
+    JobRecord,
+    ModelRecord,
+    ProjectRecord,
+    TokenRecord,
+)
 
 _CONNECT_TIMEOUT_S = 5
 _RETRY_INTERVAL_S = 0.5

@@ -11,13 +11,24 @@ import pytest
 from packager.errors import ConflictException, InternalServerException
 from packager.jobs import api, pg_store
 from packager.jobs.store import open_store
+from tests.packager.jobs.support import (  # noqa: F401
+    fresh_home,
+    gg_config,
+    hold_worker_slot,
+    wait_until,
+)
 
-from tests.packager.jobs.support import fresh_home, gg_config, hold_worker_slot, wait_until  # noqa: F401
 # The SQLite store's API tests, collected again here with `home` on PostgreSQL.
 from tests.packager.jobs.test_jobs_api import (  # noqa: F401
-    test_component_and_job_name_conflicts, test_model_files_are_content_addressed, test_model_versions_and_latest,
-    test_pagination_and_tampered_tokens, test_project_conflicts_and_tokens, test_project_round_trip,
-    test_register_rejects_bad_input, test_start_returns_at_once_and_describes, test_unknown_resources,
+    test_component_and_job_name_conflicts,
+    test_model_files_are_content_addressed,
+    test_model_versions_and_latest,
+    test_pagination_and_tampered_tokens,
+    test_project_conflicts_and_tokens,
+    test_project_round_trip,
+    test_register_rejects_bad_input,
+    test_start_returns_at_once_and_describes,
+    test_unknown_resources,
 )
 
 
@@ -77,7 +88,7 @@ def _race(calls: list) -> list:
         barrier.wait()
         try:
             results[i] = call()
-        except Exception as exc:  # the test looks at which error each racer got
+        except Exception as exc:  # noqa: BLE001  (the test looks at which error each racer got)
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
@@ -93,9 +104,9 @@ def test_racing_servers_hold_tokens_names_and_component_versions(home, tiny_mode
     api.register_model("p", *tiny_model)
     with hold_worker_slot(home, monkeypatch):
         for round_ in range(3):
-            same_token = dict(ProjectName="p", ModelVersion="1", ClientToken=f"t{round_}",
-                              Configuration=gg_config(ComponentVersion=f"1.0.{round_}"))
-            answers = _race([lambda: api.start_model_packaging_job(**same_token)] * 4)
+            same_token = {"ProjectName": "p", "ModelVersion": "1", "ClientToken": f"t{round_}",
+                          "Configuration": gg_config(ComponentVersion=f"1.0.{round_}")}
+            answers = _race([lambda params=same_token: api.start_model_packaging_job(**params)] * 4)
             assert all(isinstance(a, dict) for a in answers), answers
             assert len({a["JobName"] for a in answers}) == 1
         same_version = [lambda i=i: api.start_model_packaging_job(ProjectName="p", ModelVersion="1",
