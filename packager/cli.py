@@ -24,9 +24,9 @@ class Command:
 
 
 def _command_table() -> tuple[Command, ...]:
-    from packager.commands import build, deploy_local, lookout, serve, tune
+    from packager.commands import build, deploy_local, lookout, serve, tune, worker
 
-    return (build.COMMAND, tune.COMMAND, deploy_local.COMMAND, *lookout.COMMANDS, serve.COMMAND)
+    return (build.COMMAND, tune.COMMAND, deploy_local.COMMAND, *lookout.COMMANDS, serve.COMMAND, worker.COMMAND)
 
 
 def build_parser(commands: tuple[Command, ...]) -> argparse.ArgumentParser:

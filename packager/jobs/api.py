@@ -166,6 +166,7 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     With reuse_identical, the project's newest version with the same model and spec bytes is returned instead."""
     from compilers.spec import load_spec
     from packager.jobs.model_files import check_model_file, store_file
+    from packager.jobs.shared_models import model_bucket, model_files, upload_model_files
 
     validate_shape("ProjectName", project, "ProjectName")
     if description is not None:
@@ -178,6 +179,11 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     root.mkdir(parents=True, exist_ok=True)
     model_file = store_file(root, model_path, model_path.suffix.lower())
     spec_file = store_file(root, Path(spec_path), ".json") if spec_path is not None else None
+    shared = model_bucket()
+    if shared is not None:  # other build hosts fetch it from there; uploaded before the version is recorded
+        from packager.publish import make_clients
+
+        upload_model_files(make_clients(None)[0], shared, root, model_files(root, model_file, spec_file))
     store = open_store(root)
     try:
         with store.transaction():
@@ -340,6 +346,11 @@ def _insert_job(store: Store, params: dict, fingerprinted: dict, configuration, 
 
 
 def _launch_worker(store: Store, project: str, job_name: str) -> None:
+    """Start the job: on the team's Celery queue when PACKAGER_BROKER_URL is set, else in a local worker process."""
+    broker = os.environ.get("PACKAGER_BROKER_URL")
+    if broker:
+        _enqueue(store, broker, project, job_name)
+        return
     try:
         pid, pid_start = spawn_worker(store.home, project, job_name)
     except OSError as exc:
@@ -351,6 +362,22 @@ def _launch_worker(store: Store, project: str, job_name: str) -> None:
         store.update_job(project, job_name, only_if_status=ACTIVE_STATES, pid=pid, pid_start=pid_start)
 
 
+def _enqueue(store: Store, broker: str, project: str, job_name: str) -> None:
+    from packager.jobs import celery_engine  # celery is only needed with a broker
+
+    job = store.job(project, job_name)
+    queue = celery_engine.queue_for(parse_configuration(job.configuration).target)
+    with store.transaction():
+        store.update_job(project, job_name, only_if_status=("CREATED",), queue=queue, worker=None,
+                         status_message=f"Queued on {queue}; waiting for a worker.")
+    try:
+        celery_engine.enqueue(broker, project, job_name, queue)
+    except Exception as exc:  # noqa: BLE001  (kombu raises its own and the socket's errors; any of them means not queued)
+        with store.transaction():
+            store.update_job(project, job_name, only_if_status=("CREATED",), status="FAILED", updated=time.time(),
+                             status_message=f"Could not queue the job on {queue}: {type(exc).__name__}: {exc}"[:500])
+
+
 def _retry_if_failed(store: Store, project: str, job_name: str) -> None:
     """The same ClientToken again after a FAILED run (an upload cut off, a registration refused) runs the same job
     once more; a job still going or already SUCCEEDED is left alone, so the call stays idempotent."""
@@ -360,7 +387,8 @@ def _retry_if_failed(store: Store, project: str, job_name: str) -> None:
     with store.transaction():
         restarted = store.update_job(project, job_name, only_if_status=("FAILED",), status="CREATED", updated=time.time(),
                                      status_message="Retrying with the same ClientToken; waiting for a worker.",
-                                     pid=None, pid_start=None, heartbeat=None, error_type=None, component_arn=None)
+                                     pid=None, pid_start=None, heartbeat=None, error_type=None, component_arn=None,
+                                     deliveries=0)
     if restarted:
         _launch_worker(store, project, job_name)
 

@@ -18,7 +18,32 @@ def heartbeat_timeout_s() -> float:
     return float(os.environ.get("PACKAGER_HEARTBEAT_TIMEOUT_S", "900"))
 
 
+def redelivery_after_s() -> float:
+    """Celery on Redis: how long an unacknowledged job waits before Redis hands it out again (its visibility timeout).
+    A host that dies mid-job has its job delivered again after this; keep it above the longest job."""
+    return float(os.environ.get("PACKAGER_REDELIVERY_AFTER_S", "3600"))
+
+
+def takeover_after_s() -> float:
+    """Celery: a job delivered again is taken over once its running worker has missed heartbeats for this long."""
+    return float(os.environ.get("PACKAGER_TAKEOVER_AFTER_S", str(HEARTBEAT_INTERVAL_S * 6)))
+
+
+def _why_queued_job_dead(job: JobRecord, now: float) -> str | None:
+    """A Celery job runs on another host, so only its heartbeat tells; a queued one waits as long as the queue does.
+    A running job's lost worker is the broker's to redeliver; only when that never comes is it failed here."""
+    if job.status != "RUNNING" or job.heartbeat is None:
+        return None
+    silent = now - job.heartbeat
+    if silent > redelivery_after_s() + heartbeat_timeout_s():
+        return (f"The job's worker ({job.worker}) stopped reporting progress {silent:.0f} s ago and the job was not "
+                "delivered to another worker.")
+    return None
+
+
 def _why_dead(job: JobRecord, now: float) -> str | None:
+    if job.queue is not None:
+        return _why_queued_job_dead(job, now)
     if job.pid is None:
         if now - job.created > LAUNCH_GRACE_S:
             return f"The job's worker process did not start within {LAUNCH_GRACE_S:g} s."

@@ -264,6 +264,18 @@ class Store:
             args += tuple(only_if_status)
         return self._db.execute(sql, args).rowcount == 1
 
+    def claim_job(self, project: str, name: str, worker: str, stale_before: float) -> JobRecord | None:
+        """Take a job for one Celery delivery: it must be waiting, or running on a worker whose heartbeat stopped before
+        ``stale_before``; returns the claimed job or None."""
+        now = time.time()
+        with self.transaction():
+            claimed = self._db.execute(
+                "UPDATE jobs SET status = 'RUNNING', worker = ?, deliveries = deliveries + 1, heartbeat = ?, updated = ?, "
+                "pid = NULL, pid_start = NULL WHERE project = ? AND name = ? AND "
+                "(status = 'CREATED' OR (status = 'RUNNING' AND (heartbeat IS NULL OR heartbeat < ?)))",
+                (worker, now, now, project, name, stale_before)).rowcount == 1
+        return self.job(project, name) if claimed else None
+
     # idempotency tokens
     def token(self, operation: str, token: str, newer_than: float) -> TokenRecord | None:
         row = self._db.execute("SELECT params_hash, result, created FROM client_tokens WHERE operation = ? AND token = ? "

@@ -1,7 +1,9 @@
-"""One packaging job, run in its own process: `python -m packager.jobs.worker --home H --project P JOB`.
+"""One packaging job, run in its own process: `python -m packager.jobs.worker --home H --project P JOB`,
+or inside a Celery worker on a build host (`run_delivered_job`).
 
 It moves the job CREATED -> RUNNING -> SUCCEEDED | FAILED, reports pipeline progress as the job's
 StatusMessage, and beats a heartbeat so readers can tell a hung worker from a slow one.
+Its writes wait out a database that is briefly down (PostgreSQL restarting) instead of failing the job.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 from packager.errors import PackagerError
 from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, process_start_time
-from packager.jobs.liveness import HEARTBEAT_INTERVAL_S
-from packager.jobs.progress import append_progress
+from packager.jobs.liveness import HEARTBEAT_INTERVAL_S, takeover_after_s
+from packager.jobs.progress import append_progress, start_progress
 from packager.jobs.results import JobResult, write_result
-from packager.jobs.store import JobRecord, ModelRecord, Store, open_store
+from packager.jobs.store import FINAL_STATES, JobRecord, ModelRecord, open_store
 from packager.jobs.validation import parse_configuration
 
 _MAX_MESSAGE = 1000
+DATABASE_PATIENCE_S = 300.0  # how long a worker waits for an unreachable database before giving up on a write
 
 
 def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
@@ -61,21 +64,47 @@ def _aws_clients(register: bool):
     return s3, greengrass if register else None
 
 
+class _Writer:
+    """The worker's store, reopened when the database drops the connection; each write is retried until it lands."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.store = open_store(home, wait_for_database_s=DATABASE_PATIENCE_S)
+
+    def update(self, job: JobRecord, **changes) -> bool:
+        from packager.errors import InternalServerException
+
+        deadline = time.monotonic() + DATABASE_PATIENCE_S
+        while True:
+            try:
+                with self.store.transaction():
+                    return self.store.update_job(job.project, job.name, only_if_status=("RUNNING",), **changes)
+            except InternalServerException:  # the PostgreSQL store's StoreUnavailable; SQLite waits on its own lock
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+                self.store.close()
+                self.store = open_store(self.home, wait_for_database_s=max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def _heartbeat(home: Path, job: JobRecord, stop: threading.Event) -> None:
-    store = open_store(home)
+    writer = _Writer(home)
     try:
         while not stop.wait(HEARTBEAT_INTERVAL_S):
-            with store.transaction():
-                store.update_job(job.project, job.name, only_if_status=("RUNNING",), heartbeat=time.time())
+            writer.update(job, heartbeat=time.time())
+    except Exception:  # noqa: BLE001  (a lost heartbeat must not end the job; readers judge a stale one)
+        traceback.print_exc()
     finally:
-        store.close()
+        writer.close()
 
 
-def _finish(store: Store, job: JobRecord, status: str, message: str, component_arn: str | None = None,
+def _finish(writer: _Writer, job: JobRecord, status: str, message: str, component_arn: str | None = None,
             error_type: str | None = None) -> None:
-    with store.transaction():
-        store.update_job(job.project, job.name, only_if_status=("RUNNING",), status=status, status_message=message[:_MAX_MESSAGE],
-                         component_arn=component_arn, error_type=error_type, updated=time.time())
+    writer.update(job, status=status, status_message=message[:_MAX_MESSAGE], component_arn=component_arn,
+                  error_type=error_type, updated=time.time())
 
 
 def max_workers() -> int:
@@ -115,15 +144,7 @@ def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = 
             if not started:
                 print(f"error: job {job_name} is not waiting to run", file=sys.stderr)
                 return 2
-            model = store.model(project, int(job.model_version))
-            stop = threading.Event()
-            beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
-            beat.start()
-            try:
-                _run_pipeline(store, home, job, model, clients)
-            finally:
-                stop.set()
-                beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
+            _run_with_heartbeat(home, job, store.model(project, int(job.model_version)), clients, where=None)
             return 0
         finally:
             slot.close()
@@ -131,21 +152,84 @@ def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = 
         store.close()
 
 
-def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tuple | None) -> None:
+def run_delivered_job(home: Path, project: str, job_name: str, *, worker_name: str, max_deliveries: int,
+                      clients: tuple | None = None) -> None:
+    """One Celery delivery of a job. It runs the job if it is waiting, or if the worker running it stopped beating its
+    heartbeat (that worker was lost); it waits while that worker is alive, and returns at once for a finished job."""
+    store = open_store(home, wait_for_database_s=DATABASE_PATIENCE_S)
+    try:
+        while True:
+            job = store.job(project, job_name)
+            if job is None or job.status in FINAL_STATES:
+                return  # deleted, or an earlier delivery finished it: nothing left to do
+            claimed = store.claim_job(project, job_name, worker_name, stale_before=time.time() - takeover_after_s())
+            if claimed is not None:
+                break
+            time.sleep(HEARTBEAT_INTERVAL_S)
+        directory = job_dir(home, project, job_name)
+        directory.mkdir(parents=True, exist_ok=True)
+        start_progress(directory)
+        writer = _Writer(home)
+        try:
+            if claimed.deliveries > max_deliveries:
+                _finish(writer, claimed, "FAILED", f"Delivered to a worker {claimed.deliveries} times: each earlier worker "
+                        f"was lost before finishing it (the last was {job.worker}), and a job is not run again after "
+                        f"{max_deliveries} deliveries.")
+                return
+            writer.update(claimed, status_message=f"Packaging started (on {worker_name}, delivery {claimed.deliveries}).")
+        finally:
+            writer.close()
+        model = store.model(project, int(claimed.model_version))
+        _run_with_heartbeat(home, claimed, model, clients, where=worker_name)
+    finally:
+        store.close()
+
+
+def _run_with_heartbeat(home: Path, job: JobRecord, model: ModelRecord | None, clients: tuple | None,
+                        where: str | None) -> None:
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
+    beat.start()
+    writer = _Writer(home)
+    try:
+        _run_pipeline(writer, home, job, model, clients, where)
+    finally:
+        stop.set()
+        beat.join(timeout=HEARTBEAT_INTERVAL_S * 2)
+        writer.close()
+
+
+def _fetch_model(home: Path, model: ModelRecord, progress) -> None:
+    """A model registered on another host comes from the team's model bucket, by its content hash."""
+    from packager.jobs.shared_models import fetch_model_files, model_bucket
+
+    shared = model_bucket()
+    if shared is None:
+        if not (home / model.model_file).exists():
+            raise PackagerError(f"model version {model.version} of project {model.project} was registered on another "
+                                f"host ({model.model_file} is not here); set PACKAGER_MODEL_BUCKET to share models")
+        return
+    s3, _ = _aws_clients(False)
+    fetched = fetch_model_files(s3, shared, home, model.model_file, model.spec_file)
+    if fetched:
+        progress(f"fetched {len(fetched)} model file(s) from s3://{shared.bucket}/{shared.prefix}")
+
+
+def _run_pipeline(writer: _Writer, home: Path, job: JobRecord, model, clients: tuple | None, where: str | None) -> None:
     directory = job_dir(home, job.project, job.name)
 
     def progress(message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
         append_progress(directory, message)
-        with store.transaction():
-            store.update_job(job.project, job.name, only_if_status=("RUNNING",), status_message=str(message)[:_MAX_MESSAGE],
-                             heartbeat=time.time(), updated=time.time())
+        shown = str(message) if where is None else f"{message} (on {where})"
+        writer.update(job, status_message=shown[:_MAX_MESSAGE], heartbeat=time.time(), updated=time.time())
 
     try:
         if model is None:
             raise PackagerError(f"model version {job.model_version} of project {job.project} was deleted")
         from packager.pipeline import run_packaging
 
+        _fetch_model(home, model, progress)
         request = packaging_request(home, job, model)
         if request.s3_location is None:
             s3 = greengrass = None  # a local-only build needs no AWS at all
@@ -155,19 +239,20 @@ def _run_pipeline(store: Store, home: Path, job: JobRecord, model, clients: tupl
         write_result(job_dir(home, job.project, job.name), JobResult.from_packaging_result(result))
     except PackagerError as exc:
         print(f"FAILED: {exc.code}: {exc.message}", flush=True)
-        _finish(store, job, "FAILED", exc.message, error_type=type(exc).__name__)
+        _finish(writer, job, "FAILED", exc.message, error_type=type(exc).__name__)
         return
     except Exception as exc:  # the job must end FAILED whatever broke; the traceback goes to worker.log
         traceback.print_exc()
         sys.stdout.flush()
-        _finish(store, job, "FAILED", f"Internal error: {type(exc).__name__}: {exc}"[:300] + " (see worker.log)")
+        _finish(writer, job, "FAILED", f"Internal error: {type(exc).__name__}: {exc}"[:300] + " (see worker.log)")
         return
     if result.component_version_arn:
-        where = f"registered as {result.component_version_arn}"
+        where_to = f"registered as {result.component_version_arn}"
     else:
-        where = "uploaded; not registered" if request.s3_location else f"written to {request.output_dir}; no S3 output"
-    _finish(store, job, "SUCCEEDED", f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s, "
-            f"{where}.", component_arn=result.component_version_arn)
+        where_to = "uploaded; not registered" if request.s3_location else f"written to {request.output_dir}; no S3 output"
+    on = "" if where is None else f" on {where}"
+    _finish(writer, job, "SUCCEEDED", f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s"
+            f"{on}, {where_to}.", component_arn=result.component_version_arn)
 
 
 def main(argv: list[str] | None = None) -> int:
