@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (project, name)
 );
 CREATE INDEX IF NOT EXISTS jobs_component ON jobs (component_name, component_version);
+CREATE TABLE IF NOT EXISTS tuning_exports (
+    target_key TEXT PRIMARY KEY,
+    export TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS client_tokens (
     operation TEXT NOT NULL,
     token TEXT NOT NULL,
@@ -286,6 +292,18 @@ class Store:
         # BEGIN IMMEDIATE serialises writers, so the caller's earlier read still holds: any row here has expired.
         self._db.execute("INSERT OR REPLACE INTO client_tokens VALUES (?, ?, ?, ?, ?)",
                          (operation, token, params_hash, json.dumps(result), time.time()))
+
+    # tuning records shared by every worker of the store
+    def tuning_export(self, target_key: str) -> dict | None:
+        row = self._db.execute("SELECT export FROM tuning_exports WHERE target_key = ?", (target_key,)).fetchone()
+        return json.loads(row["export"]) if row else None
+
+    def put_tuning_export(self, target_key: str, export: dict, records: int) -> None:
+        """Keep the larger set: a worker that tuned less than what is stored does not shrink it."""
+        self._db.execute("INSERT INTO tuning_exports VALUES (?, ?, ?, ?) ON CONFLICT (target_key) DO UPDATE "
+                         "SET export = excluded.export, records = excluded.records, updated = excluded.updated "
+                         "WHERE tuning_exports.records < excluded.records",
+                         (target_key, json.dumps(export), records, time.time()))
 
     # settings shared by every process of the store
     def pagination_secret(self) -> bytes:

@@ -17,12 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
+from compilers.tuning_cache import target_key
 from packager.errors import PackagerError
 from packager.jobs.extensions import JobExtensions
 from packager.jobs.launcher import job_dir, process_start_time
 from packager.jobs.liveness import HEARTBEAT_INTERVAL_S, takeover_after_s
 from packager.jobs.progress import append_progress, start_progress
 from packager.jobs.results import JobResult, write_result
+from packager.jobs.shared_tuning import pull_tuning_records, push_tuning_records
 from packager.jobs.store import FINAL_STATES, JobRecord, ModelRecord, open_store
 from packager.jobs.validation import parse_configuration
 
@@ -199,6 +201,15 @@ def _run_with_heartbeat(home: Path, job: JobRecord, model: ModelRecord | None, c
         writer.close()
 
 
+def _pull_tuning(writer: _Writer, target, progress) -> None:
+    """Records other hosts tuned for this target, into this host's cache before the compile looks there."""
+    if writer.store.tuning_export(target_key(target.tvm_target)) is None:
+        return
+    added = pull_tuning_records(writer.store, target)
+    if added:
+        progress(f"tuning: {added} records from other workers added to this host's cache")
+
+
 def _fetch_model(home: Path, model: ModelRecord, progress) -> None:
     """A model registered on another host comes from the team's model bucket, by its content hash."""
     from packager.jobs.shared_models import fetch_model_files, model_bucket
@@ -235,7 +246,10 @@ def _run_pipeline(writer: _Writer, home: Path, job: JobRecord, model, clients: t
             s3 = greengrass = None  # a local-only build needs no AWS at all
         else:
             s3, greengrass = clients or _aws_clients(request.register)
+        _pull_tuning(writer, request.target, progress)
         result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
+        if request.tuning_trials:
+            push_tuning_records(writer.store, request.target)
         write_result(job_dir(home, job.project, job.name), JobResult.from_packaging_result(result))
     except PackagerError as exc:
         print(f"FAILED: {exc.code}: {exc.message}", flush=True)

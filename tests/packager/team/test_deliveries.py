@@ -10,7 +10,6 @@ import pytest
 from packager.jobs import api
 from packager.jobs.store import JobRecord, open_store
 from packager.jobs.worker import run_delivered_job
-
 from tests.packager.jobs.support import fresh_home, gg_config
 
 

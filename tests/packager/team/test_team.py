@@ -73,7 +73,7 @@ def test_twenty_jobs_two_servers_two_workers_a_lost_host_and_a_database_restart(
 
     # Kill worker A's host while it compiles a job.
     def compiling_on_a():
-        for version, job in names.items():
+        for job in names.values():
             message = describe(clients[0], job).get("StatusMessage", "")
             if "compiling" in message and "worker-a@team-test" in message:
                 return job
