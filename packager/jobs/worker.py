@@ -210,7 +210,10 @@ def _pull_tuning(writer: _Writer, target, progress) -> None:
         progress(f"tuning: {added} records from other workers added to this host's cache")
 
 
-def _fetch_model(home: Path, model: ModelRecord, progress) -> None:
+_COMPLETE_MODELS: set[tuple[Path, str]] = set()  # models whose every file this process has seen on this host
+
+
+def _fetch_model(home: Path, model: ModelRecord, s3_client, progress) -> None:
     """A model registered on another host comes from the team's model bucket, by its content hash."""
     from packager.jobs.shared_models import fetch_model_files, model_bucket
 
@@ -220,8 +223,10 @@ def _fetch_model(home: Path, model: ModelRecord, progress) -> None:
             raise PackagerError(f"model version {model.version} of project {model.project} was registered on another "
                                 f"host ({model.model_file} is not here); set PACKAGER_MODEL_BUCKET to share models")
         return
-    s3, _ = _aws_clients(False)
-    fetched = fetch_model_files(s3, shared, home, model.model_file, model.spec_file)
+    if (home, model.model_file) in _COMPLETE_MODELS:
+        return  # a Celery worker runs many jobs: the graph's external-data scan is paid once per model
+    fetched = fetch_model_files(s3_client or _aws_clients(False)[0], shared, home, model.model_file, model.spec_file)
+    _COMPLETE_MODELS.add((home, model.model_file))
     if fetched:
         progress(f"fetched {len(fetched)} model file(s) from s3://{shared.bucket}/{shared.prefix}")
 
@@ -240,12 +245,12 @@ def _run_pipeline(writer: _Writer, home: Path, job: JobRecord, model, clients: t
             raise PackagerError(f"model version {job.model_version} of project {job.project} was deleted")
         from packager.pipeline import run_packaging
 
-        _fetch_model(home, model, progress)
         request = packaging_request(home, job, model)
         if request.s3_location is None:
             s3 = greengrass = None  # a local-only build needs no AWS at all
         else:
             s3, greengrass = clients or _aws_clients(request.register)
+        _fetch_model(home, model, s3, progress)
         _pull_tuning(writer, request.target, progress)
         result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
         if request.tuning_trials:
