@@ -13,9 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from packager.errors import PublishError
 from packager.jobs.shared_models import (
-    ModelBucket, fetch_model_files, model_bucket, model_files, upload_model_files,
+    ModelBucket,
+    fetch_model_files,
+    model_bucket,
+    model_files,
+    upload_model_files,
 )
-
 from tests.packager.publish.loopback import LoopbackS3
 
 BUCKET = "shared-models"
