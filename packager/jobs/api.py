@@ -91,16 +91,22 @@ def create_project(*, home: Path | str | None = None, **params) -> dict:
     validate_input("CreateProject", params)
     store = open_store(home)
     try:
-        with store.transaction():
-            earlier = _idempotent(store, "CreateProject", params, "PROJECT")
-            if earlier is not None:
-                return {"ProjectMetadata": _project_metadata(_project_or_404(store, earlier["ProjectName"]))}
-            name = params["ProjectName"]
-            if store.project(name) is not None:
-                raise ConflictException(f"project {name!r} already exists", resource_id=name, resource_type="PROJECT")
-            project = store.insert_project(name, f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:project/{name}", time.time())
-            _remember(store, "CreateProject", params, {"ProjectName": name})
-        return {"ProjectMetadata": _project_metadata(project)}
+        while True:
+            try:
+                with store.transaction():
+                    earlier = _idempotent(store, "CreateProject", params, "PROJECT")
+                    if earlier is not None:
+                        return {"ProjectMetadata": _project_metadata(_project_or_404(store, earlier["ProjectName"]))}
+                    name = params["ProjectName"]
+                    # The token first, as for jobs: a racing server with the same token waits on it, then finds this one.
+                    _remember(store, "CreateProject", params, {"ProjectName": name})
+                    if store.project(name) is not None:
+                        raise ConflictException(f"project {name!r} already exists", resource_id=name, resource_type="PROJECT")
+                    project = store.insert_project(name, f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:project/{name}",
+                                                   time.time())
+                return {"ProjectMetadata": _project_metadata(project)}
+            except ClientTokenTaken:
+                continue
     finally:
         store.close()
 

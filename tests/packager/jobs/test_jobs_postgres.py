@@ -125,6 +125,15 @@ def test_racing_servers_hold_tokens_names_and_component_versions(home, tiny_mode
     assert len(jobs) == 5
 
 
+def test_racing_create_project_with_one_token_creates_it_once(home):
+    answers = _race([lambda: api.create_project(ProjectName="raced", ClientToken="same")] * 4)
+    assert all(isinstance(a, dict) for a in answers), answers
+    assert len({a["ProjectMetadata"]["ProjectArn"] for a in answers}) == 1
+    others = _race([lambda i=i: api.create_project(ProjectName="raced-2", ClientToken=f"t{i}") for i in range(4)])
+    assert sum(isinstance(a, dict) for a in others) == 1
+    assert all(isinstance(a, ConflictException) for a in others if not isinstance(a, dict))
+
+
 def test_an_unreachable_database_is_a_retryable_error(home, monkeypatch):
     from tests.servers import free_port
 
