@@ -80,12 +80,12 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
     arn = None
     if request.s3_location is not None:
-        from packager.publish import publish
+        from packager.publish import publish, publish_shared
 
         progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")
         for dependency in result_bundle.dependencies:  # the Edge Agent the model's recipe depends on goes first
-            publish(dependency, s3_client, greengrass_client if request.register else None, tags=request.tags,
-                    register=request.register)
+            publish_shared(dependency, s3_client, greengrass_client if request.register else None, tags=request.tags,
+                           register=request.register)
         published = publish(result_bundle, s3_client, greengrass_client if request.register else None,
                             tags=request.tags, register=request.register)
         arn = published.component_version_arn

@@ -76,9 +76,6 @@ def publish(
     location = _validated_location(bundle)
     region = _publish_region(s3_client, greengrass_client, register, region)
     transfer = transfer or TransferSettings()
-    recipe_bytes = bundle.recipe_text.encode("utf-8")
-    recipe_key = location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME)
-    recipe_digest = s3.sha256_b64_of(recipe_bytes)
 
     # Checks: nothing is written until all of them pass.
     s3.check_bucket(s3_client, location.bucket, region)
@@ -88,6 +85,62 @@ def publish(
             greengrass_client, bundle.component_name, bundle.component_version
         )
         _check_registered_matches(bundle, registered)
+    return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags, register=register,
+                            transfer=transfer, progress=progress)
+
+
+def publish_shared(
+    bundle: ComponentBundle,
+    s3_client,
+    greengrass_client,
+    *,
+    tags: Mapping[str, str] | None = None,
+    register: bool = True,
+    region: str | None = None,
+    transfer: TransferSettings | None = None,
+    progress: bool = True,
+) -> str | None:
+    """Publish a component many jobs share (the Edge Agent) and return its version ARN (None when not registering).
+
+    A version already registered with the same artifact names and digests is reused wherever its bytes live: its
+    artifacts stay where the job that first published it put them, and nothing is uploaded to this job's location.
+    Registered with other bytes, it conflicts as publish() does.
+    """
+    if register:
+        location = _validated_location(bundle)
+        region = _publish_region(s3_client, greengrass_client, register, region)
+        registered = greengrass.find_registered_version(
+            greengrass_client, bundle.component_name, bundle.component_version
+        )
+        if registered is not None and registered.state != "FAILED" and _same_artifacts(bundle, registered):
+            log.info("reuse %s %s: registered as %s with the same digests",
+                     bundle.component_name, bundle.component_version, registered.arn)
+            return registered.arn
+        _check_registered_matches(bundle, registered)
+        s3.check_bucket(s3_client, location.bucket, region)
+        return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags,
+                                register=register, transfer=transfer or TransferSettings(),
+                                progress=progress).component_version_arn
+    return publish(bundle, s3_client, None, tags=tags, register=False, region=region, transfer=transfer,
+                   progress=progress).component_version_arn
+
+
+def _publish_checked(
+    bundle: ComponentBundle,
+    s3_client,
+    greengrass_client,
+    location: S3Location,
+    registered: greengrass.RegisteredVersion | None,
+    *,
+    tags: Mapping[str, str] | None,
+    register: bool,
+    transfer: TransferSettings,
+    progress: bool,
+) -> PublishedComponent:
+    """publish() once the bucket and the registered version (None: not registered) have been checked."""
+    recipe_bytes = bundle.recipe_text.encode("utf-8")
+    recipe_key = location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME)
+    recipe_digest = s3.sha256_b64_of(recipe_bytes)
     recipe_remote = _inspect(
         s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), "check recipe"
     )
@@ -255,6 +308,13 @@ def _check_registered_matches(bundle: ComponentBundle, registered: greengrass.Re
             registered.arn,
             "ComponentVersion",
         )
+
+
+def _same_artifacts(bundle: ComponentBundle, registered: greengrass.RegisteredVersion) -> bool:
+    """The same file names with the same digests, whatever bucket and prefix the registered recipe points at."""
+    ours = {a.name: a.sha256_b64 for a in bundle.artifacts}
+    theirs = {uri.rsplit("/", 1)[-1]: digest for uri, digest in registered.artifact_digests.items() if _is_s3(uri)}
+    return len(theirs) == len(registered.artifact_digests) and theirs == ours
 
 
 def _is_s3(uri: str) -> bool:
