@@ -145,6 +145,9 @@ def parse_configuration(configuration: dict) -> JobConfiguration:
     if "TargetDevice" in gg and "CompilerOptions" in gg:
         raise ValidationException(f"{path}.CompilerOptions is not allowed with {path}.TargetDevice",
                                   field=f"{path}.CompilerOptions")
+    if gg["ComponentName"] in (".", ".."):  # the service's pattern allows them; as a path part they leave the directory
+        raise ValidationException(f"{path}.ComponentName {gg['ComponentName']!r} names no component",
+                                  field=f"{path}.ComponentName")
     options = _compiler_options(gg.get("CompilerOptions"), f"{path}.CompilerOptions")
     platform = gg.get("TargetPlatform", {})
     request = TargetRequest(target_device=gg.get("TargetDevice"), os=platform.get("Os"), arch=platform.get("Arch"),
