@@ -277,16 +277,18 @@ def parse_compiler_options(text: str | None) -> CompilerOptions:
         return CompilerOptions()
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or JSON past the int-digit or nesting limits
         try:
             doc = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {text!r}", field="CompilerOptions") from None
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
+            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {text[:100]!r}",
+                                      field="CompilerOptions") from None
     if not isinstance(doc, dict):
         raise ValidationException("CompilerOptions must be an object such as {\"mcpu\": \"core-avx2\"}", field="CompilerOptions")
-    unknown = sorted(set(doc) - set(_OPTION_KEYS))
+    unknown = sorted((repr(k)[:50] for k in doc if not isinstance(k, str) or k not in _OPTION_KEYS))
     if unknown:
-        raise ValidationException(f"CompilerOptions has unknown keys {unknown}; valid: {sorted(_OPTION_KEYS)}", field="CompilerOptions")
+        raise ValidationException(f"CompilerOptions has unknown keys [{', '.join(unknown[:10])}]; valid: {sorted(_OPTION_KEYS)}",
+                                  field="CompilerOptions")
     values = {}
     for key, value in doc.items():
         attr = _OPTION_KEYS[key]

@@ -76,14 +76,30 @@ def request_params(operation: str, uri_params: dict[str, str], target: str, head
     return params
 
 
+MAX_JSON_DEPTH = 32  # the service's deepest input is 4 levels; a model spec adds a few
+
+
 def parse_json_body(body: bytes) -> dict:
+    depth = _nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationException(f"request body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationException(f"request body is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: also an integer past 4300 digits
+        raise ValidationException(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise ValidationException("request body must be a JSON object")
     return doc
+
+
+def _nesting_depth(body: bytes) -> int:
+    """How deep [ and { nest, outside strings; counted before parsing so no recursion can run out of stack."""
+    text = re.sub(rb'"(?:[^"\\]|\\.)*"', b"", body)
+    depth = deepest = 0
+    for byte in text.translate(None, delete=bytes(b for b in range(256) if b not in b"[]{}")):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _wire(value):

@@ -1,0 +1,106 @@
+"""Issue 15 items 4-6: bad input gets a ValidationException naming the field, through packager.client(), the CLI
+(a real `python -m packager` process) and the REST server over HTTP; never a traceback or a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+
+import packager
+from tests.conftest import tiny_spec_dict
+from tests.packager.jobs.support import cli_argv, cli_env, gg_config, home  # noqa: F401  (fixture)
+from tests.packager.server.test_server_rest import endpoint, signed_call  # noqa: F401  (fixture)
+
+BAD_COMPILER_OPTIONS = ["{1: 2, 'a': 3}", "{[]: 1}", "{(1, 2): 3}", "[" * 5000 + "]" * 5000, "{'mcpu': " + "9" * 5000 + "}"]
+
+
+def _spec(mutate) -> dict:
+    spec = tiny_spec_dict()
+    mutate(spec)
+    return spec
+
+
+BAD_SPECS = {  # spec -> the field its error must name
+    "string shape": (_spec(lambda s: s["input"].update(shape="1,3,64,64")), "input.shape"),
+    "string threshold": (_spec(lambda s: s.update(image_threshold="0.5")), "image_threshold"),
+    "input is a number": (_spec(lambda s: s.update(input=5)), "input"),
+    "outputs as strings": (_spec(lambda s: s.update(outputs=["score", "anomaly_map"])), "outputs[0]"),
+    "class without color": (_spec(lambda s: s.update(classes=[{"name": "scratch"}])), "classes[0].color"),
+    "fractional dimension": (_spec(lambda s: s["input"].update(shape=[1, 3, 32.7, 32])), "input.shape[2]"),
+    "boolean scale": (_spec(lambda s: s["preprocessing"].update(scale=True)), "preprocessing.scale"),
+    "spec is a list": ([1, 2], None),
+}
+
+
+@pytest.fixture
+def client(home):
+    return packager.client()
+
+
+@pytest.mark.parametrize("options", BAD_COMPILER_OPTIONS, ids=["mixed-keys", "list-key", "tuple-key", "deep", "huge-int"])
+def test_compiler_options_with_odd_keys_are_a_validation_error(client, options):
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.start_model_packaging_job(ProjectName="p", ModelVersion="1",
+                                         Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+                                                                 CompilerOptions=options))
+    assert "CompilerOptions" in caught.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("options", BAD_COMPILER_OPTIONS[:2], ids=["mixed-keys", "list-key"])
+def test_compiler_options_with_odd_keys_over_rest_and_cli(endpoint, home, options):  # noqa: F811
+    body = json.dumps({"ModelVersion": "1", "Configuration": gg_config(
+        TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, CompilerOptions=options)}).encode()
+    status, headers, error = signed_call(endpoint, "POST", "/2020-11-20/projects/p/modelpackagingjobs", body)
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException") and "CompilerOptions" in error["Message"]
+
+    done = subprocess.run(cli_argv("build", "--compiler-options", options, "--target-platform", "LINUX/X86_64"),
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ValidationException:") and "CompilerOptions" in done.stderr
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"ProjectName": ' + b"7" * 5000 + b"}",
+                                  b'{"a": ' + b'{"b": ' * 50 + b"1" + b"}" * 51], ids=["100000-deep", "5000-digits", "50-deep"])
+def test_deep_and_huge_json_bodies_are_400(endpoint, body):  # noqa: F811
+    status, headers, error = signed_call(endpoint, "POST", "/2020-11-20/projects", body)
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException"), error
+    assert len(error["Message"]) < 300
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_spec_with_wrong_types_is_refused_by_the_schema(client, tiny_model, tmp_path, case):
+    spec, field = BAD_SPECS[case]
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.register_model(ProjectName="p", ModelPath=tiny_model[0], SpecPath=path, CreateProject=True)
+    message = caught.value.response["Error"]["Message"]
+    assert field is None or field in message, message
+
+
+@pytest.mark.parametrize("case", ["string shape", "input is a number", "class without color", "fractional dimension"])
+def test_spec_with_wrong_types_over_rest(endpoint, tiny_model, case):  # noqa: F811
+    spec, field = BAD_SPECS[case]
+    body = json.dumps({"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "Spec": spec,
+                       "CreateProject": True}).encode()
+    status, headers, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", body)
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException"), error
+    assert field in error["Message"]
+
+
+@pytest.mark.parametrize("command", ["register-model", "build"])
+@pytest.mark.parametrize("case", ["string threshold", "outputs as strings", "fractional dimension"])
+def test_spec_with_wrong_types_from_the_cli(home, tiny_model, tmp_path, command, case):
+    spec, field = BAD_SPECS[case]
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    args = (["register-model", "--project-name", "p", "--create-project"] if command == "register-model"
+            else ["build", "--output", str(tmp_path / "out")])
+    done = subprocess.run(cli_argv(*args, "--model", str(tiny_model[0]), "--spec" if command == "register-model"
+                                   else "--model-spec", str(path)), env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: ValidationException:") and field in errors[0], done.stderr
