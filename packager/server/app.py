@@ -113,7 +113,7 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
                 spec_path = Path(scratch) / "spec.json"
                 spec_path.write_text(json.dumps(doc["Spec"]))
             return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
-                                      create_project=bool(doc.get("CreateProject", False)), home=self.config.home)
+                                      create_project=doc.get("CreateProject", False), home=self.config.home)
 
     def _send_error(self, exc: PackagerError, request_id: str) -> None:
         status, headers, body = protocol.error_body(exc)

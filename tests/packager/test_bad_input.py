@@ -104,3 +104,62 @@ def test_spec_with_wrong_types_from_the_cli(home, tiny_model, tmp_path, command,
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: ValidationException:") and field in errors[0], done.stderr
+
+
+# -- item 5: register-model runs build's intake checks ----------------------------------------------------------
+
+def _two_inputs(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["anomaly_map"])], "two",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("a", "b")],
+                              [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+def _one_op(path, op: str, domain: str = ""):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(op, ["image"], ["anomaly_map"], domain=domain)], "one",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 3, 8, 8])])
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+
+
+JUNK_MODELS = {
+    "empty file": (lambda p: p.write_bytes(b""), "no nodes"),
+    "two-byte protobuf": (lambda p: p.write_bytes(b"\x08\x07"), "no nodes"),
+    "two inputs": (_two_inputs, "exactly one image input"),
+    "unsupported op": (lambda p: _one_op(p, "StringNormalizer"), "unsupported operator"),
+    "custom-domain op": (lambda p: _one_op(p, "Frobnicate", "com.acme"), "custom domain"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JUNK_MODELS))
+def test_register_model_refuses_what_build_refuses(client, tmp_path, case):
+    write, reason = JUNK_MODELS[case]
+    model = tmp_path / "junk.onnx"
+    write(model)
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.register_model(ProjectName="p", ModelPath=model, CreateProject=True)
+    assert reason in caught.value.response["Error"]["Message"]
+    assert client.list_projects()["Projects"] == []  # nothing recorded, not even the project
+
+
+def test_register_model_over_rest_refuses_a_two_byte_protobuf(endpoint, client):  # noqa: F811
+    body = json.dumps({"Model": base64.b64encode(b"\x08\x07").decode(), "CreateProject": True}).encode()
+    status, headers, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", body)
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException") and "no nodes" in error["Message"]
+    assert client.list_projects()["Projects"] == []
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, None, [], {}])
+def test_create_project_must_be_a_json_boolean(endpoint, client, tiny_model, value):  # noqa: F811
+    body = json.dumps({"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "CreateProject": value}).encode()
+    status, headers, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", body)
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException"), error
+    assert "CreateProject" in error["Message"]
+    assert client.list_projects()["Projects"] == []
