@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
 import re
 from importlib import resources
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from packager.errors import ModelImportError
 
 SPEC_FORMAT = "packager-model-spec/1"
+MAX_INPUT_ELEMENTS = 3 * 4096 * 4096  # the Edge Agent's largest image; larger inputs only fail later, out of memory
 _HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -153,6 +155,9 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
     shape = tuple(int(d) for d in _require(inp, "shape", where + ".input"))
     if len(shape) != 4 or any(d <= 0 for d in shape):
         raise ModelImportError(f"{where}: input.shape must be 4 positive dimensions, got {list(shape)}", field="input.shape")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ModelImportError(f"{where}: input.shape {list(shape)} has {math.prod(shape)} elements; at most "
+                               f"{MAX_INPUT_ELEMENTS} (one 4096x4096 RGB image) are accepted", field="input.shape")
     try:
         layout = Layout(inp.get("layout", "NCHW"))
     except ValueError:

@@ -18,12 +18,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from packager.errors import InternalServerException, PackagerError, ValidationException
+from packager.errors import InternalServerException, PackagerError, RequestTooLargeException, ValidationException
 from packager.jobs import api
 from packager.server import protocol
-from packager.server.sigv4 import SignedRequest, verify
+from packager.server.sigv4 import SignedRequest, verify, verify_headers
 
-MAX_BODY_BYTES = 1 << 30  # a registered ONNX model travels base64-encoded in one body
+MAX_REQUEST_BYTES = 1 << 20  # the service's largest input (a job with 200 tags) is far smaller
+MAX_DISCARDED_BYTES = 16 << 20  # an authenticated body over the limit up to this size is read and dropped
+MAX_MODEL_REQUEST_BYTES = 512 << 20  # RegisterModel: a model of up to ~380 MB travels base64-encoded in one body
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,35 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         if not self.config.quiet:
             super().log_message(format, *args)
 
-    def _read_body(self) -> bytes:
+    def _content_length(self) -> int:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise ValidationException("chunked request bodies are not supported; send Content-Length")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise ValidationException(f"request body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit() or len(text) > 15:
+            raise ValidationException(f"Content-Length {text[:20]!r} is not a byte count")
+        return int(text)
+
+    def _read_body(self) -> bytes:
+        """The body, once the headers show a known key and a size within the route's limit; nothing is read before."""
+        length = self._content_length()
+        verify_headers(self.headers, self.config.keys)
+        found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
+        limit = MAX_MODEL_REQUEST_BYTES if found is not None and found[0].operation == "RegisterModel" else MAX_REQUEST_BYTES
+        if length > limit:
+            if length <= MAX_DISCARDED_BYTES:  # a client still sending would miss the answer; larger ones lose the link
+                left = length
+                while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                    left -= len(chunk)
+            raise RequestTooLargeException(f"request body of {length} bytes is over this operation's limit of {limit} bytes")
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
         request_id = str(uuid.uuid4())
         try:
             body = self._read_body()
-        except (ValidationException, ValueError) as exc:
+        except PackagerError as exc:  # the body was not read: this connection cannot carry another request
             self.close_connection = True
-            self._send_error(ValidationException(str(exc)), request_id)
+            self._send_error(exc, request_id)
             return
         try:
             verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys)

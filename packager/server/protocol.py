@@ -76,6 +76,7 @@ def request_params(operation: str, uri_params: dict[str, str], target: str, head
     return params
 
 
+MAX_MESSAGE = 2000  # characters of an error message sent back
 MAX_JSON_DEPTH = 32  # the service's deepest input is 4 levels; a model spec adds a few
 
 
@@ -120,5 +121,7 @@ def response_body(response: dict) -> bytes:
 def error_body(exc: PackagerError) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of an error, in the shape botocore's RestJSONParser reads back."""
     error = exc.to_error_dict()
+    if len(error["Message"]) > MAX_MESSAGE:  # whatever a message echoes, the answer stays small
+        error["Message"] = error["Message"][:MAX_MESSAGE] + "..."
     doc = {"Message": error["Message"], **{k: v for k, v in error.items() if k not in ("Code", "Message") and v is not None}}
     return exc.http_status, {"x-amzn-ErrorType": exc.code}, json.dumps(doc).encode()

@@ -163,3 +163,81 @@ def test_create_project_must_be_a_json_boolean(endpoint, client, tiny_model, val
     assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException"), error
     assert "CreateProject" in error["Message"]
     assert client.list_projects()["Projects"] == []
+
+
+# -- item 6: limits on sizes -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [[1, 3, 100_000, 100_000], [1, 3, 8192, 8192], [64, 3, 1024, 1024]])
+def test_an_input_too_large_to_run_is_refused_at_intake(client, tmp_path, shape):
+    from tests.conftest import make_tiny_autoencoder
+
+    model = make_tiny_autoencoder(tmp_path / "tiny.onnx")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(_spec(lambda s: (s["input"].update(shape=shape),
+                                                s["preprocessing"].update(resize=shape[2:])))))
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.register_model(ProjectName="p", ModelPath=model, SpecPath=spec, CreateProject=True)
+    assert "input.shape" in caught.value.response["Error"]["Message"]
+
+
+def test_a_graph_whose_own_input_is_too_large_is_refused_without_a_spec(client, tmp_path):
+    from tests.conftest import make_tiny_autoencoder
+
+    model = make_tiny_autoencoder(tmp_path / "huge.onnx", size=8192)
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.register_model(ProjectName="p", ModelPath=model, CreateProject=True)
+    assert "input.shape" in caught.value.response["Error"]["Message"] and "elements" in caught.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("options, field", [
+    ('{"tuning-trials": ' + "9" * 900 + "}", "tuning-trials"), ('{"num-cores": 100000000000}', "num-cores"),
+    ('{"tuning-trials": 100001}', "tuning-trials"), ('{"mcpu": "' + "a" * 5000 + '"}', "mcpu"),
+    ('{"mattr": ["+neon"' + ', "+neon"' * 100 + "]}", "mattr"), ('{"gpu-code": ' + "7" * 100 + "}", "gpu-code")],
+    ids=["900-digit-trials", "1e11-cores", "trials-over-range", "5000-char-mcpu", "101-mattr", "100-digit-gpu-code"])
+def test_compiler_option_values_have_ranges(client, options, field):
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config(
+            TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, CompilerOptions=options))
+    message = caught.value.response["Error"]["Message"]
+    assert field in message and len(message) < 400, message
+
+
+def test_error_messages_cut_the_value_they_echo(client, endpoint):  # noqa: F811
+    with pytest.raises(client.exceptions.ValidationException) as caught:
+        client.describe_project(ProjectName="x" * 50_000_000)
+    assert len(caught.value.response["Error"]["Message"]) < 400
+    status, _, error = signed_call(endpoint, "POST", "/2020-11-20/projects", json.dumps({"ProjectName": "y" * 900_000}).encode())
+    assert status == 400 and len(error["Message"]) < 400 and "characters" in error["Message"]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(endpoint):  # noqa: F811
+    status, headers, error = signed_call(endpoint, "POST", "/2020-11-20/projects",
+                                         json.dumps({"ProjectName": "p", "pad": "z" * (2 << 20)}).encode())
+    assert (status, headers["x-amzn-ErrorType"]) == (413, "RequestTooLargeException"), error
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_huge_content_length_is_answered_without_reading_the_body(endpoint, signed):  # noqa: F811
+    """Headers that announce 1 GiB, and no body: the answer must come at once, not after 1 GiB."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.packager.server.test_server_rest import ACCESS_KEY, SECRET_KEY
+
+    host, port = urlsplit(endpoint).hostname, urlsplit(endpoint).port
+    headers = {"Host": f"{host}:{port}", "Content-Type": "application/json"}
+    if signed:
+        request = AWSRequest(method="POST", url=f"{endpoint}/2020-11-20/projects", data=b"{}", headers=dict(headers))
+        SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lookoutvision", "us-east-1").add_auth(request)
+        headers = dict(request.headers)
+    headers["Content-Length"] = str(1 << 30)
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(("POST /2020-11-20/projects HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                            + "\r\n").encode())
+        answer = connection.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413" if signed else "HTTP/1.1 403"), answer[:200]
+    assert "Connection: close" in answer
