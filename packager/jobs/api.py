@@ -39,6 +39,11 @@ def _region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+def service_region() -> str:
+    """The region in this store's ARNs; the REST server accepts requests signed for it alone."""
+    return _region()
+
+
 def _ts(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 

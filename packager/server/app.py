@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ class ServerConfig:
     home: Path | None = None  # the store; None: $PACKAGER_HOME
     quiet: bool = False
     routes: tuple = field(default_factory=protocol.routes)
+    region: str | None = None  # the only region requests may be signed for; None: the store's (api.service_region())
 
 
 class LookoutVisionHandler(BaseHTTPRequestHandler):
@@ -53,6 +54,26 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle()
 
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def do_TRACE(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (unknown method, bad request line, huge headers) as AWS-style JSON."""
+        error_type = {501: "UnknownOperationException"}.get(code, "ValidationException")
+        self.close_connection = True
+        body = json.dumps({"Message": (message or explain or "bad request")[:200]}).encode()
+        self._send(404 if code == 501 else code, {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"}, body,
+                   str(uuid.uuid4()))
+
     def log_message(self, format: str, *args) -> None:
         if not self.config.quiet:
             super().log_message(format, *args)
@@ -68,7 +89,7 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The body, once the headers show a known key and a size within the route's limit; nothing is read before."""
         length = self._content_length()
-        verify_headers(self.headers, self.config.keys)
+        verify_headers(self.headers, self.config.keys, region=self.config.region)
         found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
         limit = MAX_MODEL_REQUEST_BYTES if found is not None and found[0].operation == "RegisterModel" else MAX_REQUEST_BYTES
         if length > limit:
@@ -88,10 +109,10 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
             self._send_error(exc, request_id)
             return
         try:
-            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys)
+            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys, region=self.config.region)
             found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
             if found is None:
-                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"},
+                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException", "Content-Type": "application/json"},
                            json.dumps({"Message": f"no operation at {self.command} {urlsplit(self.path).path}"}).encode(), request_id)
                 return
             route, uri_params = found
@@ -128,8 +149,13 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
             if doc.get("Spec") is not None:
                 spec_path = Path(scratch) / "spec.json"
                 spec_path.write_text(json.dumps(doc["Spec"]))
-            return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
-                                      create_project=doc.get("CreateProject", False), home=self.config.home)
+            try:
+                return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
+                                          create_project=doc.get("CreateProject", False), home=self.config.home)
+            except PackagerError as exc:  # name the request's own parts (Model, Spec), not the server's scratch files
+                exc.message = exc.message.replace(str(model_path), "Model").replace(str(spec_path), "Spec") \
+                    .replace(f"{scratch}/", "")
+                raise
 
     def _send_error(self, exc: PackagerError, request_id: str) -> None:
         status, headers, body = protocol.error_body(exc)
@@ -144,16 +170,32 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has headers only, or the next response would be out of step
+            self.wfile.write(body)
 
 
 class LookoutVisionServer(ThreadingHTTPServer):
     daemon_threads = True
+    quiet = False
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up is one line in the log, not a traceback; anything else keeps the traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            if not self.quiet:
+                print(f"{client_address[0]}:{client_address[1]} closed the connection: {type(error).__name__}",
+                      file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServer:
     if not config.keys:
         raise ValidationException("no access key configured: set PACKAGER_ACCESS_KEY_ID and PACKAGER_SECRET_ACCESS_KEY",
                                   field="PACKAGER_ACCESS_KEY_ID")
+    if config.region is None:
+        config = replace(config, region=api.service_region())
     handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config})
-    return LookoutVisionServer((host, port), handler)
+    server = LookoutVisionServer((host, port), handler)
+    server.quiet = config.quiet
+    return server
