@@ -144,7 +144,7 @@ def _publish_checked(
     recipe_remote = _inspect(
         s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), "check recipe"
     )
-    published = registered is not None if register else recipe_remote.state is not RemoteState.ABSENT
+    published = registered is not None if register else recipe_remote.state in (RemoteState.SAME, RemoteState.DIFFERENT)
     if recipe_remote.state is RemoteState.DIFFERENT and published:
         raise ConflictException(
             f"check recipe: s3://{location.bucket}/{recipe_key} already holds a different recipe for "
@@ -185,7 +185,7 @@ def _publish_checked(
                 PublishedObject(key, artifact.size, artifact.sha256_b64, remote.checksum or artifact.sha256_b64, False)
             )
             continue
-        s3.upload_file(
+        uploaded = s3.upload_file(
             s3_client,
             location.bucket,
             key,
@@ -203,15 +203,18 @@ def _publish_checked(
             artifact.sha256_b64,
             artifact.size,
             step=f"verify artifact {artifact.name}",
+            uploaded=uploaded,
         )
         published_artifacts.append(PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True))
 
     # The recipe, only once every artifact it names is in place.
     recipe_uploaded = recipe_remote.state is not RemoteState.SAME
     if recipe_uploaded:
-        s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE, step="upload recipe")
+        uploaded = s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE,
+                                step="upload recipe")
         recipe_checksum = s3.verify_object(
-            s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), step="verify recipe"
+            s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), step="verify recipe",
+            uploaded=uploaded,
         )
     else:
         recipe_checksum = recipe_remote.checksum or recipe_digest
