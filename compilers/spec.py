@@ -8,14 +8,18 @@ objects, once, at the boundary, and writes it back out.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import math
 import re
+from importlib import resources
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from packager.errors import ModelImportError
 
 SPEC_FORMAT = "packager-model-spec/1"
+MAX_INPUT_ELEMENTS = 3 * 4096 * 4096  # the Edge Agent's largest image; larger inputs only fail later, out of memory
 _HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -109,16 +113,51 @@ def _floats(values, n: int, field_name: str, where: str) -> tuple[float, ...]:
     return out
 
 
-def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
-    """Validate a spec document and turn it into a ModelSpec. Errors name the field."""
+@functools.lru_cache(maxsize=1)
+def _spec_schema() -> dict:
+    return json.loads(resources.files("compilers").joinpath("model_spec.schema.json").read_text())
+
+
+def _schema_field(error) -> str:
+    """A schema error's place as the spec's own field path: input.shape, outputs[0].role."""
+    parts = list(error.absolute_path)
+    if error.validator == "required":  # the missing member, not the object that lacks it
+        parts.append(re.search(r"'([^']*)' is a required property", error.message).group(1))
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def check_spec_schema(doc, where: str = "model spec") -> None:
+    """Types, required members and ranges, from the schema shipped as compilers/model_spec.schema.json."""
+    import jsonschema
+
     if not isinstance(doc, dict):
         raise ModelImportError(f"{where}: expected a JSON object")
     if doc.get("format", SPEC_FORMAT) != SPEC_FORMAT:
-        raise ModelImportError(f"{where}: unsupported format {doc.get('format')!r}, expected {SPEC_FORMAT!r}", field="format")
+        raise ModelImportError(f"{where}: unsupported format {str(doc.get('format'))[:80]!r}, expected {SPEC_FORMAT!r}",
+                               field="format")
+    errors = sorted(jsonschema.Draft7Validator(_spec_schema()).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        field_name = _schema_field(errors[0])
+        raise ModelImportError(f"{where}: {field_name or '(root)'}: {_short(errors[0].message)}", field=field_name or None)
+
+
+def _short(message: str, limit: int = 200) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
+    """Validate a spec document and turn it into a ModelSpec. Errors name the field."""
+    check_spec_schema(doc, where)
     inp = _require(doc, "input", where)
     shape = tuple(int(d) for d in _require(inp, "shape", where + ".input"))
     if len(shape) != 4 or any(d <= 0 for d in shape):
         raise ModelImportError(f"{where}: input.shape must be 4 positive dimensions, got {list(shape)}", field="input.shape")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ModelImportError(f"{where}: input.shape {list(shape)} has {math.prod(shape)} elements; at most "
+                               f"{MAX_INPUT_ELEMENTS} (one 4096x4096 RGB image) are accepted", field="input.shape")
     try:
         layout = Layout(inp.get("layout", "NCHW"))
     except ValueError:
@@ -170,11 +209,18 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
     )
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a spec may hold")
+
+
 def load_spec(path: Path) -> ModelSpec:
+    path = Path(path)
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(), parse_constant=_no_constant)
     except FileNotFoundError:
         raise ModelImportError(f"{path}: model spec file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelImportError(f"{path}: model spec is not valid JSON ({exc})") from None
+    except IsADirectoryError:
+        raise ModelImportError(f"{path}: model spec is a directory, not a file") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelImportError(f"{path.name}: model spec is not valid JSON ({_short(str(exc))})") from None
     return spec_from_dict(doc, where=str(path))

@@ -20,6 +20,7 @@ from pathlib import Path
 from compilers.model import CompiledArtifact
 from packager.benchmark import BenchmarkReport
 from packager.edge import AGENT_VERSION, DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
+from packager.edge.socket_access import DEFAULT_SOCKET_MODE
 from targets import Target
 from targets.runtime import install_script, pip_requirements
 
@@ -157,7 +158,8 @@ def agent_lifecycle(target: Target) -> dict:
         "Install": {"Script": agent_install_script(target, root, venv), "Timeout": 1800},
         "Run": {"Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
                           f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}} '
-                          f'--inference-threads {{configuration:/InferenceThreads}}'},
+                          f'--inference-threads {{configuration:/InferenceThreads}} '
+                          f'--socket-mode "{{configuration:/SocketMode}}" --socket-group "{{configuration:/SocketGroup}}"'},
     }
 
 
@@ -201,7 +203,8 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
         platform={"os": target.greengrass.os},  # pure Python: one agent for every architecture of a runtime
         artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
         configuration={"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT,
-                       "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS})
+                       "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS,
+                       "SocketMode": DEFAULT_SOCKET_MODE, "SocketGroup": ""})
     return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from packager.errors import ResourceNotFoundException, ValidationException
+from packager.recipe import check_component_identity
 
 THING_NAME = "deploy-local"
 _VARIABLE = re.compile(r"\{(?:([A-Za-z0-9._-]+):)?(artifacts|work|configuration|kernel|iot):([^{}]*)\}")
@@ -78,16 +79,26 @@ class DeploymentPlan:
         return next(c for c in self.components if c.name == name)
 
     def artifacts_path(self, c: LocalComponent) -> Path:
-        return self.root / "packages" / "artifacts" / c.name / c.version
+        return under_root(self.root, "packages", "artifacts", c.name, c.version)
 
     def decompressed_path(self, c: LocalComponent) -> Path:
-        return self.root / "packages" / "artifacts-unarchived" / c.name / c.version
+        return under_root(self.root, "packages", "artifacts-unarchived", c.name, c.version)
 
     def work_path(self, c: LocalComponent) -> Path:
-        return self.root / "work" / c.name
+        return under_root(self.root, "work", c.name)
 
     def log_path(self, c: LocalComponent) -> Path:
-        return self.root / "logs" / f"{c.name}.log"
+        return under_root(self.root, "logs", f"{c.name}.log")
+
+
+def under_root(root: Path, *parts: str) -> Path:
+    """root/parts, refused unless it stays strictly inside root once '..' and symlinks are resolved."""
+    path = root.joinpath(*parts)
+    resolved = path.resolve()
+    if any(p in ("", ".", "..") or "/" in p for p in parts) or resolved == root.resolve() or \
+            not resolved.is_relative_to(root.resolve()):
+        raise ValidationException(f"{'/'.join(parts)[:200]!r} would leave the deploy-local root {root}", field="root")
+    return path
 
 
 def this_platform() -> dict:
@@ -162,7 +173,8 @@ def _read_recipes(build_dir: Path) -> dict[str, tuple[dict, Path]]:
             raise ValidationException(f"{path}: not a readable recipe ({exc})", field=str(path)) from None
         if not isinstance(recipe, dict) or not recipe_key(recipe, "ComponentName") or not recipe_key(recipe, "ComponentVersion"):
             raise ValidationException(f"{path}: a recipe needs ComponentName and ComponentVersion", field=str(path))
-        name, version = str(recipe_key(recipe, "ComponentName")), str(recipe_key(recipe, "ComponentVersion"))
+        name, version = recipe_key(recipe, "ComponentName"), recipe_key(recipe, "ComponentVersion")
+        check_component_identity(name, version, str(path))
         if name not in newest or _version(version, str(path)) > _version(recipe_key(newest[name][0], "ComponentVersion"), name):
             newest[name] = (recipe, path)
     if not newest:
@@ -175,7 +187,7 @@ def _artifact_refs(build_dir: Path, name: str, version: str, manifest: dict, whe
     for artifact in recipe_key(manifest, "Artifacts", []) or []:
         uri = str(recipe_key(artifact, "Uri", ""))
         file_name = uri.rstrip("/").rsplit("/", 1)[-1]
-        if not file_name or file_name in (".", ".."):
+        if not file_name or file_name in (".", "..") or "\\" in file_name or "\0" in file_name:
             raise ValidationException(f"{where}: artifact URI {uri!r} names no file", field="Uri")
         algorithm = str(recipe_key(artifact, "Algorithm", "SHA-256"))
         if algorithm.upper() != "SHA-256":
@@ -314,7 +326,8 @@ def prepare_component(plan: DeploymentPlan, component: LocalComponent) -> None:
         target.write_bytes(data)
         target.chmod(_mode(ref))
         if ref.unarchive:
-            destination = decompressed_dir / PurePosixPath(ref.file_name).stem
+            destination = under_root(plan.root, "packages", "artifacts-unarchived", component.name, component.version,
+                                     PurePosixPath(ref.file_name).stem)
             destination.parent.mkdir(parents=True, exist_ok=True)
             safe_unzip(target, destination)
             for path in destination.rglob("*"):

@@ -8,6 +8,16 @@ Compile and publish failures belong to the same tree.
 
 from __future__ import annotations
 
+MAX_SHOWN = 100  # characters of a rejected value that an error message echoes
+
+
+def shown(value: object) -> str:
+    """A rejected value as an error message shows it: cut to MAX_SHOWN characters, a huge integer by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<a {value.bit_length()}-bit integer>"
+    text = str(value) if isinstance(value, (int, float)) else repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
+
 
 class PackagerError(Exception):
     """Base of every error the packager raises on purpose.
@@ -38,6 +48,13 @@ class ValidationException(PackagerError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class RequestTooLargeException(ValidationException):
+    """A request body over the server's limit, refused before it is read."""
+
+    code = "RequestTooLargeException"
+    http_status = 413
 
 
 class _ResourceError(PackagerError):

@@ -43,9 +43,10 @@ class PackagingResult:
 ProgressCallback = Callable[[str], None]
 
 
-def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_client=None,
+def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_client=None, sts_client=None,
                   progress: ProgressCallback = lambda message: None) -> PackagingResult:
-    """Import, compile (and check against ONNX Runtime), benchmark, bundle, then publish when an S3 location is given."""
+    """Import, compile (and check against ONNX Runtime), benchmark, bundle, then publish when an S3 location is given.
+    ``sts_client``: the caller's account id comes from it, so registration is checked with documented calls only."""
     import tempfile
     import time
 
@@ -80,14 +81,16 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
     arn = None
     if request.s3_location is not None:
-        from packager.publish import publish
+        from packager.publish import publish, publish_shared
+        from packager.publish.greengrass import caller_account_id
 
         progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")
+        account = caller_account_id(sts_client) if request.register and sts_client is not None else None
         for dependency in result_bundle.dependencies:  # the Edge Agent the model's recipe depends on goes first
-            publish(dependency, s3_client, greengrass_client if request.register else None, tags=request.tags,
-                    register=request.register)
+            publish_shared(dependency, s3_client, greengrass_client if request.register else None, tags=request.tags,
+                           register=request.register, account_id=account)
         published = publish(result_bundle, s3_client, greengrass_client if request.register else None,
-                            tags=request.tags, register=request.register)
+                            tags=request.tags, register=request.register, account_id=account)
         arn = published.component_version_arn
     return PackagingResult(bundle=result_bundle, benchmark=report, component_version_arn=arn,
                            wall_seconds=time.perf_counter() - started)

@@ -40,6 +40,22 @@ def check_service_string(shape_name: str, value: str, field: str) -> None:
         raise ValidationException(f"{field} {value!r} does not match the pattern {pattern}", field=field)
 
 
+# Greengrass's own rules: the recipe schema's ComponentName pattern, and MAJOR.MINOR.PATCH of at most 999999 each.
+_COMPONENT_NAME = re.compile(r"[a-zA-Z0-9-_.]{1,128}")
+_COMPONENT_VERSION = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}")
+
+
+def check_component_identity(name: object, version: object, where: str) -> None:
+    """A ComponentName and ComponentVersion Greengrass accepts, and that name no directory but their own when they
+    become path parts (artifacts/<name>/<version>/): "." and ".." match Greengrass's name pattern but are refused."""
+    if not isinstance(name, str) or not _COMPONENT_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValidationException(f"{where}: ComponentName {str(name)[:80]!r} must be 1..128 of a-z A-Z 0-9 - _ . "
+                                  "and not '.' or '..'", field="ComponentName")
+    if not isinstance(version, str) or not _COMPONENT_VERSION.fullmatch(version):
+        raise ValidationException(f"{where}: ComponentVersion {str(version)[:80]!r} must be MAJOR.MINOR.PATCH, "
+                                  "each 0..999999", field="ComponentVersion")
+
+
 def model_component_recipe(name: str, version: str, description: str | None, platform: dict,
                            artifacts: list[RecipeArtifact], lifecycle: dict, configuration: dict | None = None,
                            dependencies: dict | None = None) -> dict:
@@ -95,6 +111,7 @@ def validate_recipe(recipe: dict) -> None:
 
     check_service_string("ComponentName", recipe["ComponentName"], "ComponentName")
     check_service_string("ComponentVersion", recipe["ComponentVersion"], "ComponentVersion")
+    check_component_identity(recipe["ComponentName"], recipe["ComponentVersion"], "recipe")
     errors = sorted(jsonschema.Draft7Validator(_recipe_schema()).iter_errors(_lower_keys(recipe)), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(root)"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from packager.errors import ValidationException
+from packager.errors import ValidationException, shown
 
 # The newest PTX ISA each CUDA release's driver/ptxas accepts (PTX ISA release notes).
 CUDA_MAX_PTX_ISA: dict[str, tuple[int, int]] = {
@@ -267,6 +267,9 @@ def host_target(options: CompilerOptions | None = None) -> Target:
     return get_target(f"LINUX/{arch}", options)
 
 
+MAX_OPTION_CHARS = 64  # mcpu, gpu-code, trt-ver, cuda-ver: names like 'cortex-a72' or 'sm_72'
+MAX_MATTR = 64
+_INTEGER_RANGES = {"num_cores": (1, 1024), "tuning_trials": (0, 100_000)}  # MetaSchedule trials per build, not per kernel
 _OPTION_KEYS = {"mcpu": "mcpu", "mattr": "mattr", "gpu-code": "gpu_code", "trt-ver": "trt_ver", "cuda-ver": "cuda_ver",
                 "num-cores": "num_cores", "tuning-trials": "tuning_trials"}
 
@@ -277,33 +280,44 @@ def parse_compiler_options(text: str | None) -> CompilerOptions:
         return CompilerOptions()
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or JSON past the int-digit or nesting limits
         try:
             doc = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {text!r}", field="CompilerOptions") from None
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
+            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {shown(text)}",
+                                      field="CompilerOptions") from None
     if not isinstance(doc, dict):
         raise ValidationException("CompilerOptions must be an object such as {\"mcpu\": \"core-avx2\"}", field="CompilerOptions")
-    unknown = sorted(set(doc) - set(_OPTION_KEYS))
+    unknown = sorted((repr(k)[:50] for k in doc if not isinstance(k, str) or k not in _OPTION_KEYS))
     if unknown:
-        raise ValidationException(f"CompilerOptions has unknown keys {unknown}; valid: {sorted(_OPTION_KEYS)}", field="CompilerOptions")
+        raise ValidationException(f"CompilerOptions has unknown keys [{', '.join(unknown[:10])}]; valid: {sorted(_OPTION_KEYS)}",
+                                  field="CompilerOptions")
     values = {}
     for key, value in doc.items():
         attr = _OPTION_KEYS[key]
         if attr == "mattr":
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v]
-            if not isinstance(value, list) or not all(isinstance(v, str) and re.fullmatch(r"[+-][\w.-]+", v) for v in value):
-                raise ValidationException(f"CompilerOptions mattr must be a list like ['+neon'], got {value!r}", field="mattr")
+            if not isinstance(value, list) or len(value) > MAX_MATTR or \
+                    not all(isinstance(v, str) and len(v) <= MAX_OPTION_CHARS and re.fullmatch(r"[+-][\w.-]+", v) for v in value):
+                raise ValidationException(f"CompilerOptions mattr must be a list of at most {MAX_MATTR} like ['+neon'], "
+                                          f"got {shown(value)}", field="mattr")
             value = tuple(value)
-        elif attr in ("num_cores", "tuning_trials"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if attr == "num_cores" else 0):
-                raise ValidationException(f"CompilerOptions {key} must be a non-negative integer, got {value!r}", field=key)
+        elif attr in _INTEGER_RANGES:
+            low, high = _INTEGER_RANGES[attr]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValidationException(f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}",
+                                          field=key)
         else:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValidationException(f"CompilerOptions {key} must be a string, got {value!r}", field=key)
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool) or \
+                    (isinstance(value, int) and value.bit_length() > 64):
+                raise ValidationException(f"CompilerOptions {key} must be a string, got {shown(value)}", field=key)
             value = str(value)
+            if len(value) > MAX_OPTION_CHARS:
+                raise ValidationException(f"CompilerOptions {key} must be at most {MAX_OPTION_CHARS} characters, "
+                                          f"got {shown(value)}", field=key)
             if attr == "mcpu" and not re.fullmatch(r"[\w.-]+", value):
-                raise ValidationException(f"CompilerOptions mcpu must be a CPU name like 'core-avx2', got {value!r}", field="mcpu")
+                raise ValidationException(f"CompilerOptions mcpu must be a CPU name like 'core-avx2', got {shown(value)}",
+                                          field="mcpu")
         values[attr] = value
     return CompilerOptions(**values)

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file holding the secret access key (default: $PACKAGER_SECRET_ACCESS_KEY)")
     parser.add_argument("--no-register", action="store_true",
                         help="jobs upload to S3 but do not create Greengrass component versions (sets PACKAGER_NO_REGISTER=1)")
+    parser.add_argument("--region", default=None,
+                        help="the only region requests may be signed for (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"warning: serving on {args.host}, reachable beyond this machine, over plain HTTP", file=sys.stderr)
     try:
-        server = make_server(args.host, args.port, ServerConfig(keys=keys, quiet=args.quiet))
+        server = make_server(args.host, args.port, ServerConfig(keys=keys, quiet=args.quiet, region=args.region))
     except OSError as exc:
         raise ValidationException(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", field="--port") from None
     host, port = server.server_address[:2]

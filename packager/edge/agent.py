@@ -29,6 +29,7 @@ from .client import FLOW_CONTROL_OPTIONS
 from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import AnomalyResult, postprocess, preprocess
+from .socket_access import DEFAULT_SOCKET_MODE, SocketAccess, SocketAccessError
 
 DEFAULT_MAX_IN_FLIGHT = 32
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", type=Path, required=True, help="directory where model components register")
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
                         help=f"DetectAnomalies calls served at once before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_IN_FLIGHT})")
+    parser.add_argument("--socket-mode", default=DEFAULT_SOCKET_MODE,
+                        help=f"permission bits of the Unix socket (default {DEFAULT_SOCKET_MODE}: the agent's user and group)")
+    parser.add_argument("--socket-group", default="", help="group that owns the Unix socket (default: the agent's own)")
     parser.add_argument("--inference-threads", type=int, default=0,
                         help="CPU threads per model run (TVM_NUM_THREADS); 0 leaves TVM's choice: every core on ARM, the "
                              "physical cores on x86")
@@ -270,10 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     _keep_freed_memory()
     host = ModelHost(args.registry)
     try:
+        access = SocketAccess.parse(args.socket_mode, args.socket_group)
         server = serve(args.socket, host, args.max_in_flight)
-    except AgentStartError as exc:
+    except (AgentStartError, SocketAccessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if socket_path(args.socket) is not None:
+        try:
+            access.apply(socket_path(args.socket))
+        except SocketAccessError as exc:
+            server.stop(grace=0).wait()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

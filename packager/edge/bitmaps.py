@@ -6,9 +6,11 @@ tracker would unlink the client's segments when the agent exits.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
+import stat
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -82,10 +84,13 @@ class _OpenSegments:
     def _view(self, path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
         key = (path, writable)
         try:
-            found = os.stat(path)
+            found = os.lstat(path)  # the name itself: a symlink planted in /dev/shm is not followed
         except FileNotFoundError:
             self._forget(key)
             raise InvalidBitmap(f"{field}.name {region.name!r}: no such shared memory segment") from None
+        if not stat.S_ISREG(found.st_mode):
+            self._forget(key)
+            raise _not_a_segment(region, field)
         identity = (found.st_dev, found.st_ino, found.st_size)
         cached = self._mapped.get(key)
         if cached is not None and cached[0] == identity:
@@ -104,15 +109,27 @@ class _OpenSegments:
             cached[1].close()
 
 
+def _not_a_segment(region: SharedRegion, field: str) -> InvalidBitmap:
+    return InvalidBitmap(f"{field}.name {region.name!r} is not a shared memory segment (a symlink, directory or device)")
+
+
 def _map(path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise InvalidBitmap(f"{field}.name {region.name!r}: no such shared memory segment") from None
     except PermissionError:
         raise InvalidBitmap(f"{field}.name {region.name!r}: the agent may not {'write' if writable else 'read'} it") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+            raise _not_a_segment(region, field) from None
+        raise InvalidBitmap(f"{field}.name {region.name!r}: cannot open it ({errno.errorcode.get(exc.errno, exc.errno)})") from None
     try:
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):  # what was opened, not what the name showed a moment before
+            raise _not_a_segment(region, field)
+        size = found.st_size
         if size == 0:
             raise InvalidBitmap(f"{field}.name {region.name!r}: the segment is empty")
         return mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)

@@ -40,6 +40,11 @@ def _region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+def service_region() -> str:
+    """The region in this store's ARNs; the REST server accepts requests signed for it alone."""
+    return _region()
+
+
 def _ts(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
@@ -170,17 +175,18 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
                    create_project: bool = False, reuse_identical: bool = False, home: Path | str | None = None) -> dict:
     """Our extension: record a trained ONNX model (plus its spec) as the project's next model version.
     With reuse_identical, the project's newest version with the same model and spec bytes is returned instead."""
-    from compilers.spec import load_spec
+    from compilers.intake import import_model
     from packager.jobs.model_files import check_model_file, store_file
     from packager.jobs.shared_models import model_bucket, model_files, upload_model_files
 
     validate_shape("ProjectName", project, "ProjectName")
     if description is not None:
         validate_shape("ModelDescriptionMessage", description, "Description")
+    if not isinstance(create_project, bool):
+        raise ValidationException(f"CreateProject must be a boolean, got {type(create_project).__name__}", field="CreateProject")
     model_path = Path(model_path)
     check_model_file(model_path)
-    if spec_path is not None:
-        load_spec(Path(spec_path))
+    import_model(model_path, Path(spec_path) if spec_path is not None else None)  # build's intake checks, before any record
     root = packager_home(home)
     root.mkdir(parents=True, exist_ok=True)
     model_file = store_file(root, model_path, model_path.suffix.lower())

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from packager.bundle import S3Location
-from packager.errors import ValidationException
+from packager.errors import ValidationException, shown
 from packager.jobs import service_model
 from targets import Target, TargetRequest, resolve_target
 from targets.catalog import CompilerOptions, parse_compiler_options
@@ -42,8 +42,7 @@ def _compile(pattern: str) -> re.Pattern:
 
 
 def _fail(path: str, value: object, constraint: str) -> ValidationException:
-    shown = value if isinstance(value, (int, float)) else repr(value)
-    return ValidationException(f"1 validation error detected: Value {shown} at '{path}' failed to satisfy constraint: {constraint}",
+    return ValidationException(f"1 validation error detected: Value {shown(value)} at '{path}' failed to satisfy constraint: {constraint}",
                                field=path)
 
 
@@ -53,22 +52,22 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
     kind = s["type"]
     if kind == "structure":
         if not isinstance(value, dict):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, type: {type(value).__name__}, "
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
                                       "valid types: dict", field=path)
         known = s.get("members", {})
         for name in value:
             if name not in known:
-                raise ValidationException(f"Unknown parameter in {path or 'input'}: {name!r}, must be one of: {', '.join(known)}",
+                raise ValidationException(f"Unknown parameter in {path or 'input'}: {shown(name)}, must be one of: {', '.join(known)}",
                                           field=_join(path, name))
         for name in s.get("required", ()):
             if value.get(name) is None and _join(path, name) not in optional:
-                raise ValidationException(f"Missing required parameter in {path or 'input'}: {name!r}", field=_join(path, name))
+                raise ValidationException(f"Missing required parameter in {path or 'input'}: {shown(name)}", field=_join(path, name))
         for name, member_value in value.items():
             if member_value is not None:
                 validate_shape(known[name]["shape"], member_value, _join(path, name), optional)
     elif kind == "list":
         if not isinstance(value, (list, tuple)):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, type: {type(value).__name__}, "
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
                                       "valid types: list", field=path)
         if "min" in s and len(value) < s["min"]:
             raise _fail(path, value, f"Member must have length greater than or equal to {s['min']}")
@@ -78,7 +77,7 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
             validate_shape(s["member"]["shape"], item, f"{path}[{i}]")
     elif kind == "string":
         if not isinstance(value, str):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, type: {type(value).__name__}, "
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
                                       "valid types: str", field=path)
         if "enum" in s and value not in s["enum"]:
             raise _fail(path, value, f"Member must satisfy enum value set: [{', '.join(s['enum'])}]")
@@ -90,7 +89,7 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
             raise _fail(path, value, f"Member must satisfy regular expression pattern: {s['pattern']}")
     elif kind in ("integer", "long"):
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, type: {type(value).__name__}, "
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
                                       "valid types: int", field=path)
         if "min" in s and value < s["min"]:
             raise _fail(path, value, f"Member must have value greater than or equal to {s['min']}")
@@ -98,10 +97,10 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
             raise _fail(path, value, f"Member must have value less than or equal to {s['max']}")
     elif kind in ("float", "double"):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, valid types: float", field=path)
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, valid types: float", field=path)
     elif kind == "boolean":
         if not isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {value!r}, valid types: bool", field=path)
+            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, valid types: bool", field=path)
 
 
 def _join(path: str, name: str) -> str:
@@ -145,6 +144,9 @@ def parse_configuration(configuration: dict) -> JobConfiguration:
     if "TargetDevice" in gg and "CompilerOptions" in gg:
         raise ValidationException(f"{path}.CompilerOptions is not allowed with {path}.TargetDevice",
                                   field=f"{path}.CompilerOptions")
+    if gg["ComponentName"] in (".", ".."):  # the service's pattern allows them; as a path part they leave the directory
+        raise ValidationException(f"{path}.ComponentName {gg['ComponentName']!r} names no component",
+                                  field=f"{path}.ComponentName")
     options = _compiler_options(gg.get("CompilerOptions"), f"{path}.CompilerOptions")
     platform = gg.get("TargetPlatform", {})
     request = TargetRequest(target_device=gg.get("TargetDevice"), os=platform.get("Os"), arch=platform.get("Arch"),

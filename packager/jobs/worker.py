@@ -59,11 +59,11 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
 
 
 def _aws_clients(register: bool):
-    """S3 (and Greengrass v2 when registering) from the standard credential chain; AWS_ENDPOINT_URL* apply."""
-    from packager.publish import make_clients
+    """S3 (and Greengrass v2 and STS when registering) from the standard credential chain; AWS_ENDPOINT_URL* apply."""
+    from packager.publish.clients import make_clients, make_sts_client
 
     s3, greengrass = make_clients(None)
-    return s3, greengrass if register else None
+    return (s3, greengrass, make_sts_client(greengrass.meta.region_name)) if register else (s3, None, None)
 
 
 class _Writer:
@@ -129,7 +129,7 @@ def _acquire_slot(home: Path):
 
 
 def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = None) -> int:
-    """Run one job to its final state. ``clients`` = (s3, greengrass) overrides the standard credential chain."""
+    """Run one job to its final state. ``clients`` = (s3, greengrass[, sts]) overrides the standard credential chain."""
     store = open_store(home)
     try:
         job = store.job(project, job_name)
@@ -247,12 +247,12 @@ def _run_pipeline(writer: _Writer, home: Path, job: JobRecord, model, clients: t
 
         request = packaging_request(home, job, model)
         if request.s3_location is None:
-            s3 = greengrass = None  # a local-only build needs no AWS at all
+            s3 = greengrass = sts = None  # a local-only build needs no AWS at all
         else:
-            s3, greengrass = clients or _aws_clients(request.register)
+            s3, greengrass, sts = (*clients, None)[:3] if clients else _aws_clients(request.register)
         _fetch_model(home, model, s3, progress)
         _pull_tuning(writer, request.target, progress)
-        result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, progress=progress)
+        result = run_packaging(request, s3_client=s3, greengrass_client=greengrass, sts_client=sts, progress=progress)
         if request.tuning_trials:
             push_tuning_records(writer.store, request.target)
         write_result(job_dir(home, job.project, job.name), JobResult.from_packaging_result(result))

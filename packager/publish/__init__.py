@@ -1,7 +1,7 @@
 """Publishing: S3 upload with SHA-256 verification, then Greengrass v2 registration, in an order safe to retry."""
 
 from packager.publish.clients import make_clients
-from packager.publish.publish import RECIPE_FILE_NAME, PublishedComponent, PublishedObject, publish
+from packager.publish.publish import RECIPE_FILE_NAME, PublishedComponent, PublishedObject, publish, publish_shared
 from packager.publish.s3 import TransferSettings
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "TransferSettings",
     "make_clients",
     "publish",
+    "publish_shared",
 ]

@@ -71,6 +71,11 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and error_code(exc) in _NOT_FOUND_CODES
 
 
+def is_access_denied(exc: BaseException) -> bool:
+    """A permission the caller was not granted, as opposed to a missing resource or a fault."""
+    return isinstance(exc, ClientError) and error_code(exc) in _ACCESS_CODES
+
+
 def aws_error(
     step: str,
     exc: BaseException,

@@ -22,3 +22,9 @@ def make_clients(region: str | None, *, config: Config | None = None) -> tuple[o
         raise AccessDeniedException(f"create AWS clients: {NO_CREDENTIALS}")
     config = config or Config(retries={"mode": "standard"})
     return session.client("s3", config=config), session.client("greengrassv2", config=config)
+
+
+def make_sts_client(region: str | None, *, config: Config | None = None):
+    """STS, for GetCallerIdentity: the account id that component version ARNs are built from."""
+    session = boto3.session.Session(region_name=region)
+    return session.client("sts", config=config or Config(retries={"mode": "standard"}))

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import yaml
 
 from packager.errors import ValidationException
-from packager.publish.aws_errors import aws_error, is_not_found
+from packager.publish.aws_errors import aws_error, is_access_denied, is_not_found
 
 CHECK_STEP = "check component version"
 REGISTER_STEP = "register component"
@@ -19,7 +19,8 @@ class RegisteredVersion:
     arn: str
     state: str  # CloudComponentState: REQUESTED, INITIATED, DEPLOYABLE, FAILED, DEPRECATED
     status_message: str
-    artifact_digests: Mapping[str, str | None]  # artifact URI -> Digest, from the registered recipe
+    artifact_digests: Mapping[str, str | None] | None  # artifact URI -> Digest, from the registered recipe;
+    # None when reading the recipe was refused (greengrass:GetComponent is not among the documented permissions)
 
 
 def recipe_artifact_digests(recipe: str | bytes) -> dict[str, str | None]:
@@ -48,11 +49,23 @@ def recipe_artifact_digests(recipe: str | bytes) -> dict[str, str | None]:
     return digests
 
 
-def find_registered_version(greengrass_client, component_name: str, component_version: str) -> RegisteredVersion | None:
+def caller_account_id(sts_client) -> str:
+    """The account the credentials belong to: sts:GetCallerIdentity, which needs no permission."""
+    try:
+        return sts_client.get_caller_identity()["Account"]
+    except Exception as exc:
+        raise aws_error(CHECK_STEP, exc) from None
+
+
+def find_registered_version(greengrass_client, component_name: str, component_version: str,
+                            account_id: str | None = None) -> RegisteredVersion | None:
     """The account's own (PRIVATE) component version with this name and version, or None.
 
-    ListComponents yields the component ARN, so the caller's account id is never needed to build the version ARN.
+    With ``account_id`` the version ARN is built from it and only DescribeComponent (documented) is needed, plus
+    GetComponent to compare digests when it is granted. Without it, ListComponents yields the component ARN.
     """
+    if account_id is not None:
+        return _described_version(greengrass_client, component_name, component_version, account_id)
     try:
         component_arn = None
         for page in greengrass_client.get_paginator("list_components").paginate(scope="PRIVATE"):
@@ -78,6 +91,28 @@ def find_registered_version(greengrass_client, component_name: str, component_ve
         status_message=status.get("message", ""),
         artifact_digests=recipe_artifact_digests(recipe),
     )
+
+
+def _described_version(greengrass_client, component_name: str, component_version: str,
+                       account_id: str) -> RegisteredVersion | None:
+    partition = greengrass_client.meta.partition
+    region = greengrass_client.meta.region_name
+    arn = f"arn:{partition}:greengrass:{region}:{account_id}:components:{component_name}:versions:{component_version}"
+    try:
+        described = greengrass_client.describe_component(arn=arn)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise aws_error(CHECK_STEP, exc, resource_id=arn, resource_type="ComponentVersion") from None
+    try:
+        digests = recipe_artifact_digests(greengrass_client.get_component(arn=arn, recipeOutputFormat="YAML")["recipe"])
+    except Exception as exc:
+        if not is_access_denied(exc):
+            raise aws_error(CHECK_STEP, exc, resource_id=arn, resource_type="ComponentVersion") from None
+        digests = None  # not granted: the version's existence and state are known, its digests are not
+    status = described.get("status", {})
+    return RegisteredVersion(arn=described.get("arn", arn), state=status.get("componentState", ""),
+                             status_message=status.get("message", ""), artifact_digests=digests)
 
 
 def create_component_version(greengrass_client, recipe_text: str, tags: Mapping[str, str] | None) -> str:

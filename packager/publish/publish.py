@@ -71,27 +71,89 @@ def publish(
     region: str | None = None,
     transfer: TransferSettings | None = None,
     progress: bool = True,
+    account_id: str | None = None,
 ) -> PublishedComponent:
-    """Upload the bundle to its S3 location, verify it, write its recipe, and register it with Greengrass v2."""
+    """Upload the bundle to its S3 location, verify it, write its recipe, and register it with Greengrass v2.
+    ``account_id`` (greengrass.caller_account_id): check the registration with the documented calls only."""
     location = _validated_location(bundle)
     region = _publish_region(s3_client, greengrass_client, register, region)
     transfer = transfer or TransferSettings()
-    recipe_bytes = bundle.recipe_text.encode("utf-8")
-    recipe_key = location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME)
-    recipe_digest = s3.sha256_b64_of(recipe_bytes)
 
     # Checks: nothing is written until all of them pass.
     s3.check_bucket(s3_client, location.bucket, region)
     registered = None
     if register:
         registered = greengrass.find_registered_version(
-            greengrass_client, bundle.component_name, bundle.component_version
+            greengrass_client, bundle.component_name, bundle.component_version, account_id
         )
         _check_registered_matches(bundle, registered)
+    return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags, register=register,
+                            transfer=transfer, progress=progress)
+
+
+def publish_shared(
+    bundle: ComponentBundle,
+    s3_client,
+    greengrass_client,
+    *,
+    tags: Mapping[str, str] | None = None,
+    register: bool = True,
+    region: str | None = None,
+    transfer: TransferSettings | None = None,
+    progress: bool = True,
+    account_id: str | None = None,
+) -> str | None:
+    """Publish a component many jobs share (the Edge Agent) and return its version ARN (None when not registering).
+
+    A version already registered with the same artifact names and digests is reused wherever its bytes live: its
+    artifacts stay where the job that first published it put them, and nothing is uploaded to this job's location.
+    Registered with other bytes, it conflicts as publish() does.
+    """
+    if register:
+        location = _validated_location(bundle)
+        region = _publish_region(s3_client, greengrass_client, register, region)
+        registered = greengrass.find_registered_version(
+            greengrass_client, bundle.component_name, bundle.component_version, account_id
+        )
+        if registered is not None and registered.state != "FAILED" and registered.artifact_digests is None:
+            # Its recipe cannot be read (no greengrass:GetComponent). A shared component's version always ships the
+            # same bytes (tests/packager/edge/test_agent_version.py pins them), so the version is reused as it is.
+            log.info("reuse %s %s: registered as %s; its digests could not be read",
+                     bundle.component_name, bundle.component_version, registered.arn)
+            return registered.arn
+        if registered is not None and registered.state != "FAILED" and _same_artifacts(bundle, registered):
+            log.info("reuse %s %s: registered as %s with the same digests",
+                     bundle.component_name, bundle.component_version, registered.arn)
+            return registered.arn
+        _check_registered_matches(bundle, registered)
+        s3.check_bucket(s3_client, location.bucket, region)
+        return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags,
+                                register=register, transfer=transfer or TransferSettings(),
+                                progress=progress).component_version_arn
+    return publish(bundle, s3_client, None, tags=tags, register=False, region=region, transfer=transfer,
+                   progress=progress).component_version_arn
+
+
+def _publish_checked(
+    bundle: ComponentBundle,
+    s3_client,
+    greengrass_client,
+    location: S3Location,
+    registered: greengrass.RegisteredVersion | None,
+    *,
+    tags: Mapping[str, str] | None,
+    register: bool,
+    transfer: TransferSettings,
+    progress: bool,
+) -> PublishedComponent:
+    """publish() once the bucket and the registered version (None: not registered) have been checked."""
+    recipe_bytes = bundle.recipe_text.encode("utf-8")
+    recipe_key = location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME)
+    recipe_digest = s3.sha256_b64_of(recipe_bytes)
     recipe_remote = _inspect(
         s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), "check recipe"
     )
-    published = registered is not None if register else recipe_remote.state is not RemoteState.ABSENT
+    published = registered is not None if register else recipe_remote.state in (RemoteState.SAME, RemoteState.DIFFERENT)
     if recipe_remote.state is RemoteState.DIFFERENT and published:
         raise ConflictException(
             f"check recipe: s3://{location.bucket}/{recipe_key} already holds a different recipe for "
@@ -132,7 +194,7 @@ def publish(
                 PublishedObject(key, artifact.size, artifact.sha256_b64, remote.checksum or artifact.sha256_b64, False)
             )
             continue
-        s3.upload_file(
+        uploaded = s3.upload_file(
             s3_client,
             location.bucket,
             key,
@@ -150,15 +212,18 @@ def publish(
             artifact.sha256_b64,
             artifact.size,
             step=f"verify artifact {artifact.name}",
+            uploaded=uploaded,
         )
         published_artifacts.append(PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True))
 
     # The recipe, only once every artifact it names is in place.
     recipe_uploaded = recipe_remote.state is not RemoteState.SAME
     if recipe_uploaded:
-        s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE, step="upload recipe")
+        uploaded = s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE,
+                                step="upload recipe")
         recipe_checksum = s3.verify_object(
-            s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), step="verify recipe"
+            s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), step="verify recipe",
+            uploaded=uploaded,
         )
     else:
         recipe_checksum = recipe_remote.checksum or recipe_digest
@@ -245,6 +310,13 @@ def _check_registered_matches(bundle: ComponentBundle, registered: greengrass.Re
             registered.arn,
             "ComponentVersion",
         )
+    if registered.artifact_digests is None:
+        raise ConflictException(
+            f"{greengrass.CHECK_STEP}: {name} {version} is already registered, and its digests cannot be compared "
+            "without greengrass:GetComponent; component versions are immutable, publish a new version",
+            registered.arn,
+            "ComponentVersion",
+        )
     bundle_digests = {a.uri: a.sha256_b64 for a in bundle.artifacts}
     ours = {uri: bundle_digests[uri] for uri in greengrass.recipe_artifact_digests(bundle.recipe_text) if _is_s3(uri)}
     theirs = {uri: digest for uri, digest in registered.artifact_digests.items() if _is_s3(uri)}
@@ -255,6 +327,13 @@ def _check_registered_matches(bundle: ComponentBundle, registered: greengrass.Re
             registered.arn,
             "ComponentVersion",
         )
+
+
+def _same_artifacts(bundle: ComponentBundle, registered: greengrass.RegisteredVersion) -> bool:
+    """The same file names with the same digests, whatever bucket and prefix the registered recipe points at."""
+    ours = {a.name: a.sha256_b64 for a in bundle.artifacts}
+    theirs = {uri.rsplit("/", 1)[-1]: digest for uri, digest in registered.artifact_digests.items() if _is_s3(uri)}
+    return len(theirs) == len(registered.artifact_digests) and theirs == ours
 
 
 def _is_s3(uri: str) -> bool:

@@ -7,6 +7,12 @@ How a key is proven to hold the bundle's bytes (the Greengrass ``Digest``, base6
   and one pass over the local file yields both its full SHA-256 (must equal the bundle digest) and the composite
   (must equal S3's), which together prove the stored bytes are the bundle's;
 - objects with no SHA-256 checksum, or with parts of uneven size: download and hash.
+
+Reading back needs s3:GetObject, which StartModelPackagingJob's documented permissions (s3:PutObject,
+s3:GetBucketLocation) leave out. It is used when granted. When refused, the proof is the checksum S3 returns for
+the upload itself (PutObject's ChecksumSHA256, or CompleteMultipartUpload's composite), which S3 computed from
+the bytes it stored: it must match the bundle's digest (single part) or the local file's composite, whose full
+SHA-256 must be the bundle's (multipart). A key that cannot be inspected before upload is uploaded.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from s3transfer.subscribers import BaseSubscriber
 from tqdm import tqdm
 
 from packager.errors import PublishError, ResourceNotFoundException, ValidationException
-from packager.publish.aws_errors import aws_error, is_not_found
+from packager.publish.aws_errors import aws_error, is_access_denied, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ class RemoteState(Enum):
     ABSENT = "absent"
     SAME = "same"  # the key holds exactly the expected bytes
     DIFFERENT = "different"
+    UNKNOWN = "unknown"  # reading it was refused (no s3:GetObject): upload, and rely on the upload's checksums
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,11 @@ def region_of_location(location_constraint: str | None) -> str:
 
 
 def check_bucket(s3_client, bucket: str, region: str) -> None:
-    """The bucket exists, the credentials reach it, and it is in the Greengrass region."""
+    """The bucket exists, the credentials reach it, and it is in the Greengrass region: GetBucketLocation alone,
+    one of the two S3 actions the service documents (HeadBucket would need s3:ListBucket)."""
     step = "check bucket"
     try:
-        s3_client.head_bucket(Bucket=bucket)
+        location = s3_client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except ClientError as exc:
         if is_not_found(exc):
             raise ResourceNotFoundException(
@@ -98,10 +106,6 @@ def check_bucket(s3_client, bucket: str, region: str) -> None:
         raise aws_error(step, exc, resource_id=bucket, resource_type="S3Bucket") from None
     except Exception as exc:
         raise aws_error(step, exc) from None
-    try:
-        location = s3_client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-    except Exception as exc:
-        raise aws_error(f"{step} region", exc, resource_id=bucket, resource_type="S3Bucket") from None
     bucket_region = region_of_location(location)
     if bucket_region != region:
         raise ValidationException(
@@ -113,6 +117,15 @@ def check_bucket(s3_client, bucket: str, region: str) -> None:
 
 def inspect_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, size: int) -> RemoteObject:
     """Whether ``key`` is absent, holds exactly the bytes whose SHA-256 is ``sha256_b64``, or holds other bytes."""
+    try:
+        return _inspect(s3_client, bucket, key, source, sha256_b64, size)
+    except ClientError as exc:
+        if is_access_denied(exc):
+            return RemoteObject(RemoteState.UNKNOWN, None)
+        raise
+
+
+def _inspect(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, size: int) -> RemoteObject:
     try:
         head = s3_client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
@@ -140,12 +153,27 @@ def inspect_object(s3_client, bucket: str, key: str, source: Source, sha256_b64:
     return RemoteObject(RemoteState.SAME if same else RemoteState.DIFFERENT, composite)
 
 
-def verify_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, size: int, step: str) -> str:
-    """Raise PublishError unless ``key`` now holds the expected bytes; return S3's checksum for the record."""
+def verify_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, size: int, step: str,
+                  uploaded: UploadedChecksum | None = None) -> str:
+    """Raise PublishError unless ``key`` now holds the expected bytes; return S3's checksum for the record.
+    ``uploaded``: what S3 answered to the upload, the proof used when reading the object back is refused."""
     try:
         remote = inspect_object(s3_client, bucket, key, source, sha256_b64, size)
     except Exception as exc:
         raise aws_error(step, exc) from None
+    if remote.state is RemoteState.UNKNOWN:
+        if uploaded is None or uploaded.checksum is None:
+            raise PublishError(f"{step}: reading s3://{bucket}/{key} back was refused (s3:GetObject) and S3 returned no "
+                               "SHA-256 for its upload, so its bytes cannot be proven")
+        try:
+            same = _matches_upload(source, sha256_b64, uploaded)
+        except OSError as exc:
+            raise aws_error(step, exc) from None
+        if not same:
+            raise PublishError(f"{step}: s3://{bucket}/{key} does not hold the bundle's bytes (S3 checksum "
+                               f"{uploaded.checksum}, bundle SHA-256 {sha256_b64}); was the file changed after bundling?")
+        log.info("verify s3://%s/%s: read-back refused; the checksum S3 returned for the upload matches", bucket, key)
+        return uploaded.checksum
     if remote.state is RemoteState.ABSENT:
         raise PublishError(f"{step}: s3://{bucket}/{key} is missing after upload")
     if remote.state is RemoteState.DIFFERENT:
@@ -154,6 +182,12 @@ def verify_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: 
             f"(S3 checksum {remote.checksum}, bundle SHA-256 {sha256_b64}); was the file changed after bundling?"
         )
     return remote.checksum or sha256_b64
+
+
+@dataclass(frozen=True)
+class UploadedChecksum:
+    checksum: str | None  # ChecksumSHA256 as S3 answered the upload: "<b64>" or, multipart, "<b64>-<parts>"
+    part_size: int  # the upload's part size (its whole size when single-part)
 
 
 def upload_file(
@@ -166,9 +200,25 @@ def upload_file(
     *,
     progress: bool,
     step: str,
-) -> None:
-    """Upload through s3transfer (multipart at or above the threshold), asking S3 to keep a SHA-256 checksum."""
+) -> UploadedChecksum:
+    """Upload through s3transfer (multipart at or above the threshold), asking S3 to keep a SHA-256 checksum;
+    returns the checksum S3 answered the upload with."""
     extra_args = {"ChecksumAlgorithm": "SHA256"}
+    answered: list[str | None] = []
+
+    def record(parsed, **_):
+        answered.append(parsed.get("ChecksumSHA256"))
+
+    def record_parts(params, **_):  # each part's SHA-256 as S3 answered its UploadPart
+        parts = sorted(params.get("MultipartUpload", {}).get("Parts", []), key=lambda part: part["PartNumber"])
+        if parts and all(part.get("ChecksumSHA256") for part in parts):
+            digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
+            answered.append(f"{base64.b64encode(hashlib.sha256(digests).digest()).decode('ascii')}-{len(parts)}")
+
+    events = {"after-call.s3.PutObject": record, "after-call.s3.CompleteMultipartUpload": record,
+              "before-parameter-build.s3.CompleteMultipartUpload": record_parts}
+    for event, handler in events.items():
+        s3_client.meta.events.register(event, handler, unique_id=f"packager-upload-{event}")
     bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=not progress)
     try:
         with create_transfer_manager(s3_client, settings.transfer_config()) as manager:
@@ -178,13 +228,29 @@ def upload_file(
         raise aws_error(step, exc, resource_id=key, resource_type="S3Object") from None
     finally:
         bar.close()
+        for event in events:
+            s3_client.meta.events.unregister(event, unique_id=f"packager-upload-{event}")
+    multipart = size >= settings.multipart_threshold
+    checksum = next((c for c in reversed(answered) if c), None)  # S3's own composite if it gave one, else the parts'
+    return UploadedChecksum(checksum, settings.multipart_chunksize if multipart else max(size, 1))
 
 
-def put_bytes(s3_client, bucket: str, key: str, data: bytes, content_type: str, step: str) -> None:
+def put_bytes(s3_client, bucket: str, key: str, data: bytes, content_type: str, step: str) -> UploadedChecksum:
     try:
-        s3_client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, ChecksumAlgorithm="SHA256")
+        response = s3_client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                                        ChecksumAlgorithm="SHA256")
     except Exception as exc:
         raise aws_error(step, exc, resource_id=key, resource_type="S3Object") from None
+    return UploadedChecksum(response.get("ChecksumSHA256"), max(len(data), 1))
+
+
+def _matches_upload(source: Source, sha256_b64: str, uploaded: UploadedChecksum) -> bool:
+    """Whether the checksum S3 answered an upload with proves it stored the bytes whose SHA-256 is ``sha256_b64``."""
+    value, _, parts = uploaded.checksum.partition("-")
+    if not parts:
+        return value == sha256_b64
+    full, composite = _full_and_composite_sha256(source, uploaded.part_size)
+    return full == sha256_b64 and composite == value
 
 
 def sha256_b64_of(data: bytes) -> str:

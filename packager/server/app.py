@@ -13,17 +13,19 @@ import sys
 import tempfile
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from packager.errors import InternalServerException, PackagerError, ValidationException
+from packager.errors import InternalServerException, PackagerError, RequestTooLargeException, ValidationException
 from packager.jobs import api
 from packager.server import protocol
-from packager.server.sigv4 import SignedRequest, verify
+from packager.server.sigv4 import SignedRequest, verify, verify_headers
 
-MAX_BODY_BYTES = 1 << 30  # a registered ONNX model travels base64-encoded in one body
+MAX_REQUEST_BYTES = 1 << 20  # the service's largest input (a job with 200 tags) is far smaller
+MAX_DISCARDED_BYTES = 16 << 20  # an authenticated body over the limit up to this size is read and dropped
+MAX_MODEL_REQUEST_BYTES = 512 << 20  # RegisterModel: a model of up to ~380 MB travels base64-encoded in one body
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class ServerConfig:
     home: Path | None = None  # the store; None: $PACKAGER_HOME
     quiet: bool = False
     routes: tuple = field(default_factory=protocol.routes)
+    region: str | None = None  # the only region requests may be signed for; None: the store's (api.service_region())
 
 
 class LookoutVisionHandler(BaseHTTPRequestHandler):
@@ -51,31 +54,65 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle()
 
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def do_TRACE(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (unknown method, bad request line, huge headers) as AWS-style JSON."""
+        error_type = {501: "UnknownOperationException"}.get(code, "ValidationException")
+        self.close_connection = True
+        body = json.dumps({"Message": (message or explain or "bad request")[:200]}).encode()
+        self._send(404 if code == 501 else code, {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"}, body,
+                   str(uuid.uuid4()))
+
     def log_message(self, format: str, *args) -> None:
         if not self.config.quiet:
             super().log_message(format, *args)
 
-    def _read_body(self) -> bytes:
+    def _content_length(self) -> int:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise ValidationException("chunked request bodies are not supported; send Content-Length")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise ValidationException(f"request body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit() or len(text) > 15:
+            raise ValidationException(f"Content-Length {text[:20]!r} is not a byte count")
+        return int(text)
+
+    def _read_body(self) -> bytes:
+        """The body, once the headers show a known key and a size within the route's limit; nothing is read before."""
+        length = self._content_length()
+        verify_headers(self.headers, self.config.keys, region=self.config.region)
+        found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
+        limit = MAX_MODEL_REQUEST_BYTES if found is not None and found[0].operation == "RegisterModel" else MAX_REQUEST_BYTES
+        if length > limit:
+            if length <= MAX_DISCARDED_BYTES:  # a client still sending would miss the answer; larger ones lose the link
+                left = length
+                while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                    left -= len(chunk)
+            raise RequestTooLargeException(f"request body of {length} bytes is over this operation's limit of {limit} bytes")
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
         request_id = str(uuid.uuid4())
         try:
             body = self._read_body()
-        except (ValidationException, ValueError) as exc:
+        except PackagerError as exc:  # the body was not read: this connection cannot carry another request
             self.close_connection = True
-            self._send_error(ValidationException(str(exc)), request_id)
+            self._send_error(exc, request_id)
             return
         try:
-            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys)
+            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys, region=self.config.region)
             found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
             if found is None:
-                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"},
+                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException", "Content-Type": "application/json"},
                            json.dumps({"Message": f"no operation at {self.command} {urlsplit(self.path).path}"}).encode(), request_id)
                 return
             route, uri_params = found
@@ -112,8 +149,13 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
             if doc.get("Spec") is not None:
                 spec_path = Path(scratch) / "spec.json"
                 spec_path.write_text(json.dumps(doc["Spec"]))
-            return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
-                                      create_project=bool(doc.get("CreateProject", False)), home=self.config.home)
+            try:
+                return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
+                                          create_project=doc.get("CreateProject", False), home=self.config.home)
+            except PackagerError as exc:  # name the request's own parts (Model, Spec), not the server's scratch files
+                exc.message = exc.message.replace(str(model_path), "Model").replace(str(spec_path), "Spec") \
+                    .replace(f"{scratch}/", "")
+                raise
 
     def _send_error(self, exc: PackagerError, request_id: str) -> None:
         status, headers, body = protocol.error_body(exc)
@@ -128,16 +170,32 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has headers only, or the next response would be out of step
+            self.wfile.write(body)
 
 
 class LookoutVisionServer(ThreadingHTTPServer):
     daemon_threads = True
+    quiet = False
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up is one line in the log, not a traceback; anything else keeps the traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            if not self.quiet:
+                print(f"{client_address[0]}:{client_address[1]} closed the connection: {type(error).__name__}",
+                      file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServer:
     if not config.keys:
         raise ValidationException("no access key configured: set PACKAGER_ACCESS_KEY_ID and PACKAGER_SECRET_ACCESS_KEY",
                                   field="PACKAGER_ACCESS_KEY_ID")
+    if config.region is None:
+        config = replace(config, region=api.service_region())
     handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config})
-    return LookoutVisionServer((host, port), handler)
+    server = LookoutVisionServer((host, port), handler)
+    server.quiet = config.quiet
+    return server

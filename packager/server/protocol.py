@@ -76,14 +76,31 @@ def request_params(operation: str, uri_params: dict[str, str], target: str, head
     return params
 
 
+MAX_MESSAGE = 2000  # characters of an error message sent back
+MAX_JSON_DEPTH = 32  # the service's deepest input is 4 levels; a model spec adds a few
+
+
 def parse_json_body(body: bytes) -> dict:
+    depth = _nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationException(f"request body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationException(f"request body is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: also an integer past 4300 digits
+        raise ValidationException(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise ValidationException("request body must be a JSON object")
     return doc
+
+
+def _nesting_depth(body: bytes) -> int:
+    """How deep [ and { nest, outside strings; counted before parsing so no recursion can run out of stack."""
+    text = re.sub(rb'"(?:[^"\\]|\\.)*"', b"", body)
+    depth = deepest = 0
+    for byte in text.translate(None, delete=bytes(b for b in range(256) if b not in b"[]{}")):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _wire(value):
@@ -104,5 +121,7 @@ def response_body(response: dict) -> bytes:
 def error_body(exc: PackagerError) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of an error, in the shape botocore's RestJSONParser reads back."""
     error = exc.to_error_dict()
+    if len(error["Message"]) > MAX_MESSAGE:  # whatever a message echoes, the answer stays small
+        error["Message"] = error["Message"][:MAX_MESSAGE] + "..."
     doc = {"Message": error["Message"], **{k: v for k, v in error.items() if k not in ("Code", "Message") and v is not None}}
     return exc.http_status, {"x-amzn-ErrorType": exc.code}, json.dumps(doc).encode()

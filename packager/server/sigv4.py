@@ -12,7 +12,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from packager.errors import AccessDeniedException
+from packager.errors import AccessDeniedException, shown
 
 SERVICE = "lookoutvision"
 MAX_CLOCK_SKEW = dt.timedelta(minutes=15)  # what AWS allows before "Signature expired"
@@ -42,9 +42,27 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return parts
 
 
-def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None = None) -> str:
-    """Return the access key id that signed ``request``; raise AccessDeniedException for anything else."""
-    authorization = request.headers.get("Authorization")
+def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None) -> str:
+    """Return the access key id that signed ``request``; raise AccessDeniedException for anything else.
+    ``region``: the only region a request may be signed for (None: any)."""
+    access_key, region, amz_date, signed_headers, signature = _check_headers(request.headers, keys, now, region)
+    claimed_hash = request.headers.get("X-Amz-Content-SHA256")
+    if claimed_hash is not None and claimed_hash != hashlib.sha256(request.body).hexdigest():
+        raise AccessDeniedException("X-Amz-Content-SHA256 does not match the request body")
+    expected = _signature(request, signed_headers, access_key, keys[access_key], region, amz_date)
+    if not hmac.compare_digest(expected, signature):
+        raise AccessDeniedException("The request signature we calculated does not match the signature you provided")
+    return access_key
+
+
+def verify_headers(headers: Message, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None) -> str:
+    """Everything verify() checks that needs no body: a known key, scope and clock. Run before a body is read,
+    so a request that cannot be authentic costs the server no body; verify() still checks the signature."""
+    return _check_headers(headers, keys, now, region)[0]
+
+
+def _check_headers(headers: Message, keys: dict[str, str], now: dt.datetime | None, expected_region: str | None):
+    authorization = headers.get("Authorization")
     if not authorization:
         raise AccessDeniedException("Missing Authentication Token: requests must be signed with AWS Signature Version 4")
     parts = _parse_authorization(authorization)
@@ -57,7 +75,10 @@ def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None
         raise AccessDeniedException("The security token included in the request is invalid (unknown access key)")
     if service != SERVICE:
         raise AccessDeniedException(f"Credential should be scoped to the service '{SERVICE}', not '{service}'")
-    amz_date = request.headers.get("X-Amz-Date", "")
+    if expected_region is not None and region != expected_region:
+        raise AccessDeniedException(f"Credential should be scoped to a valid region, not '{shown(region)[1:-1]}'; "
+                                    f"this endpoint serves '{expected_region}'")
+    amz_date = headers.get("X-Amz-Date", "")
     try:
         signed_at = dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.timezone.utc)
     except ValueError:
@@ -70,13 +91,7 @@ def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None
     signed_headers = parts["SignedHeaders"].split(";")
     if "host" not in signed_headers or "x-amz-date" not in signed_headers:
         raise AccessDeniedException("SignedHeaders must include host and x-amz-date")
-    claimed_hash = request.headers.get("X-Amz-Content-SHA256")
-    if claimed_hash is not None and claimed_hash != hashlib.sha256(request.body).hexdigest():
-        raise AccessDeniedException("X-Amz-Content-SHA256 does not match the request body")
-    expected = _signature(request, signed_headers, access_key, secret, region, amz_date)
-    if not hmac.compare_digest(expected, parts["Signature"]):
-        raise AccessDeniedException("The request signature we calculated does not match the signature you provided")
-    return access_key
+    return access_key, region, amz_date, signed_headers, parts["Signature"]
 
 
 def _signature(request: SignedRequest, signed_headers: list[str], access_key: str, secret: str, region: str, amz_date: str) -> str:

@@ -508,3 +508,69 @@ def test_a_failing_bootstrap_stops_the_deployment(tmp_path):
         nucleus.deploy()
     assert not (tmp_path / "root" / "work" / "a" / "installed.txt").exists()
     assert not (tmp_path / "root" / "bootstrapped.json").exists()
+
+
+# -- names and versions never leave the root (issue 15 item 2) -------------------------------------------------
+
+def _hostile_recipe(build: Path, name: str, version: str) -> None:
+    """A recipe whose ComponentName/ComponentVersion try to become path parts, with a ZIP to unarchive."""
+    data = zip_bytes([("f.txt", b"planted")])
+    recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": version,
+              "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"},
+                             "Artifacts": [{"Uri": "s3://BUCKET_NAME/x/model.zip", "Digest": digest(data), "Unarchive": "ZIP"}]}]}
+    (build / "recipes").mkdir(parents=True)
+    (build / "recipes" / "hostile.yaml").write_text(yaml.safe_dump(recipe))
+    source = Path(f"{build}/artifacts/{name}/{version}/model.zip")  # an absolute name stays under build here
+    os.makedirs(source.parent, exist_ok=True)
+    source.write_bytes(data)
+
+
+@pytest.mark.parametrize("name, version, field", [
+    ("../evil", "1.0.0", "ComponentName"), ("ABSOLUTE", "1.0.0", "ComponentName"), ("..", "1.0.0", "ComponentName"),
+    ("com.x", "../../../../../..", "ComponentVersion"), ("com.x", "1.0.0/../../..", "ComponentVersion"),
+    ("com.x", "..", "ComponentVersion"), ("a" * 129, "1.0.0", "ComponentName"), ("com.x", "1.0.1234567", "ComponentVersion"),
+    (["list"], "1.0.0", "ComponentName"), ("com.x", 1.0, "ComponentVersion")])
+def test_names_and_versions_that_would_leave_the_root_are_refused(tmp_path, name, version, field):
+    base = tmp_path / "d1" / "d2" / "d3" / "d4" / "d5" / "d6"
+    build, root = base / "build", base / "root"
+    victim = tmp_path / "d1" / "d2" / "d3" / "d4" / "model"  # what version ../../../../../.. unarchives over
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("mine")
+    name = str(tmp_path / "abs-name") if name == "ABSOLUTE" else name
+    _hostile_recipe(build, str(name) if isinstance(name, str) else "x", str(version) if isinstance(version, str) else "1")
+    if not isinstance(name, str) or not isinstance(version, str):  # YAML can carry any type
+        recipe = yaml.safe_load((build / "recipes" / "hostile.yaml").read_text())
+        recipe.update(ComponentName=name, ComponentVersion=version)
+        (build / "recipes" / "hostile.yaml").write_text(yaml.safe_dump(recipe))
+    before = sorted(p for p in tmp_path.rglob("*") if build not in p.parents)
+
+    with pytest.raises(ValidationException) as caught:
+        plan = plan_deployment(build, DeployOptions(root=root))
+        for component in plan.components:
+            prepare_component(plan, component)
+
+    assert caught.value.field == field and "hostile.yaml" in caught.value.message
+    assert (victim / "keep.txt").read_text() == "mine" and sorted(victim.iterdir()) == [victim / "keep.txt"]
+    assert sorted(p for p in tmp_path.rglob("*") if build not in p.parents) == before  # nothing made anywhere
+    assert not (tmp_path / "abs-name").exists()
+
+
+def test_a_symlink_inside_the_root_cannot_lead_out_of_it(tmp_path):
+    build, root, outside = tmp_path / "build", tmp_path / "root", tmp_path / "outside"
+    write_component(build, "a", {"Run": "true"}, files={"model.zip": zip_bytes([("f.txt", b"x")])})
+    outside.mkdir()
+    (root / "packages").mkdir(parents=True)
+    (root / "packages" / "artifacts").symlink_to(outside)
+    plan = plan_deployment(build, DeployOptions(root=root))
+    with pytest.raises(ValidationException, match="would leave the deploy-local root"):
+        prepare_component(plan, plan.components[0])
+    assert list(outside.iterdir()) == []
+
+
+def test_the_cli_refuses_a_hostile_name_in_one_line(tmp_path, capsys):
+    build = tmp_path / "build"
+    _hostile_recipe(build, "../evil", "1.0.0")
+    assert cli_main(["deploy-local", str(build), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ValidationException:") and "ComponentName '../evil'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "logs").exists()

@@ -137,6 +137,30 @@ def test_bad_shared_memory_handles_are_invalid_argument(running_agent):
         small.unlink()
 
 
+@pytest.mark.parametrize("kind", ["symlink", "directory", "fifo"])
+def test_shared_memory_names_that_are_not_segments_are_refused(running_agent, tmp_path, kind):
+    """Issue 15 item 3: a mask handle naming a symlink wrote the mask into the file it pointed to."""
+    image = normal_image(64, 64)
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"\0" * (image.size + 64))
+    name = f"packager-test-{kind}-{os.getpid()}"
+    path = Path("/dev/shm") / name
+    {"symlink": lambda: path.symlink_to(victim), "directory": path.mkdir, "fifo": lambda: os.mkfifo(path)}[kind]()
+    try:
+        handle = pb.SharedMemoryHandle(name=name, size=image.size)
+        for request in (
+            pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image),
+                                      anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=handle)),
+            pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=pb.Bitmap(width=64, height=64, shared_memory_handle=handle)),
+        ):
+            error = rpc_error(running_agent.stub.DetectAnomalies, request)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert "is not a shared memory segment" in error.details()
+        assert victim.read_bytes() == b"\0" * (image.size + 64)  # nothing written through the link
+    finally:
+        path.rmdir() if kind == "directory" else path.unlink()
+
+
 def test_missing_fields_are_invalid_argument(running_agent):
     stub = running_agent.stub
     for request in (pb.DetectAnomaliesRequest(model_component=MODEL), pb.DetectAnomaliesRequest(bitmap=bitmap(normal_image()))):

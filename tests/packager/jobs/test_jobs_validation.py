@@ -235,3 +235,11 @@ def test_generated_valid_requests_pass(project, version, job, component_version,
               "Configuration": gg_config(ComponentVersion=component_version, Tags=[{"Key": "k", "Value": tag}])}
     validate_input("StartModelPackagingJob", params)
     assert parse_configuration(params["Configuration"]).component_version == component_version
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_component_names_that_are_path_parts_are_refused(name):
+    with pytest.raises(ValidationException) as caught:
+        parse_configuration({"Greengrass": {"ComponentName": name, "TargetDevice": "jetson_xavier",
+                                            "S3OutputLocation": {"Bucket": "b"}}})
+    assert caught.value.field == "Configuration.Greengrass.ComponentName"

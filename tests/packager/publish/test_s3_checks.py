@@ -36,7 +36,7 @@ def test_missing_bucket(aws, tmp_path, api_calls):
 
     assert _one_line(caught.value) == f"check bucket: bucket {missing} does not exist (NoSuchBucket)"
     assert caught.value.resource_type == "S3Bucket"
-    assert api_calls == ["HeadBucket"]
+    assert api_calls == ["GetBucketLocation"]
 
 
 def test_bucket_in_another_region_than_greengrass(aws, tmp_path):
