@@ -8,10 +8,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 if command -v apt-get >/dev/null 2>&1; then
-  # gcc-aarch64-linux-gnu links ARM64 libraries; qemu-user-static runs the emulated ARM64 device in tests.
+  # gcc-aarch64-linux-gnu links ARM64 libraries; qemu-user-static runs the emulated ARM64 device in tests;
+  # mosquitto is the MQTT broker the Edge Agent tests publish results to (the tests start their own, on loopback).
   $SUDO apt-get update -q
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static mosquitto
 else
   echo "setup.sh: no apt-get; install an aarch64-linux-gnu gcc and qemu-user-static yourself for ARM64 targets" >&2
 fi

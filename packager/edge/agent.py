@@ -19,6 +19,8 @@ import socket
 import stat
 import sys
 import threading
+import time
+import uuid
 from concurrent import futures
 from pathlib import Path
 
@@ -26,11 +28,14 @@ import grpc
 
 from . import DEFAULT_SOCKET, bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
 from .client import FLOW_CONTROL_OPTIONS
+from .line import Detection, ResultSink
 from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import AnomalyResult, postprocess, preprocess
+from .settings import LineSettings, SettingsError, line_settings_from_environment, load_last_good, save_last_good
 
 DEFAULT_MAX_IN_FLIGHT = 32
+LAST_GOOD_SETTINGS, RUNNING_MODELS = ".line-settings.last-good", ".running-models"
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
 log = logging.getLogger("lookout_edge.agent")
 
@@ -96,9 +101,10 @@ def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask]:
 
 
 class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
-    def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT):
+    def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, sinks: tuple[ResultSink, ...] = ()):
         self.host = host
         self.max_in_flight = max_in_flight
+        self.sinks = tuple(sinks)  # where each result goes besides the reply: MQTT, image capture
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
     @_rpc
@@ -111,6 +117,7 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             self._slots.release()
 
     def _detect(self, request: pb.DetectAnomaliesRequest) -> pb.DetectAnomaliesResponse:
+        arrived = time.perf_counter()
         component = _require_component(request.model_component)
         if not request.HasField("bitmap"):
             raise InvalidRequest("bitmap is required")
@@ -129,6 +136,11 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
             result, mask = hosted.on_model_thread(_analyse, rgb)
+        if self.sinks:
+            detection = Detection(component, hosted.registration.model_arn, uuid.uuid4().hex, time.time(),
+                                  time.perf_counter() - arrived, result, mask, rgb)
+            for sink in self.sinks:
+                sink.offer(detection)
         # Filled in place: building submessages and passing them in would copy the mask once more.
         response = pb.DetectAnomaliesResponse()
         found = response.detect_anomaly_result
@@ -190,11 +202,12 @@ def _claim_socket(path: Path) -> None:
     raise AgentStartError(f"another agent is already listening on {path}")
 
 
-def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> grpc.Server:
-    """Start serving; the caller stops the returned server."""
+def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+          sinks: tuple[ResultSink, ...] = ()) -> grpc.Server:
+    """Start serving; the caller stops the returned server (and closes the sinks)."""
     if max_in_flight < 1:
         raise AgentStartError(f"max in-flight detections must be at least 1, got {max_in_flight}")
-    return listen(address, EdgeAgentServicer(host, max_in_flight), max_in_flight + CONTROL_WORKERS)
+    return listen(address, EdgeAgentServicer(host, max_in_flight, sinks), max_in_flight + CONTROL_WORKERS)
 
 
 def listen(address: str, servicer: pb_grpc.EdgeAgentServicer, workers: int) -> grpc.Server:
@@ -248,6 +261,28 @@ def _preload_runtime() -> None:
         log.exception("cannot import the TVM runtime")
 
 
+def line_settings(environ: dict, last_good: Path) -> LineSettings:
+    """The settings the recipe passed; if they are bad, the last good ones (or every feature off), with one error logged."""
+    try:
+        settings = line_settings_from_environment(environ)
+    except SettingsError as exc:
+        previous = load_last_good(last_good)
+        log.error("bad agent configuration: %s; keeping the %s", exc,
+                  "last good configuration" if previous else "defaults (MQTT and capture off, the models' thresholds)")
+        return previous[0] if previous else LineSettings()
+    save_last_good(last_good, environ)
+    return settings
+
+
+def start_sinks(settings: LineSettings, work_dir: Path) -> tuple[ResultSink, ...]:
+    sinks: list[ResultSink] = []
+    if settings.mqtt is not None:
+        from .publisher import ResultPublisher  # paho is imported only when MQTT is on
+
+        sinks.append(ResultPublisher(settings.mqtt, thing_name=os.environ.get("AWS_IOT_THING_NAME", "")).start())
+    return tuple(sinks)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookout_edge.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"gRPC address to listen on (default {DEFAULT_SOCKET})")
@@ -268,20 +303,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()
-    host = ModelHost(args.registry)
+    # The agent's own state sits beside the registrations, under names registry.scan never reads (not *.json).
+    settings = line_settings(os.environ, args.registry / LAST_GOOD_SETTINGS)
+    host = ModelHost(args.registry, thresholds=settings.thresholds, resume_file=args.registry / RUNNING_MODELS)
+    sinks = start_sinks(settings, args.registry.parent)  # the component's work path: the registry is its models/
     try:
-        server = serve(args.socket, host, args.max_in_flight)
+        server = serve(args.socket, host, args.max_in_flight, sinks)
     except AgentStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for sink in sinks:
+            sink.close()
         return 2
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     threading.Thread(target=_preload_runtime, name="preload-tvm", daemon=True).start()
     log.info("listening on %s; models register in %s (%d found)", args.socket, args.registry, len(host.list()))
+    resumed = host.resume()
+    if resumed:
+        log.info("starting again the models that were running: %s", ", ".join(resumed))
     stopping.wait()
     log.info("stopping")
     server.stop(grace=3).wait()
+    for sink in sinks:
+        sink.close()
     path = socket_path(args.socket)
     if path is not None and path.exists():
         path.unlink()
