@@ -69,3 +69,16 @@ def test_environment_and_the_last_good_settings(tmp_path):
     assert load_last_good(tmp_path / "good")[0] == settings
     with pytest.raises(SettingsError, match="Capture"):
         line_settings_from_environment({ENVIRONMENT["Capture"]: "{not json"})
+
+
+def test_an_agent_started_with_bad_settings_keeps_its_last_good_ones(tmp_path, caplog):
+    from packager.edge.agent import line_settings
+
+    last_good = tmp_path / ".line-settings.last-good"
+    good = {ENVIRONMENT["Thresholds"]: json.dumps({"m": {"Image": 0.7}})}
+    assert line_settings(good, last_good).thresholds["m"].image == 0.7
+    bad = {ENVIRONMENT["Thresholds"]: json.dumps({"m": {"Image": "high"}})}
+    assert line_settings(bad, last_good).thresholds["m"].image == 0.7
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        'bad agent configuration: Thresholds/m/Image must be a number, got "high"; keeping the last good configuration']
+    assert line_settings(bad, tmp_path / "none").thresholds == {}  # nothing good yet: every feature off
