@@ -36,6 +36,7 @@ from .settings import LineSettings, SettingsError, line_settings_from_environmen
 
 DEFAULT_MAX_IN_FLIGHT = 32
 LAST_GOOD_SETTINGS, RUNNING_MODELS = ".line-settings.last-good", ".running-models"
+CAPTURE_SPOOL = "capture"  # under the component's work path
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
 log = logging.getLogger("lookout_edge.agent")
 
@@ -274,13 +275,29 @@ def line_settings(environ: dict, last_good: Path) -> LineSettings:
     return settings
 
 
-def start_sinks(settings: LineSettings, work_dir: Path) -> tuple[ResultSink, ...]:
+def start_line(settings: LineSettings, work_dir: Path) -> tuple[tuple[ResultSink, ...], list]:
+    """The result sinks the settings turn on, and the background workers to close at the end (the uploader)."""
     sinks: list[ResultSink] = []
+    workers: list = []
     if settings.mqtt is not None:
         from .publisher import ResultPublisher  # paho is imported only when MQTT is on
 
         sinks.append(ResultPublisher(settings.mqtt, thing_name=os.environ.get("AWS_IOT_THING_NAME", "")).start())
-    return tuple(sinks)
+    if settings.capture is not None:
+        from .capture import ImageCapture, Spool
+
+        capture = settings.capture
+        spool = Spool(work_dir / CAPTURE_SPOOL, capture.max_bytes, capture.retention_days)
+        sinks.append(ImageCapture(capture, spool))
+        log.info("capturing every anomalous image and %.3g of normal ones in %s (at most %d MiB)", capture.normal_share,
+                 spool.root, capture.max_bytes >> 20)
+        if capture.bucket:
+            from .uploader import SpoolUploader, s3_client  # boto3 is imported only when uploads are on
+
+            workers.append(SpoolUploader(spool, s3_client(capture.endpoint_url, capture.region), capture.bucket,
+                                         capture.prefix).start(capture.upload_interval_s))
+            log.info("uploading captured images to s3://%s/%s", capture.bucket, capture.prefix)
+    return tuple(sinks), workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     # The agent's own state sits beside the registrations, under names registry.scan never reads (not *.json).
     settings = line_settings(os.environ, args.registry / LAST_GOOD_SETTINGS)
     host = ModelHost(args.registry, thresholds=settings.thresholds, resume_file=args.registry / RUNNING_MODELS)
-    sinks = start_sinks(settings, args.registry.parent)  # the component's work path: the registry is its models/
+    sinks, workers = start_line(settings, args.registry.parent)  # the component's work path: the registry is its models/
     try:
         server = serve(args.socket, host, args.max_in_flight, sinks)
     except AgentStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        for sink in sinks:
-            sink.close()
+        for closable in (*sinks, *workers):
+            closable.close()
         return 2
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -325,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     stopping.wait()
     log.info("stopping")
     server.stop(grace=3).wait()
-    for sink in sinks:
-        sink.close()
+    for closable in (*sinks, *workers):
+        closable.close()
     path = socket_path(args.socket)
     if path is not None and path.exists():
         path.unlink()

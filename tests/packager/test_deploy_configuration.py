@@ -104,9 +104,28 @@ def test_a_live_update_restarts_only_components_whose_lifecycle_changed_and_a_ba
         process.wait(timeout=60)
 
 
+@pytest.fixture
+def capture_bucket(monkeypatch, tmp_path):
+    """moto's S3 over HTTP, a bucket, and fake credentials in the environment deploy-local's components inherit."""
+    from packager.edge.uploader import s3_client
+    from tests.packager.publish.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, isolate_aws_environment
+    from tests.packager.publish.loopback import LoopbackS3
+
+    server = LoopbackS3()
+    server.start()
+    isolate_aws_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
+    client = s3_client(server.endpoint)
+    client.create_bucket(Bucket="line-captures")
+    yield server.endpoint, client
+    server.stop()
+
+
 @pytest.mark.slow
-def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp_path, mosquitto):
-    """Build once; then thresholds and MQTT change through deploy-local --update-config while the agent serves."""
+def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp_path, mosquitto, capture_bucket):
+    """Build once; then thresholds and MQTT change through deploy-local --update-config while the agent serves,
+    and captured images reach S3."""
     import grpc
 
     from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
@@ -120,7 +139,10 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
                            text=True, timeout=600, env={**os.environ, "PACKAGER_HOME": str(tmp_path / "packager-home")})
     assert built.returncode == 0, built.stderr
     address = f"unix://{tmp_path}/agent.sock"
-    first = {"merge": {"Socket": address, "Mqtt": {"Enabled": True, "BrokerUrl": mosquitto.url, "Topic": "line/{component}"}}}
+    endpoint, s3 = capture_bucket
+    first = {"merge": {"Socket": address, "Mqtt": {"Enabled": True, "BrokerUrl": mosquitto.url, "Topic": "line/{component}"},
+                       "Capture": {"Enabled": True, "NormalShare": 0, "Bucket": "line-captures", "Prefix": "line-7",
+                                   "EndpointUrl": endpoint, "UploadIntervalSeconds": 0.2}}}
     process = subprocess.Popen(deploy_local(str(build), "--root", str(root), "--update-config", json.dumps(first)), cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     subscriber = Subscriber(mosquitto.port, "line/#")
@@ -159,6 +181,10 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
             assert before.is_anomalous and before.anomaly_threshold == pytest.approx(1.5)
             (topic, message), = subscriber.wait_for(1)  # the recipe's Setenv carried Mqtt to the agent
             assert topic == f"line/{component}" and message["image_id"] and message["is_anomalous"] is True
+            keys = wait_for(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket="line-captures").get("Contents", [])
+                                     if o["Key"].endswith(".json")])  # captured, then uploaded by the agent
+            assert len(keys) == 1 and keys[0].split("/")[2:4] == [component, "anomaly"]
+            assert keys[0].startswith("line-7/") and message["image_id"] in keys[0]
 
             raised = round(before.anomaly_score + 0.25, 3)
             pid = agent_pid()
