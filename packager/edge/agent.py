@@ -287,7 +287,7 @@ def start_line(settings: LineSettings, work_dir: Path) -> tuple[tuple[ResultSink
         from .capture import ImageCapture, Spool
 
         capture = settings.capture
-        spool = Spool(work_dir / CAPTURE_SPOOL, capture.max_bytes, capture.retention_days)
+        spool = Spool(work_dir / CAPTURE_SPOOL, capture.max_bytes, capture.retention_days, capture.png_level)
         sinks.append(ImageCapture(capture, spool))
         log.info("capturing every anomalous image and %.3g of normal ones in %s (at most %d MiB)", capture.normal_share,
                  spool.root, capture.max_bytes >> 20)

@@ -34,12 +34,14 @@ from .settings import CaptureSettings
 
 ANOMALY, NORMAL = "anomaly", "normal"
 SUFFIXES = (".png", ".mask.png", ".json")  # the JSON last: it marks the item complete
+# Camera images barely compress: on a 224x224 part, level 6 took 2.5x the CPU of level 1 for a 1% smaller file.
+PNG_LEVEL = 1
 WRITE_QUEUE = 16  # images waiting to be encoded; more are dropped and counted
 _STEM = re.compile(r"(\d{8}T\d{9})Z-[0-9a-f]+")
 log = logging.getLogger("lookout_edge.capture")
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
+def png_bytes(rgb: np.ndarray, level: int = PNG_LEVEL) -> bytes:
     """An 8-bit RGB PNG, with zlib from the standard library (no imaging library on the device)."""
     height, width = rgb.shape[:2]
     rows = np.empty((height, width * 3 + 1), np.uint8)
@@ -50,7 +52,7 @@ def png_bytes(rgb: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + chunk(b"IEND", b"")
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,9 @@ def _stamp(seconds: float) -> str:
 class Spool:
     """The capture directory: adds items, lists the complete ones oldest first, and keeps the cap and retention."""
 
-    def __init__(self, root: Path, max_bytes: int, retention_days: float):
+    def __init__(self, root: Path, max_bytes: int, retention_days: float, png_level: int = PNG_LEVEL):
         self.root = Path(root)
+        self.png_level = png_level
         self.max_bytes = max_bytes
         self.retention_s = retention_days * 86400
         self._lock = threading.Lock()
@@ -110,7 +113,7 @@ class Spool:
         item = SpoolItem(self.root / date / detection.component / label, f"{_stamp(detection.timestamp)}-{detection.image_id}",
                          label, detection.timestamp)
         item.directory.mkdir(parents=True, exist_ok=True)
-        contents = (png_bytes(detection.image), png_bytes(detection.mask.pixels),
+        contents = (png_bytes(detection.image, self.png_level), png_bytes(detection.mask.pixels, self.png_level),
                     json.dumps(result_document(detection), indent=1).encode())
         written = 0
         for path, data in zip(item.files(), contents):

@@ -29,7 +29,8 @@ DEFAULT_MQTT = {"Enabled": False, "BrokerUrl": "mqtt://127.0.0.1:1883", "Topic":
                 "Username": "", "Password": "", "CaFile": "", "CertFile": "", "KeyFile": "", "ClientId": "",
                 "QueueSize": 1000}
 DEFAULT_CAPTURE = {"Enabled": False, "NormalShare": 0.01, "MaxMegabytes": 1024, "RetentionDays": 30, "Bucket": "",
-                   "Prefix": "lookout-captures", "EndpointUrl": "", "Region": "", "UploadIntervalSeconds": 30}
+                   "Prefix": "lookout-captures", "EndpointUrl": "", "Region": "", "UploadIntervalSeconds": 30,
+                   "PngLevel": 1}
 DEFAULT_THRESHOLDS: dict = {}  # model component -> {"Image": raw score threshold, "Pixel": raw anomaly-map threshold}
 
 
@@ -63,6 +64,7 @@ class CaptureSettings:
     endpoint_url: str = ""
     region: str = ""
     upload_interval_s: float = 30.0
+    png_level: int = 1  # zlib level: 0 stores raw pixels (least CPU), 9 the smallest files
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def parse_capture(doc) -> CaptureSettings | None:
         retention_days=_number(doc["RetentionDays"], "Capture/RetentionDays", 0.001),
         bucket=_text(doc["Bucket"], "Capture/Bucket"), prefix=_text(doc["Prefix"], "Capture/Prefix").strip("/"),
         endpoint_url=_text(doc["EndpointUrl"], "Capture/EndpointUrl"), region=_text(doc["Region"], "Capture/Region"),
-        upload_interval_s=_number(doc["UploadIntervalSeconds"], "Capture/UploadIntervalSeconds", 0.05))
+        upload_interval_s=_number(doc["UploadIntervalSeconds"], "Capture/UploadIntervalSeconds", 0.05),
+        png_level=_number(doc["PngLevel"], "Capture/PngLevel", 0, 9, integer=True))
     if settings.bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", settings.bucket):
         raise SettingsError(f"Capture/Bucket {settings.bucket!r} is not an S3 bucket name")
     if settings.endpoint_url and urlsplit(settings.endpoint_url).scheme not in ("http", "https"):

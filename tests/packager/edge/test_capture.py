@@ -54,9 +54,10 @@ def on_disk(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def test_png_round_trips():
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_png_round_trips(level):
     image = np.random.default_rng(1).integers(0, 256, (37, 91, 3), dtype=np.uint8)
-    assert np.array_equal(decoded(png_bytes(image)), image)
+    assert np.array_equal(decoded(png_bytes(image, level)), image)
 
 
 def test_an_item_is_image_mask_and_result_in_the_date_component_label_layout(tmp_path):

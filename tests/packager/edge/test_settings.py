@@ -42,6 +42,7 @@ def test_mqtt_urls_topics_and_credentials():
     ({"Capture": {"MaxMegabytes": "lots"}}, "Capture/MaxMegabytes"),
     ({"Capture": {"Bucket": "Not_A_Bucket"}}, "Capture/Bucket"),
     ({"Capture": {"Enabled": "yes"}}, "Capture/Enabled"),
+    ({"Capture": {"PngLevel": 10}}, "Capture/PngLevel"),
     ({"Thresholds": {"com.acme.Model": {"Image": "high"}}}, "Thresholds/com.acme.Model/Image"),
     ({"Thresholds": {"com.acme.Model": {"Imge": 1.0}}}, "Thresholds/com.acme.Model/Imge"),
 ])
