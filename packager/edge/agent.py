@@ -113,11 +113,20 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         if not self._slots.acquire(blocking=False):
             raise Overloaded(f"the agent is already running {self.max_in_flight} detections; retry later")
         try:
-            return self._detect(request)
+            response, detection = self._detect(request)
         finally:
             self._slots.release()
+        # The line gets the result once the reply is sent: the publisher's and capture's threads then take the GIL
+        # while the client reads the reply, not while this thread serialises it.
+        if detection is not None and not context.add_callback(functools.partial(self._offer, detection)):
+            self._offer(detection)
+        return response
 
-    def _detect(self, request: pb.DetectAnomaliesRequest) -> pb.DetectAnomaliesResponse:
+    def _offer(self, detection: Detection) -> None:
+        for sink in self.sinks:
+            sink.offer(detection)
+
+    def _detect(self, request: pb.DetectAnomaliesRequest) -> tuple[pb.DetectAnomaliesResponse, Detection | None]:
         arrived = time.perf_counter()
         component = _require_component(request.model_component)
         if not request.HasField("bitmap"):
@@ -137,11 +146,8 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
             result, mask = hosted.on_model_thread(_analyse, rgb)
-        if self.sinks:
-            detection = Detection(component, hosted.registration.model_arn, uuid.uuid4().hex, time.time(),
-                                  time.perf_counter() - arrived, result, mask, rgb)
-            for sink in self.sinks:
-                sink.offer(detection)
+        detection = Detection(component, hosted.registration.model_arn, uuid.uuid4().hex, time.time(),
+                              time.perf_counter() - arrived, result, mask, rgb) if self.sinks else None
         # Filled in place: building submessages and passing them in would copy the mask once more.
         response = pb.DetectAnomaliesResponse()
         found = response.detect_anomaly_result
@@ -157,7 +163,7 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         for mask_class, area in zip(mask.palette.classes, mask.area_fractions):
             anomaly = found.anomalies.add(name=mask_class.name)
             anomaly.pixel_anomaly.total_percentage_area, anomaly.pixel_anomaly.hex_color = area, mask_class.hex_color.upper()
-        return response
+        return response, detection
 
     @_rpc
     def StartModel(self, request, context):
