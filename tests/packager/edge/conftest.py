@@ -146,9 +146,16 @@ class Mosquitto:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = free_port()
         self.config = work / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{self.run_as}")
         self.log = work / "mosquitto.log"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def run_as(self) -> str:
+        """Started as root, mosquitto drops to the user "mosquitto", who cannot read the test's private files."""
+        import getpass
+
+        return f"user {getpass.getuser()}\n"
 
     @property
     def url(self) -> str:

@@ -133,3 +133,53 @@ def test_a_stalled_broker_never_slows_detections(mosquitto, make_agent):
     assert len(answers) == 60 and not any(a.is_anomalous for a in answers)
     assert publisher.published + publisher.dropped == 60
     assert publisher.dropped >= 60 - 20 - 2 - 2  # paho's in-flight window, its queue, ours
+
+
+def _tls_files(work) -> tuple[str, str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    import subprocess
+
+    ca_key, ca, key, request, cert = (str(work / n) for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    (work / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
+    for command in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout", ca_key, "-out", ca],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", request],
+        ["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+         "-extfile", str(work / "san.cnf"), "-out", cert]):
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+def test_tls_with_a_username_and_password(tmp_path, make_agent):
+    """mqtts:// to a broker that wants TLS and a password; the subscriber reads on a plain loopback listener."""
+    import subprocess
+
+    from tests.packager.edge.conftest import Mosquitto, free_port
+
+    ca, cert, key = _tls_files(tmp_path)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwords"), "line@7", "s3cret:pw"], check=True,
+                   capture_output=True, timeout=30)
+    broker = Mosquitto(tmp_path)
+    tls_port = free_port()
+    broker.config.write_text(
+        f"per_listener_settings true\n{broker.run_as}"
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {tls_port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path / 'passwords'}\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    subscriber = Subscriber(broker.port, "lookoutvision/#")
+    try:
+        subscriber.wait_subscribed()
+        wrong = ResultPublisher(parse_mqtt({"Enabled": True, "BrokerUrl": f"mqtts://line%407:wrong@127.0.0.1:{tls_port}",
+                                            "CaFile": ca})).start()
+        assert not wrong.wait_connected(2)  # refused: the publisher keeps dropping, the agent is unaffected
+        wrong.close()
+        publisher = ResultPublisher(parse_mqtt({"Enabled": True, "BrokerUrl": f"mqtts://line%407:s3cret%3Apw@127.0.0.1:{tls_port}",
+                                                "CaFile": ca})).start()
+        agent = started(make_agent, publisher)
+        answer = detect(agent.stub, defective_image())
+        (_, message), = subscriber.wait_for(1)
+        assert message["is_anomalous"] is answer.is_anomalous is True
+    finally:
+        subscriber.close()
+        broker.stop()
