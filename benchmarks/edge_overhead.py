@@ -7,7 +7,12 @@ run, score) in this process; the agent additionally parses the request, checks i
 image's size and returns it. Rounds alternate between the two so that load on a shared machine hits both alike.
 A floor server, the agent's gRPC set-up with a handler that only spins for raw inference's p50 and answers with a
 mask of the same size, shows how much of the overhead is Python gRPC's own.
-Writes edge_overhead.json, edge_overhead.md and edge_overhead.png. The goal is at most 2 ms overhead at p50.
+A second agent runs with the line on: every result published over MQTT to a local mosquitto (QoS 0, read by a
+subscriber in another process), and image capture on (every anomalous image and the default 1% of normal ones,
+encoded as PNG into a spool; no upload). Its calls alternate with the first agent's, one by one, so that the median
+of the paired differences is what MQTT and capture add.
+Writes edge_overhead.json, edge_overhead.md and edge_overhead.png. The goals are at most 2 ms overhead at p50, and
+at most 0.2 ms more at p50 with MQTT and capture on.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the agent component's S
 import argparse
 import json
 import platform
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 GOAL_MS = 2.0
+LINE_GOAL_MS = 0.2  # what MQTT publishing and image capture may add to DetectAnomalies' p50
+LINE_ON = "MQTT + capture on"
 FLOOR = "Python gRPC floor: the agent's server, the same bytes, a handler that only spins for raw p50"
 
 
@@ -75,11 +84,81 @@ def compile_for_host(model: Path, spec: Path, work: Path) -> Path:
     return compile_model(import_model(model, spec), host_target(), CompileOptions(work_dir=work)).model_dir
 
 
-def start_agent(registry_dir: Path, address: str, threads: int) -> subprocess.Popen:
+def start_agent(registry_dir: Path, address: str, threads: int, line_env: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+               PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))), **(line_env or {}))
     return subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def start_broker(scratch: Path) -> tuple[subprocess.Popen, int] | None:
+    """Debian's mosquitto on a free loopback port, or None when it is not installed."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (scratch / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen([binary, "-c", str(scratch / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return broker, port
+        except OSError:
+            if time.monotonic() > deadline:
+                broker.terminate()
+                raise SystemExit("edge_overhead: mosquitto did not start")
+            time.sleep(0.05)
+
+
+SUBSCRIBER = """
+import signal, sys, threading
+import paho.mqtt.client as mqtt
+count, done = [0], threading.Event()
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+client.on_connect = lambda c, *_: c.subscribe("lookoutvision/#")
+client.on_message = lambda *_: count.__setitem__(0, count[0] + 1)
+client.connect("127.0.0.1", int(sys.argv[1]))
+client.loop_start()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+print("ready", flush=True)
+done.wait()
+client.loop_stop()
+print(count[0], flush=True)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call(agents: dict[str, tuple[int, object]], runs: int) -> dict[str, float]:
+    """The same calls, alternating, to each agent; each agent process's CPU time per call, in ms. Unlike latency, this
+    hardly depends on what else the machine runs, and it counts the work MQTT and capture do off the request's path."""
+    before = {name: cpu_seconds(pid) for name, (pid, _) in agents.items()}
+    for _ in range(runs):
+        for _, call in agents.values():
+            call()
+    return {name: (cpu_seconds(pid) - before[name]) / runs * 1e3 for name, (pid, _) in agents.items()}
+
+
+def line_environment(port: int, spool_mb: int) -> dict:
+    from packager.edge.settings import ENVIRONMENT
+
+    return {ENVIRONMENT["Mqtt"]: json.dumps({"Enabled": True, "BrokerUrl": f"mqtt://127.0.0.1:{port}", "Qos": 0}),
+            ENVIRONMENT["Capture"]: json.dumps({"Enabled": True, "NormalShare": 0.01, "MaxMegabytes": spool_mb})}
 
 
 def floor_servicer(busy_s: float, width: int, height: int):
@@ -171,8 +250,20 @@ def write_outputs(doc: dict, samples: dict[str, list[float]], out: Path) -> None
                     f"{cell(doc['overhead_p50_ms'].get(name))} | {cell(doc['overhead_paired_median_ms'].get(name))} | "
                     f"{cell(doc['overhead_min_ms'].get(name))} |")
     header = (f"# Edge Agent overhead\n\n{doc['image']} image, {doc['model']}, {doc['threads']} TVM threads, "
-              f"{doc['machine']}. Goal: at most {GOAL_MS} ms overhead at p50.\n\n")
-    (out / "edge_overhead.md").write_text(header + "\n".join(rows) + "\n")
+              f"{doc['machine']}, {doc['cpu']}. Goal: at most {GOAL_MS} ms overhead at p50.\n\n")
+    line = ""
+    if doc["line_added_ms"]:
+        cpu = doc["agent_cpu_ms_per_call"]
+        line_rows = ["| path | added at p50 (p50 on - p50 off), ms | added: median paired difference, ms "
+                     "| agent CPU per call off, ms | on, ms | added CPU, ms |", "|---|---:|---:|---:|---:|---:|"]
+        for name, v in doc["line_added_ms"].items():
+            off = name[:-len(f", {LINE_ON}")]
+            line_rows.append(f"| {name} | {v['p50_ms']:.3f} | {v['paired_median_ms']:.3f} | {cpu[off]:.3f} | {cpu[name]:.3f} | "
+                             f"{cpu[name] - cpu[off]:.3f} |")
+        line = (f"\n## With MQTT and capture on\n\nGoal: at most {LINE_GOAL_MS} ms added at p50. The subscriber received "
+                f"{doc['line_messages_received']} messages for {doc['line_calls']} calls (warm-up included); "
+                f"{doc['line_images_captured']} images were captured.\n\n" + "\n".join(line_rows) + "\n")
+    (out / "edge_overhead.md").write_text(header + "\n".join(rows) + "\n" + line)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,20 +324,35 @@ def main(argv: list[str] | None = None) -> int:
         source = shared_memory.SharedMemory(create=True, size=first.size)
         target = shared_memory.SharedMemory(create=True, size=first.size)
         agent = start_agent(scratch / "registry", address, threads)
-        floor = None
+        floor = line_agent = subscriber = None
+        broker = start_broker(scratch)
+        published = None
         try:
             source.buf[:first.size] = first.tobytes()
             # As Lookout's client apps open it, and as lookout_edge.client recommends (HTTP/2 flow-control options).
             plain, tuned = grpc.insecure_channel(address), client.channel(address)
             grpc.channel_ready_future(plain).result(timeout=60)
             stub, tuned_stub = pb_grpc.EdgeAgentStub(plain), pb_grpc.EdgeAgentStub(tuned)
-            stub.StartModel(pb.StartModelRequest(model_component="bench.Model"))
-            deadline = time.monotonic() + 120
-            while (model := stub.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description).status != pb.RUNNING:
-                if model.status == pb.FAILED or time.monotonic() > deadline:
-                    raise SystemExit(f"edge_overhead: the agent could not start {model_dir}: "
-                                     f"{pb.ModelStatus.Name(model.status)}, {model.status_message or 'no message'}")
-                time.sleep(0.05)
+            line_stub = None
+            if broker is not None:
+                registry.add(scratch / "line" / "models", registry.ModelRegistration("bench.Model", "1.0.0", model_dir))
+                line_address = f"unix://{scratch}/line-agent.sock"
+                subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(broker[1])], stdout=subprocess.PIPE, text=True)
+                subscriber.stdout.readline()
+                line_agent = start_agent(scratch / "line" / "models", line_address, threads, line_environment(broker[1], 256))
+                line_channel = grpc.insecure_channel(line_address)
+                grpc.channel_ready_future(line_channel).result(timeout=60)
+                line_stub = pb_grpc.EdgeAgentStub(line_channel)
+            else:
+                print("edge_overhead: mosquitto is not installed; the MQTT + capture path is left out", file=sys.stderr)
+            for each in filter(None, (stub, line_stub)):
+                each.StartModel(pb.StartModelRequest(model_component="bench.Model"))
+                deadline = time.monotonic() + 120
+                while (model := each.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description).status != pb.RUNNING:
+                    if model.status == pb.FAILED or time.monotonic() > deadline:
+                        raise SystemExit(f"edge_overhead: the agent could not start {model_dir}: "
+                                         f"{pb.ModelStatus.Name(model.status)}, {model.status_message or 'no message'}")
+                    time.sleep(0.05)
             detector = AnomalyDetector.load(model_dir)
             x = np.zeros(detector.model.manifest["input_shape"], np.float32)
             calls = {"model run only (in process)": lambda: detector.model.run(x)}
@@ -255,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                     width=args.size, height=args.size, byte_data=image.tobytes()))
                 calls[f"raw inference, {label} (in process)"] = lambda image=image: detector.detect(image)
                 calls[f"DetectAnomalies, {label}, bytes in message, plain channel"] = lambda inline=inline: stub.DetectAnomalies(inline)
+                if line_stub is not None:
+                    calls[f"DetectAnomalies, {label}, bytes in message, plain channel, {LINE_ON}"] = (
+                        lambda inline=inline: line_stub.DetectAnomalies(inline))
                 calls[f"DetectAnomalies, {label}, bytes in message, lookout_edge.client channel"] = (
                     lambda inline=inline: tuned_stub.DetectAnomalies(inline))
             first_label = next(iter(images))
@@ -281,12 +390,28 @@ def main(argv: list[str] | None = None) -> int:
                 floor_stub = pb_grpc.EdgeAgentStub(channel)
                 calls[f"{FLOOR}, {label}"] = lambda floor_stub=floor_stub: floor_stub.DetectAnomalies(first_inline)
             samples = measure(calls, args.runs, args.rounds or args.runs, warmup=20)
+            cpu = {}
+            if line_stub is not None:
+                for label in images:
+                    off, on = f"DetectAnomalies, {label}, bytes in message, plain channel", None
+                    on = f"{off}, {LINE_ON}"
+                    cpu.update(cpu_per_call({off: (agent.pid, calls[off]), on: (line_agent.pid, calls[on])}, args.runs))
             for channel in (plain, tuned, floor_plain, floor_tuned):
                 channel.close()
+            if line_stub is not None:
+                line_channel.close()
+                line_agent.terminate()
+                line_agent.wait(timeout=30)
+                time.sleep(0.5)
+                subscriber.terminate()
+                published = int(subscriber.communicate(timeout=30)[0].strip() or 0)
+                spool = scratch / "line" / "capture"
+                captured = len(list(spool.rglob("*.json"))) if spool.exists() else 0
         finally:
-            for server in filter(None, (agent, floor)):
-                server.terminate()
-                server.wait(timeout=30)
+            for server in filter(None, (agent, floor, line_agent, subscriber, broker and broker[0])):
+                if server.poll() is None:
+                    server.terminate()
+                    server.wait(timeout=30)
             for segment in (source, target):
                 segment.close()
                 segment.unlink()
@@ -294,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = {label: latency[f"raw inference, {label} (in process)"]["p50_ms"] for label in images}
     overhead = {name: stats["p50_ms"] - raw[name.split(", ")[1]] for name, stats in latency.items()
                 if name.startswith("DetectAnomalies")}
+    # What the line adds: each line-on call against the line-off call made just before it, on the same image.
+    line_added = {name: {"p50_ms": latency[name]["p50_ms"] - latency[name[:-len(f", {LINE_ON}")]]["p50_ms"],
+                         "paired_median_ms": float(np.median(np.subtract(samples[name], samples[name[:-len(f", {LINE_ON}")]])) * 1e3)}
+                  for name in latency if name.endswith(LINE_ON)}
     # Calls alternate one by one, so the median of call-by-call differences cancels most of the machine's load.
     paired = {name: float(np.median(np.subtract(samples[name], samples[f"raw inference, {name.split(', ')[1]} (in process)"])) * 1e3)
               for name in overhead}
@@ -308,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"image": f"{args.size}x{args.size}", "images": list(images), "model": model_label, "threads": threads,
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
            "latency": latency, "overhead_p50_ms": overhead, "overhead_paired_median_ms": paired, "overhead_min_ms": at_min,
-           "floor_handler_ms": busy_ms, "goal_p50_overhead_ms": GOAL_MS}
+           "floor_handler_ms": busy_ms, "goal_p50_overhead_ms": GOAL_MS, "cpu": cpu_model(),
+           "line_added_ms": line_added, "goal_line_added_p50_ms": LINE_GOAL_MS, "agent_cpu_ms_per_call": cpu,
+           "line_messages_received": published, "line_calls": sum(len(samples[n]) + args.runs + 20 for n in line_added),
+           "line_images_captured": captured if line_added else None}
     write_outputs(doc, samples, args.output_dir)
     print((args.output_dir / "edge_overhead.md").read_text())
     return 0

@@ -21,6 +21,8 @@ from compilers.model import CompiledArtifact
 from packager.benchmark import BenchmarkReport
 from packager.edge import AGENT_VERSION, DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
 from packager.edge.socket_access import DEFAULT_SOCKET_MODE
+from packager.edge.settings import (DEFAULT_CAPTURE, DEFAULT_MQTT, DEFAULT_THRESHOLDS,
+                                    ENVIRONMENT as LINE_SETTINGS_ENVIRONMENT)
 from targets import Target
 from targets.runtime import install_script, pip_requirements
 
@@ -80,6 +82,8 @@ AGENT_DEFAULT_INFERENCE_THREADS = 0  # TVM's own choice: every core on ARM, the 
 MODEL_REGISTRY_DIR = "models"  # under the agent's work path; model components register there
 # The committed edge_agent_pb2*.py come from grpcio-tools 1.85.1 / protobuf 7.35.1 and refuse older runtimes.
 AGENT_GRPC_REQUIREMENTS = ("grpcio>=1.85.1,<2", "protobuf>=7.35.1,<8")
+# Results over MQTT (the callback API v2 arrived in paho-mqtt 2.0) and the capture uploader's S3 client.
+AGENT_LINE_REQUIREMENTS = ("paho-mqtt>=2.0,<3", "boto3>=1.28")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -154,7 +158,9 @@ def agent_lifecycle(target: Target) -> dict:
     root = f"{{artifacts:decompressedPath}}/{AGENT_ARCHIVE_ROOT}"
     venv = "{work:path}/venv"
     return {
-        "Setenv": {"PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1"},  # spinning BLAS threads only add latency here
+        # spinning BLAS threads only add latency here; the line settings travel as JSON (lookout_edge.settings)
+        "Setenv": {"PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1",
+                   **{variable: f"{{configuration:/{key}}}" for key, variable in LINE_SETTINGS_ENVIRONMENT.items()}},
         "Install": {"Script": agent_install_script(target, root, venv), "Timeout": 1800},
         "Run": {"Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
                           f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}} '
@@ -164,7 +170,7 @@ def agent_lifecycle(target: Target) -> dict:
 
 
 def agent_archive_entries(target: Target) -> list[tuple[str, bytes]]:
-    requirements = [*pip_requirements(target), *AGENT_GRPC_REQUIREMENTS]
+    requirements = [*pip_requirements(target), *AGENT_GRPC_REQUIREMENTS, *AGENT_LINE_REQUIREMENTS]
     return sorted([("requirements.txt", ("\n".join(requirements) + "\n").encode()), *_edge_sources()])
 
 
@@ -204,7 +210,8 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
         artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
         configuration={"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT,
                        "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS,
-                       "SocketMode": DEFAULT_SOCKET_MODE, "SocketGroup": ""})
+                       "SocketMode": DEFAULT_SOCKET_MODE, "SocketGroup": "",
+                       "Mqtt": DEFAULT_MQTT, "Capture": DEFAULT_CAPTURE, "Thresholds": DEFAULT_THRESHOLDS})
     return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
 
 

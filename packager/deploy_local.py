@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from packager.deploy_configuration import effective_configuration, read_configuration, resolve_updates
 from packager.errors import ResourceNotFoundException, ValidationException
 from packager.recipe import check_component_identity
 
@@ -41,7 +42,9 @@ _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "aarch64", "ar
 @dataclass(frozen=True)
 class DeployOptions:
     root: Path
-    configuration_updates: dict = field(default_factory=dict)  # component -> {"MERGE": {...}}, as greengrass-cli takes
+    # component (or deploy_configuration.EDGE_AGENT) -> ConfigurationUpdate, or {"MERGE": {...}, "RESET": [...]} as
+    # greengrass-cli takes it; applied on top of what the root's last deployment left (configuration.json)
+    configuration_updates: dict = field(default_factory=dict)
     thing_name: str = THING_NAME
 
 
@@ -61,7 +64,7 @@ class LocalComponent:
     name: str
     version: str
     lifecycle: dict  # the selected manifest's, keys as written
-    configuration: dict  # DefaultConfiguration with the options' MERGE applied
+    configuration: dict  # DefaultConfiguration, what earlier deployments left, and the options' update
     dependencies: dict  # name -> "HARD" | "SOFT"
     artifacts: tuple[ArtifactRef, ...]
     recipe_path: Path
@@ -145,13 +148,6 @@ def version_satisfies(version: str, requirement: str) -> bool:
     return True
 
 
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def recipe_key(mapping: dict, name: str, default=None):
     """Recipe keys are case-insensitive (GDK lower-cases them before validating)."""
     return next((v for k, v in mapping.items() if str(k).lower() == name.lower()), default)
@@ -223,10 +219,8 @@ def _dependency_order(components: dict[str, LocalComponent]) -> list[LocalCompon
 def plan_deployment(build_dir: Path, options: DeployOptions) -> DeploymentPlan:
     build_dir, here = Path(build_dir), this_platform()
     recipes = _read_recipes(build_dir)
-    unknown = set(options.configuration_updates) - set(recipes)
-    if unknown:
-        raise ValidationException(f"configuration update names components not in {build_dir}: {', '.join(sorted(unknown))}",
-                                  field="--update-config")
+    updates = resolve_updates(options.configuration_updates, list(recipes), build_dir)
+    _, kept = read_configuration(options.root)
     components: dict[str, LocalComponent] = {}
     for name, (recipe, path) in recipes.items():
         version = str(recipe_key(recipe, "ComponentVersion"))
@@ -239,7 +233,6 @@ def plan_deployment(build_dir: Path, options: DeployOptions) -> DeploymentPlan:
             raise ValidationException(f"{path}: the matching manifest has no Lifecycle (Selections are not supported)",
                                       field="Lifecycle")
         defaults = recipe_key(recipe_key(recipe, "ComponentConfiguration", {}) or {}, "DefaultConfiguration", {}) or {}
-        update = options.configuration_updates.get(name, {})
         dependencies = {}
         for dep, spec in (recipe_key(recipe, "ComponentDependencies", {}) or {}).items():
             if dep not in recipes:
@@ -252,7 +245,7 @@ def plan_deployment(build_dir: Path, options: DeployOptions) -> DeploymentPlan:
                                           field="VersionRequirement")
             dependencies[dep] = str(recipe_key(spec, "DependencyType", "HARD")).upper()
         components[name] = LocalComponent(
-            name=name, version=version, lifecycle=lifecycle, configuration=_merge(defaults, update.get("MERGE", {})),
+            name=name, version=version, lifecycle=lifecycle, configuration=effective_configuration(name, defaults, kept.get(name), updates.get(name)),
             dependencies=dependencies, artifacts=_artifact_refs(build_dir, name, version, manifest, path), recipe_path=path)
     return DeploymentPlan(build_dir=build_dir, root=Path(options.root).resolve(), platform=here,
                           components=tuple(_dependency_order(components)), thing_name=options.thing_name)

@@ -10,6 +10,9 @@ the device) stops the deployment and asks for the reboot, after which the next d
 Steps run as the user who started deploy-local: a step with RequiresPrivilege says so in the log when that is not root.
 A deploy-local that was killed outright (SIGKILL) cannot stop its components; the state file names their process
 groups, so `deploy-local --stop` or the next deploy-local in the same root ends them.
+A configuration-only deployment to a running deploy-local (update_running) is checked by the caller, written to the
+root's configuration.json, and applied on SIGHUP: as the nucleus does, a component whose lifecycle, once its
+variables are filled in, changed is restarted (its Run process ended and started again); the others keep running.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from packager.deploy_configuration import read_configuration, write_configuration
 from packager.deploy_local import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component, recipe_key
-from packager.errors import ConflictException, InternalServerException
+from packager.deploy_local import DeployOptions, plan_deployment
+from packager.errors import ConflictException, InternalServerException, PackagerError
 from packager.jobs.launcher import process_start_time
 
 DEFAULT_TIMEOUTS = {"bootstrap": 120, "install": 120, "startup": 120, "shutdown": 15, "recover": 60}
@@ -97,7 +102,10 @@ class LocalNucleus:
         self.plan = plan
         self.out = out
         self.stop_requested = stop_requested or threading.Event()
+        self.reconfigure_requested = threading.Event()  # set on SIGHUP: configuration.json has an update
         self.tracked = [Tracked(c) for c in plan.components]
+        self.configuration_generation, _ = read_configuration(plan.root)
+        self.configuration_result: dict = {}  # what the last update did: restarted components, or its error
 
     # -- reporting -------------------------------------------------------------------------------------------
     def _set(self, t: Tracked, state: State, note: str = "") -> None:
@@ -108,7 +116,8 @@ class LocalNucleus:
     def _write_state(self) -> None:
         doc = {"pid": os.getpid(), "build_dir": str(self.plan.build_dir), "root": str(self.plan.root), "components": {
             t.component.name: {"version": t.component.version, "state": t.state.value, **_run_group(t.process),
-                               "log": str(self.plan.log_path(t.component))} for t in self.tracked}}
+                               "log": str(self.plan.log_path(t.component))} for t in self.tracked},
+            "configuration_generation": self.configuration_generation, "configuration_result": self.configuration_result}
         _write_state(self.plan.root, doc)
 
     def _log(self, t: Tracked, line: str) -> None:
@@ -208,6 +217,9 @@ class LocalNucleus:
     def supervise(self) -> None:
         """Watch Run processes until a stop is requested: record exits, restart errors, mark BROKEN at the limit."""
         while not self.stop_requested.wait(0.2):
+            if self.reconfigure_requested.is_set():
+                self.reconfigure_requested.clear()
+                self.reconfigure()
             for t in self.tracked:
                 if t.process is None:
                     continue
@@ -230,6 +242,36 @@ class LocalNucleus:
                 self._run_to_end(t, "recover", required=False)  # as the nucleus does before a restart
                 self._start_run(t, _step(t.component, "run"))
 
+    def reconfigure(self) -> list[str]:
+        """Apply the configuration that configuration.json now holds; restart the components whose filled-in lifecycle
+        changed. A failure is recorded in the state file and changes nothing."""
+        generation, _ = read_configuration(self.plan.root)
+        try:
+            plan = plan_deployment(self.plan.build_dir, DeployOptions(root=self.plan.root, thing_name=self.plan.thing_name))
+            changed = [t for t in self.tracked
+                       if _filled_in(self.plan, t.component) != _filled_in(plan, plan.component(t.component.name))]
+        except PackagerError as exc:
+            self.configuration_generation, self.configuration_result = generation, {"error": str(exc)}
+            self._write_state()
+            return []
+        self.plan = plan
+        restarted = []
+        for t in self.tracked:
+            t.component = plan.component(t.component.name)
+            run = _step(t.component, "run")
+            if t not in changed or run is None or t.state not in (State.RUNNING, State.FINISHED, State.ERRORED):
+                continue
+            self._log(t, f"configuration generation {generation} changes its lifecycle: restarting Run")
+            if t.process is not None:
+                _end_group(t.process, STOP_GRACE_SECONDS)
+                t.process = None
+            t.errors = 0
+            self._start_run(t, run)
+            restarted.append(t.component.name)
+        self.configuration_generation, self.configuration_result = generation, {"restarted": restarted}
+        self._write_state()
+        return restarted
+
     def stop(self) -> None:
         """Dependents first: each Shutdown step, then the Run process group."""
         for t in reversed(self.tracked):
@@ -244,6 +286,49 @@ class LocalNucleus:
                 _end_group(t.process, STOP_GRACE_SECONDS)
                 t.process = None
             self._set(t, State.STOPPED)
+
+
+def _filled_in(plan: DeploymentPlan, component: LocalComponent):
+    """The component's lifecycle with every recipe variable filled in: what a configuration change can restart."""
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return interpolate(value, plan, component) if isinstance(value, str) else value
+
+    return fill(component.lifecycle)
+
+
+def running_in(root: Path) -> int | None:
+    """The pid of the deploy-local running in root, if one is."""
+    return _live_pid(Path(root) / PID_FILE)
+
+
+def update_running(root: Path, updates: dict, build_dir: Path | None = None, timeout: float = 120.0) -> list[str]:
+    """Check a configuration update against the build that the deploy-local in root runs, hand it over, and wait
+    until it is applied; the components restarted. Nothing changes when the check fails."""
+    pid, state = running_in(root), read_state(root)
+    if pid is None or state is None:
+        raise ConflictException(f"no deploy-local is running in {root}", str(root), "Deployment")
+    running_build = Path(state["build_dir"])
+    if build_dir is not None and Path(build_dir).resolve() != running_build.resolve():
+        raise ConflictException(f"deploy-local (pid {pid}) in {root} runs {running_build}, not {build_dir}; stop it to "
+                                "deploy another build", str(root), "Deployment")
+    plan = plan_deployment(running_build, DeployOptions(root=root, configuration_updates=updates))
+    generation = read_configuration(root)[0] + 1
+    write_configuration(root, generation, {c.name: c.configuration for c in plan.components})
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while (state := read_state(root) or {}).get("configuration_generation", 0) < generation:
+        if time.monotonic() > deadline or running_in(root) != pid:
+            raise InternalServerException(f"deploy-local (pid {pid}) in {root} did not apply the configuration update "
+                                          f"within {timeout:g} s")
+        time.sleep(0.05)
+    result = state.get("configuration_result", {})
+    if "error" in result:
+        raise InternalServerException(f"deploy-local in {root} could not apply the configuration update: {result['error']}")
+    return list(result.get("restarted", []))
 
 
 def _run_group(process: subprocess.Popen | None) -> dict:

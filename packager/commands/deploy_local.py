@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
                         help=f"where components are installed, run and logged, like /greengrass/v2 (default {DEFAULT_ROOT})")
     parser.add_argument("--update-config", metavar="JSON",
-                        help='configuration merges, as greengrass-cli takes them: \'{"NAME": {"MERGE": {...}}}\' or file://PATH')
+                        help='a deployment\'s configurationUpdate for the Edge Agent, \'{"merge": {...}, "reset": ["/Key"]}\', '
+                             'or per component as greengrass-cli takes it, \'{"NAME": {"MERGE": {...}, "RESET": [...]}}\', '
+                             'or file://PATH. With a deploy-local already running in --root, it is applied to that '
+                             'deployment: the components whose lifecycle uses a changed value restart')
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--stop", action="store_true", help="stop the deploy-local running in --root, and wait for it")
     action.add_argument("--status", action="store_true", help="print the state of each component deployed in --root")
@@ -41,10 +44,9 @@ def _configuration_updates(text: str | None) -> dict:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationException(f"--update-config is not valid JSON: {exc}", field="--update-config") from None
-    if not isinstance(doc, dict) or not all(isinstance(v, dict) and set(v) <= {"MERGE"} and isinstance(v.get("MERGE", {}), dict)
-                                            for v in doc.values()):
-        raise ValidationException('--update-config must look like {"ComponentName": {"MERGE": {...}}}', field="--update-config")
-    return doc
+    from packager.deploy_configuration import parse_configuration_updates
+
+    return parse_configuration_updates(doc)
 
 
 def build_options(args: argparse.Namespace):
@@ -68,7 +70,7 @@ def _print_status(root: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from packager.errors import ValidationException
-    from packager.local_nucleus import LocalNucleus, claim_root, request_stop, stop_orphans
+    from packager.local_nucleus import LocalNucleus, claim_root, request_stop, running_in, stop_orphans
 
     root = args.root.resolve()
     if args.status:
@@ -81,18 +83,23 @@ def run(args: argparse.Namespace) -> int:
         orphans = stop_orphans(root)
         print(f"no deploy-local is running in {root}" + (f"; stopped what one left running: {', '.join(orphans)}" if orphans else ""))
         return 0
+    if args.update_config and running_in(root) is not None:
+        return _update_running(args, root)
     if args.build_dir is None:
         raise ValidationException("give a BUILD_DIR to deploy, or --stop / --status", field="BUILD_DIR")
+    from packager.deploy_configuration import read_configuration, write_configuration
     from packager.deploy_local import plan_deployment
 
     plan = plan_deployment(args.build_dir, build_options(args))
     pid_file = claim_root(plan.root)
+    write_configuration(plan.root, read_configuration(plan.root)[0] + 1, {c.name: c.configuration for c in plan.components})
     orphans = stop_orphans(plan.root)
     if orphans:
         print(f"stopped {', '.join(orphans)}: left running by a deploy-local that was killed", flush=True)
     stop_requested = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop_requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     nucleus = LocalNucleus(plan, stop_requested=stop_requested)
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: nucleus.reconfigure_requested.set())
     try:
         from packager.local_nucleus import Interrupted
 
@@ -110,6 +117,17 @@ def run(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         pid_file.unlink(missing_ok=True)
+
+
+def _update_running(args: argparse.Namespace, root: Path) -> int:
+    """A configuration-only deployment to the deploy-local running in root: checked here, applied there."""
+    from packager.local_nucleus import update_running
+
+    restarted = update_running(root, build_options(args).configuration_updates, args.build_dir)
+    print(f"applied the configuration update in {root}; "
+          + (f"restarted {', '.join(restarted)}" if restarted else "no component's lifecycle uses a changed value"),
+          flush=True)
+    return 0
 
 
 COMMAND = Command(name="deploy-local", help="run a greengrass-build directory's components here, as the Greengrass nucleus would",

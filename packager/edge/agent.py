@@ -19,6 +19,8 @@ import socket
 import stat
 import sys
 import threading
+import time
+import uuid
 from concurrent import futures
 from pathlib import Path
 
@@ -26,12 +28,16 @@ import grpc
 
 from . import DEFAULT_SOCKET, bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
 from .client import FLOW_CONTROL_OPTIONS
+from .line import Detection, ResultSink
 from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import AnomalyResult, postprocess, preprocess
 from .socket_access import DEFAULT_SOCKET_MODE, SocketAccess, SocketAccessError
+from .settings import LineSettings, SettingsError, line_settings_from_environment, load_last_good, save_last_good
 
 DEFAULT_MAX_IN_FLIGHT = 32
+LAST_GOOD_SETTINGS, RUNNING_MODELS = ".line-settings.last-good", ".running-models"
+CAPTURE_SPOOL = "capture"  # under the component's work path
 CONTROL_WORKERS = 4  # threads kept free for Start/Stop/List/Describe while detections saturate the rest
 log = logging.getLogger("lookout_edge.agent")
 
@@ -97,9 +103,10 @@ def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask]:
 
 
 class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
-    def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT):
+    def __init__(self, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, sinks: tuple[ResultSink, ...] = ()):
         self.host = host
         self.max_in_flight = max_in_flight
+        self.sinks = tuple(sinks)  # where each result goes besides the reply: MQTT, image capture
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
     @_rpc
@@ -107,11 +114,21 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         if not self._slots.acquire(blocking=False):
             raise Overloaded(f"the agent is already running {self.max_in_flight} detections; retry later")
         try:
-            return self._detect(request)
+            response, detection = self._detect(request)
         finally:
             self._slots.release()
+        # The line gets the result once the reply is sent: the publisher's and capture's threads then take the GIL
+        # while the client reads the reply, not while this thread serialises it.
+        if detection is not None and not context.add_callback(functools.partial(self._offer, detection)):
+            self._offer(detection)
+        return response
 
-    def _detect(self, request: pb.DetectAnomaliesRequest) -> pb.DetectAnomaliesResponse:
+    def _offer(self, detection: Detection) -> None:
+        for sink in self.sinks:
+            sink.offer(detection)
+
+    def _detect(self, request: pb.DetectAnomaliesRequest) -> tuple[pb.DetectAnomaliesResponse, Detection | None]:
+        arrived = time.perf_counter()
         component = _require_component(request.model_component)
         if not request.HasField("bitmap"):
             raise InvalidRequest("bitmap is required")
@@ -130,6 +147,8 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
             result, mask = hosted.on_model_thread(_analyse, rgb)
+        detection = Detection(component, hosted.registration.model_arn, uuid.uuid4().hex, time.time(),
+                              time.perf_counter() - arrived, result, mask, rgb) if self.sinks else None
         # Filled in place: building submessages and passing them in would copy the mask once more.
         response = pb.DetectAnomaliesResponse()
         found = response.detect_anomaly_result
@@ -145,7 +164,7 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         for mask_class, area in zip(mask.palette.classes, mask.area_fractions):
             anomaly = found.anomalies.add(name=mask_class.name)
             anomaly.pixel_anomaly.total_percentage_area, anomaly.pixel_anomaly.hex_color = area, mask_class.hex_color.upper()
-        return response
+        return response, detection
 
     @_rpc
     def StartModel(self, request, context):
@@ -191,11 +210,12 @@ def _claim_socket(path: Path) -> None:
     raise AgentStartError(f"another agent is already listening on {path}")
 
 
-def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> grpc.Server:
-    """Start serving; the caller stops the returned server."""
+def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+          sinks: tuple[ResultSink, ...] = ()) -> grpc.Server:
+    """Start serving; the caller stops the returned server (and closes the sinks)."""
     if max_in_flight < 1:
         raise AgentStartError(f"max in-flight detections must be at least 1, got {max_in_flight}")
-    return listen(address, EdgeAgentServicer(host, max_in_flight), max_in_flight + CONTROL_WORKERS)
+    return listen(address, EdgeAgentServicer(host, max_in_flight, sinks), max_in_flight + CONTROL_WORKERS)
 
 
 def listen(address: str, servicer: pb_grpc.EdgeAgentServicer, workers: int) -> grpc.Server:
@@ -249,6 +269,44 @@ def _preload_runtime() -> None:
         log.exception("cannot import the TVM runtime")
 
 
+def line_settings(environ: dict, last_good: Path) -> LineSettings:
+    """The settings the recipe passed; if they are bad, the last good ones (or every feature off), with one error logged."""
+    try:
+        settings = line_settings_from_environment(environ)
+    except SettingsError as exc:
+        previous = load_last_good(last_good)
+        log.error("bad agent configuration: %s; keeping the %s", exc,
+                  "last good configuration" if previous else "defaults (MQTT and capture off, the models' thresholds)")
+        return previous[0] if previous else LineSettings()
+    save_last_good(last_good, environ)
+    return settings
+
+
+def start_line(settings: LineSettings, work_dir: Path) -> tuple[tuple[ResultSink, ...], list]:
+    """The result sinks the settings turn on, and the background workers to close at the end (the uploader)."""
+    sinks: list[ResultSink] = []
+    workers: list = []
+    if settings.mqtt is not None:
+        from .publisher import ResultPublisher  # paho is imported only when MQTT is on
+
+        sinks.append(ResultPublisher(settings.mqtt, thing_name=os.environ.get("AWS_IOT_THING_NAME", "")).start())
+    if settings.capture is not None:
+        from .capture import ImageCapture, Spool
+
+        capture = settings.capture
+        spool = Spool(work_dir / CAPTURE_SPOOL, capture.max_bytes, capture.retention_days, capture.png_level)
+        sinks.append(ImageCapture(capture, spool))
+        log.info("capturing every anomalous image and %.3g of normal ones in %s (at most %d MiB)", capture.normal_share,
+                 spool.root, capture.max_bytes >> 20)
+        if capture.bucket:
+            from .uploader import SpoolUploader, s3_client  # boto3 is imported only when uploads are on
+
+            workers.append(SpoolUploader(spool, s3_client(capture.endpoint_url, capture.region), capture.bucket,
+                                         capture.prefix).start(capture.upload_interval_s))
+            log.info("uploading captured images to s3://%s/%s", capture.bucket, capture.prefix)
+    return tuple(sinks), workers
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookout_edge.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"gRPC address to listen on (default {DEFAULT_SOCKET})")
@@ -272,12 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()
-    host = ModelHost(args.registry)
+    # The agent's own state sits beside the registrations, under names registry.scan never reads (not *.json).
+    settings = line_settings(os.environ, args.registry / LAST_GOOD_SETTINGS)
+    host = ModelHost(args.registry, thresholds=settings.thresholds, resume_file=args.registry / RUNNING_MODELS)
+    sinks, workers = start_line(settings, args.registry.parent)  # the component's work path: the registry is its models/
     try:
         access = SocketAccess.parse(args.socket_mode, args.socket_group)
-        server = serve(args.socket, host, args.max_in_flight)
+        server = serve(args.socket, host, args.max_in_flight, sinks)
     except (AgentStartError, SocketAccessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        for closable in (*sinks, *workers):
+            closable.close()
         return 2
     if socket_path(args.socket) is not None:
         try:
@@ -285,15 +348,22 @@ def main(argv: list[str] | None = None) -> int:
         except SocketAccessError as exc:
             server.stop(grace=0).wait()
             print(f"error: {exc}", file=sys.stderr)
+            for closable in (*sinks, *workers):
+                closable.close()
             return 2
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     threading.Thread(target=_preload_runtime, name="preload-tvm", daemon=True).start()
     log.info("listening on %s; models register in %s (%d found)", args.socket, args.registry, len(host.list()))
+    resumed = host.resume()
+    if resumed:
+        log.info("starting again the models that were running: %s", ", ".join(resumed))
     stopping.wait()
     log.info("stopping")
     server.stop(grace=3).wait()
+    for closable in (*sinks, *workers):
+        closable.close()
     path = socket_path(args.socket)
     if path is not None and path.exists():
         path.unlink()

@@ -9,18 +9,20 @@ call, so inferring from whichever gRPC thread took the request would multiply sp
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar
 
 import numpy as np
 
 from . import registry
 from .model_runner import AnomalyDetector
+from .settings import ThresholdOverride
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,12 +92,61 @@ def load_and_warm(model_dir: Path) -> AnomalyDetector:
     return detector
 
 
+def with_thresholds(detector: AnomalyDetector, override: ThresholdOverride | None) -> tuple[AnomalyDetector, str]:
+    """The detector with the configured thresholds in its spec, and a status message that says which are in force."""
+    spec = dict(detector.spec)
+    sources = {}
+    for key, value in (("image_threshold", override and override.image), ("pixel_threshold", override and override.pixel)):
+        if value is not None:
+            spec[key], sources[key] = value, "set in the agent's configuration"
+        else:
+            sources[key] = "the model's"
+    if "pixel_threshold" not in spec:
+        spec["pixel_threshold"], sources["pixel_threshold"] = spec["image_threshold"], "the model's image threshold"
+    message = (f"model is running; image threshold {spec['image_threshold']:g} ({sources['image_threshold']}), "
+               f"pixel threshold {spec['pixel_threshold']:g} ({sources['pixel_threshold']})")
+    return (detector if spec == detector.spec else AnomalyDetector(detector.model, spec)), message
+
+
 class ModelHost:
-    def __init__(self, registry_dir: Path, loader: Callable[[Path], AnomalyDetector] = load_and_warm):
+    """resume_file, when given, records which models are RUNNING, so that an agent restarted with new settings
+    starts them again by itself."""
+
+    def __init__(self, registry_dir: Path, loader: Callable[[Path], AnomalyDetector] = load_and_warm,
+                 thresholds: Mapping[str, ThresholdOverride] | None = None, resume_file: Path | None = None):
         self.registry_dir = Path(registry_dir)
         self._loader = loader
+        self._thresholds = dict(thresholds or {})
+        self._resume_file = resume_file
         self._lock = threading.Condition()
         self._models: dict[str, HostedModel] = {}
+
+    def resume(self) -> list[str]:
+        """Start the models that were RUNNING when the previous agent stopped; the names started."""
+        try:
+            names = json.loads(self._resume_file.read_text()) if self._resume_file else []
+        except (OSError, ValueError):
+            return []
+        started = []
+        for name in names:
+            try:
+                self.start(name)
+                started.append(name)
+            except (ModelNotFound, WrongModelState) as exc:
+                log.info("not resuming %s: %s", name, exc)
+        return started
+
+    def _record_running(self) -> None:
+        """Called with the lock held."""
+        if self._resume_file is None:
+            return
+        names = sorted(n for n, m in self._models.items() if m.status in (Status.STARTING, Status.RUNNING))
+        try:
+            tmp = self._resume_file.with_name(self._resume_file.name + ".tmp")
+            tmp.write_text(json.dumps(names))
+            tmp.replace(self._resume_file)
+        except OSError as exc:
+            log.warning("cannot record the running models in %s: %s", self._resume_file, exc)
 
     def refresh(self) -> None:
         """Pick up registrations that appeared, changed, or went away since the last look."""
@@ -142,6 +193,7 @@ class ModelHost:
                 raise WrongModelState(f"model component {component!r} is {hosted.status.name}; "
                                       "StartModel needs it STOPPED or FAILED")
             hosted.status, hosted.status_message = Status.STARTING, "loading the model"
+            self._record_running()
         threading.Thread(target=self._load, args=(hosted,), name=f"start-{component}", daemon=True).start()
         return Status.STARTING
 
@@ -150,15 +202,17 @@ class ModelHost:
         inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         try:
             detector = inference.submit(self._loader, hosted.registration.model_dir).result()
+            detector, running_message = with_thresholds(detector, self._thresholds.get(name))
         except Exception as exc:  # any load failure is the model's state, never the agent's death
             log.exception("model component %s failed to start", name)
             inference.shutdown(wait=False)
             with self._lock:
                 hosted.status, hosted.status_message = Status.FAILED, f"model failed to load: {_first_line(exc)}"
+                self._record_running()
             return
         with self._lock:
             hosted.detector, hosted.inference = detector, inference
-            hosted.status, hosted.status_message = Status.RUNNING, "model is running"
+            hosted.status, hosted.status_message = Status.RUNNING, running_message
         log.info("model component %s is running", hosted.registration.component)
 
     def stop(self, component: str) -> Status:
@@ -168,6 +222,7 @@ class ModelHost:
             if hosted.status is not Status.RUNNING:
                 raise WrongModelState(f"model component {component!r} is {hosted.status.name}; StopModel needs it RUNNING")
             hosted.status, hosted.status_message = Status.STOPPING, "waiting for running detections to finish"
+            self._record_running()
         threading.Thread(target=self._unload, args=(hosted,), name=f"stop-{component}", daemon=True).start()
         return Status.STOPPING
 

@@ -389,7 +389,7 @@ def test_build_deploy_and_detect_over_grpc(tmp_path, case):
         if process.poll() is None:
             process.kill()
     assert not (tmp_path / "agent.sock").exists()
-    assert list((root / "work" / AGENT_COMPONENT / "models").iterdir()) == []  # the model's Shutdown unregistered it
+    assert list((root / "work" / AGENT_COMPONENT / "models").glob("*.json")) == []  # the model's Shutdown unregistered it
 
 
 def test_startup_skipif_and_shutdown(tmp_path):
