@@ -88,6 +88,7 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
                     register=request.register)
         published = publish(result_bundle, s3_client, greengrass_client if request.register else None,
                             tags=request.tags, register=request.register)
+        upload_reports(result_bundle, s3_client)
         arn = published.component_version_arn
     return PackagingResult(bundle=result_bundle, benchmark=report, component_version_arn=arn,
                            wall_seconds=time.perf_counter() - started)
@@ -107,3 +108,14 @@ def _check_on_device(request: PackagingRequest, artifact, imported, options, pro
         progress(f"benchmarking ({request.benchmark_runs} runs each{', emulated' if device.emulator else ''})")
         return benchmark(artifact, imported, runs=request.benchmark_runs, tvm_timer=model.time, device_label=device.label,
                          emulated=device.emulator is not None)
+
+
+def upload_reports(published, s3_client) -> None:
+    """The per-build benchmark reports go beside the published artifacts, after them: they are not part of the
+    component, and each build overwrites its own."""
+    from packager.publish.s3 import put_bytes
+
+    for path in published.reports:
+        key = published.s3_location.key_for(published.component_name, published.component_version, path.name)
+        put_bytes(s3_client, published.s3_location.bucket, key, path.read_bytes(), "application/json",
+                  step=f"upload report {path.name}")
