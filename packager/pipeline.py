@@ -30,6 +30,7 @@ class PackagingRequest:
     work_dir: Path | None = None  # scratch space for compile; a temp dir when None
     device: RemoteDevice | None = None  # packager.remote.RemoteDevice: run, check and time the model there over TVM RPC
     model_arn: str | None = None  # the registered model's ARN, which the device's agent reports for the component
+    compile_cache_dir: Path | None = None  # reuse earlier compiles kept there (compilers/compile_cache.py); None: compile
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,12 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
     progress(f"importing {request.model_path}")
     imported = import_model(request.model_path, request.spec_path)
     with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
-        options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials)
+        options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials,
+                                 compile_cache_dir=request.compile_cache_dir)
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options)
+        if artifact.from_cache:
+            progress(f"compile cache hit: reused the library and parameters ({artifact.compile_seconds:.1f} s)")
         if artifact.tuning_trials or artifact.tuning_records_applied:
             progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels")
         if request.device is not None:

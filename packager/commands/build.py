@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--tuning-trials", type=int, metavar="N",
                        help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
                             "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target")
+    cache = parser.add_argument_group("compile cache (an unchanged model, spec, target, tuning records and compiler "
+                                      "reuse the earlier compile; the ONNX Runtime check and benchmark still run)")
+    cache.add_argument("--compile-cache", type=Path, metavar="DIR",
+                       help="keep compiled models there (default $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache)")
+    cache.add_argument("--no-cache", action="store_true", help="compile afresh; the cache is neither read nor written")
     device = parser.add_argument_group("device to run, check and time the compiled model on (TVM RPC)")
     device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server on the device (targets/jetson/start_rpc_server.sh)")
     device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
@@ -105,7 +110,9 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
             _check_shape(shape, member, greengrass[member], flag)
     extensions = JobExtensions(output_dir=args.output.expanduser().absolute(), benchmark_runs=args.benchmark_runs,
                                device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
-                               register=not args.no_register)
+                               register=not args.no_register,
+                               compile_cache_dir=args.compile_cache.expanduser().absolute() if args.compile_cache else None,
+                               use_compile_cache=not args.no_cache)
     return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
                         extensions=extensions, client_token=args.client_token)
 

@@ -29,10 +29,12 @@ _MAX_MESSAGE = 1000
 
 def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
     """Map a job record onto the pipeline's PackagingRequest."""
+    from compilers.compile_cache import default_compile_cache_dir
     from packager.pipeline import PackagingRequest
 
     config = parse_configuration(job.configuration)
     extensions = JobExtensions.from_dict(job.extensions)
+    compile_cache = extensions.compile_cache_dir or default_compile_cache_dir(home) if extensions.use_compile_cache else None
     directory = job_dir(home, job.project, job.name)
     return PackagingRequest(
         model_path=home / model.model_file,
@@ -50,6 +52,7 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
         work_dir=None if extensions.output_dir else directory / "work",  # a build's scratch is a temp dir, as it was in-process
         device=extensions.device,
         model_arn=model.arn,
+        compile_cache_dir=compile_cache,
     )
 
 

@@ -153,9 +153,13 @@ def test_build_twice_reuses_the_model_version_and_overwrites_the_bundle(home, ti
         assert f"recipe:      {out}/recipes/com.example.AnomalyDetector-1.0.0.yaml" in summary
         assert "TVM/ORT:     " in summary and "x\n" in summary.split("TVM/ORT:")[1][:20]
     assert "... compiling for LINUX/X86_64" in first.err and "model version 1 of project default" in second.err
+    assert "compile cache hit" not in first.err and "... compile cache hit" in second.err
+    assert (home / "compile-cache").is_dir()
+    assert main([*argv, "--no-cache"]) == 0
+    assert "compile cache hit" not in capsys.readouterr().err, "--no-cache compiles afresh"
     assert [m["ModelVersion"] for m in api.list_models(ProjectName="default")["Models"]] == ["1"]
     jobs = _jobs()
-    assert [j["Status"] for j in jobs] == ["SUCCEEDED", "SUCCEEDED"] and {j["ModelVersion"] for j in jobs} == {"1"}
+    assert [j["Status"] for j in jobs] == ["SUCCEEDED"] * 3 and {j["ModelVersion"] for j in jobs} == {"1"}
     artifact = out / "artifacts" / "com.example.AnomalyDetector" / "1.0.0" / "model.zip"
     with zipfile.ZipFile(artifact) as archive:
         assert "benchmark.json" not in archive.namelist(), "the per-build report lives beside the artifact"
@@ -184,6 +188,18 @@ def test_build_uploads_to_s3_output(home, tiny_model, tmp_path, s3_server, capsy
                   "--s3-output", f"s3://{S3_BUCKET}/edge", "--no-register", "--component-version", "3.1.4"])
     assert again == 3 and "error: ConflictException: component com.example.AnomalyDetector version 3.1.4 was already produced" \
         in capsys.readouterr().err, "a published component version is immutable"
+
+
+@pytest.mark.slow
+def test_compile_cache_flag_puts_the_cache_there(home, tiny_model, tmp_path, monkeypatch, capsys):
+    argv = ["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(tmp_path / "gg"),
+            "--benchmark-runs", "2", "--compile-cache", str(tmp_path / "ci-cache")]
+    assert main(argv) == 0
+    assert "compile cache hit" not in capsys.readouterr().err
+    assert [p for p in (tmp_path / "ci-cache").iterdir() if not p.name.startswith(".")] and not (home / "compile-cache").exists()
+    monkeypatch.setenv("PACKAGER_HOME", str(tmp_path / "another-home"))  # a CI runner with only the cache restored
+    assert main(argv) == 0
+    assert "... compile cache hit" in capsys.readouterr().err
 
 
 @pytest.mark.slow
