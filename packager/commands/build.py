@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packager.cli import Command
+from packager.commands.build_summary import shown as _shown
 
 if TYPE_CHECKING:
     from packager.jobs.extensions import JobExtensions
+    from targets import Target
 
 EXAMPLE_COMPONENT = "com.example.AnomalyDetector"
 DEFAULT_PROJECT = "default"
@@ -39,8 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--component-description", help="component description")
     parser.add_argument("--output", type=Path, default=Path("greengrass-build"), help="bundle directory (default ./greengrass-build)")
     parser.add_argument("--benchmark-runs", type=int, default=50, help="timed runs for TVM and for ONNX Runtime (default 50)")
+    parser.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE ('-': stdout, "
+                        "instead of the text summary); written for failed builds too, with the error")
+    parser.add_argument("--max-ratio", type=float, metavar="R",
+                        help="speed gate: fail (exit 13, nothing bundled) when TVM/ORT p50 is above R on a target where "
+                             "both were timed on this machine; emulated and cross-compiled targets are not measured")
     parser.add_argument("--client-token", help="idempotency token: the same token and flags within 8 hours reuse the job")
     where = parser.add_argument_group("target (as the service's TargetDevice / TargetPlatform; default: this machine's CPU)")
+    where.add_argument("--target", action="append", default=[], metavar="NAME", dest="targets",
+                       help="a target by catalog name (jetson_xavier, LINUX/X86_64, LINUX/ARM64, LINUX/<ARCH>/NVIDIA); "
+                            "repeat it, or give --target-device and --target-platform together, for one component with a "
+                            "manifest per platform (each target compiles in its own job; --compiler-options apply to the "
+                            "platform targets)")
     where.add_argument("--target-device", help="a device: jetson_xavier")
     where.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
     where.add_argument("--accelerator", help="with --target-platform: NVIDIA (needs gpu-code, cuda-ver, trt-ver)")
@@ -77,6 +89,16 @@ class BuildRequest:
     configuration: dict  # the service's ModelPackagingConfiguration; S3OutputLocation only with --s3-output
     extensions: JobExtensions
     client_token: str | None = None
+    fleet: tuple[FleetTarget, ...] = ()  # several targets: one job each, then one component for all of them
+    target: Target | None = None  # the one target, when not a fleet
+
+
+@dataclass(frozen=True)
+class FleetTarget:
+    """One of several targets: its catalog record, and the job configuration that builds it alone."""
+
+    target: Target
+    configuration: dict  # ModelPackagingConfiguration without S3OutputLocation or Tags: build publishes the whole
 
 
 def build_request(args: argparse.Namespace) -> BuildRequest:
@@ -95,9 +117,16 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
         check_service_string("ComponentVersion", args.component_version, "--component-version")
     if args.benchmark_runs < 1:
         raise ValidationException("--benchmark-runs must be at least 1", field="--benchmark-runs")
-    _fold_tuning_trials(args)
-    target_from_args(args)  # the target flags fail here, named, before anything is recorded
-    greengrass = {"ComponentName": args.component_name, **_target_members(args)}
+    if args.max_ratio is not None and not args.max_ratio > 0:
+        raise ValidationException(f"--max-ratio must be above 0, got {args.max_ratio:g}", field="--max-ratio")
+    fleet = _fleet(args)
+    if len(fleet) == 1:  # one --target NAME is the one-target flags
+        args = fleet[0][1]
+    single_target = None
+    if len(fleet) <= 1:
+        _fold_tuning_trials(args)
+        single_target = target_from_args(args)  # the target flags fail here, named, before anything is recorded
+    greengrass = {"ComponentName": args.component_name, **(_target_members(args) if len(fleet) <= 1 else {})}
     optional = {"ComponentVersion": args.component_version, "ComponentDescription": args.component_description,
                 "S3OutputLocation": _s3_location(args.s3_output), "Tags": _tags(args.tag)}
     greengrass.update({k: v for k, v in optional.items() if v is not None})
@@ -112,9 +141,59 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
                                device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
                                register=not args.no_register,
                                compile_cache_dir=args.compile_cache.expanduser().absolute() if args.compile_cache else None,
-                               use_compile_cache=not args.no_cache)
+                               use_compile_cache=not args.no_cache, max_ratio=args.max_ratio)
+    fleet_targets = tuple(_fleet_target(one, greengrass) for _, one in fleet) if len(fleet) > 1 else ()
+    if fleet_targets:
+        from packager.bundle import check_distinct_platforms
+
+        check_distinct_platforms([t.target for t in fleet_targets])
     return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
-                        extensions=extensions, client_token=args.client_token)
+                        extensions=extensions, client_token=args.client_token, fleet=fleet_targets,
+                        target=single_target)
+
+
+def _fleet(args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+    """Each target the flags name, as (name, the one-target flags for it); [] for the default (this machine)."""
+    from packager.errors import ValidationException
+    from targets.catalog import TARGET_DEVICES
+
+    names = list(args.targets)
+    if args.targets and (args.target_device or args.target_platform or args.accelerator):
+        raise ValidationException("--target cannot be mixed with --target-device/--target-platform/--accelerator; "
+                                  "name every target with --target", field="--target")
+    if args.target_device is not None and args.target_platform is not None:
+        names = [args.target_device, args.target_platform + (f"/{args.accelerator}" if args.accelerator else "")]
+    if not names:
+        return [] if args.target_device is None and args.target_platform is None else [("", args)]
+    if len(set(names)) != len(names):
+        raise ValidationException(f"--target: {sorted(n for n in set(names) if names.count(n) > 1)[0]} is named twice",
+                                  field="--target")
+    fleet = []
+    for name in names:
+        one = argparse.Namespace(**{**vars(args), "targets": [], "target_device": None, "target_platform": None,
+                                    "accelerator": None})
+        if name in TARGET_DEVICES:
+            one.target_device, one.compiler_options = name, None if len(names) > 1 else args.compiler_options
+            if one.tuning_trials is not None and len(names) > 1:
+                one.tuning_trials = None  # GPU targets take no tuning; the CPU targets of the fleet do
+        else:
+            parts = name.split("/")
+            one.target_platform, one.accelerator = "/".join(parts[:2]), (parts[2] if len(parts) > 2 else None)
+        fleet.append((name, one))
+    if len(fleet) > 1:
+        for flag, value in (("--device-rpc", args.device_rpc), ("--rpc-tracker", args.rpc_tracker),
+                            ("--client-token", args.client_token)):
+            if value is not None:
+                raise ValidationException(f"{flag} applies to one target; this build names {len(fleet)}", field=flag)
+    return fleet
+
+
+def _fleet_target(args: argparse.Namespace, greengrass: dict) -> FleetTarget:
+    """One target's job: the component's name, version and description, and this target alone."""
+    _fold_tuning_trials(args)
+    target = target_from_args(args)
+    shared = {k: greengrass[k] for k in ("ComponentName", "ComponentVersion", "ComponentDescription") if k in greengrass}
+    return FleetTarget(target=target, configuration={"Greengrass": {**shared, **_target_members(args)}})
 
 
 def _check_shape(shape: str, member: str, value, flag: str) -> None:
@@ -237,20 +316,12 @@ def print_summary(result, out=None) -> None:
         f"artifact:    {_shown(result.artifact_path)} ({result.artifact_size} bytes)",
         f"digest:      SHA-256 {result.artifact_sha256_b64}",
         _latency_line(report),
-        f"TVM/ORT:     {f'{report.ratio_tvm_to_ort:.2f}x' if report.tvm else report.not_measured}",
+        f"TVM/ORT:     {report.ratio_text}",
         f"build time:  {result.wall_seconds:.1f} s",
     ]
     if result.component_version_arn:
         lines.append(f"registered:  {result.component_version_arn}")
     print("\n".join(lines), file=out)
-
-
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when under it, as the default ./greengrass-build reads best."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def _latency_line(report) -> str:
@@ -348,19 +419,119 @@ def run(args: argparse.Namespace) -> int:
     # dataclasses run, makes CPython 3.11 kill itself with SIGINT at exit even after the handler below returned 130.
     import packager.jobs.progress  # noqa: F401
     import packager.jobs.results  # noqa: F401
+    from packager.commands.build_summary import failed_document, write_summary_json
+    from packager.errors import PackagerError
 
-    request = build_request(args)
-    model_version = register_build_model(request)
+    try:
+        request = build_request(args)
+        model_version = register_build_model(request)
+        if request.fleet:
+            return _run_fleet(request, model_version, args.summary_json)
+        return _run_one(request, model_version, args.summary_json)
+    except PackagerError as exc:
+        if args.summary_json:
+            write_summary_json(failed_document(exc, args.max_ratio), args.summary_json)
+        raise
+
+
+def _interrupted(project: str, job_names: list[str]) -> int:
+    for job_name in job_names:
+        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
+              f"describe-model-packaging-job --project-name {project} --job-name {job_name}", file=sys.stderr)
+    return 130
+
+
+def _run_one(request: BuildRequest, model_version: str, summary_json: str | None) -> int:
+    from packager.commands.build_summary import row_from_job, succeeded_document, write_summary_json
+
     job_name = start_build_job(request, model_version)
     try:
         _progress(f"started job {job_name} in project {request.project}")
         result = wait_for_build_job(request.project, job_name)
     except KeyboardInterrupt:
-        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
-              f"describe-model-packaging-job --project-name {request.project} --job-name {job_name}", file=sys.stderr)
-        return 130
-    print_summary(result)
+        return _interrupted(request.project, [job_name])
+    print_summary(result, out=sys.stderr if summary_json == "-" else None)
+    if summary_json:
+        platform = request.target.greengrass
+        row = row_from_job(result, f"{platform.os}/{platform.architecture}")
+        write_summary_json(succeeded_document(result.component_name, result.component_version, result.recipe_path, [row],
+                                              result.component_version_arn, result.wall_seconds,
+                                              request.extensions.max_ratio), summary_json)
     return 0
+
+
+def _run_fleet(request: BuildRequest, model_version: str, summary_json: str | None) -> int:
+    """A job per target, in parallel as the worker slots allow, each into its own scratch directory; then one
+    component with a manifest per platform, bundled (and published) only when every target succeeded."""
+    import tempfile
+    import time
+    from dataclasses import replace
+
+    from packager.bundle import ComponentIdentity, TargetBuild, target_slug
+    from packager.commands.build_summary import print_fleet_summary, row_from_job, succeeded_document, write_summary_json
+    from packager.jobs import api
+    from packager.pipeline import package_targets
+
+    started = time.perf_counter()
+    output = request.extensions.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    greengrass = request.configuration["Greengrass"]
+    with tempfile.TemporaryDirectory(prefix=".targets-", dir=output) as staging:
+        jobs = []
+        for fleet_target in request.fleet:
+            extensions = replace(request.extensions, output_dir=Path(staging) / target_slug(fleet_target.target), register=False)
+            job_request = replace(request, configuration=fleet_target.configuration, extensions=extensions, fleet=())
+            jobs.append((fleet_target, start_build_job(job_request, model_version)))
+            _progress(f"started job {jobs[-1][1]} for {fleet_target.target.name} in project {request.project}")
+        results, failures = [], []
+        try:
+            for fleet_target, job_name in jobs:
+                try:
+                    results.append((fleet_target, wait_for_build_job(request.project, job_name)))
+                except Exception as exc:  # wait for every job, so none is left running; then report the first failure
+                    failures.append((fleet_target, exc))
+        except KeyboardInterrupt:
+            return _interrupted(request.project, [name for _, name in jobs])
+        if failures:
+            fleet_target, error = failures[0]
+            if hasattr(error, "message"):
+                error.message = f"{fleet_target.target.name}: {error.message}; nothing was bundled"
+                error.args = (error.message,)
+            raise error
+        builds = [TargetBuild(target=t.target, archive=r.artifact_path.read_bytes(), report=r.benchmark) for t, r in results]
+        version = results[0][1].component_version
+        model_arn = api.describe_model(ProjectName=request.project, ModelVersion=model_version)["ModelDescription"]["ModelArn"]
+        component = ComponentIdentity(greengrass["ComponentName"], version, greengrass.get("ComponentDescription"), model_arn)
+        location = _bundle_location(greengrass)
+        s3_client = greengrass_client = None
+        register = request.extensions.register and location is not None
+        if location is not None:
+            from packager.publish import make_clients
+
+            s3_client, greengrass_client = make_clients(None)
+        component_bundle, arn = package_targets(builds, component, output, location, tags=_tag_dict(greengrass),
+                                                register=register, s3_client=s3_client, greengrass_client=greengrass_client,
+                                                progress=_progress)
+    rows = [row_from_job(r, f"{t.target.greengrass.os}/{t.target.greengrass.architecture}", artifact, report_path)
+            for (t, r), artifact, report_path in zip(results, component_bundle.artifacts, component_bundle.reports)]
+    wall = time.perf_counter() - started
+    print_fleet_summary(component.name, component.version, component_bundle.recipe_path, rows, arn, wall,
+                        out=sys.stderr if summary_json == "-" else None)
+    if summary_json:
+        write_summary_json(succeeded_document(component.name, component.version, component_bundle.recipe_path, rows, arn,
+                                              wall, request.extensions.max_ratio), summary_json)
+    return 0
+
+
+def _bundle_location(greengrass: dict):
+    from packager.bundle import S3Location
+
+    location = greengrass.get("S3OutputLocation")
+    return S3Location(location["Bucket"], location.get("Prefix", "")) if location else None
+
+
+def _tag_dict(greengrass: dict) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in greengrass.get("Tags") or []}
 
 
 COMMAND = Command(name="build", help="package a trained model as a Greengrass v2 component", add_arguments=add_arguments, run=run)

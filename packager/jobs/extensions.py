@@ -24,6 +24,7 @@ class JobExtensions:
     register: bool = True  # with an S3 output: create the Greengrass component version after upload
     compile_cache_dir: Path | None = None  # None: $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache
     use_compile_cache: bool = True  # False: compile afresh (build --no-cache)
+    max_ratio: float | None = None  # speed gate (build --max-ratio)
 
     def to_dict(self) -> dict:
         doc: dict = {"BenchmarkRuns": self.benchmark_runs, "Register": self.register}
@@ -31,6 +32,8 @@ class JobExtensions:
             doc["CompileCache"] = str(self.compile_cache_dir)
         if not self.use_compile_cache:
             doc["NoCache"] = True
+        if self.max_ratio is not None:
+            doc["MaxRatio"] = self.max_ratio
         if self.output_dir is not None:
             doc["OutputDir"] = str(self.output_dir)
         if self.device is not None:
@@ -49,4 +52,5 @@ class JobExtensions:
                    benchmark_runs=int(doc["BenchmarkRuns"]), register=bool(doc["Register"]),
                    compile_cache_dir=Path(doc["CompileCache"]) if "CompileCache" in doc else None,
                    use_compile_cache=not doc.get("NoCache", False),
+                   max_ratio=float(doc["MaxRatio"]) if "MaxRatio" in doc else None,
                    device=RemoteDevice(device["Host"], int(device["Port"]), key=device["Key"]) if device else None)

@@ -53,6 +53,7 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
         device=extensions.device,
         model_arn=model.arn,
         compile_cache_dir=compile_cache,
+        max_ratio=extensions.max_ratio,
     )
 
 
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True)
     parser.add_argument("job_name")
     args = parser.parse_args(argv)
+    # The store keeps every model as ONNX, so a job never needs torch; apache-tvm-ffi imports it eagerly whenever it is
+    # installed, which costs seconds per job, most of a compile-cache hit's time.
+    sys.modules.setdefault("torch", None)
     return run_job(args.home, args.project, args.job_name)
 
 
