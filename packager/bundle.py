@@ -283,7 +283,7 @@ def check_distinct_platforms(targets: list[Target]) -> None:
         if key in seen:
             raise ValidationException(
                 f"targets {seen[key]} and {target.name} both run on {key[0]}/{key[1]}; one component holds one manifest "
-                "per platform, so package them as two components", field="--target")
+                "per platform, so package them as two components", field="targets")
         seen[key] = target.name
 
 

@@ -146,7 +146,10 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
     if fleet_targets:
         from packager.bundle import check_distinct_platforms
 
-        check_distinct_platforms([t.target for t in fleet_targets])
+        try:
+            check_distinct_platforms([t.target for t in fleet_targets])
+        except ValidationException as exc:
+            raise ValidationException(f"--target: {exc.message}", field="--target") from None
     return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
                         extensions=extensions, client_token=args.client_token, fleet=fleet_targets,
                         target=single_target)
@@ -442,7 +445,11 @@ def _interrupted(project: str, job_names: list[str]) -> int:
 
 
 def _run_one(request: BuildRequest, model_version: str, summary_json: str | None) -> int:
-    from packager.commands.build_summary import row_from_job, succeeded_document, write_summary_json
+    from packager.commands.build_summary import (
+        row_from_job,
+        succeeded_document,
+        write_summary_json,
+    )
 
     job_name = start_build_job(request, model_version)
     try:
@@ -468,7 +475,12 @@ def _run_fleet(request: BuildRequest, model_version: str, summary_json: str | No
     from dataclasses import replace
 
     from packager.bundle import ComponentIdentity, TargetBuild, target_slug
-    from packager.commands.build_summary import print_fleet_summary, row_from_job, succeeded_document, write_summary_json
+    from packager.commands.build_summary import (
+        print_fleet_summary,
+        row_from_job,
+        succeeded_document,
+        write_summary_json,
+    )
     from packager.jobs import api
     from packager.pipeline import package_targets
 

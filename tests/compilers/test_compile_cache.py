@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from compilers import compile_cache
-from compilers.compile_cache import compile_cache_key, compiler_fingerprint, model_content_hash, open_compile_cache
+from compilers.compile_cache import (
+    compile_cache_key,
+    compiler_fingerprint,
+    model_content_hash,
+    open_compile_cache,
+)
 from compilers.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tuning_cache import open_tuning_cache
