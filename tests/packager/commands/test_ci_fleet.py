@@ -22,7 +22,7 @@ TARGETS = ("jetson_xavier", "LINUX/X86_64")
 
 def test_the_documented_workflow_runs_setup_restores_the_caches_and_calls_the_script():
     text = (REPO_ROOT / "docs" / "ci.md").read_text()
-    [workflow] = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    [workflow] = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
     steps = workflow["jobs"]["package"]["steps"]
     runs = [step.get("run", "") for step in steps]
     assert "./setup.sh" in runs and ".ci/package-fleet" in runs
