@@ -31,7 +31,7 @@ def test_the_documented_workflow_runs_setup_restores_the_caches_and_calls_the_sc
     assert set(cache["with"]["path"].split()) == {".packager/compile-cache", ".packager/tuning"}
     assert workflow["jobs"]["package"]["env"]["PACKAGER_HOME"].endswith("/.packager")
     script = SCRIPT.read_text()
-    assert "--target-device jetson_xavier --target-platform LINUX/X86_64" in script
+    assert "${TARGETS:-jetson_xavier LINUX/X86_64}" in script
     assert "--max-ratio" in script and "--s3-output" in script and "--summary-json" in script
 
 
