@@ -114,6 +114,22 @@ def archive_entries(artifact: CompiledArtifact, target: Target) -> list[tuple[st
     return sorted(entries)
 
 
+_SAMPLE_BYTES = 1 << 20
+_WORTH_DEFLATING = 0.8  # deflate an entry only when a sample of it shrinks below this fraction
+
+
+def _compress_type(data: bytes) -> int:
+    """Weights barely compress (float data saves ~7%), and deflating a large model's params.bin took most of a cached
+    rebuild's time: a large entry whose middle does not shrink is stored. Decided from the bytes alone, so reproducible."""
+    import zlib
+
+    if len(data) <= _SAMPLE_BYTES:
+        return zipfile.ZIP_DEFLATED
+    middle = len(data) // 2
+    sample = data[middle:middle + _SAMPLE_BYTES]
+    return zipfile.ZIP_DEFLATED if len(zlib.compress(sample, 1)) < _WORTH_DEFLATING * len(sample) else zipfile.ZIP_STORED
+
+
 def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
     """Sorted entries, fixed timestamps and modes: the same inputs give the same bytes, so the same digest."""
     buffer = io.BytesIO()
@@ -121,7 +137,7 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
         for name, data in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
             info.external_attr = (0o100644 << 16)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = _compress_type(data)
             info.create_system = 3
             archive.writestr(info, data, compresslevel=9)
     return buffer.getvalue()

@@ -198,3 +198,23 @@ def test_the_model_arn_reaches_the_agents_registration(tmp_path):
     run = run.replace("{artifacts:decompressedPath}", str(tmp_path)).replace(f"{{{AGENT_COMPONENT}:work:path}}", str(tmp_path / "agent"))
     assert registry.main(shlex.split(run)[3:]) == 0  # what follows "python3 -m lookout_edge.registry"
     assert registry.scan(tmp_path / "agent" / "models")["com.acme.Tiny"].model_arn == arn
+
+
+def test_large_incompressible_entries_are_stored_and_the_rest_deflated():
+    """Deflating weights costs seconds and saves little; the choice depends on the bytes only, so it is reproducible."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from packager.bundle import reproducible_zip
+
+    weights = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32).tobytes()  # 4 MiB of floats
+    code = b"\x7fELF" + b"mov rax, rbx; ret\n" * (1 << 18)
+    data = reproducible_zip([("compiled/params.bin", weights), ("compiled/model.so", code), ("small.txt", b"x" * 100)])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        kinds = {info.filename: info.compress_type for info in archive.infolist()}
+        assert archive.read("compiled/params.bin") == weights and archive.read("compiled/model.so") == code
+    assert kinds == {"compiled/params.bin": zipfile.ZIP_STORED, "compiled/model.so": zipfile.ZIP_DEFLATED,
+                     "small.txt": zipfile.ZIP_DEFLATED}
+    assert reproducible_zip([("compiled/params.bin", weights)]) == reproducible_zip([("compiled/params.bin", weights)])
