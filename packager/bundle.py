@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,6 +142,35 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
             info.create_system = 3
             archive.writestr(info, data, compresslevel=9)
     return buffer.getvalue()
+
+
+def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> bytes:
+    """reproducible_zip(entries), reused from ``cache_dir`` when the same entries were zipped before: compressing a
+    large model's weights is most of a cached rebuild's time. A cached ZIP is named by its entries' digest and its own
+    SHA-256, which is checked on every read; a damaged or missing one is made again."""
+    if cache_dir is None:
+        return reproducible_zip(entries)
+    key = hashlib.sha256()
+    for name, data in sorted(entries):
+        key.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    cache_dir = Path(cache_dir)
+    for path in sorted(cache_dir.glob(f"{key.hexdigest()}-*.zip")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() == path.stem.rsplit("-", 1)[1]:
+            return data
+        path.unlink(missing_ok=True)
+    data = reproducible_zip(entries)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f".{key.hexdigest()}.{os.getpid()}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, cache_dir / f"{key.hexdigest()}-{hashlib.sha256(data).hexdigest()}.zip")
+    except OSError:
+        pass  # a cache that cannot be written only costs the next build the compression
+    return data
 
 
 def agent_component_name(target: Target) -> str:
@@ -304,9 +334,10 @@ def check_distinct_platforms(targets: list[Target]) -> None:
 
 
 def bundle(artifact: CompiledArtifact, report: BenchmarkReport, target: Target, component: ComponentIdentity,
-           output_dir: Path, s3_location: S3Location | None = None) -> ComponentBundle:
-    """Write the model component and the agent component it depends on, in GDK's layout."""
-    build = TargetBuild(target=target, archive=reproducible_zip(archive_entries(artifact, target)), report=report)
+           output_dir: Path, s3_location: S3Location | None = None, archive_cache: Path | None = None) -> ComponentBundle:
+    """Write the model component and the agent component it depends on, in GDK's layout.
+    archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
+    build = TargetBuild(target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report)
     return bundle_targets([build], component, output_dir, s3_location)
 
 

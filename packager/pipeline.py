@@ -87,7 +87,9 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         progress(f"bundling {request.component_name} {request.component_version}")
         component = ComponentIdentity(request.component_name, request.component_version, request.component_description,
                                       request.model_arn)
-        result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location)
+        archives = request.compile_cache_dir / "archives" if request.compile_cache_dir is not None else None
+        result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location,
+                               archive_cache=archives)
     arn = None
     if request.s3_location is not None:
         progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")

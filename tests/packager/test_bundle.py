@@ -218,3 +218,22 @@ def test_large_incompressible_entries_are_stored_and_the_rest_deflated():
     assert kinds == {"compiled/params.bin": zipfile.ZIP_STORED, "compiled/model.so": zipfile.ZIP_DEFLATED,
                      "small.txt": zipfile.ZIP_DEFLATED}
     assert reproducible_zip([("compiled/params.bin", weights)]) == reproducible_zip([("compiled/params.bin", weights)])
+
+
+def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_path, monkeypatch):
+    from packager import bundle as bundle_module
+
+    entries = [("compiled/params.bin", bytes(range(256)) * 4096), ("requirements.txt", b"numpy\n")]
+    made = []
+    real = bundle_module.reproducible_zip
+    monkeypatch.setattr(bundle_module, "reproducible_zip", lambda e: made.append(1) or real(e))
+    first = bundle_module.cached_zip(entries, tmp_path / "archives")
+    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first == real(entries) and len(made) == 1
+    [cached] = (tmp_path / "archives").glob("*.zip")
+    damaged = bytearray(first)
+    damaged[len(first) // 2] ^= 0xFF
+    cached.write_bytes(bytes(damaged))
+    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first and len(made) == 2, "damage is caught"
+    other = bundle_module.cached_zip([*entries[:1], ("requirements.txt", b"numpy<3\n")], tmp_path / "archives")
+    assert other != first and len(made) == 3
+    assert bundle_module.cached_zip(entries, None) == first and len(made) == 4
