@@ -39,6 +39,7 @@ class CompileOptions:
     work_dir: Path
     tuning_trials: int = 0
     tuning_cache_dir: Path | None = None  # None: $PACKAGER_HOME/tuning
+    compile_cache_dir: Path | None = None  # None: compile every time (compilers/compile_cache.py)
     tuning_progress: bool = True
     rtol: float = 1e-3
     atol: float = 1e-4
@@ -64,3 +65,4 @@ class CompiledArtifact:
     tuning_trials: int  # trials run for this build (0 for a cache hit or untuned)
     tuning_records_applied: int
     max_abs_error: dict  # output name -> max |tvm - ort| from the build-time check, empty when not run here
+    from_cache: bool = False  # True when the compile cache supplied model_dir's files

@@ -63,6 +63,14 @@ class TuningCache:
     def has_records(self, target: Target) -> bool:
         return _count_lines(self.directory_for(target.tvm_target) / _RECORDS) > 0
 
+    def records_digest(self, target: Target) -> str:
+        """SHA-256 of the records a build for ``target`` applies (both database files); part of the compile cache's key."""
+        digest = hashlib.sha256()
+        for name in (_WORKLOADS, _RECORDS):
+            path = self.directory_for(target.tvm_target) / name
+            digest.update(f"{name}\0".encode() + (path.read_bytes() if path.is_file() else b"none") + b"\0")
+        return digest.hexdigest()
+
     def database_for(self, target: Target, create: bool = False):
         """The MetaSchedule database for ``target``; None when nothing was tuned for it and ``create`` is False."""
         return self._database(target.tvm_target, create)

@@ -118,17 +118,55 @@ def tuned_database(mod, target: Target, options: CompileOptions):
 def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
     """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model.
 
-    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials)."""
+    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials),
+    and with options.compile_cache_dir an unchanged model, spec, target, records and compiler reuse an earlier compile."""
+    require_toolchain(target)
+    started = time.perf_counter()
+    if database is not None or options.compile_cache_dir is None:
+        return _compile(imported, target, options, started, database=database)
+    return _compile_cached(imported, target, options, started)
+
+
+def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float) -> CompiledArtifact:
+    from dataclasses import replace
+
+    from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
+    from compilers.tuning_cache import open_tuning_cache
+
+    prepared, trials = None, 0
+    if options.tuning_trials:  # tune first: the records it adds are part of the key
+        mod, params = relax_for_target(imported, target)
+        database, trials = tuned_database(mod, target, options)
+        prepared = (mod, params, database)
+    cache = open_compile_cache(options.compile_cache_dir)
+    key = compile_cache_key(imported, target, open_tuning_cache(options.tuning_cache_dir).records_digest(target))
+    model_dir = Path(options.work_dir) / "model"
+    hit = cache.load(key, model_dir)
+    if hit is not None:
+        return CompiledArtifact(
+            model_dir=model_dir, target_name=target.name, device=target.device, library_path=model_dir / model_runner.LIBRARY,
+            params_path=model_dir / model_runner.PARAMS, manifest_path=model_dir / model_runner.MANIFEST,
+            compile_seconds=time.perf_counter() - started, tuning_trials=trials,
+            tuning_records_applied=hit.tuning_records_applied, max_abs_error={}, from_cache=True)
+    artifact = _compile(imported, target, options, started, prepared=prepared)
+    cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))
+    return replace(artifact, tuning_trials=trials)
+
+
+def _compile(imported: ImportedModel, target: Target, options: CompileOptions, started: float, database=None,
+             prepared: tuple | None = None) -> CompiledArtifact:
+    """prepared: (mod, params, database) when the caller already imported and tuned."""
     import tvm
 
     from compilers.schedules import CpuPipeline
 
-    require_toolchain(target)
-    started = time.perf_counter()
-    mod, params = relax_for_target(imported, target)
     trials = 0
-    if database is None:
-        database, trials = tuned_database(mod, target, options)
+    if prepared is not None:
+        mod, params, database = prepared
+    else:
+        mod, params = relax_for_target(imported, target)
+        if database is None:
+            database, trials = tuned_database(mod, target, options)
     tvm_target = tvm.target.Target(target.tvm_target)
     pipeline = relax_pipeline_for(target, tvm_target, database)
     try:

@@ -39,9 +39,14 @@ class BenchmarkReport:
     warmup: int
     tvm: LatencyStats | None  # None when no device could run the compiled model (see not_measured)
     onnxruntime: LatencyStats  # always measured on this host
-    ratio_tvm_to_ort: float | None  # p50 / p50; < 1 means TVM is faster
+    ratio_tvm_to_ort: float | None  # p50 / p50; < 1 means TVM is faster. Only when both ran natively on this host
     input_shape: tuple[int, ...]
     not_measured: str | None = None  # why tvm is None, e.g. "not measured: no device"
+    ratio_not_measured: str | None = None  # why ratio_tvm_to_ort is None, e.g. "not measured: TVM emulated"
+
+    @property
+    def ratio_text(self) -> str:
+        return f"{self.ratio_tvm_to_ort:.2f}x" if self.ratio_tvm_to_ort is not None else self.ratio_not_measured or NO_DEVICE
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -72,6 +77,8 @@ def time_callable(run: Callable[[], object], warmup: int, runs: int) -> LatencyS
 # (input, warmup, runs) -> seconds per run, measured where the model runs (e.g. TVM's time evaluator on a device).
 DeviceTimer = Callable[[np.ndarray, int, int], list[float]]
 NO_DEVICE = "not measured: no device"
+EMULATED = "not measured: TVM ran emulated, ONNX Runtime natively"
+ELSEWHERE = "not measured: TVM ran on {device}, ONNX Runtime on this host"
 
 
 def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runs: int = 50, warmup: int = 5,
@@ -103,8 +110,18 @@ def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runs: int = 5
     session = onnxruntime_session(imported, threads=threads)
     feed = {imported.spec.input.name: x}
     ort_stats = time_callable(lambda: session.run(None, feed), warmup, runs)
+    # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
+    # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
+    if tvm_stats is None:
+        ratio, why = None, NO_DEVICE
+    elif emulated:
+        ratio, why = None, EMULATED
+    elif tvm_timer is not None:
+        ratio, why = None, ELSEWHERE.format(device=device_label or "a device")
+    else:
+        ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
     return BenchmarkReport(
         target=artifact.target_name, device=device_label or "unknown", emulated=emulated, threads=threads, warmup=warmup,
-        tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=tvm_stats.p50_ms / ort_stats.p50_ms if tvm_stats else None,
-        input_shape=tuple(imported.input_shape), not_measured=None if tvm_stats else NO_DEVICE,
+        tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=ratio, input_shape=tuple(imported.input_shape),
+        not_measured=None if tvm_stats else NO_DEVICE, ratio_not_measured=why,
     )

@@ -125,3 +125,11 @@ class PublishError(InternalServerException):
     """Upload or registration failed; the message names the step."""
 
     exit_code = 12
+
+
+class SpeedGateError(PackagerError):
+    """TVM/ORT p50 is above the ratio the build allowed (build --max-ratio): nothing was bundled."""
+
+    code = "SpeedGateFailed"
+    http_status = 422
+    exit_code = 13

@@ -24,6 +24,13 @@ class RecipeArtifact:
     unarchive: bool = True
 
 
+@dataclass(frozen=True)
+class RecipeManifest:
+    platform: dict  # {"os": ..., "architecture": ...}: the nucleus runs the first manifest matching its own
+    lifecycle: dict
+    artifacts: list[RecipeArtifact]
+
+
 @lru_cache(maxsize=1)
 def _service_shapes() -> dict:
     text = resources.files("packager").joinpath("data/lookoutvision-2020-11-20.service-2.json").read_text()
@@ -59,6 +66,13 @@ def check_component_identity(name: object, version: object, where: str) -> None:
 def model_component_recipe(name: str, version: str, description: str | None, platform: dict,
                            artifacts: list[RecipeArtifact], lifecycle: dict, configuration: dict | None = None,
                            dependencies: dict | None = None) -> dict:
+    return component_recipe(name, version, description, [RecipeManifest(platform, lifecycle, artifacts)],
+                            configuration=configuration, dependencies=dependencies)
+
+
+def component_recipe(name: str, version: str, description: str | None, manifests: list[RecipeManifest],
+                     configuration: dict | None = None, dependencies: dict | None = None) -> dict:
+    """A recipe with one manifest per platform, in the order given."""
     recipe = {
         "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
         "ComponentName": name,
@@ -71,8 +85,8 @@ def model_component_recipe(name: str, version: str, description: str | None, pla
     if dependencies:
         recipe["ComponentDependencies"] = dependencies
     recipe["Manifests"] = [{
-        "Platform": platform,
-        "Lifecycle": lifecycle,
+        "Platform": manifest.platform,
+        "Lifecycle": manifest.lifecycle,
         "Artifacts": [
             {
                 "Uri": a.uri,
@@ -81,9 +95,9 @@ def model_component_recipe(name: str, version: str, description: str | None, pla
                 **({"Unarchive": "ZIP"} if a.unarchive else {}),
                 "Permission": {"Read": "OWNER", "Execute": "NONE"},
             }
-            for a in artifacts
+            for a in manifest.artifacts
         ],
-    }]
+    } for manifest in manifests]
     return recipe
 
 

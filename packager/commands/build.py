@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packager.cli import Command
+from packager.commands.build_summary import shown as _shown
 
 if TYPE_CHECKING:
+    from packager.commands.build_fleet import FleetTarget
     from packager.jobs.extensions import JobExtensions
+    from targets import Target
 
 EXAMPLE_COMPONENT = "com.example.AnomalyDetector"
 DEFAULT_PROJECT = "default"
@@ -39,8 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--component-description", help="component description")
     parser.add_argument("--output", type=Path, default=Path("greengrass-build"), help="bundle directory (default ./greengrass-build)")
     parser.add_argument("--benchmark-runs", type=int, default=50, help="timed runs for TVM and for ONNX Runtime (default 50)")
+    parser.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE ('-': stdout, "
+                        "instead of the text summary); written for failed builds too, with the error")
+    parser.add_argument("--max-ratio", type=float, metavar="R",
+                        help="speed gate: fail (exit 13, nothing bundled) when TVM/ORT p50 is above R on a target where "
+                             "both were timed on this machine; emulated and cross-compiled targets are not measured")
     parser.add_argument("--client-token", help="idempotency token: the same token and flags within 8 hours reuse the job")
     where = parser.add_argument_group("target (as the service's TargetDevice / TargetPlatform; default: this machine's CPU)")
+    where.add_argument("--target", action="append", default=[], metavar="NAME", dest="targets",
+                       help="a target by catalog name (jetson_xavier, LINUX/X86_64, LINUX/ARM64, LINUX/<ARCH>/NVIDIA); "
+                            "repeat it, or give --target-device and --target-platform together, for one component with a "
+                            "manifest per platform (each target compiles in its own job; --compiler-options apply to the "
+                            "platform targets)")
     where.add_argument("--target-device", help="a device: jetson_xavier")
     where.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
     where.add_argument("--accelerator", help="with --target-platform: NVIDIA (needs gpu-code, cuda-ver, trt-ver)")
@@ -49,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--tuning-trials", type=int, metavar="N",
                        help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
                             "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target")
+    cache = parser.add_argument_group("compile cache (an unchanged model, spec, target, tuning records and compiler "
+                                      "reuse the earlier compile; the ONNX Runtime check and benchmark still run)")
+    cache.add_argument("--compile-cache", type=Path, metavar="DIR",
+                       help="keep compiled models there (default $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache)")
+    cache.add_argument("--no-cache", action="store_true", help="compile afresh; the cache is neither read nor written")
     device = parser.add_argument_group("device to run, check and time the compiled model on (TVM RPC)")
     device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server on the device (targets/jetson/start_rpc_server.sh)")
     device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
@@ -72,10 +90,13 @@ class BuildRequest:
     configuration: dict  # the service's ModelPackagingConfiguration; S3OutputLocation only with --s3-output
     extensions: JobExtensions
     client_token: str | None = None
+    fleet: tuple[FleetTarget, ...] = ()  # several targets: one job each, then one component for all of them
+    target: Target | None = None  # the one target, when not a fleet
 
 
 def build_request(args: argparse.Namespace) -> BuildRequest:
     """Arguments -> a typed BuildRequest; every error names its flag."""
+    from packager.commands.build_fleet import fleet_from_args, fleet_target
     from packager.errors import ValidationException
     from packager.jobs.extensions import JobExtensions
     from packager.recipe import check_service_string
@@ -90,9 +111,16 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
         check_service_string("ComponentVersion", args.component_version, "--component-version")
     if args.benchmark_runs < 1:
         raise ValidationException("--benchmark-runs must be at least 1", field="--benchmark-runs")
-    _fold_tuning_trials(args)
-    target_from_args(args)  # the target flags fail here, named, before anything is recorded
-    greengrass = {"ComponentName": args.component_name, **_target_members(args)}
+    if args.max_ratio is not None and not args.max_ratio > 0:
+        raise ValidationException(f"--max-ratio must be above 0, got {args.max_ratio:g}", field="--max-ratio")
+    fleet = fleet_from_args(args)
+    if len(fleet) == 1:  # one --target NAME is the one-target flags
+        args = fleet[0][1]
+    single_target = None
+    if len(fleet) <= 1:
+        _fold_tuning_trials(args)
+        single_target = target_from_args(args)  # the target flags fail here, named, before anything is recorded
+    greengrass = {"ComponentName": args.component_name, **(_target_members(args) if len(fleet) <= 1 else {})}
     optional = {"ComponentVersion": args.component_version, "ComponentDescription": args.component_description,
                 "S3OutputLocation": _s3_location(args.s3_output), "Tags": _tags(args.tag)}
     greengrass.update({k: v for k, v in optional.items() if v is not None})
@@ -105,9 +133,20 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
             _check_shape(shape, member, greengrass[member], flag)
     extensions = JobExtensions(output_dir=args.output.expanduser().absolute(), benchmark_runs=args.benchmark_runs,
                                device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
-                               register=not args.no_register)
+                               register=not args.no_register,
+                               compile_cache_dir=args.compile_cache.expanduser().absolute() if args.compile_cache else None,
+                               use_compile_cache=not args.no_cache, max_ratio=args.max_ratio)
+    fleet_targets = tuple(fleet_target(one, greengrass) for _, one in fleet) if len(fleet) > 1 else ()
+    if fleet_targets:
+        from packager.bundle import check_distinct_platforms
+
+        try:
+            check_distinct_platforms([t.target for t in fleet_targets])
+        except ValidationException as exc:
+            raise ValidationException(f"--target: {exc.message}", field="--target") from None
     return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
-                        extensions=extensions, client_token=args.client_token)
+                        extensions=extensions, client_token=args.client_token, fleet=fleet_targets,
+                        target=single_target)
 
 
 def _check_shape(shape: str, member: str, value, flag: str) -> None:
@@ -230,20 +269,12 @@ def print_summary(result, out=None) -> None:
         f"artifact:    {_shown(result.artifact_path)} ({result.artifact_size} bytes)",
         f"digest:      SHA-256 {result.artifact_sha256_b64}",
         _latency_line(report),
-        f"TVM/ORT:     {f'{report.ratio_tvm_to_ort:.2f}x' if report.tvm else report.not_measured}",
+        f"TVM/ORT:     {report.ratio_text}",
         f"build time:  {result.wall_seconds:.1f} s",
     ]
     if result.component_version_arn:
         lines.append(f"registered:  {result.component_version_arn}")
     print("\n".join(lines), file=out)
-
-
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when under it, as the default ./greengrass-build reads best."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def _latency_line(report) -> str:
@@ -341,18 +372,49 @@ def run(args: argparse.Namespace) -> int:
     # dataclasses run, makes CPython 3.11 kill itself with SIGINT at exit even after the handler below returned 130.
     import packager.jobs.progress  # noqa: F401
     import packager.jobs.results  # noqa: F401
+    from packager.commands.build_fleet import run_fleet
+    from packager.commands.build_summary import failed_document, write_summary_json
+    from packager.errors import PackagerError
 
-    request = build_request(args)
-    model_version = register_build_model(request)
+    try:
+        request = build_request(args)
+        model_version = register_build_model(request)
+        if request.fleet:
+            return run_fleet(request, model_version, args.summary_json)
+        return _run_one(request, model_version, args.summary_json)
+    except PackagerError as exc:
+        if args.summary_json:
+            write_summary_json(failed_document(exc, args.max_ratio), args.summary_json)
+        raise
+
+
+def _interrupted(project: str, job_names: list[str]) -> int:
+    for job_name in job_names:
+        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
+              f"describe-model-packaging-job --project-name {project} --job-name {job_name}", file=sys.stderr)
+    return 130
+
+
+def _run_one(request: BuildRequest, model_version: str, summary_json: str | None) -> int:
+    from packager.commands.build_summary import (
+        row_from_job,
+        succeeded_document,
+        write_summary_json,
+    )
+
     job_name = start_build_job(request, model_version)
     try:
         _progress(f"started job {job_name} in project {request.project}")
         result = wait_for_build_job(request.project, job_name)
     except KeyboardInterrupt:
-        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
-              f"describe-model-packaging-job --project-name {request.project} --job-name {job_name}", file=sys.stderr)
-        return 130
-    print_summary(result)
+        return _interrupted(request.project, [job_name])
+    print_summary(result, out=sys.stderr if summary_json == "-" else None)
+    if summary_json:
+        platform = request.target.greengrass
+        row = row_from_job(result, f"{platform.os}/{platform.architecture}")
+        write_summary_json(succeeded_document(result.component_name, result.component_version, result.recipe_path, [row],
+                                              result.component_version_arn, result.wall_seconds,
+                                              request.extensions.max_ratio), summary_json)
     return 0
 
 

@@ -22,9 +22,18 @@ class JobExtensions:
     benchmark_runs: int = DEFAULT_BENCHMARK_RUNS
     device: RemoteDevice | None = None  # run, check and time the model there over TVM RPC
     register: bool = True  # with an S3 output: create the Greengrass component version after upload
+    compile_cache_dir: Path | None = None  # None: $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache
+    use_compile_cache: bool = True  # False: compile afresh (build --no-cache)
+    max_ratio: float | None = None  # speed gate (build --max-ratio)
 
     def to_dict(self) -> dict:
         doc: dict = {"BenchmarkRuns": self.benchmark_runs, "Register": self.register}
+        if self.compile_cache_dir is not None:
+            doc["CompileCache"] = str(self.compile_cache_dir)
+        if not self.use_compile_cache:
+            doc["NoCache"] = True
+        if self.max_ratio is not None:
+            doc["MaxRatio"] = self.max_ratio
         if self.output_dir is not None:
             doc["OutputDir"] = str(self.output_dir)
         if self.device is not None:
@@ -41,4 +50,7 @@ class JobExtensions:
         device = doc.get("Device")
         return cls(output_dir=Path(doc["OutputDir"]) if "OutputDir" in doc else None,
                    benchmark_runs=int(doc["BenchmarkRuns"]), register=bool(doc["Register"]),
+                   compile_cache_dir=Path(doc["CompileCache"]) if "CompileCache" in doc else None,
+                   use_compile_cache=not doc.get("NoCache", False),
+                   max_ratio=float(doc["MaxRatio"]) if "MaxRatio" in doc else None,
                    device=RemoteDevice(device["Host"], int(device["Port"]), key=device["Key"]) if device else None)

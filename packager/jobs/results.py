@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from packager.benchmark import BenchmarkReport, LatencyStats
@@ -23,6 +23,10 @@ class JobResult:
     benchmark: BenchmarkReport
     component_version_arn: str | None
     wall_seconds: float
+    report_path: Path | None = None  # the benchmark report beside the artifact
+    max_abs_error: dict = field(default_factory=dict)  # output name -> max |TVM - ORT| of the build's check
+    compile_seconds: float = 0.0
+    from_cache: bool = False  # the compile cache supplied the compiled model
 
     @classmethod
     def from_packaging_result(cls, result) -> "JobResult":
@@ -31,11 +35,15 @@ class JobResult:
         return cls(component_name=bundle.component_name, component_version=bundle.component_version,
                    recipe_path=Path(bundle.recipe_path).absolute(), artifact_path=Path(artifact.path).absolute(),
                    artifact_size=artifact.size, artifact_sha256_b64=artifact.sha256_b64, benchmark=result.benchmark,
-                   component_version_arn=result.component_version_arn, wall_seconds=result.wall_seconds)
+                   component_version_arn=result.component_version_arn, wall_seconds=result.wall_seconds,
+                   report_path=Path(bundle.reports[0]).absolute() if bundle.reports else None,
+                   max_abs_error=dict(result.max_abs_error), compile_seconds=result.compile_seconds,
+                   from_cache=result.from_cache)
 
     def to_json(self) -> str:
         doc = asdict(self)
         doc["recipe_path"], doc["artifact_path"] = str(self.recipe_path), str(self.artifact_path)
+        doc["report_path"] = str(self.report_path) if self.report_path else None
         doc["benchmark"]["input_shape"] = list(self.benchmark.input_shape)
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -47,7 +55,7 @@ class JobResult:
             **report, "input_shape": tuple(report["input_shape"]), "onnxruntime": LatencyStats(**report["onnxruntime"]),
             "tvm": LatencyStats(**report["tvm"]) if report["tvm"] is not None else None})
         return cls(**{**doc, "recipe_path": Path(doc["recipe_path"]), "artifact_path": Path(doc["artifact_path"]),
-                      "benchmark": benchmark})
+                      "report_path": Path(doc["report_path"]) if doc.get("report_path") else None, "benchmark": benchmark})
 
 
 def write_result(directory: Path, result: JobResult) -> None:

@@ -34,10 +34,12 @@ DATABASE_PATIENCE_S = 300.0  # how long a worker waits for an unreachable databa
 
 def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
     """Map a job record onto the pipeline's PackagingRequest."""
+    from compilers.compile_cache import default_compile_cache_dir
     from packager.pipeline import PackagingRequest
 
     config = parse_configuration(job.configuration)
     extensions = JobExtensions.from_dict(job.extensions)
+    compile_cache = extensions.compile_cache_dir or default_compile_cache_dir(home) if extensions.use_compile_cache else None
     directory = job_dir(home, job.project, job.name)
     return PackagingRequest(
         model_path=home / model.model_file,
@@ -55,6 +57,8 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
         work_dir=None if extensions.output_dir else directory / "work",  # a build's scratch is a temp dir, as it was in-process
         device=extensions.device,
         model_arn=model.arn,
+        compile_cache_dir=compile_cache,
+        max_ratio=extensions.max_ratio,
     )
 
 
@@ -280,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True)
     parser.add_argument("job_name")
     args = parser.parse_args(argv)
+    # The store keeps every model as ONNX, so a job never needs torch; apache-tvm-ffi imports it eagerly whenever it is
+    # installed, which costs seconds per job, most of a compile-cache hit's time.
+    sys.modules.setdefault("torch", None)
     return run_job(args.home, args.project, args.job_name)
 
 

@@ -66,16 +66,19 @@ def test_digest_is_base64_sha256_of_the_zip_bytes(packaged):
 
 
 @pytest.mark.slow
-def test_zip_holds_library_params_spec_benchmark_and_runner(packaged):
+def test_zip_holds_library_params_spec_and_runner_and_the_report_lies_beside_it(packaged):
     _, result = packaged
     with zipfile.ZipFile(result.bundle.artifacts[0].path) as archive:
         names = archive.namelist()
         assert names == sorted(names)
         assert {"compiled/model.so", "compiled/params.bin", "compiled/spec.json", "compiled/manifest.json",
-                "benchmark.json", "requirements.txt", "lookout_edge/runner.py", "lookout_edge/model_runner.py"} <= set(names)
+                "requirements.txt", "lookout_edge/runner.py", "lookout_edge/model_runner.py"} <= set(names)
+        assert "benchmark.json" not in names, "a per-build report inside the ZIP would change its digest every build"
         assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in archive.infolist())
-        report = json.loads(archive.read("benchmark.json"))
-        assert report["tvm"]["runs"] == 3 and report["ratio_tvm_to_ort"] > 0
+    [report_path] = result.bundle.reports
+    assert report_path == result.bundle.artifacts[0].path.parent / "benchmark.json"
+    report = json.loads(report_path.read_text())
+    assert report["tvm"]["runs"] == 3 and report["ratio_tvm_to_ort"] > 0
 
 
 @pytest.mark.slow
@@ -195,3 +198,42 @@ def test_the_model_arn_reaches_the_agents_registration(tmp_path):
     run = run.replace("{artifacts:decompressedPath}", str(tmp_path)).replace(f"{{{AGENT_COMPONENT}:work:path}}", str(tmp_path / "agent"))
     assert registry.main(shlex.split(run)[3:]) == 0  # what follows "python3 -m lookout_edge.registry"
     assert registry.scan(tmp_path / "agent" / "models")["com.acme.Tiny"].model_arn == arn
+
+
+def test_large_incompressible_entries_are_stored_and_the_rest_deflated():
+    """Deflating weights costs seconds and saves little; the choice depends on the bytes only, so it is reproducible."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from packager.bundle import reproducible_zip
+
+    weights = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32).tobytes()  # 4 MiB of floats
+    code = b"\x7fELF" + b"mov rax, rbx; ret\n" * (1 << 18)
+    data = reproducible_zip([("compiled/params.bin", weights), ("compiled/model.so", code), ("small.txt", b"x" * 100)])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        kinds = {info.filename: info.compress_type for info in archive.infolist()}
+        assert archive.read("compiled/params.bin") == weights and archive.read("compiled/model.so") == code
+    assert kinds == {"compiled/params.bin": zipfile.ZIP_STORED, "compiled/model.so": zipfile.ZIP_DEFLATED,
+                     "small.txt": zipfile.ZIP_DEFLATED}
+    assert reproducible_zip([("compiled/params.bin", weights)]) == reproducible_zip([("compiled/params.bin", weights)])
+
+
+def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_path, monkeypatch):
+    from packager import bundle as bundle_module
+
+    entries = [("compiled/params.bin", bytes(range(256)) * 4096), ("requirements.txt", b"numpy\n")]
+    made = []
+    real = bundle_module.reproducible_zip
+    monkeypatch.setattr(bundle_module, "reproducible_zip", lambda e: made.append(1) or real(e))
+    first = bundle_module.cached_zip(entries, tmp_path / "archives")
+    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first == real(entries) and len(made) == 1
+    [cached] = (tmp_path / "archives").glob("*.zip")
+    damaged = bytearray(first)
+    damaged[len(first) // 2] ^= 0xFF
+    cached.write_bytes(bytes(damaged))
+    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first and len(made) == 2, "damage is caught"
+    other = bundle_module.cached_zip([*entries[:1], ("requirements.txt", b"numpy<3\n")], tmp_path / "archives")
+    assert other != first and len(made) == 3
+    assert bundle_module.cached_zip(entries, None) == first and len(made) == 4

@@ -317,6 +317,12 @@ def tiny_model_case(tmp_path: Path):
     return ["--model", str(model), "--model-spec", str(spec)], [(normal_image(), False), (defective_image(), True)], "scratch"
 
 
+def tiny_fleet_case(tmp_path: Path):
+    """One component for a Jetson and an x86 PC: deploy-local here runs the x86 manifest, with the agent's CPU flavour."""
+    model_args, images, class_name = tiny_model_case(tmp_path)
+    return [*model_args, "--target-device", "jetson_xavier", "--target-platform", "LINUX/X86_64"], images, class_name
+
+
 def example_model_case(tmp_path: Path):
     import numpy as np
     from PIL import Image
@@ -335,12 +341,12 @@ def example_model_case(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [tiny_model_case, example_model_case], ids=["tiny-model", "example-model"])
+@pytest.mark.parametrize("case", [tiny_model_case, example_model_case, tiny_fleet_case],
+                         ids=["tiny-model", "example-model", "jetson-and-x86-fleet"])
 def test_build_deploy_and_detect_over_grpc(tmp_path, case):
     import grpc
     import numpy as np
 
-    from packager.bundle import AGENT_COMPONENT
     from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
     from tests.packager.edge.conftest import bitmap, wait_for_status
 
@@ -351,6 +357,8 @@ def test_build_deploy_and_detect_over_grpc(tmp_path, case):
                            cwd=REPO, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "PACKAGER_HOME": str(tmp_path / "packager-home")})  # build's jobs go there
     assert built.returncode == 0, built.stderr
+    recipe = yaml.safe_load((build / "recipes" / f"{component}-1.0.0.yaml").read_text())
+    [AGENT_COMPONENT] = recipe["ComponentDependencies"]  # the plain agent, or the fleet's with a manifest per flavour
     address = f"unix://{tmp_path}/agent.sock"
     update = json.dumps({AGENT_COMPONENT: {"MERGE": {"Socket": address}}})
     process = subprocess.Popen(deploy_local(str(build), "--root", str(root), "--update-config", update), cwd=REPO,

@@ -153,12 +153,17 @@ def test_build_twice_reuses_the_model_version_and_overwrites_the_bundle(home, ti
         assert f"recipe:      {out}/recipes/com.example.AnomalyDetector-1.0.0.yaml" in summary
         assert "TVM/ORT:     " in summary and "x\n" in summary.split("TVM/ORT:")[1][:20]
     assert "... compiling for LINUX/X86_64" in first.err and "model version 1 of project default" in second.err
+    assert "compile cache hit" not in first.err and "... compile cache hit" in second.err
+    assert (home / "compile-cache").is_dir()
+    assert main([*argv, "--no-cache"]) == 0
+    assert "compile cache hit" not in capsys.readouterr().err, "--no-cache compiles afresh"
     assert [m["ModelVersion"] for m in api.list_models(ProjectName="default")["Models"]] == ["1"]
     jobs = _jobs()
-    assert [j["Status"] for j in jobs] == ["SUCCEEDED", "SUCCEEDED"] and {j["ModelVersion"] for j in jobs} == {"1"}
+    assert [j["Status"] for j in jobs] == ["SUCCEEDED"] * 3 and {j["ModelVersion"] for j in jobs} == {"1"}
     artifact = out / "artifacts" / "com.example.AnomalyDetector" / "1.0.0" / "model.zip"
     with zipfile.ZipFile(artifact) as archive:
-        report = json.loads(archive.read("benchmark.json"))
+        assert "benchmark.json" not in archive.namelist(), "the per-build report lives beside the artifact"
+    report = json.loads((artifact.parent / "benchmark.json").read_text())
     assert report["tvm"]["runs"] == 3 and f"({artifact.stat().st_size} bytes)" in second.out
     recipe = yaml.safe_load((out / "recipes" / "com.example.AnomalyDetector-1.0.0.yaml").read_text())
     assert recipe["Manifests"][0]["Artifacts"][0]["Uri"].startswith("s3://BUCKET_NAME/")
@@ -174,6 +179,8 @@ def test_build_uploads_to_s3_output(home, tiny_model, tmp_path, s3_server, capsy
     assert code == 0, captured.err
     keys = sorted(o["Key"] for o in s3_server.list_objects_v2(Bucket=S3_BUCKET)["Contents"])
     assert "edge/com.example.AnomalyDetector/3.1.4/model.zip" in keys and "edge/com.example.AnomalyDetector/3.1.4/recipe.yaml" in keys
+    report = s3_server.get_object(Bucket=S3_BUCKET, Key="edge/com.example.AnomalyDetector/3.1.4/benchmark.json")["Body"].read()
+    assert report == (tmp_path / "gg" / "artifacts" / "com.example.AnomalyDetector" / "3.1.4" / "benchmark.json").read_bytes()
     recipe = (tmp_path / "gg" / "recipes" / "com.example.AnomalyDetector-3.1.4.yaml").read_text()
     assert f"s3://{S3_BUCKET}/edge/com.example.AnomalyDetector/3.1.4/model.zip" in recipe
     assert "component:   com.example.AnomalyDetector 3.1.4" in captured.out and "registered:" not in captured.out
@@ -181,6 +188,38 @@ def test_build_uploads_to_s3_output(home, tiny_model, tmp_path, s3_server, capsy
                   "--s3-output", f"s3://{S3_BUCKET}/edge", "--no-register", "--component-version", "3.1.4"])
     assert again == 3 and "error: ConflictException: component com.example.AnomalyDetector version 3.1.4 was already produced" \
         in capsys.readouterr().err, "a published component version is immutable"
+
+
+@pytest.mark.slow
+def test_compile_cache_flag_puts_the_cache_there(home, tiny_model, tmp_path, monkeypatch, capsys):
+    argv = ["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(tmp_path / "gg"),
+            "--benchmark-runs", "2", "--compile-cache", str(tmp_path / "ci-cache")]
+    assert main(argv) == 0
+    assert "compile cache hit" not in capsys.readouterr().err
+    assert [p for p in (tmp_path / "ci-cache").iterdir() if not p.name.startswith(".")] and not (home / "compile-cache").exists()
+    monkeypatch.setenv("PACKAGER_HOME", str(tmp_path / "another-home"))  # a CI runner with only the cache restored
+    assert main(argv) == 0
+    assert "... compile cache hit" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_same_model_and_target_give_the_same_digest_in_fresh_homes(home, tiny_model, tmp_path, monkeypatch, capsys):
+    """Two builds, each in its own empty $PACKAGER_HOME (so nothing is cached): the same artifact bytes and digest,
+    and each build's own timings beside the artifact."""
+    runs = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("PACKAGER_HOME", str(tmp_path / f"home-{name}"))
+        out = tmp_path / f"gg-{name}"
+        assert main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(out),
+                     "--benchmark-runs", "3"]) == 0, capsys.readouterr().err
+        summary = capsys.readouterr().out
+        artifacts = out / "artifacts" / "com.example.AnomalyDetector" / "1.0.0"
+        runs.append((summary.split("digest:")[1].splitlines()[0].strip(), (artifacts / "model.zip").read_bytes(),
+                     (out / "recipes" / "com.example.AnomalyDetector-1.0.0.yaml").read_text(),
+                     json.loads((artifacts / "benchmark.json").read_text())))
+    (digest1, zip1, recipe1, report1), (digest2, zip2, recipe2, report2) = runs
+    assert zip1 == zip2 and digest1 == digest2 and recipe1 == recipe2
+    assert report1["tvm"]["runs"] == report2["tvm"]["runs"] == 3
 
 
 def _registered_files(home: Path) -> tuple[Path, Path]:
