@@ -85,14 +85,14 @@ def _require_component(name: str) -> str:
     return name
 
 
-def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask]:
-    """The model's verdict on one RGB image, and its mask at the image's size."""
+def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask | None]:
+    """The model's verdict on one RGB image, and its mask at the image's size (None for a classification model)."""
     spec = detector.spec
     result = postprocess(detector.model.run(preprocess(rgb, spec)), spec)
+    if result.anomaly_map is None:
+        return result, None
     height, width = rgb.shape[:2]
-    mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
-                  height, width)
-    return result, mask
+    return result, render(result.anomaly_map, result.pixel_threshold, MaskPalette.from_spec(spec), height, width)
 
 
 class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
@@ -134,6 +134,8 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         found = response.detect_anomaly_result
         found.is_anomalous, found.confidence = result.is_anomalous, result.confidence
         found.anomaly_score, found.anomaly_threshold = result.score, result.threshold
+        if mask is None:  # a classification model, as Lookout's: no mask and no anomalies
+            return response
         found.anomaly_mask.width, found.anomaly_mask.height = width, height
         if mask_region is not None:
             written = bitmaps.to_shared_memory(mask_region, mask.pixels)
