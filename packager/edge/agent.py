@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     # TVM's runtime only: the agent never compiles, and the 250 MB compiler library cost 110 MB of resident memory and
     # 0.5 s of start-up on the build machine. CUDA models load TVM's CUDA runtime themselves (model_runner).
     os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    # tvm_ffi imports torch whenever it is installed, for tensor interop the agent never uses: on a build machine that
+    # cost 200 MB of resident memory and 10 s of start-up. The agent does without it, as a device without torch does.
+    sys.modules.setdefault("torch", None)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()

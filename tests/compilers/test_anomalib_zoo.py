@@ -146,3 +146,46 @@ def test_agent_serves_zoo_models_with_masks_at_the_image_size(zoo_build, tmp_pat
                 assert area == pytest.approx(float(want["pred_mask"].mean()), abs=0.02)  # the graph's mask, upsampled
     finally:
         server.stop(grace=None).wait()
+
+
+@pytest.mark.parametrize("name", ["stfpm", "dfkde"])
+def test_deploy_local_serves_a_zoo_build(zoo_build, tmp_path, name):
+    """The built components run as the Greengrass nucleus would run them; the agent answers for the model: a mask of
+    the image's own size for a segmentation model, none (and no anomalies) for a classification one."""
+    import grpc
+
+    from packager.bundle import AGENT_COMPONENT
+    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+    from tests.packager.edge.conftest import bitmap, wait_for_status
+    from tests.packager.test_deploy_local import deploy_local, states, wait_for
+
+    build = zoo_build(name)
+    root, address = tmp_path / "root", f"unix://{tmp_path}/agent.sock"
+    update = json.dumps({AGENT_COMPONENT: {"MERGE": {"Socket": address}}})
+    process = subprocess.Popen(deploy_local(str(build.build_dir), "--root", str(root), "--update-config", update), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    image = np.random.default_rng(5).integers(0, 256, (150, 220, 3), dtype=np.uint8)
+    try:
+        wait_for(lambda: states(root) == {AGENT_COMPONENT: "RUNNING", COMPONENT: "FINISHED"} or process.poll() is not None,
+                 timeout=300)
+        assert process.poll() is None, process.stdout.read()
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = pb_grpc.EdgeAgentStub(channel)
+            wait_for(lambda: stub.ListModels(pb.ListModelsRequest()).models)
+            assert stub.StartModel(pb.StartModelRequest(model_component=COMPONENT)).status == pb.STARTING
+            assert wait_for_status(stub, COMPONENT, pb.RUNNING, timeout=300).status == pb.RUNNING
+            result = stub.DetectAnomalies(pb.DetectAnomaliesRequest(model_component=COMPONENT, bitmap=bitmap(image)))
+            result = result.detect_anomaly_result
+            assert 0.0 <= result.anomaly_score <= 1.0 and result.anomaly_threshold == pytest.approx(0.5)
+            if name in CLASSIFICATION_ONLY:
+                assert not result.HasField("anomaly_mask") and list(result.anomalies) == []
+            else:
+                assert (result.anomaly_mask.width, result.anomaly_mask.height) == (220, 150)
+                assert len(result.anomaly_mask.byte_data) == image.size
+        stop = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

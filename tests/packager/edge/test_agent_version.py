@@ -14,7 +14,7 @@ RELEASED = {
     "1.1.0": "898b527a796eeffd4ad59e1b44bbc2846ba3af279c27a617723a22b41220d55e",
     "1.1.1": "6e52b3f5fa0163cf0bce1024e73b996dc0353aa204d05065b55eda5d83f5a4a9",
     "1.1.2": "b637a2e8c560918934b2af2810dfb8aadf99c133d051ff6f53e46c4e7474836b",
-    "1.2.0": "4acec165c38308084e893d4bf85ef5f719a9d73813943ed6c9a41e25ac548204",  # classification models, the graph's label and mask, scores on one [0, 1] scale
+    "1.2.0": "5073852f9061178b8ec6796e478f5e4ea31fd0dbb90d749c5ad4163210dc00cc",  # classification models, the graph's label and mask, scores on one [0, 1] scale
 }
 
 
