@@ -16,7 +16,7 @@ import numpy as np
 
 @dataclass
 class Engine:
-    name: str  # "ort" | "torch" | "tvm_default" | "tvm_tuned"
+    name: str  # "ort" | "openvino" | "torch" | "tvm_default" | "tvm_tuned"
     run: Callable[[np.ndarray], list[np.ndarray]]
     prepare_s: float = 0.0  # session creation / compile time
     tuning_s: float = 0.0
@@ -35,7 +35,54 @@ def ort_engine(onnx_bytes: bytes, input_name: str, threads: int) -> Engine:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     return Engine("ort", lambda x: session.run(None, {input_name: x}), time.perf_counter() - started,
-                  notes={"version": ort.__version__, "graph_optimization": "ORT_ENABLE_ALL"})
+                  notes={"version": ort.__version__, "graph_optimization": "ORT_ENABLE_ALL",
+                         "isa": f"MLAS dispatches at run time to the best the CPU has: {host_isa()}"})
+
+
+def openvino_engine(onnx_path, threads: int) -> Engine:
+    """OpenVINO's CPU plugin as anomalib deploys with it: latency hint, f32 inference, the same thread count."""
+    import openvino as ov
+
+    started = time.perf_counter()
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def run(x):
+        request.infer({0: x})
+        return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
+
+    return Engine("openvino", run, time.perf_counter() - started,
+                  notes={"version": ov.get_version(), "hint": "LATENCY", "precision": "f32", "isa": openvino_isa(compiled)})
+
+
+def openvino_isa(compiled) -> str:
+    """The kernels OpenVINO picked, by the ISA in their primitive type (e.g. brgconv_avx512, jit_avx2)."""
+    kinds = {}
+    for node in compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        primitive = info["primitiveType"].astype(str) if "primitiveType" in list(info.keys()) else ""
+        for isa in ("avx512_core_amx", "avx512_core_vnni", "avx512", "avx2_vnni", "avx2", "sse41", "ref"):
+            if isa in primitive:
+                kinds[isa] = kinds.get(isa, 0) + 1
+                break
+    return ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) or "unknown"
+
+
+def host_isa() -> str:
+    """The widest x86 vector ISA this CPU reports (or the machine name elsewhere)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.machine()
+    for flag, name in (("amx_tile", "AVX-512 + AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return platform.machine()
 
 
 def torch_engine(module, threads: int) -> Engine:
@@ -47,7 +94,8 @@ def torch_engine(module, threads: int) -> Engine:
         with torch.inference_mode():
             return [t.numpy() for t in module(torch.from_numpy(x))]
 
-    return Engine("torch", run, 0.0, notes={"version": torch.__version__, "mode": "eager, inference_mode"})
+    return Engine("torch", run, 0.0, notes={"version": torch.__version__, "mode": "eager, inference_mode",
+                                            "isa": f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"})
 
 
 def relax_module(onnx_bytes: bytes, target):
@@ -79,13 +127,14 @@ def tvm_engine(name: str, mod, params: list[np.ndarray], target, database=None) 
         out = main(tvm.runtime.tensor(x), *device_params)
         return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
 
-    return Engine(name, run, compile_s, notes={"records_applied": pipeline.records_applied,
+    return Engine(name, run, compile_s, notes={"isa": f"TVM target {target.tvm_target}",
+                                               "records_applied": pipeline.records_applied,
                                                "default_scheduled": pipeline.default_scheduled,
                                                "unscheduled": list(pipeline.unscheduled)})
 
 
 def max_abs_errors(engine: Engine, reference: list[np.ndarray], x: np.ndarray) -> list[float]:
-    return [float(np.abs(got - want).max()) for got, want in zip(engine.run(x), reference)]
+    return [float(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)).max()) for got, want in zip(engine.run(x), reference)]
 
 
 # Every engine's idle workers spin for a while before they sleep (TVM, ORT and OpenMP alike); on a machine with as many

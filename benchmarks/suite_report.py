@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 ENGINE_LABELS = {"tvm_default": "TVM untuned (default schedules)", "tvm_tuned": "TVM tuned", "ort": "ONNX Runtime",
-                 "torch": "PyTorch eager"}
-ORDER = ("tvm_default", "tvm_tuned", "ort", "torch")
+                 "openvino": "OpenVINO (CPU, latency, f32)", "torch": "PyTorch eager"}
+ORDER = ("tvm_default", "tvm_tuned", "ort", "openvino", "torch")
 
 
 def markdown(results: dict) -> str:
@@ -41,6 +41,11 @@ def markdown(results: dict) -> str:
     for model in results["models"]:
         lines.append(f"- **{model['name']}**: {model['description']}, input {model['input_shape']}, "
                      f"{model['gflop']:.2f} GFLOP per image (TVM's count).")
+    lines += ["", "ISA each engine used (CPU: " + env["cpu"] + (f", {env['isa']}" if "isa" in env else "") + "):", ""]
+    for name in ORDER:
+        isa = next((m["engines"][name].get("isa") for m in results["models"] if name in m["engines"]), None)
+        if isa:
+            lines.append(f"- {ENGINE_LABELS[name]}: {isa}")
     return "\n".join(lines) + "\n"
 
 
@@ -53,7 +58,7 @@ def plot(results: dict, path: Path) -> None:
 
     models = results["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2), squeeze=False)
-    colors = {"tvm_default": "#9ecae1", "tvm_tuned": "#08519c", "ort": "#fd8d3c", "torch": "#74c476"}
+    colors = {"tvm_default": "#9ecae1", "tvm_tuned": "#08519c", "ort": "#fd8d3c", "openvino": "#9e9ac8", "torch": "#74c476"}
     for ax, model in zip(axes[0], models):
         names = [n for n in ORDER if n in model["engines"]]
         medians = [model["engines"][n]["median_ms"] for n in names]

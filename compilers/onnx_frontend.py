@@ -16,6 +16,7 @@ SUPPORTED_OPS_FILE = Path(__file__).with_name("relax_onnx_ops.json")
 
 
 def _load_onnx(path: Path):
+    """Parse the model and read its external data (anomalib's model.onnx.data, or any location beside it) into it."""
     import onnx
 
     try:
@@ -28,11 +29,49 @@ def _load_onnx(path: Path):
         raise ModelImportError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cannot parse'})") from None
     if not model.graph.node:
         raise ModelImportError(f"{path}: ONNX graph has no nodes (corrupt or empty model)")
+    if external_data_files(model, path):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(Path(path).parent))
+        except (OSError, ValueError) as exc:
+            raise ModelImportError(f"{path}: cannot read its external data ({exc})") from None
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelImportError(f"{path}: ONNX model fails the checker: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:  # a model whose weights exceed protobuf's 2 GiB cannot be checked (or compiled) in memory
+        raise ModelImportError(f"{path}: ONNX model cannot be checked: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def external_data_files(model, path: Path) -> list[Path]:
+    """The files the model's tensors keep their data in, each checked: a relative location inside the model's folder,
+    a regular file, long enough for every tensor's offset and length. Sorted, without duplicates."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    path = Path(path)
+    folder = path.parent.resolve()
+    files: dict[str, Path] = {}
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        location = info.location or ""
+        where = f"{path}: tensor '{tensor.name}' keeps its data in '{location}'"
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise ModelImportError(f"{where}, which is not a path relative to the model's folder", field="ModelPath")
+        data_file = (folder / location).resolve()
+        if folder not in data_file.parents:
+            raise ModelImportError(f"{where}, which is outside the model's folder", field="ModelPath")
+        if not data_file.is_file():
+            raise ModelImportError(f"{where}, which is missing: put it beside the model ({folder / location})", field="ModelPath")
+        end = (info.offset or 0) + (info.length or 0)
+        if end > data_file.stat().st_size:
+            raise ModelImportError(f"{where} at bytes {info.offset or 0}..{end}, but that file has {data_file.stat().st_size} bytes "
+                                   "(truncated or from another export)", field="ModelPath")
+        files[location] = data_file
+    return [files[k] for k in sorted(files)]
 
 
 def _graph_inputs(model) -> list:
@@ -100,37 +139,145 @@ def check_operators(model, path: Path) -> None:
             raise ModelImportError(f"{path}: node '{node.name or node.output[0]}' uses unsupported operator '{node.op_type}'")
 
 
+# anomalib 2.x exports name their outputs after InferenceBatch's fields
+ANOMALIB_V2_ROLES = {"pred_score": OutputRole.SCORE, "pred_label": OutputRole.LABEL, "anomaly_map": OutputRole.ANOMALY_MAP,
+                     "pred_mask": OutputRole.MASK}
+
+
+def _output_role(out) -> OutputRole:
+    """By anomalib v2's name, else by type: bool outputs are verdicts (label, mask), floats are scores (score, map)."""
+    import onnx
+
+    if out.name in ANOMALIB_V2_ROLES:
+        return ANOMALIB_V2_ROLES[out.name]
+    rank = len(out.type.tensor_type.shape.dim)
+    if out.type.tensor_type.elem_type == onnx.TensorProto.BOOL:
+        return OutputRole.MASK if rank >= 3 else OutputRole.LABEL
+    return OutputRole.ANOMALY_MAP if rank >= 3 else OutputRole.SCORE
+
+
+def is_anomalib_v2(model) -> bool:
+    names = {o.name for o in model.graph.output}
+    return "pred_score" in names and ("pred_label" in names or "anomaly_map" in names)
+
+
 def infer_spec(model, path: Path, input_shape: tuple[int, ...]) -> dict:
-    """A spec from the graph alone: a 4-D output is the anomaly map, a small one the score."""
-    outputs = []
+    """A spec from the graph alone. Each output gets one role; a second output that would take a taken role is an error.
+
+    anomalib v2 exports (pred_score, pred_label, anomaly_map, pred_mask) normalise and threshold inside the graph:
+    their scores are already in [0, 1] and the graph's threshold is 0.5."""
+    outputs, taken = [], {}
     for out in model.graph.output:
-        rank = len(out.type.tensor_type.shape.dim)
-        outputs.append({"name": out.name, "role": OutputRole.ANOMALY_MAP.value if rank >= 3 else OutputRole.SCORE.value})
+        role = _output_role(out)
+        if role in taken:
+            raise ModelImportError(f"{path}: outputs '{taken[role]}' and '{out.name}' would both be the {role.value!r}; "
+                                   "give the roles in a model spec", field="outputs")
+        taken[role] = out.name
+        outputs.append({"name": out.name, "role": role.value})
+    if not any(role in taken for role in (OutputRole.SCORE, OutputRole.LABEL, OutputRole.ANOMALY_MAP)):
+        raise ModelImportError(f"{path}: no output is a score, label or anomaly map; give the roles in a model spec", field="outputs")
     name = _graph_inputs(model)[0].name
     layout = "NHWC" if input_shape[-1] == 3 and input_shape[1] != 3 else "NCHW"
     hw = input_shape[2:4] if layout == "NCHW" else input_shape[1:3]
+    anomalib = is_anomalib_v2(model)
     return {
         "input": {"name": name, "shape": list(input_shape), "layout": layout},
         "preprocessing": {"resize": list(hw)},
         "outputs": outputs,
         "image_threshold": 0.5,
+        "pixel_threshold": 0.5,
         "normalization": {"min": 0.0, "max": 1.0},
-        "source": f"inferred from {path.name}",
+        "source": f"{'anomalib v2 export' if anomalib else 'inferred from'} {path.name}",
     }
 
 
+def _check_input_shape(value_info, shape: tuple[int, ...], path: Path) -> None:
+    """The spec's shape must agree with every static dimension the graph declares; symbolic ones take the spec's value."""
+    dims = value_info.type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise ModelImportError(f"{path}: input '{value_info.name}' has {len(dims)} dimensions, the spec's input.shape {list(shape)} "
+                               f"has {len(shape)}", field="input.shape")
+    for i, (dim, want) in enumerate(zip(dims, shape)):
+        if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != want:
+            raise ModelImportError(f"{path}: input '{value_info.name}' dimension {i} is {dim.dim_value} in the graph, "
+                                   f"{want} in the spec's input.shape", field="input.shape")
+
+
 def _fix_input_shape(model, input_name: str, shape: tuple[int, ...]):
-    """Pin the model's input to the spec's static shape so every downstream shape is static."""
+    """Pin the model's input to the spec's static shape so every downstream shape is static.
+
+    A symbolic dimension named on the input (anomalib's ``batch_size``) takes the same value on the outputs."""
     from onnx import shape_inference
 
+    named = {}
     for value_info in model.graph.input:
         if value_info.name == input_name:
             dims = value_info.type.tensor_type.shape.dim
+            named = {d.dim_param: v for d, v in zip(dims, shape) if d.dim_param}
             del dims[:]
             for d in shape:
                 dims.add().dim_value = d
+    for value_info in model.graph.output:
+        for dim in value_info.type.tensor_type.shape.dim:
+            if dim.dim_param in named:
+                dim.dim_value = named[dim.dim_param]
     del model.graph.value_info[:]
     return shape_inference.infer_shapes(model)
+
+
+SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "Range", "NonZero"})
+
+
+def computes_shapes(model) -> bool:
+    """Whether the graph works out shapes at run time (Shape -> Gather -> Concat -> Reshape and the like)."""
+    return any(node.op_type in SHAPE_OPS for node in model.graph.node)
+
+
+def fold_shape_computations(model, path: Path):
+    """With the input shape fixed, fold what the graph computes from shapes into constants, so TVM's ONNX frontend sees
+    static Reshape/Expand/Resize arguments. onnxslim (a maintained ONNX simplifier) does the folding: constant folding,
+    dead-node and common-subexpression elimination; its operator fusions are left out, so the ops stay the user's."""
+    import onnxslim
+
+    try:
+        folded = onnxslim.slim(model, skip_optimizations=["graph_fusion", "weight_tying"])
+    except Exception as exc:  # onnxslim raises what onnx and its own passes raise
+        raise ModelImportError(f"{path}: folding the graph's shape computations failed ({type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'})") from None
+    if folded is None:
+        raise ModelImportError(f"{path}: folding the graph's shape computations failed")
+    return _small_initializers_as_constants(folded)
+
+
+def _small_initializers_as_constants(model, max_elements: int = 64):
+    """Folding leaves axes, shapes and sizes as initializers; TVM's frontend takes initializers as run-time parameters,
+    and then cannot see e.g. a ReduceL2's axes. Small integer initializers go back to being Constant nodes."""
+    import onnx
+    from onnx import helper
+
+    small = [t for t in model.graph.initializer
+             if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and _elements(t) <= max_elements]
+    if not small:
+        return model
+    names = {t.name for t in small}
+    keep = [t for t in model.graph.initializer if t.name not in names]
+    constants = [helper.make_node("Constant", [], [t.name], value=t, name=f"folded_{t.name}") for t in small]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    nodes = constants + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    inputs = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
+def _elements(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str = "onnx") -> ImportedModel:
@@ -152,7 +299,10 @@ def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str 
         if out.name not in graph_outputs:
             raise ModelImportError(f"{path}: model spec names output '{out.name}', which the graph does not have; "
                                    f"graph outputs: {graph_outputs}", field="outputs")
+    _check_input_shape(inputs[0], spec.input.shape, path)
     model = _fix_input_shape(model, spec.input.name, spec.input.shape)
+    if computes_shapes(model):
+        model = fold_shape_computations(model, path)
     data = model.SerializeToString()
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return ImportedModel(source_path=path, onnx_bytes=data, spec=spec, sha256=hashlib.sha256(data).hexdigest(),

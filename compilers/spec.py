@@ -24,8 +24,10 @@ _HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 class OutputRole(str, enum.Enum):
-    SCORE = "score"
-    ANOMALY_MAP = "anomaly_map"
+    SCORE = "score"  # the image's anomaly score (raw, mapped to [0, 1] with the spec's normalization)
+    LABEL = "label"  # the graph's own verdict: bool (or 0/1), true when anomalous
+    ANOMALY_MAP = "anomaly_map"  # per-pixel scores
+    MASK = "mask"  # the graph's own per-pixel verdict: bool (or 0/1)
 
 
 class Layout(str, enum.Enum):
@@ -85,6 +87,11 @@ class ModelSpec:
 
     def output(self, role: OutputRole) -> OutputSpec | None:
         return next((o for o in self.outputs if o.role is role), None)
+
+    @property
+    def is_classification(self) -> bool:
+        """No anomaly map and no mask: the model says whether an image is anomalous, not where (Lookout's classification)."""
+        return self.output(OutputRole.ANOMALY_MAP) is None and self.output(OutputRole.MASK) is None
 
     def to_json_dict(self) -> dict:
         doc = asdict(self)
@@ -185,8 +192,15 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
             raise ModelImportError(f"{where}: outputs[{i}].role must be one of {[r.value for r in OutputRole]}, got {out.get('role')!r}",
                                    field=f"outputs[{i}].role") from None
         outputs.append(OutputSpec(name=str(_require(out, "name", f"{where}.outputs[{i}]")), role=role))
-    if not any(o.role is OutputRole.ANOMALY_MAP for o in outputs):
-        raise ModelImportError(f"{where}: outputs must include one with role 'anomaly_map'", field="outputs")
+    for i, out in enumerate(outputs):
+        if any(o.role is out.role for o in outputs[:i]):
+            raise ModelImportError(f"{where}: outputs[{i}] ({out.name!r}) has role {out.role.value!r}, which an earlier output has; "
+                                   f"each role goes to one output", field=f"outputs[{i}].role")
+        if any(o.name == out.name for o in outputs[:i]):
+            raise ModelImportError(f"{where}: outputs[{i}]: output {out.name!r} is listed twice; each output has exactly one role",
+                                   field=f"outputs[{i}].name")
+    if not any(o.role in (OutputRole.SCORE, OutputRole.LABEL, OutputRole.ANOMALY_MAP) for o in outputs):
+        raise ModelImportError(f"{where}: outputs must include one with role 'score', 'label' or 'anomaly_map'", field="outputs")
     norm = doc.get("normalization", {})
     image_threshold = float(_require(doc, "image_threshold", where))
     classes = tuple(AnomalyClass(str(c["name"]), str(c["color"])) for c in doc.get("classes", [{"name": "anomaly", "color": "#FF0000"}]))

@@ -228,9 +228,10 @@ def runs_on_this_host(target: Target) -> bool:
 
 def verify_on_host(artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions) -> dict[str, float]:
     """Run the exported library here with the device runtime's own loader; fail the build on a mismatch."""
-    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input
+    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input, thresholded_outputs
 
     x = random_input(imported)
     compiled = model_runner.CompiledModel.load(artifact.model_dir)
-    results = assert_matches_onnxruntime(compiled.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol)
+    results = assert_matches_onnxruntime(compiled.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol,
+                                         thresholded=thresholded_outputs(imported))
     return {r.name: r.max_abs_error for r in results}

@@ -46,12 +46,46 @@ def onnxruntime_outputs(imported: ImportedModel, x: np.ndarray) -> dict[str, np.
     return dict(zip(names, session.run(names, {imported.spec.input.name: x})))
 
 
-def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float) -> list[OutputComparison]:
+# A bool output may differ from ONNX Runtime's only where the float it thresholds lies this close to the threshold.
+BOOL_THRESHOLD_MARGIN = 1e-5
+
+
+def thresholded_outputs(imported: ImportedModel) -> dict[str, tuple[str, float]]:
+    """bool output -> (the float output it thresholds, the threshold), for graphs that threshold their own scores
+    (anomalib v2: pred_label = pred_score > 0.5, pred_mask = anomaly_map > 0.5)."""
+    from compilers.spec import OutputRole
+
+    spec = imported.spec
+    pairs = {}
+    for verdict, source, threshold in ((OutputRole.LABEL, OutputRole.SCORE, spec.image_threshold),
+                                       (OutputRole.MASK, OutputRole.ANOMALY_MAP, spec.pixel_threshold)):
+        if spec.output(verdict) is not None and spec.output(source) is not None:
+            pairs[spec.output(verdict).name] = (spec.output(source).name, float(threshold))
+    return pairs
+
+
+def _bool_mismatches(got: np.ndarray, want: np.ndarray, expected: dict[str, np.ndarray], pair: tuple[str, float] | None) -> int:
+    """Elements where two bool outputs differ and the difference is not excused by a float at the threshold."""
+    differ = np.asarray(got) != np.asarray(want)
+    if pair is not None and pair[0] in expected and expected[pair[0]].shape == want.shape:
+        source, threshold = pair
+        differ &= np.abs(expected[source].astype(np.float64) - threshold) > BOOL_THRESHOLD_MARGIN
+    return int(differ.sum())
+
+
+def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float,
+                    thresholded: dict[str, tuple[str, float]] | None = None) -> list[OutputComparison]:
+    """Floats within rtol/atol; bools equal, except where the float they threshold is within 1e-5 of the threshold."""
     results = []
     for name, want in expected.items():
         got = actual[name]
         if got.shape != want.shape:
             raise AccuracyMismatchError(f"output '{name}': compiled shape {list(got.shape)} differs from ONNX Runtime's {list(want.shape)}")
+        if want.dtype == np.bool_ or got.dtype == np.bool_:
+            wrong = _bool_mismatches(got, want, expected, (thresholded or {}).get(name))
+            results.append(OutputComparison(name=name, max_abs_error=float(wrong), max_rel_error=wrong / max(want.size, 1),
+                                            within_tolerance=wrong == 0))
+            continue
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         finite = np.isfinite(got).all()
         results.append(OutputComparison(
@@ -64,10 +98,15 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
 
 
 def assert_matches_onnxruntime(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float,
-                               where: str = "compiled model") -> list[OutputComparison]:
+                               where: str = "compiled model", thresholded: dict[str, tuple[str, float]] | None = None,
+                               ) -> list[OutputComparison]:
     """Fail the build on the first output outside rtol/atol, naming it and its max error."""
-    results = compare_outputs(actual, expected, rtol, atol)
+    results = compare_outputs(actual, expected, rtol, atol, thresholded)
     for r in results:
+        if not r.within_tolerance and (expected[r.name].dtype == np.bool_ or actual[r.name].dtype == np.bool_):
+            raise AccuracyMismatchError(
+                f"{where} disagrees with ONNX Runtime on bool output '{r.name}' at {int(r.max_abs_error)} of "
+                f"{expected[r.name].size} elements away from the threshold")
         if not r.within_tolerance:
             raise AccuracyMismatchError(
                 f"{where} disagrees with ONNX Runtime on output '{r.name}': max abs error {r.max_abs_error:.3g}, "

@@ -233,9 +233,9 @@ def _has_function(session, name: str) -> bool:
 
 def verify_on_device(model: RemoteModel, imported: ImportedModel, options: CompileOptions, where: str) -> dict[str, float]:
     """The build-time ORT check, with the compiled model running on the device."""
-    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input
+    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input, thresholded_outputs
 
     x = random_input(imported)
     results = assert_matches_onnxruntime(model.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol,
-                                         where=f"compiled model on {where}")
+                                         where=f"compiled model on {where}", thresholded=thresholded_outputs(imported))
     return {r.name: r.max_abs_error for r in results}

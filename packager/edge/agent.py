@@ -92,14 +92,14 @@ def _require_component(name: str) -> str:
     return name
 
 
-def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask]:
-    """The model's verdict on one RGB image, and its mask at the image's size."""
+def _analyse(detector, rgb) -> tuple[AnomalyResult, AnomalyMask | None]:
+    """The model's verdict on one RGB image, and its mask at the image's size (None for a classification model)."""
     spec = detector.spec
     result = postprocess(detector.model.run(preprocess(rgb, spec)), spec)
+    if result.anomaly_map is None:
+        return result, None
     height, width = rgb.shape[:2]
-    mask = render(result.anomaly_map, float(spec.get("pixel_threshold", result.threshold)), MaskPalette.from_spec(spec),
-                  height, width)
-    return result, mask
+    return result, render(result.anomaly_map, result.pixel_threshold, MaskPalette.from_spec(spec), height, width)
 
 
 class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
@@ -154,6 +154,8 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         found = response.detect_anomaly_result
         found.is_anomalous, found.confidence = result.is_anomalous, result.confidence
         found.anomaly_score, found.anomaly_threshold = result.score, result.threshold
+        if mask is None:  # a classification model, as Lookout's: no mask and no anomalies
+            return response
         found.anomaly_mask.width, found.anomaly_mask.height = width, height
         if mask_region is not None:
             written = bitmaps.to_shared_memory(mask_region, mask.pixels)
@@ -327,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     # TVM's runtime only: the agent never compiles, and the 250 MB compiler library cost 110 MB of resident memory and
     # 0.5 s of start-up on the build machine. CUDA models load TVM's CUDA runtime themselves (model_runner).
     os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    # tvm_ffi imports torch whenever it is installed, for tensor interop the agent never uses: on a build machine that
+    # cost 200 MB of resident memory and 10 s of start-up. The agent does without it, as a device without torch does.
+    sys.modules.setdefault("torch", None)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.registry.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()

@@ -17,11 +17,16 @@ SPEC = "spec.json"
 
 @dataclass(frozen=True)
 class AnomalyResult:
-    score: float  # raw, as the model outputs it
-    threshold: float  # raw image threshold from the spec
-    is_anomalous: bool
-    confidence: float  # score normalized to [0, 1]
-    anomaly_map: np.ndarray  # float32 HxW at the model's resolution
+    """One image's verdict. ``score`` and ``threshold`` share one scale, [0, 1]: the raw score and the spec's image
+    threshold, both mapped with the spec's normalization ((x - min) / (max - min), clipped), as Lookout's proto says
+    ("in range 0.0 to 1.0"). anomalib v2 exports normalise in the graph, so theirs pass through unchanged."""
+
+    score: float
+    threshold: float
+    is_anomalous: bool  # the graph's own label when it has one, else raw score > raw threshold
+    confidence: float  # the score, on the same [0, 1] scale
+    anomaly_map: np.ndarray | None  # float32 HxW at the model's resolution (the graph's mask as 0/1 when it has one); None: classification
+    pixel_threshold: float = 0.5  # what anomaly_map is compared with to paint the mask
 
 
 def load_cuda_runtime() -> None:
@@ -123,15 +128,30 @@ def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
+def normalized(value: float, norm: dict) -> float:
+    return float(np.clip((value - norm["min"]) / (norm["max"] - norm["min"]), 0.0, 1.0))
+
+
 def postprocess(outputs: dict[str, np.ndarray], spec: dict) -> AnomalyResult:
+    """Outputs by role: score, label (the graph's verdict), anomaly_map, mask (the graph's per-pixel verdict)."""
     roles = {o["role"]: o["name"] for o in spec["outputs"]}
-    anomaly_map = np.squeeze(outputs[roles["anomaly_map"]]).astype(np.float32)
-    score = float(np.ravel(outputs[roles["score"]])[0]) if "score" in roles else float(anomaly_map.max())
+    anomaly_map = np.squeeze(outputs[roles["anomaly_map"]]).astype(np.float32) if "anomaly_map" in roles else None
     norm = spec["normalization"]
-    confidence = float(np.clip((score - norm["min"]) / (norm["max"] - norm["min"]), 0.0, 1.0))
     threshold = float(spec["image_threshold"])
-    return AnomalyResult(score=score, threshold=threshold, is_anomalous=score > threshold, confidence=confidence,
-                         anomaly_map=anomaly_map)
+    label = bool(np.ravel(outputs[roles["label"]])[0]) if "label" in roles else None
+    if "score" in roles:
+        score = float(np.ravel(outputs[roles["score"]])[0])
+    elif anomaly_map is not None:
+        score = float(anomaly_map.max())
+    else:  # a label alone: the score is the verdict
+        score, threshold, norm = float(label), 0.5, {"min": 0.0, "max": 1.0}
+    is_anomalous = label if label is not None else score > threshold
+    pixel_threshold = float(spec.get("pixel_threshold", spec["image_threshold"]))
+    if "mask" in roles:  # the graph's own mask decides which pixels are anomalous
+        anomaly_map, pixel_threshold = np.squeeze(outputs[roles["mask"]]).astype(np.float32), 0.5
+    confidence = normalized(score, norm)
+    return AnomalyResult(score=confidence, threshold=normalized(threshold, norm), is_anomalous=bool(is_anomalous),
+                         confidence=confidence, anomaly_map=anomaly_map, pixel_threshold=pixel_threshold)
 
 
 class AnomalyDetector:

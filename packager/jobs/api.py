@@ -176,7 +176,7 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     """Our extension: record a trained ONNX model (plus its spec) as the project's next model version.
     With reuse_identical, the project's newest version with the same model and spec bytes is returned instead."""
     from compilers.intake import import_model
-    from packager.jobs.model_files import check_model_file, store_file
+    from packager.jobs.model_files import check_model_file, store_file, store_model
     from packager.jobs.shared_models import model_bucket, model_files, upload_model_files
 
     validate_shape("ProjectName", project, "ProjectName")
@@ -189,7 +189,7 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     import_model(model_path, Path(spec_path) if spec_path is not None else None)  # build's intake checks, before any record
     root = packager_home(home)
     root.mkdir(parents=True, exist_ok=True)
-    model_file = store_file(root, model_path, model_path.suffix.lower())
+    model_file, model_digest = store_model(root, model_path)
     spec_file = store_file(root, Path(spec_path), ".json") if spec_path is not None else None
     shared = model_bucket()
     if shared is not None:  # other build hosts fetch it from there; uploaded before the version is recorded
@@ -209,7 +209,7 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
                     seq=0, project=project, version=version, created=time.time(), description=description,
                     arn=f"arn:aws:lookoutvision:{_region()}:{_ACCOUNT}:model/{project}/{version}",
                     model_file=model_file, spec_file=spec_file))
-        return {"ModelMetadata": _model_metadata(model), "ModelSha256": Path(model_file).stem}
+        return {"ModelMetadata": _model_metadata(model), "ModelSha256": model_digest}
     finally:
         store.close()
 

@@ -15,7 +15,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from packager.errors import InternalServerException, PackagerError, RequestTooLargeException, ValidationException
@@ -131,20 +131,28 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         self._send(200, {"Content-Type": "application/json"}, protocol.response_body(response), request_id)
 
     def _register_model(self, project: str, body: bytes) -> dict:
-        """Our extension: {"Model": base64 ONNX bytes, "Spec": {...} (optional), "Description", "CreateProject"}."""
+        """Our extension: {"Model": base64 ONNX bytes, "ExternalData": {location: base64 bytes} (optional, the files the
+        model keeps its weights in, e.g. anomalib's "model.onnx.data"), "ModelFileName" (optional, default "model.onnx"),
+        "Spec": {...} (optional), "Description", "CreateProject"}."""
         doc = protocol.parse_json_body(body)
-        unknown = set(doc) - {"Model", "Spec", "Description", "CreateProject"}
+        unknown = set(doc) - {"Model", "ModelFileName", "ExternalData", "Spec", "Description", "CreateProject"}
         if unknown:
             raise ValidationException(f"Unknown parameter in input: {sorted(unknown)}", field=sorted(unknown)[0])
-        try:
-            model_bytes = base64.b64decode(doc.get("Model", ""), validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise ValidationException("Model must be the base64-encoded ONNX file", field="Model") from None
+        model_bytes = _base64_field(doc.get("Model", ""), "Model", "the base64-encoded ONNX file")
         if not model_bytes:
             raise ValidationException("Model is required: the base64-encoded ONNX file", field="Model")
+        name = _relative_name(doc.get("ModelFileName", "model.onnx"), "ModelFileName")
+        external = doc.get("ExternalData") or {}
+        if not isinstance(external, dict):
+            raise ValidationException("ExternalData must map each data file's location to its base64 bytes", field="ExternalData")
         with tempfile.TemporaryDirectory(prefix="register-") as scratch:
-            model_path = Path(scratch) / "model.onnx"
+            model_path = Path(scratch) / "model" / name
+            model_path.parent.mkdir(parents=True)
             model_path.write_bytes(model_bytes)
+            for location, encoded in external.items():
+                data_path = model_path.parent / _relative_name(location, f"ExternalData.{location}")
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                data_path.write_bytes(_base64_field(encoded, f"ExternalData.{location}", "the data file's base64 bytes"))
             spec_path = None
             if doc.get("Spec") is not None:
                 spec_path = Path(scratch) / "spec.json"
@@ -199,3 +207,18 @@ def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServ
     server = LookoutVisionServer((host, port), handler)
     server.quiet = config.quiet
     return server
+
+
+def _base64_field(value, field: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValidationException(f"{field} must be {what}", field=field) from None
+
+
+def _relative_name(value, field: str) -> str:
+    """A file name for the scratch folder: relative, inside it, no '..'."""
+    parts = PurePosixPath(str(value)).parts if isinstance(value, str) else ()
+    if not parts or value.startswith("/") or "\\" in value or any(p in ("..", ".") for p in parts):
+        raise ValidationException(f"{field}: {value!r} must be a relative file name without '..'", field=field)
+    return str(PurePosixPath(*parts))

@@ -65,7 +65,8 @@ def test_normal_and_defective_images(running_agent, compiled_model_dir):
         expected = reference.detect(image)
         assert result.is_anomalous is anomalous
         assert result.anomaly_score == pytest.approx(expected.score, rel=1e-5)
-        assert result.anomaly_threshold == pytest.approx(spec["image_threshold"])
+        norm = spec["normalization"]
+        assert result.anomaly_threshold == pytest.approx((spec["image_threshold"] - norm["min"]) / (norm["max"] - norm["min"]))
         assert result.is_anomalous == (result.anomaly_score > result.anomaly_threshold)
         assert 0.0 <= result.confidence <= 1.0 and result.confidence == pytest.approx(expected.confidence, abs=1e-5)
         mask = np.frombuffer(result.anomaly_mask.byte_data, np.uint8).reshape(image.shape)

@@ -162,3 +162,21 @@ def test_serve_command_end_to_end(home, tmp_path):
                              env={k: v for k, v in cli_env().items() if not k.startswith("PACKAGER_ACCESS")
                                   and not k.startswith("PACKAGER_SECRET")}, timeout=60)
     assert refused.returncode == 2 and "PACKAGER_ACCESS_KEY_ID" in refused.stderr
+
+
+def test_register_model_with_external_data_over_http(endpoint, home, tmp_path):
+    from tests.compilers.test_anomalib_intake import anomalib_like
+
+    path = anomalib_like(tmp_path / "export" / "model.onnx")
+    data = (tmp_path / "export" / "model.onnx.data").read_bytes()
+    body = {"Model": base64.b64encode(path.read_bytes()).decode(), "CreateProject": True,
+            "ExternalData": {"model.onnx.data": base64.b64encode(data).decode()}}
+    status, _, registered = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models", json.dumps(body).encode())
+    assert status == 200, registered
+    assert (home / "models" / "sha256" / registered["ModelSha256"] / "model.onnx.data").read_bytes() == data
+    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models",
+                                   json.dumps({**body, "ExternalData": {}}).encode())  # the data file left out
+    assert status == 400 and "model.onnx.data" in error["Message"] and "missing" in error["Message"]
+    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models",
+                                   json.dumps({**body, "ExternalData": {"../x.data": "AA=="}}).encode())
+    assert status == 400 and "ExternalData" in error["Message"]
