@@ -310,7 +310,7 @@ def _mode(ref: ArtifactRef) -> int:
 
 def prepare_component(plan: DeploymentPlan, component: LocalComponent) -> None:
     """Verify, copy and unarchive every artifact, then create the work directory."""
-    artifacts_dir, decompressed_dir = plan.artifacts_path(component), plan.decompressed_path(component)
+    artifacts_dir = plan.artifacts_path(component)
     payloads = [(ref, verify_digest(ref, component.name)) for ref in component.artifacts]  # all checked before any copy
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     for ref, data in payloads:

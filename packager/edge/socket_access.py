@@ -26,7 +26,7 @@ class SocketAccess:
     gid: int | None  # None: the group the agent runs as
 
     @classmethod
-    def parse(cls, mode: str, group: str) -> "SocketAccess":
+    def parse(cls, mode: str, group: str) -> SocketAccess:
         """mode: octal permission bits such as "0660"; group: a group name or number, "" for the agent's own."""
         if not re.fullmatch(r"0?[0-7]{3}", mode or ""):
             raise SocketAccessError(f"socket mode {mode[:20]!r} must be octal permission bits such as 0660")

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from packager.bundle import agent_bundle
-from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from packager.edge import edge_agent_pb2 as pb
+from packager.edge import edge_agent_pb2_grpc as pb_grpc
 from targets import host_target
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,7 +14,12 @@ from packager.bundle import S3Location
 from packager.errors import PublishError
 from packager.publish import TransferSettings, publish
 
-from .conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, REGION, TEST_CLIENT_CONFIG
+from .conftest import (
+    FAKE_ACCESS_KEY_ID,
+    FAKE_SECRET_ACCESS_KEY,
+    REGION,
+    TEST_CLIENT_CONFIG,
+)
 from .loopback import make_bundle, read_object
 
 DOCUMENTED_S3_ACTIONS = ["s3:PutObject", "s3:GetBucketLocation"]

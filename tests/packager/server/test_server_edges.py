@@ -18,7 +18,13 @@ from botocore.credentials import Credentials
 from packager.server.app import ServerConfig, make_server
 from tests.conftest import tiny_spec_dict
 from tests.packager.jobs.support import home  # noqa: F401  (fixture)
-from tests.packager.server.test_server_rest import ACCESS_KEY, SECRET_KEY, endpoint, lookout, signed_call  # noqa: F401
+from tests.packager.server.test_server_rest import (  # noqa: F401
+    ACCESS_KEY,
+    SECRET_KEY,
+    endpoint,
+    lookout,
+    signed_call,
+)
 
 
 def _signed_headers(url: str, method: str, region: str = "us-east-1", body: bytes = b"") -> dict:
