@@ -29,6 +29,15 @@ def num_cores(target: Target) -> int:
     return int(target.tvm_target.get("num-cores") or host.get("num-cores") or os.cpu_count() or 1)
 
 
+def machine(target: Target):
+    """What the CPU schedules are sized by: the target's cores and its vector ISA (AVX2, AVX-512, NEON)."""
+    from compilers.tuning_templates import Machine
+    from targets.cpu import vector_isa
+
+    isa = vector_isa(target.tvm_target)
+    return Machine(cores=num_cores(target), lanes=isa.lanes, accumulators=isa.accumulators)
+
+
 def _conv2d_transpose_phases(bb, call):
     """conv2d_transpose as stride-phase convolutions: no multiplications by the zeros of a dilated input.
 
@@ -131,7 +140,7 @@ def default_schedule(func, target: Target, decisions=None):
     from compilers.tuning_templates import DefaultDecisions
 
     sch = s_tir.Schedule(workload(func))
-    if not schedule_function(sch, decisions or DefaultDecisions(), num_cores(target)):
+    if not schedule_function(sch, decisions or DefaultDecisions(), machine(target)):
         return None
     return sch
 

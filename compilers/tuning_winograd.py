@@ -156,10 +156,18 @@ def kind(sch: s_tir.Schedule, block_rv) -> str | None:
     return str(value) if value is not None else None
 
 
-def _vectorized_transform(sch, block_rv, vector: int, parallel: int, lanes: int = 8) -> None:
+def _lanes_dividing(extent: int, lanes: int) -> int:
+    """The widest vector of at most ``lanes`` floats that divides ``extent`` (eligible() makes 8 always divide)."""
+    while extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+def _vectorized_transform(sch, block_rv, vector: int, parallel: int, lanes: int) -> None:
     """Columns stage of a transform: tile loops unrolled (the constant matrix folds away), channels vectorized;
     its rows stage is computed per channel vector into a small local buffer."""
     loops = sch.get_loops(block_rv)
+    lanes = _lanes_dividing(int(sch.get(loops[vector]).extent), lanes)
     outer, lane = sch.split(loops[vector], [None, lanes])
     sch.reorder(loops[parallel], outer, loops[0], loops[1], lane)
     sch.unroll(loops[0])
@@ -181,12 +189,12 @@ def _rows_at(sch, block_rv, loop) -> None:
         sch.vectorize(inner[3])
 
 
-def schedule_block(sch: s_tir.Schedule, block_rv, name: str) -> bool:
-    """Schedule one Winograd stage; False for stages another step owns."""
+def schedule_block(sch: s_tir.Schedule, block_rv, name: str, lanes: int) -> bool:
+    """Schedule one Winograd stage, ``lanes`` float32 wide where the channels allow; False for stages another step owns."""
     if name in ("winograd_data", "winograd_kernel"):  # loops e1, e2, p|c, c|o
-        _vectorized_transform(sch, block_rv, vector=3, parallel=2)
+        _vectorized_transform(sch, block_rv, vector=3, parallel=2, lanes=lanes)
     elif name == "winograd_output":
-        _schedule_output(sch, block_rv)
+        _schedule_output(sch, block_rv, lanes)
     elif name == "winograd_rows":
         pass  # computed inside its consumer
     elif name == "winograd_input":
@@ -200,11 +208,11 @@ def schedule_block(sch: s_tir.Schedule, block_rv, name: str) -> bool:
     return True
 
 
-def _schedule_output(sch: s_tir.Schedule, block_rv) -> None:
+def _schedule_output(sch: s_tir.Schedule, block_rv, lanes: int) -> None:
     """Output tiles: the inverse transform inlined, unrolled per m x m tile, vectorized over output channels."""
     m = int(sch.get(block_rv).annotations["winograd_m"])
     n, o, y, x = sch.get_loops(block_rv)
-    o_o, o_v = sch.split(o, [None, 8])
+    o_o, o_v = sch.split(o, [None, _lanes_dividing(int(sch.get(o).extent), lanes)])
     y_o, y_i = sch.split(y, [None, m])
     x_o, x_i = sch.split(x, [None, m])
     sch.reorder(n, o_o, y_o, x_o, y_i, x_i, o_v)

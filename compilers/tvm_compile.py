@@ -95,7 +95,7 @@ def relax_pipeline_for(target: Target, tvm_target, database):
     return schedules.relax_pipeline(target, database)
 
 
-def tuned_database(mod, target: Target, options: CompileOptions):
+def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
     """Tune when asked, then the tuning cache's records for this target: (database or None, trials run).
 
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
@@ -111,14 +111,17 @@ def tuned_database(mod, target: Target, options: CompileOptions):
     cache = open_tuning_cache(options.tuning_cache_dir)
     if options.tuning_trials == 0 and not cache.has_records(target):
         return None, 0
-    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress)
+    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress,
+                  log=progress if options.tuning_progress else None)
     return cache.database_for(target), result.trials
 
 
-def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
+def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None,
+                  progress=None) -> CompiledArtifact:
     """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model.
 
-    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials)."""
+    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials);
+    tuning reports its progress in lines to ``progress`` (a callable taking a str), or to stderr when it is None."""
     import tvm
 
     from compilers.schedules import CpuPipeline
@@ -128,7 +131,7 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
     mod, params = relax_for_target(imported, target)
     trials = 0
     if database is None:
-        database, trials = tuned_database(mod, target, options)
+        database, trials = tuned_database(mod, target, options, progress)
     tvm_target = tvm.target.Target(target.tvm_target)
     pipeline = relax_pipeline_for(target, tvm_target, database)
     try:

@@ -61,7 +61,7 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
     with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
         options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials)
         progress(f"compiling for {request.target.name}")
-        artifact = compile_model(imported, request.target, options)
+        artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.tuning_trials or artifact.tuning_records_applied:
             progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels")
         if request.device is not None:

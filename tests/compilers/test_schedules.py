@@ -1,5 +1,7 @@
 """Default CPU schedules: every fused operator gets a parallel, vectorized schedule, and results match ONNX Runtime."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,32 @@ def test_conv_gets_a_parallel_vectorized_register_tiled_schedule(cpu):
     assert "T.parallel" in conv and "T.vectorized" in conv and "T.unroll" in conv
     assert 'scope="local"' in conv  # the accumulators of the register tile
     assert "T.max" in conv  # relu folded into the tile's write-back, not a second pass
+
+
+VECTORIZED = r"T\.vectorized\((?:T\.int64\()?(\d+)"
+
+
+@pytest.mark.parametrize("name,options,lanes", [
+    ("LINUX/X86_64", CompilerOptions(num_cores=2), 8),
+    ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", num_cores=2), 16),
+    ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids", num_cores=2), 16),
+    ("LINUX/ARM64", CompilerOptions(num_cores=4), 4),
+])
+def test_default_schedules_follow_the_targets_vector_width(name, options, lanes):
+    """AVX2 gets 8-float vectors, AVX-512 16 and NEON 4, in convolutions and elementwise work alike."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4),
+         helper.make_node("Sigmoid", ["x"], ["s"])],
+        [("x", [1, 16, 16, 16])], ["y", "s"], {"w": weights(64, 16, 3, 3), "b": weights(64, seed=2)})
+    scripts = scheduled_functions(model, get_target(name, options))
+    conv = next(text for n, text in scripts.items() if "conv2d" in n)
+    sigmoid = next(text for n, text in scripts.items() if "sigmoid" in n)
+    for text in (conv, sigmoid):
+        widths = {int(w) for w in re.findall(VECTORIZED, text)}
+        assert widths and all(w % lanes == 0 for w in widths), (name, options, widths)
+    assert lanes in {int(w) for w in re.findall(VECTORIZED, sigmoid)}
 
 
 def test_pipeline_schedules_every_function_and_reports_it(cpu):
