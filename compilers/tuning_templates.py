@@ -176,10 +176,17 @@ def _channel_innermost(dim: int, ndim: int, lanes: int):
 
 
 def _inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
-    """Fold bias, activation and other elementwise consumers into the write-back of a register tile."""
+    """Fold bias, activation and other elementwise consumers into the write-back of a register tile.
+
+    A consumer that writes a smaller buffer (the crop of a convolution computed over padded columns) stays apart:
+    TIR would inline it without a bounds check, and the tile's padded columns would land in the next row.
+    """
     while True:
         consumers = sch.get_consumers(writeback)
         if len(consumers) != 1:
+            return
+        produced = [int(d) for d in sch.get(writeback).writes[0].source.shape]
+        if [int(d) for d in sch.get(consumers[0]).writes[0].source.shape] != produced:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
