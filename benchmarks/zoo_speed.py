@@ -56,7 +56,7 @@ def _imported(path: Path):
 
     try:
         imported = import_model(path, None)
-    except Exception as exc:  # intake refusing the export is a result of its own; measure the graph anyway
+    except Exception as exc:  # noqa: BLE001 - intake refusing the export is a result of its own; measure the graph anyway
         return None, f"intake: {str(exc).splitlines()[0][:300]}"
     return to_relax(imported), None
 
@@ -135,7 +135,7 @@ def kernel_flops(mod, target) -> dict[str, float]:
         if isinstance(func, tvm.tirx.PrimFunc):
             try:
                 flops[gvar.name_hint] = float(estimate_tir_flops(workload(func)))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a kernel the estimator cannot count is reported without a rate
                 flops[gvar.name_hint] = 0.0
     return flops
 
@@ -168,7 +168,7 @@ def tvm_engine(name: str, mod, params, target, database=None):
             times: dict[str, list] = {}
             starts: dict[str, float] = {}
 
-            def instrument(func, symbol, before_run, ret_value, *args):
+            def instrument(func, symbol, before_run, ret_value, *args, times=times, starts=starts):
                 if before_run:
                     starts[symbol] = time.perf_counter()
                 else:
@@ -218,7 +218,7 @@ def run_model(name: str, args, target, cache, root: Path, peak: float) -> dict:
     if not args.no_openvino:
         try:
             engines.append(openvino_engine(path, args.threads))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a model OpenVINO refuses is a result of the table
             report["notes"].append(f"openvino: {str(exc).splitlines()[0][:200]}")
     profiles = {}
     try:
@@ -238,7 +238,7 @@ def run_model(name: str, args, target, cache, root: Path, peak: float) -> dict:
             engine.tuning_s, engine.trials = result.seconds, result.trials
             engine.notes["tasks"] = [vars(t) for t in result.tasks]
             engines.append(engine)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a model TVM cannot import or compile is a result of the table
         report["notes"].append(f"tvm: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}")
         print(f"[{name}] TVM failed: {report['notes'][-1]}", flush=True)
         flops = {}
@@ -268,11 +268,11 @@ def write_report(results: dict, out: Path) -> list[Path]:
     env = results["environment"]
     engines = ["ort", "openvino", "tvm_default", "tvm_tuned"]
     lines = ["# anomalib zoo speed at 256x256, batch 1", "",
-             f"`{results['command']}`, {results['finished']}. CPU: **{env['cpu']['model']}** (ISA {', '.join(env['cpu']['isa'])}), "
-             f"{results['threads']} threads per engine; FMA peak {results['fma_peak_gflops']:.0f} GFLOP/s. "
-             f"ISA used: TVM {env['engine_isa']['tvm']}; ORT {env['engine_isa']['ort']}; OpenVINO {env['engine_isa']['openvino']}. "
-             f"Load average at start/end {env['load_start']} / {env['load_end']}: the machine was shared with other work, "
-             "so absolute times are noisy; engines alternate within each round and figures are medians.", "",
+             (f"`{results['command']}`, {results['finished']}. CPU: **{env['cpu']['model']}** (ISA {', '.join(env['cpu']['isa'])}), "
+              f"{results['threads']} threads per engine; FMA peak {results['fma_peak_gflops']:.0f} GFLOP/s. "
+              f"ISA used: TVM {env['engine_isa']['tvm']}; ORT {env['engine_isa']['ort']}; OpenVINO {env['engine_isa']['openvino']}. "
+              f"Load average at start/end {env['load_start']} / {env['load_end']}: the machine was shared with other work, "
+              "so absolute times are noisy; engines alternate within each round and figures are medians."), "",
              "| model | " + " | ".join(f"{e} ms" for e in engines) + " | TVM/ORT untuned | TVM/ORT tuned | OpenVINO/ORT | notes |",
              "|---|" + "---|" * (len(engines) + 4)]
     for m in results["models"]:
@@ -326,16 +326,17 @@ def main(argv=None) -> int:
     models = []
     for name in args.models or list(MODELS):
         models.append(run_model(name, args, target, cache, root, peak))
-    results = {
-        "command": "python benchmarks/zoo_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "threads": args.threads, "target": target.tvm_target, "fma_peak_gflops": peak, "trials": args.trials,
-        "environment": {"cpu": cpu_description(), "engine_isa": engine_isa(target), "cpu_count": os.cpu_count(),
-                        "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()]},
-        "models": models,
-    }
-    for path in write_report(results, args.output):
-        print("wrote", path)
+        results = {  # written after every model, so a long run that is stopped keeps what it measured
+            "command": "python benchmarks/zoo_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "threads": args.threads, "target": target.tvm_target, "fma_peak_gflops": peak, "trials": args.trials,
+            "environment": {"cpu": cpu_description(), "engine_isa": engine_isa(target), "cpu_count": os.cpu_count(),
+                            "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()]},
+            "models": models,
+        }
+        for path in write_report(results, args.output):
+            print("wrote", path)
     return 0
 
 

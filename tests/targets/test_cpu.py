@@ -2,7 +2,13 @@
 
 import pytest
 
-from targets import CompilerOptions, TargetRequest, get_target, host_target, resolve_target
+from targets import (
+    CompilerOptions,
+    TargetRequest,
+    get_target,
+    host_target,
+    resolve_target,
+)
 from targets.cpu import host_cpu, host_mcpu, parse_cpuinfo, vector_isa
 
 ZEN3 = """processor\t: 0
