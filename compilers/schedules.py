@@ -119,9 +119,10 @@ def padded_extent(extent: int, accumulators: int) -> int | None:
 
 
 def target_accumulators(tvm_target) -> int:
+    """Register-tile accumulators of a tvm.target.Target (AVX2's when legalizing outside any target)."""
     from targets.cpu import vector_isa
 
-    return vector_isa(dict(tvm_target.export())).accumulators
+    return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"}).accumulators
 
 
 def _conv2d_direct(bb, call):
