@@ -95,6 +95,7 @@ def _conv2d_transpose_phases(bb, call):
 
 
 _MAX_PAD_WASTE = 0.08  # extra columns computed, as a share of the real ones
+_MIN_PADDED_REDUCTION = 256  # multiply-adds per output below which a direct convolution keeps its own width
 
 
 def _tile_accumulators(extent: int, accumulators: int) -> int:
@@ -138,7 +139,10 @@ def _conv2d_direct(bb, call):
     out_shape = [int(d) for d in call.ty.shape]
     plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
              and int(attrs.groups) == 1 and call.args[0].ty.dtype == "float32")
-    padded = padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current())) if plain else None
+    _, ci, kh, kw = [int(d) for d in call.args[1].ty.shape]
+    # With a short reduction (an RGB stem), writing the output costs as much as computing it: a crop pass would not pay.
+    long_reduction = ci * kh * kw >= _MIN_PADDED_REDUCTION
+    padded = padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current())) if plain and long_reduction else None
     if padded is None:
         return _nn_conv2d(bb, call)
     strides = [int(s) for s in attrs.strides]
