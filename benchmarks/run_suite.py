@@ -174,12 +174,20 @@ def main(argv=None) -> int:
                         "tvm": _version("tvm"), "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
                         "openvino": "not run" if args.no_openvino else _version("openvino")},
         "models": models,
+        "isa": _isa(target),
     }
     for path in suite_report.write(results, args.output, args.stem):
         print("wrote", path)
     if args.export_records:
         print("wrote", args.output / "tuning_records.json", cache.export(args.output / "tuning_records.json", target), "records")
     return 0
+
+
+def _isa(target) -> dict:
+    """The CPU's vector extensions and the ISA each engine used on it."""
+    from benchmarks.cpu_info import cpu_description, engine_isa
+
+    return {"cpu": cpu_description(), "engines": engine_isa(target)}
 
 
 def _cpu_name() -> str:

@@ -19,6 +19,8 @@ def markdown(results: dict) -> str:
         f"engine, batch 1, one process. Load average at start {env['load_start']}, at end {env['load_end']} "
         "(the machine is shared; every engine is sampled in the same rotating rounds, so load falls on all alike).",
         f"Command: `{results['command']}`",
+        *([f"ISA: CPU {', '.join(results['isa']['cpu']['isa'])}; TVM {results['isa']['engines']['tvm']}; "
+           f"ONNX Runtime {results['isa']['engines']['ort']}."] if "isa" in results else []),
         "",
         "| model | engine | median ms | p90 ms | min ms | vs ORT (median) | vs ORT (min) | compile s | tuning s | trials | max abs err vs ORT |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -29,6 +29,15 @@ def num_cores(target: Target) -> int:
     return int(target.tvm_target.get("num-cores") or host.get("num-cores") or os.cpu_count() or 1)
 
 
+def machine(target: Target):
+    """What the CPU schedules are sized by: the target's cores and its vector ISA (AVX2, AVX-512, NEON)."""
+    from compilers.tuning_templates import Machine
+    from targets.cpu import vector_isa
+
+    isa = vector_isa(target.tvm_target)
+    return Machine(cores=num_cores(target), lanes=isa.lanes, accumulators=isa.accumulators)
+
+
 def _conv2d_transpose_phases(bb, call):
     """conv2d_transpose as stride-phase convolutions: no multiplications by the zeros of a dilated input.
 
@@ -85,6 +94,77 @@ def _conv2d_transpose_phases(bb, call):
     return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
 
 
+_MAX_PAD_WASTE = 0.08  # extra columns computed, as a share of the real ones
+_MIN_PADDED_REDUCTION = 256  # multiply-adds per output below which a direct convolution keeps its own width
+
+
+def _tile_accumulators(extent: int, accumulators: int) -> int:
+    """The most accumulators a register tile of whole columns (dividing ``extent``) times 1 or 2 vectors holds."""
+    return max(v * max(d for d in range(1, min(extent, 32) + 1) if extent % d == 0 and d * v <= accumulators)
+               for v in (1, 2))
+
+
+def padded_extent(extent: int, accumulators: int) -> int | None:
+    """The column count a contraction computes so that a full register tile divides it; None: keep ``extent``.
+
+    EfficientAD's PDN convolutions are 259, 133 and 67 columns wide (7 x 37, 7 x 19, a prime) and the Winograd
+    product of the 67-wide one has 289 tiles (17 x 17): without padding their register tiles hold 7, 7, 1 and 1
+    columns, and no tuning decision can do better. The extra columns read zeros and are cropped.
+    """
+    have = _tile_accumulators(extent, accumulators)
+    if extent < 24 or have >= min(accumulators - 4, 12):
+        return None
+    best = max(range(extent, int(extent * (1 + _MAX_PAD_WASTE)) + 1),
+               key=lambda w: (_tile_accumulators(w, accumulators), -w))
+    return best if _tile_accumulators(best, accumulators) > have else None
+
+
+def target_accumulators(tvm_target) -> int:
+    """Register-tile accumulators of a tvm.target.Target (AVX2's when legalizing outside any target)."""
+    from targets.cpu import vector_isa
+
+    return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"}).accumulators
+
+
+def _conv2d_direct(bb, call):
+    """conv2d by TOPI's direct NCHW convolution, over extra zero columns when the width has no good register tile.
+
+    The extra output columns read only zero padding and are cropped in the same function.
+    """
+    import tvm
+    from tvm import te, topi
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+    attrs = call.attrs
+    out_shape = [int(d) for d in call.ty.shape]
+    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
+             and int(attrs.groups) == 1 and call.args[0].ty.dtype == "float32")
+    _, ci, kh, kw = [int(d) for d in call.args[1].ty.shape]
+    # With a short reduction (an RGB stem), writing the output costs as much as computing it: a crop pass would not pay.
+    long_reduction = ci * kh * kw >= _MIN_PADDED_REDUCTION
+    padded = padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current())) if plain and long_reduction else None
+    if padded is None:
+        return _nn_conv2d(bb, call)
+    strides = [int(s) for s in attrs.strides]
+    dilation = [int(d) for d in attrs.dilation]
+    pt, pl, pb, pr = [int(p) for p in attrs.padding]
+    extra = padded - out_shape[3]
+
+    def compute(data, weight):
+        data_pad = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr + extra * strides[1]], name="pad_temp")
+        wide = topi.nn.conv2d_nchw(data_pad, weight, strides, 0, dilation)
+        return te.compute(out_shape, lambda n, c, y, x: wide[n, c, y, x], name="conv2d_crop")
+
+    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d")
+
+
+def _legalize_conv2d(bb, call):
+    import tvm
+
+    accumulators = target_accumulators(tvm.target.Target.current())
+    return winograd.legalize_conv2d(bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, accumulators))
+
+
 def legalize(mod, tvm_target):
     """Relax operators to TIR, with our own lowerings for convolutions (Winograd, stride phases)."""
     import tvm
@@ -97,7 +177,7 @@ def legalize(mod, tvm_target):
             relax.backend.DispatchSampling(),
             relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases,
-                                                                "relax.nn.conv2d": winograd.legalize_conv2d}),
+                                                                "relax.nn.conv2d": _legalize_conv2d}),
         ])(mod)
 
 
@@ -131,7 +211,7 @@ def default_schedule(func, target: Target, decisions=None):
     from compilers.tuning_templates import DefaultDecisions
 
     sch = s_tir.Schedule(workload(func))
-    if not schedule_function(sch, decisions or DefaultDecisions(), num_cores(target)):
+    if not schedule_function(sch, decisions or DefaultDecisions(), machine(target)):
         return None
     return sch
 

@@ -23,7 +23,7 @@ from targets.catalog import Target
 
 from compilers.tuning_cache import TuningCache
 from compilers.tuning_measure import RpcConfig, configure_threads, measurement
-from compilers.tuning_templates import Decisions
+from compilers.tuning_templates import Decisions, Machine
 
 BATCH = 8  # candidates measured together, interleaved
 MAX_SPACE = 64  # candidates enumerated per task, nearest the default first
@@ -77,20 +77,20 @@ class ReplayDecisions(Decisions):
         return value
 
 
-def _schedule(workload, decisions: Decisions, cores: int):
+def _schedule(workload, decisions: Decisions, machine: Machine):
     from tvm import s_tir
 
     from compilers.tuning_schedule import schedule_function
 
     sch = s_tir.Schedule(workload)
-    schedule_function(sch, decisions, cores)
+    schedule_function(sch, decisions, machine)
     return sch
 
 
-def design_space(workload, cores: int, limit: int = MAX_SPACE) -> tuple[tuple[int, ...], ...]:
+def design_space(workload, machine: Machine, limit: int = MAX_SPACE) -> tuple[tuple[int, ...], ...]:
     """Every decision tuple the templates allow for this workload, breadth-first from the default."""
     first = ReplayDecisions()
-    _schedule(workload, first, cores)
+    _schedule(workload, first, machine)
     seen, queue, order = {tuple(first.chosen)}, [(tuple(first.chosen), first.points)], [tuple(first.chosen)]
     while queue and len(order) < limit:
         chosen, points = queue.pop(0)
@@ -99,7 +99,7 @@ def design_space(workload, cores: int, limit: int = MAX_SPACE) -> tuple[tuple[in
                 if value == chosen[i] or len(order) >= limit:
                     continue
                 probe = ReplayDecisions(chosen[:i] + (value,))
-                _schedule(workload, probe, cores)
+                _schedule(workload, probe, machine)
                 key = tuple(probe.chosen)
                 if key not in seen:
                     seen.add(key)
@@ -177,17 +177,23 @@ def _without_tensor_intrinsics():
             del sys.modules[name]
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = True, rpc: RpcConfig | None = None,
          log=None) -> TuningResult:
     """Tune ``mod`` (a Relax IRModule, weights as parameters) for ``target``; records go to ``cache``.
 
-    Tasks the cache already holds are not tuned again. Raises CompilationError when a batch of
-    candidates measures nothing (every build or run failed), naming the first error.
+    Progress lines (trials done out of ``trials``, the current task, its best latency, the time left) go to
+    ``log``, or to stderr when ``progress`` and no ``log`` is given. Tasks the cache already holds are not tuned
+    again. Raises CompilationError when a batch of candidates measures nothing (every build or run failed),
+    naming the first error.
     """
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from compilers.schedules import is_gpu, num_cores
+    from compilers.schedules import is_gpu, machine
     from compilers.tuning_search import ProgressCallback, TemplateSearch
 
     if trials < 0:
@@ -198,10 +204,14 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
         raise ValidationException(f"target {target.name} runs on another architecture: tuning it needs an RPC tracker",
                                   field="rpc")
     started = time.perf_counter()
-    cores = num_cores(target)
+    shape = machine(target)
+    cores = shape.cores
     configure_threads(cores)
     tvm_target = tvm.target.Target(target.tvm_target)
+    report = log if log is not None else (_to_stderr if progress else None)
     all_tasks = extract_tasks(mod, target)
+    if report is not None and trials > 0:
+        report(f"tuning {len(all_tasks)} kernels for {target.name} ({_isa_label(target)}), up to {trials} trials")
     database = cache.database_for(target, create=True)
     reports, todo = [], []
     for task in all_tasks:
@@ -209,7 +219,7 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
             best = database.get_top_k(database.commit_workload(task.workload), 1)[0]
             reports.append(TaskReport(task.name, 0, None, _ms(best.run_secs), cached=True))
         elif trials > 0:
-            space = design_space(task.workload, cores)
+            space = design_space(task.workload, shape)
             if len(space) > 1:  # a function with no choice to make keeps its default schedule
                 todo.append(TuningTask(task.name, task.workload, task.weight, task.flops, space))
     if trials == 0 or not todo:
@@ -218,7 +228,10 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     todo, quotas = [t for t, q in zip(todo, quotas) if q > 0], [q for q in quotas if q > 0]
     # what MetaSchedule counts: each task's quota plus the reference that leads every batch after the first
     budgets = [q + max(0, -(-(q - BATCH) // (BATCH - 1))) for q in quotas]
-    progress_cb = ProgressCallback(todo, sum(quotas), database, tvm_target, enabled=progress, log=log)
+    if report is not None:
+        cached = f", {len(reports)} already in the cache" if reports else ""
+        report(f"tuning {len(todo)} tasks with a choice to make{cached}: {sum(quotas)} trials")
+    progress_cb = ProgressCallback(todo, sum(quotas), database, tvm_target, log=report)
     builder, runner = measurement(target.cross_compiler, rpc)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     with _without_tensor_intrinsics():
@@ -226,7 +239,7 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
             ms.TuneContext(
                 mod=task.workload, target=tvm_target,
                 space_generator=ms.space_generator.ScheduleFn(lambda sch: sch, sch_rules=[], postprocs=[], mutator_probs={}),
-                search_strategy=TemplateSearch(task.space, quota, cores, progress_cb),
+                search_strategy=TemplateSearch(task.space, quota, shape, progress_cb),
                 task_name=task.name, num_threads=cores)
             for task, quota in zip(todo, quotas)
         ]
@@ -245,6 +258,12 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
         stats = progress_cb.stats[i]
         reports.append(TaskReport(task.name, stats.trials, stats.default_ms, stats.best_ms, cached=False))
     return TuningResult(target.name, progress_cb.measured, time.perf_counter() - started, tuple(reports))
+
+
+def _isa_label(target: Target) -> str:
+    from targets.cpu import vector_isa
+
+    return f"{vector_isa(target.tvm_target).name}, mcpu {target.tvm_target.get('mcpu', 'generic')}"
 
 
 def _ms(run_secs) -> float | None:

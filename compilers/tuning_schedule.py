@@ -12,7 +12,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
 from compilers import tuning_winograd as winograd
-from compilers.tuning_templates import (VECTOR_LANES, Decisions, _inline_epilogue, _parallel_outer, analyze_contraction,
+from compilers.tuning_templates import (Decisions, Machine, _inline_epilogue, _parallel_outer, analyze_contraction,
                                         schedule_contraction)
 
 
@@ -49,21 +49,22 @@ def _static_extents(sch: s_tir.Schedule, loops) -> list[int] | None:
     return [int(e) for e in extents] if all(isinstance(e, tirx.IntImm) for e in extents) else None
 
 
-def _schedule_elementwise(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
+def _schedule_elementwise(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
     loops = sch.get_loops(block_rv)
     extents = _static_extents(sch, loops)
     if not loops or extents is None:
         return
-    if extents[-1] % VECTOR_LANES == 0 and extents[-1] >= VECTOR_LANES:
-        outer, lane = sch.split(loops[-1], [None, VECTOR_LANES])
+    lanes = machine.lanes
+    if extents[-1] % lanes == 0 and extents[-1] >= lanes:
+        outer, lane = sch.split(loops[-1], [None, lanes])
         loops = [*loops[:-1], outer]
-        extents = [*extents[:-1], extents[-1] // VECTOR_LANES]
+        extents = [*extents[:-1], extents[-1] // lanes]
         sch.vectorize(lane)
     if len(loops) and extents:
-        _parallel_outer(sch, loops, extents, num_cores)
+        _parallel_outer(sch, loops, extents, machine.cores)
 
 
-def _schedule_reduction(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
+def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
     """Pooling and reductions: parallel over output rows, vectorized along the output's last axis when reads are contiguous."""
     block = sch.get(block_rv)
     loops = sch.get_loops(block_rv)
@@ -79,18 +80,18 @@ def _schedule_reduction(sch: s_tir.Schedule, block_rv, num_cores: int) -> None:
     last_var = block.iter_vars[last].var
     contiguous = all(r.region and _unit_stride(r.region[-1].min, last_var) for r in block.reads)
     order = [loops[i] for i in spatial]
-    if contiguous and extents[last] >= VECTOR_LANES:
+    if contiguous and extents[last] >= machine.lanes:
         order = [loops[i] for i in spatial[:-1]] + [loops[i] for i in reductions] + [loops[last]]
         sch.reorder(*order)
-        if extents[last] % VECTOR_LANES == 0:
-            _, lane = sch.split(loops[last], [None, VECTOR_LANES])
+        if extents[last] % machine.lanes == 0:
+            _, lane = sch.split(loops[last], [None, machine.lanes])
             sch.vectorize(lane)
         par = spatial[:-1]
     else:
         sch.reorder(*order, *[loops[i] for i in reductions])
         par = spatial
     if par:
-        _parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], num_cores)
+        _parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], machine.cores)
 
 
 def _intermediate_buffers(sch: s_tir.Schedule, root) -> set:
@@ -106,7 +107,7 @@ def _existing(sch: s_tir.Schedule, names: list[str]):
             continue
 
 
-def schedule_function(sch: s_tir.Schedule, decisions: Decisions, num_cores: int) -> bool:
+def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machine) -> bool:
     """Schedule every block of a fused PrimFunc; returns False when nothing was recognised."""
     from tvm.s_tir.dlight.analysis import get_root_block
 
@@ -123,7 +124,7 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, num_cores: int)
         for producer in sch.get_producers(block_rv):
             keep.add(sch.get(producer).name_hint)
         name = sch.get(block_rv).name_hint
-        if schedule_contraction(sch, c, decisions, num_cores):
+        if schedule_contraction(sch, c, decisions, machine):
             done.add(name)
             changed = True
     blocks = sch.get_child_blocks(root)
@@ -157,12 +158,12 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, num_cores: int)
         name = sch.get(block_rv).name_hint
         if name in done:
             continue
-        if name in special and winograd.schedule_block(sch, block_rv, special[name]):
+        if name in special and winograd.schedule_block(sch, block_rv, special[name], machine.lanes):
             changed = True
             continue
         if _is_spatial(sch, block_rv):
-            _schedule_elementwise(sch, block_rv, num_cores)
+            _schedule_elementwise(sch, block_rv, machine)
         else:
-            _schedule_reduction(sch, block_rv, num_cores)
+            _schedule_reduction(sch, block_rv, machine)
         changed = True
     return changed

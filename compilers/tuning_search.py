@@ -7,7 +7,7 @@ work, candidates measured minutes apart are then compared as if measured side by
 
 from __future__ import annotations
 
-import sys
+import time
 from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
@@ -18,11 +18,11 @@ from tvm.s_tir import meta_schedule as ms
 class TemplateSearch(ms.search_strategy.PySearchStrategy):
     """Measures a task's decision tuples in order (default first), up to its quota; later batches lead with the default."""
 
-    def __init__(self, space, quota: int, cores: int, progress: "ProgressCallback"):
+    def __init__(self, space, quota: int, machine, progress: "ProgressCallback"):
         super().__init__()
         self.space = tuple(space)
         self.quota = quota
-        self.cores = cores
+        self.machine = machine  # compilers.tuning_templates.Machine
         self.progress = progress
         self.workload = None
         self.position = 0
@@ -51,13 +51,13 @@ class TemplateSearch(ms.search_strategy.PySearchStrategy):
         if not first:
             chunk = (self.space[0],) + chunk  # the reference the batch is scaled by
         args_info = ms.arg_info.ArgInfo.from_prim_func(self.workload["main"])
-        return [ms.MeasureCandidate(_schedule(self.workload, ReplayDecisions(d), self.cores), args_info) for d in chunk]
+        return [ms.MeasureCandidate(_schedule(self.workload, ReplayDecisions(d), self.machine), args_info) for d in chunk]
 
     def notify_runner_results(self, measure_candidates, results) -> None:
         pass
 
     def clone(self):
-        return TemplateSearch(self.space, self.quota, self.cores, self.progress)
+        return TemplateSearch(self.space, self.quota, self.machine, self.progress)
 
 
 @dataclass
@@ -68,15 +68,52 @@ class TaskStats:
     reference_s: float | None = None
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class ProgressLines:
+    """One line per measured batch (at most one every ``interval`` seconds, and always the last): trials done out of
+    the budget, the task being tuned, its best latency so far against its default, and the time left at the rate so far.
+
+    Lines, not a redrawn bar, so they read the same on a terminal, in a job's progress.log and in CI's log.
+    """
+
+    def __init__(self, total: int, tasks: int, emit, interval: float = 5.0, clock=time.monotonic):
+        self.total, self.tasks, self.emit, self.interval, self.clock = total, tasks, emit, interval, clock
+        self.started = clock()
+        self.last: float | None = None
+        self.done = 0
+
+    def batch(self, trials: int, task_index: int, task_name: str, best_ms: float | None, default_ms: float | None) -> str | None:
+        self.done += trials
+        now = self.clock()
+        final = self.done >= self.total
+        if not final and self.last is not None and now - self.last < self.interval:
+            return None
+        self.last = now
+        elapsed = now - self.started
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        best = "no result yet" if best_ms is None else f"best {best_ms:.3f} ms"
+        if best_ms is not None and default_ms is not None:
+            best += f" (default {default_ms:.3f} ms)"
+        when = f"done in {_duration(elapsed)}" if final else f"about {_duration(left)} left"
+        line = (f"tuning {self.done}/{self.total} trials, task {task_index + 1}/{self.tasks} {task_name}: {best}; {when}")
+        self.emit(line)
+        return line
+
+
 @derived_object
 class ProgressCallback(ms.measure_callback.PyMeasureCallback):
-    """Commits each batch's results to the database, scaled to the task's reference, and shows a tqdm bar
-    with the best latency of the task being tuned; remembers a batch that measured nothing."""
+    """Commits each batch's results to the database, scaled to the task's reference, reports progress in lines
+    (see ProgressLines) to ``log``, and remembers a batch that measured nothing."""
 
-    def __init__(self, tasks, total: int, database, target, enabled: bool = True, log=None):
+    def __init__(self, tasks, total: int, database, target, log=None):
         super().__init__()
-        from tqdm import tqdm
-
         self.names = [t.name for t in tasks]
         self.workloads = [t.workload for t in tasks]
         self.database = database
@@ -84,8 +121,7 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
         self.stats = [TaskStats() for _ in tasks]
         self.measured = 0
         self.failure: tuple[str, str] | None = None
-        self.log = log
-        self.bar = tqdm(total=total, desc="tuning", unit="trial", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+        self.lines = ProgressLines(total, len(tasks), log) if log is not None else None
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         stats = self.stats[task_id]
@@ -114,15 +150,12 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
                 stats.default_ms = ms_time
             stats.best_ms = ms_time if stats.best_ms is None else min(stats.best_ms, ms_time)
             self.measured += 1
-        stats.trials += len(measure_candidates) - (0 if first_batch else 1)
+        new = len(measure_candidates) - (0 if first_batch else 1)
+        stats.trials += new
         if all(r is None for r in raw) and errors and self.failure is None:
             self.failure = (self.names[task_id], errors[0])
-        self.bar.update(len(measure_candidates) - (0 if first_batch else 1))
-        if stats.best_ms is not None:
-            default = f" (default {stats.default_ms:.3f})" if stats.default_ms is not None else ""
-            self.bar.set_postfix_str(f"{self.names[task_id]}: best {stats.best_ms:.3f} ms{default}")
-            if self.log is not None:
-                self.log(f"{self.names[task_id]}: {stats.trials} trials, best {stats.best_ms:.3f} ms{default}")
+        if self.lines is not None:
+            self.lines.batch(new, task_id, self.names[task_id], stats.best_ms, stats.default_ms)
 
     def close(self) -> None:
-        self.bar.close()
+        pass

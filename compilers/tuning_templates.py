@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
-# AVX2 has 16 vector registers; leave room for the weight vectors and one broadcast.
-MAX_ACCUMULATORS = 12
-VECTOR_LANES = 8  # float32 lanes of one AVX2 register; AVX-512 and NEON schedules still run, only less tuned
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a schedule is sized by: the cores it runs on and the target's vector unit (targets.cpu.vector_isa)."""
+
+    cores: int
+    lanes: int = 8  # float32 lanes of one vector register: 8 for AVX2, 16 for AVX-512, 4 for NEON
+    accumulators: int = 12  # register-tile accumulators that fit beside the weight vectors and one broadcast
 
 
 class Decisions:
@@ -135,24 +141,26 @@ def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
-def _column_tiles(extent: int, vectors_per_row: int) -> tuple[list[int], int]:
+def _column_tiles(extent: int, vectors_per_row: int, machine: Machine) -> tuple[list[int], int]:
     """Register tile widths that divide the column loop, and the default: most accumulators that fit."""
-    fits = [d for d in _divisors(extent, 32) if d * vectors_per_row <= MAX_ACCUMULATORS]
+    fits = [d for d in _divisors(extent, 32) if d * vectors_per_row <= machine.accumulators]
     if not fits:
         return [1], 1
     return fits, max(fits)
 
 
-def _default_lanes(options: list[int], column_extent: int) -> int:
+def _default_lanes(options: list[int], column_extent: int, machine: Machine) -> int:
     """The vector width whose best register tile holds the most accumulators, measured preference on ties.
 
-    Two vectors (16 floats) are best when their tile reaches 8 accumulators; 32-wide tiles double the
-    weight working set and load four vectors per step, so they are the last resort.
+    Two vectors are best when their tile reaches all but four of the accumulators (8 of AVX2's 12); four-vector
+    tiles double the weight working set and load four vectors per step, so they are the last resort.
     """
+    enough = machine.accumulators - 4
+
     def score(lanes: int) -> float:
-        vectors = -(-lanes // VECTOR_LANES)
-        accumulators = vectors * _column_tiles(column_extent, vectors)[1]
-        return min(accumulators, 8) + {16: 0.5, 32: -2.0}.get(lanes, 0.0)
+        vectors = -(-lanes // machine.lanes)
+        accumulators = vectors * _column_tiles(column_extent, vectors, machine)[1]
+        return min(accumulators, enough) + {2: 0.5, 4: -2.0}.get(vectors, 0.0)
 
     return max(options, key=score)
 
@@ -168,10 +176,17 @@ def _channel_innermost(dim: int, ndim: int, lanes: int):
 
 
 def _inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
-    """Fold bias, activation and other elementwise consumers into the write-back of a register tile."""
+    """Fold bias, activation and other elementwise consumers into the write-back of a register tile.
+
+    A consumer that writes a smaller buffer (the crop of a convolution computed over padded columns) stays apart:
+    TIR would inline it without a bounds check, and the tile's padded columns would land in the next row.
+    """
     while True:
         consumers = sch.get_consumers(writeback)
         if len(consumers) != 1:
+            return
+        produced = [int(d) for d in sch.get(writeback).writes[0].source.shape]
+        if [int(d) for d in sch.get(consumers[0]).writes[0].source.shape] != produced:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
@@ -179,20 +194,21 @@ def _inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
             return
 
 
-def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, num_cores: int) -> bool:
+def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine: Machine) -> bool:
     """Register-tiled, vectorized, parallel schedule for conv2d / conv2d_transpose / matmul blocks."""
     ext = c.extents
     channel_ext = ext[c.channel] if c.channel is not None else 0
     weight_last = c.weight_channel_dim == c.weight_ndim - 1
-    if c.channel is not None and channel_ext % VECTOR_LANES == 0:
-        lane_options = [v for v in (8, 16, 32) if channel_ext % v == 0]
+    lane = machine.lanes
+    if c.channel is not None and channel_ext % lane == 0:
+        lane_options = [v for v in (lane, 2 * lane, 4 * lane) if channel_ext % v == 0]
         column_ext = ext[c.column] if c.column is not None else 1
-        lanes = decisions.choose(sch, lane_options, _default_lanes(lane_options, column_ext))
-        return _vectorize_channels(sch, c, lanes, decisions, num_cores, pack=not weight_last)
-    if c.channel is not None and weight_last and 2 <= channel_ext <= 16 * VECTOR_LANES:
-        return _vectorize_channels(sch, c, channel_ext, decisions, num_cores, pack=False)
-    if c.column is not None and ext[c.column] % VECTOR_LANES == 0:
-        return _vectorize_columns(sch, c, decisions, num_cores)
+        lanes = decisions.choose(sch, lane_options, _default_lanes(lane_options, column_ext, machine))
+        return _vectorize_channels(sch, c, lanes, decisions, machine, pack=not weight_last)
+    if c.channel is not None and weight_last and 2 <= channel_ext <= 16 * lane:
+        return _vectorize_channels(sch, c, channel_ext, decisions, machine, pack=False)
+    if c.column is not None and ext[c.column] % lane == 0:
+        return _vectorize_columns(sch, c, decisions, machine)
     return False
 
 
@@ -209,11 +225,11 @@ def _parallel_outer(sch: s_tir.Schedule, loops: list, extents: list[int], num_co
     return fused
 
 
-def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, num_cores: int, pack: bool) -> bool:
+def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, machine: Machine, pack: bool) -> bool:
     ext = c.extents
-    vectors = -(-lanes // VECTOR_LANES)
+    vectors = -(-lanes // machine.lanes)
     column_ext = ext[c.column] if c.column is not None else 1
-    tiles, default_tile = _column_tiles(column_ext, vectors)
+    tiles, default_tile = _column_tiles(column_ext, vectors, machine)
     tile = decisions.choose(sch, tiles, default_tile)
     # Input-channel blocking: with the channel loop split outside the column tiles, a block of weights
     # stays in L1 across a whole output row; the row's accumulators then live in a stack buffer.
@@ -225,7 +241,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, n
     # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
     rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]
     row = rows_at[-1] if rows_at else None
-    row_options = [d for d in _divisors(ext[row], 4) if d * tile * vectors <= MAX_ACCUMULATORS] if row is not None else [1]
+    row_options = [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
     row_tile = decisions.choose(sch, row_options or [1], 1)
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
@@ -262,22 +278,23 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, n
         sch.unroll(x_i)
     if y_i is not None:
         sch.unroll(y_i)
-    if lanes % VECTOR_LANES == 0:
+    if lanes % machine.lanes == 0:
         sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
-    _parallel_outer(sch, par_loops, par_ext, num_cores)
+    _parallel_outer(sch, par_loops, par_ext, machine.cores)
     sch.decompose_reduction(c.block, r_o if channel_block else reductions[0])
     return True
 
 
-def _vectorize_columns(sch, c: Contraction, decisions: Decisions, num_cores: int) -> bool:
+def _vectorize_columns(sch, c: Contraction, decisions: Decisions, machine: Machine) -> bool:
     """Few output channels (an RGB or single-channel conv): vectorize along the output width instead."""
     ext = c.extents
     width = ext[c.column]
-    lane_options = [v for v in (8, 16, 32) if width % v == 0]
-    lanes = decisions.choose(sch, lane_options, 16 if 16 in lane_options else 8)
+    lane = machine.lanes
+    lane_options = [v for v in (lane, 2 * lane, 4 * lane) if width % v == 0]
+    lanes = decisions.choose(sch, lane_options, 2 * lane if 2 * lane in lane_options else lane)
     loops = sch.get_loops(c.block)
     chan_tiles = _divisors(ext[c.channel], 4) if c.channel is not None else [1]
-    ctile = decisions.choose(sch, chan_tiles, max(d for d in chan_tiles if d * lanes // VECTOR_LANES <= MAX_ACCUMULATORS))
+    ctile = decisions.choose(sch, chan_tiles, max(d for d in chan_tiles if d * lanes // lane <= machine.accumulators))
     x_o, x_v = sch.split(loops[c.column], [None, lanes])
     lead = [loops[i] for i in c.outer]
     par_ext = [ext[i] for i in c.outer]
@@ -296,6 +313,6 @@ def _vectorize_columns(sch, c: Contraction, decisions: Decisions, num_cores: int
     if len(inner) == 2 and ctile > 1:
         sch.unroll(inner[0])
     sch.vectorize(x_v)
-    _parallel_outer(sch, lead, par_ext, num_cores)
+    _parallel_outer(sch, lead, par_ext, machine.cores)
     sch.decompose_reduction(c.block, loops[c.reductions[0]])
     return True

@@ -91,19 +91,24 @@ def winograd_kernel(weight, m: int):
         name="winograd_kernel_pack", attrs={KIND: "winograd_kernel"})
 
 
-def conv2d_winograd(data, packed_kernel, padding, m: int):
-    """TE compute of a 3x3 stride-1 NCHW conv (batch 1) by F(m x m, 3 x 3), from winograd_kernel's weights."""
+def conv2d_winograd(data, packed_kernel, padding, m: int, tiles_padded: int | None = None):
+    """TE compute of a 3x3 stride-1 NCHW conv (batch 1) by F(m x m, 3 x 3), from winograd_kernel's weights.
+
+    ``tiles_padded``: how many tiles the batched product computes (at least the real count), so that its register
+    tile divides them; the extra tiles read zeros and are never read back."""
     _, ci, h, w = [int(d) for d in data.shape]
     co = int(packed_kernel.shape[3])
     pt, pl, pb, pr = [int(p) for p in padding]
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
     n_h, n_w = -(-oh // m), -(-ow // m)
+    n_p = max(tiles_padded or 0, n_h * n_w)
+    n_h_image = -(-n_p // n_w)
     alpha = m + 2
     a_mat, b_mat, _ = transform_matrices(m)
     zero = tirx.const(0.0, "float32")
 
     image = te.compute(  # padded to whole tiles, channels last so transforms vectorize over channels
-        (n_h * m + 2, n_w * m + 2, ci),
+        (n_h_image * m + 2, n_w * m + 2, ci),
         lambda y, x, c: tirx.if_then_else(tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl), data[0, c, y - pt, x - pl], zero),
         name="winograd_input", attrs={KIND: "winograd_input"})
 
@@ -112,14 +117,14 @@ def conv2d_winograd(data, packed_kernel, padding, m: int):
         return _select(e1, [_combine([(b_mat[ra, i], image[(p // n_w) * m + ra, (p % n_w) * m + rb, c]) for ra in range(alpha)])
                             for i in range(alpha)])
 
-    rows = te.compute((alpha, alpha, n_h * n_w, ci), data_rows, name="winograd_data_rows", attrs={KIND: "winograd_rows"})
+    rows = te.compute((alpha, alpha, n_p, ci), data_rows, name="winograd_data_rows", attrs={KIND: "winograd_rows"})
     packed_data = te.compute(
-        (alpha, alpha, n_h * n_w, ci),
+        (alpha, alpha, n_p, ci),
         lambda e1, e2, p, c: _select(e2, [_combine([(b_mat[rb, j], rows[e1, rb, p, c]) for rb in range(alpha)]) for j in range(alpha)]),
         name="winograd_data_pack", attrs={KIND: "winograd_data"})
     rc = te.reduce_axis((0, ci), name="rc")
     # channels innermost, so the inverse transform reads whole vectors of output channels
-    product = te.compute((alpha, alpha, n_h * n_w, co),
+    product = te.compute((alpha, alpha, n_p, co),
                          lambda e1, e2, p, o: te.sum(packed_data[e1, e2, p, rc] * packed_kernel[e1, e2, rc, o], axis=rc),
                          name="winograd_bgemm")
     inverse_rows = te.compute(
@@ -134,10 +139,13 @@ def conv2d_winograd(data, packed_kernel, padding, m: int):
                       name="conv2d_winograd", attrs={KIND: "winograd_output", "winograd_m": m})
 
 
-def legalize_conv2d(bb, call):
-    """relax.nn.conv2d: Winograd where it applies, TOPI's direct convolution elsewhere."""
+def legalize_conv2d(bb, call, direct=None, padded=None):
+    """relax.nn.conv2d: Winograd where it applies, ``direct`` (default: TOPI's direct convolution) elsewhere.
+
+    ``padded(tiles)`` gives the tile count the batched product should compute (None: the real count)."""
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
+    _nn_conv2d = direct or _nn_conv2d
     data_shape = [int(d) for d in call.args[0].ty.shape]
     weight_shape = [int(d) for d in call.args[1].ty.shape]
     if not eligible(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype):
@@ -148,7 +156,10 @@ def legalize_conv2d(bb, call):
         return _nn_conv2d(bb, call)
     padding = [int(p) for p in call.attrs.padding]
     packed = bb.emit(bb.call_te(lambda w: winograd_kernel(w, m), call.args[1], primfunc_name_hint="winograd_kernel"))
-    return bb.call_te(lambda d, k: conv2d_winograd(d, k, padding, m), call.args[0], packed, primfunc_name_hint="conv2d")
+    tiles = -(-out_shape[2] // m) * -(-out_shape[3] // m)
+    tiles_padded = padded(tiles) if padded is not None else None
+    return bb.call_te(lambda d, k: conv2d_winograd(d, k, padding, m, tiles_padded), call.args[0], packed,
+                      primfunc_name_hint="conv2d")
 
 
 def kind(sch: s_tir.Schedule, block_rv) -> str | None:
@@ -156,10 +167,18 @@ def kind(sch: s_tir.Schedule, block_rv) -> str | None:
     return str(value) if value is not None else None
 
 
-def _vectorized_transform(sch, block_rv, vector: int, parallel: int, lanes: int = 8) -> None:
+def _lanes_dividing(extent: int, lanes: int) -> int:
+    """The widest vector of at most ``lanes`` floats that divides ``extent`` (eligible() makes 8 always divide)."""
+    while extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+def _vectorized_transform(sch, block_rv, vector: int, parallel: int, lanes: int) -> None:
     """Columns stage of a transform: tile loops unrolled (the constant matrix folds away), channels vectorized;
     its rows stage is computed per channel vector into a small local buffer."""
     loops = sch.get_loops(block_rv)
+    lanes = _lanes_dividing(int(sch.get(loops[vector]).extent), lanes)
     outer, lane = sch.split(loops[vector], [None, lanes])
     sch.reorder(loops[parallel], outer, loops[0], loops[1], lane)
     sch.unroll(loops[0])
@@ -181,12 +200,12 @@ def _rows_at(sch, block_rv, loop) -> None:
         sch.vectorize(inner[3])
 
 
-def schedule_block(sch: s_tir.Schedule, block_rv, name: str) -> bool:
-    """Schedule one Winograd stage; False for stages another step owns."""
+def schedule_block(sch: s_tir.Schedule, block_rv, name: str, lanes: int) -> bool:
+    """Schedule one Winograd stage, ``lanes`` float32 wide where the channels allow; False for stages another step owns."""
     if name in ("winograd_data", "winograd_kernel"):  # loops e1, e2, p|c, c|o
-        _vectorized_transform(sch, block_rv, vector=3, parallel=2)
+        _vectorized_transform(sch, block_rv, vector=3, parallel=2, lanes=lanes)
     elif name == "winograd_output":
-        _schedule_output(sch, block_rv)
+        _schedule_output(sch, block_rv, lanes)
     elif name == "winograd_rows":
         pass  # computed inside its consumer
     elif name == "winograd_input":
@@ -200,11 +219,11 @@ def schedule_block(sch: s_tir.Schedule, block_rv, name: str) -> bool:
     return True
 
 
-def _schedule_output(sch: s_tir.Schedule, block_rv) -> None:
+def _schedule_output(sch: s_tir.Schedule, block_rv, lanes: int) -> None:
     """Output tiles: the inverse transform inlined, unrolled per m x m tile, vectorized over output channels."""
     m = int(sch.get(block_rv).annotations["winograd_m"])
     n, o, y, x = sch.get_loops(block_rv)
-    o_o, o_v = sch.split(o, [None, 8])
+    o_o, o_v = sch.split(o, [None, _lanes_dividing(int(sch.get(o).extent), lanes)])
     y_o, y_i = sch.split(y, [None, m])
     x_o, x_i = sch.split(x, [None, m])
     sch.reorder(n, o_o, y_o, x_o, y_i, x_i, o_v)

@@ -95,7 +95,7 @@ def relax_pipeline_for(target: Target, tvm_target, database):
     return schedules.relax_pipeline(target, database)
 
 
-def tuned_database(mod, target: Target, options: CompileOptions):
+def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
     """Tune when asked, then the tuning cache's records for this target: (database or None, trials run).
 
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
@@ -111,23 +111,27 @@ def tuned_database(mod, target: Target, options: CompileOptions):
     cache = open_tuning_cache(options.tuning_cache_dir)
     if options.tuning_trials == 0 and not cache.has_records(target):
         return None, 0
-    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress)
+    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress,
+                  log=progress if options.tuning_progress else None)
     return cache.database_for(target), result.trials
 
 
-def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None) -> CompiledArtifact:
+def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None,
+                  progress=None) -> CompiledArtifact:
     """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model.
 
-    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials),
+    Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials;
+    tuning reports its progress in lines to ``progress``, a callable taking a str, or to stderr when it is None),
     and with options.compile_cache_dir an unchanged model, spec, target, records and compiler reuse an earlier compile."""
     require_toolchain(target)
     started = time.perf_counter()
     if database is not None or options.compile_cache_dir is None:
-        return _compile(imported, target, options, started, database=database)
-    return _compile_cached(imported, target, options, started)
+        return _compile(imported, target, options, started, database=database, progress=progress)
+    return _compile_cached(imported, target, options, started, progress)
 
 
-def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float) -> CompiledArtifact:
+def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float,
+                    progress=None) -> CompiledArtifact:
     from dataclasses import replace
 
     from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
@@ -136,7 +140,7 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
     prepared, trials = None, 0
     if options.tuning_trials:  # tune first: the records it adds are part of the key
         mod, params = relax_for_target(imported, target)
-        database, trials = tuned_database(mod, target, options)
+        database, trials = tuned_database(mod, target, options, progress)
         prepared = (mod, params, database)
     cache = open_compile_cache(options.compile_cache_dir)
     key = compile_cache_key(imported, target, open_tuning_cache(options.tuning_cache_dir).records_digest(target))
@@ -148,13 +152,13 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
             params_path=model_dir / model_runner.PARAMS, manifest_path=model_dir / model_runner.MANIFEST,
             compile_seconds=time.perf_counter() - started, tuning_trials=trials,
             tuning_records_applied=hit.tuning_records_applied, max_abs_error={}, from_cache=True)
-    artifact = _compile(imported, target, options, started, prepared=prepared)
+    artifact = _compile(imported, target, options, started, prepared=prepared, progress=progress)
     cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))
     return replace(artifact, tuning_trials=trials)
 
 
 def _compile(imported: ImportedModel, target: Target, options: CompileOptions, started: float, database=None,
-             prepared: tuple | None = None) -> CompiledArtifact:
+             prepared: tuple | None = None, progress=None) -> CompiledArtifact:
     """prepared: (mod, params, database) when the caller already imported and tuned."""
     import tvm
 
@@ -166,7 +170,7 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
     else:
         mod, params = relax_for_target(imported, target)
         if database is None:
-            database, trials = tuned_database(mod, target, options)
+            database, trials = tuned_database(mod, target, options, progress)
     tvm_target = tvm.target.Target(target.tvm_target)
     pipeline = relax_pipeline_for(target, tvm_target, database)
     try:

@@ -68,7 +68,7 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials,
                                  compile_cache_dir=request.compile_cache_dir)
         progress(f"compiling for {request.target.name}")
-        artifact = compile_model(imported, request.target, options)
+        artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.from_cache:
             progress(f"compile cache hit: reused the library and parameters ({artifact.compile_seconds:.1f} s)")
         if artifact.tuning_trials or artifact.tuning_records_applied:

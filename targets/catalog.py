@@ -260,10 +260,17 @@ def resolve_target(request: TargetRequest) -> Target:
 
 
 def host_target(options: CompilerOptions | None = None) -> Target:
-    """The machine we run on, as a CPU target (the embedded default)."""
+    """The machine we run on, as a CPU target (the embedded default): for this CPU's own vector ISA and scheduling
+    model, unless the options name an mcpu or mattr. An explicit LINUX/X86_64 keeps the portable default instead."""
+    from targets.cpu import host_cpu, host_mcpu
+
     arch = {"x86_64": "X86_64", "aarch64": "ARM64"}.get(platform.machine())
     if arch is None:
         raise ValidationException(f"this machine's architecture {platform.machine()!r} is not a supported target")
+    options = options or CompilerOptions()
+    mcpu = host_mcpu(host_cpu())
+    if mcpu and options.mcpu is None and not options.mattr:
+        options = replace(options, mcpu=mcpu)
     return get_target(f"LINUX/{arch}", options)
 
 

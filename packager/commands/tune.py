@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-spec", type=Path, help="model spec JSON (default: inferred, or the example's)")
     parser.add_argument("--trials", type=int, default=64, help="measurement trials in total (default 64)")
     parser.add_argument("--tuning-cache", type=Path, help="cache directory (default $PACKAGER_HOME/tuning, ~/.packager/tuning)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     moves = parser.add_mutually_exclusive_group()
     moves.add_argument("--export", type=Path, metavar="FILE", help="write the cache's records (one target's with target flags) to FILE")
     moves.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="merge the records of an exported FILE")

@@ -1,5 +1,7 @@
 """Default CPU schedules: every fused operator gets a parallel, vectorized schedule, and results match ONNX Runtime."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -86,6 +88,32 @@ def test_conv_gets_a_parallel_vectorized_register_tiled_schedule(cpu):
     assert "T.max" in conv  # relu folded into the tile's write-back, not a second pass
 
 
+VECTORIZED = r"T\.vectorized\((?:T\.int64\()?(\d+)"
+
+
+@pytest.mark.parametrize("name,options,lanes", [
+    ("LINUX/X86_64", CompilerOptions(num_cores=2), 8),
+    ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", num_cores=2), 16),
+    ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids", num_cores=2), 16),
+    ("LINUX/ARM64", CompilerOptions(num_cores=4), 4),
+])
+def test_default_schedules_follow_the_targets_vector_width(name, options, lanes):
+    """AVX2 gets 8-float vectors, AVX-512 16 and NEON 4, in convolutions and elementwise work alike."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4),
+         helper.make_node("Sigmoid", ["x"], ["s"])],
+        [("x", [1, 16, 16, 16])], ["y", "s"], {"w": weights(64, 16, 3, 3), "b": weights(64, seed=2)})
+    scripts = scheduled_functions(model, get_target(name, options))
+    conv = next(text for n, text in scripts.items() if "conv2d" in n)
+    sigmoid = next(text for n, text in scripts.items() if "sigmoid" in n)
+    for text in (conv, sigmoid):
+        widths = {int(w) for w in re.findall(VECTORIZED, text)}
+        assert widths and all(w % lanes == 0 for w in widths), (name, options, widths)
+    assert lanes in {int(w) for w in re.findall(VECTORIZED, sigmoid)}
+
+
 def test_pipeline_schedules_every_function_and_reports_it(cpu):
     pipeline = relax_pipeline(cpu)
     compile_and_compare(conv_relu_model(), pipeline)
@@ -165,3 +193,24 @@ def test_winograd_is_chosen_only_where_it_saves_work():
     assert tile_size(64, 64, 56, 56) == 4  # ResNet layer1: 4x fewer products
     assert tile_size(256, 256, 14, 14) == 4  # layer3: its weights are transformed at build time (compilers.prepack)
     assert tile_size(512, 512, 2, 2) is None  # one tile: reading the transformed weights costs more than it saves
+
+
+def test_widths_without_a_full_register_tile_are_padded():
+    """EfficientAD's PDN widths (133, 67, 259) and its 289 Winograd tiles get a few zero columns; good widths do not."""
+    from compilers.schedules import padded_extent
+
+    assert [padded_extent(w, 12) for w in (133, 67, 259, 289)] == [138, 72, 264, 294]
+    assert [padded_extent(w, 12) for w in (16, 64, 128, 130, 256)] == [None] * 5
+    assert padded_extent(64, 28) is None and padded_extent(67, 28) == 70
+
+
+@pytest.mark.parametrize("kernel,size,pad,stride", [(4, 70, 3, 1), (3, 67, 1, 1), (4, 64, 1, 2)])
+def test_padded_convolutions_match_onnxruntime_and_crop_in_their_own_pass(cpu, kernel, size, pad, stride):
+    """73 columns (padded to 78), 67 (Winograd, 289 tiles padded to 294), and 32 (not padded): the padding never reaches the output."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pad] * 4, strides=[stride] * 2),
+         helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, 16, size, size])], ["z"], {"w": weights(32, 16, kernel, kernel), "b": weights(32, seed=2)})
+    compile_and_compare(model, relax_pipeline(cpu))

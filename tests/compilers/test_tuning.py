@@ -5,7 +5,7 @@ import json
 import pytest
 
 from compilers import tuning
-from compilers.schedules import relax_pipeline, workload
+from compilers.schedules import machine, relax_pipeline, workload
 from compilers.tuning import design_space, extract_tasks, tune
 from compilers.tuning_cache import open_tuning_cache, target_key
 from compilers.tuning_measure import InProcessBuilder, InProcessRunner
@@ -30,23 +30,26 @@ def tuned(model, cpu, tmp_path_factory):
     """One short tuning run into a fresh cache, then the same request again."""
     cache = open_tuning_cache(tmp_path_factory.mktemp("tuning"))
     mod, _ = to_relax(model)
-    first = tune(mod, cpu, trials=4, cache=cache, progress=False)
+    lines = []
+    first = tune(mod, cpu, trials=4, cache=cache, log=lines.append)
     second = tune(mod, cpu, trials=4, cache=cache, progress=False)
-    return cache, first, second
+    return cache, first, second, lines
 
 
 def test_conv_task_has_a_design_space_starting_at_the_default(model, cpu):
     tasks = extract_tasks(to_relax(model)[0], cpu)
     conv = next(t for t in tasks if "conv2d" in t.name)
-    space = design_space(conv.workload, cores=2)
+    space = design_space(conv.workload, machine(cpu))
     assert len(space) > 1 and len(set(space)) == len(space)
     assert conv.flops == pytest.approx(2 * 32 * 8 * 9 * 16 * 16, rel=0.2)
 
 
 @pytest.mark.slow
 def test_short_tuning_run_records_trials(tuned, cpu):
-    cache, first, _ = tuned
+    cache, first, _, lines = tuned
     assert first.trials == 4
+    # the progress a build shows: trials done out of the budget, the task, its best latency, the time it took
+    assert lines[-1].startswith("tuning 4/4 trials, task ") and "best " in lines[-1] and "done in" in lines[-1]
     conv = next(t for t in first.tasks if "conv2d" in t.name)
     assert conv.trials == 4 and not conv.cached and conv.best_ms is not None and conv.best_ms <= conv.default_ms
     assert len(cache.database_for(cpu).get_all_tuning_records()) == 4
@@ -54,7 +57,7 @@ def test_short_tuning_run_records_trials(tuned, cpu):
 
 @pytest.mark.slow
 def test_second_run_hits_the_cache_and_the_build_applies_records(tuned, model, cpu):
-    cache, first, second = tuned
+    cache, first, second, _ = tuned
     assert second.trials == 0
     assert [t.name for t in second.tasks if t.cached] == [t.name for t in first.tasks if not t.cached]
     pipeline = relax_pipeline(cpu, cache.database_for(cpu))
@@ -64,7 +67,7 @@ def test_second_run_hits_the_cache_and_the_build_applies_records(tuned, model, c
 
 @pytest.mark.slow
 def test_tuned_build_applies_the_fastest_record(tuned, model, cpu):
-    cache, first, _ = tuned
+    cache, first, _, _ = tuned
     database = cache.database_for(cpu)
     mod, _ = to_relax(model)
     task = next(t for t in extract_tasks(mod, cpu) if "conv2d" in t.name)
@@ -74,7 +77,7 @@ def test_tuned_build_applies_the_fastest_record(tuned, model, cpu):
 
 @pytest.mark.slow
 def test_export_then_import_moves_records(tuned, cpu, tmp_path):
-    cache, _, _ = tuned
+    cache, _, _, _ = tuned
     exported = tmp_path / "tuning.json"
     assert cache.export(exported) == 4
     other = open_tuning_cache(tmp_path / "other")
@@ -162,12 +165,12 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
         model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
                            [("x", [1, 16, 8, 8])], ["y"], {"w": weights(16, 16, 4, 4)})
     task = max(extract_tasks(to_relax(model)[0], cpu), key=lambda t: t.flops)
-    space = design_space(task.workload, cores=2)
+    space = design_space(task.workload, machine(cpu))
     assert len(space) >= 4
     args = _arguments(ms.arg_info.ArgInfo.from_prim_func(task.workload["main"]), tvm.cpu())
     results = []
     for decisions in space:
-        executable = tvm.compile(_schedule(task.workload, ReplayDecisions(decisions), 2).mod, target=tvm.target.Target(cpu.tvm_target))
+        executable = tvm.compile(_schedule(task.workload, ReplayDecisions(decisions), machine(cpu)).mod, target=tvm.target.Target(cpu.tvm_target))
         args[-1] = tvm.runtime.tensor(np.zeros(args[-1].shape, "float32"))
         executable.mod["main"](*args)
         results.append(args[-1].numpy())
@@ -187,3 +190,24 @@ def test_later_batches_are_scaled_by_the_default_measured_again(cpu, tmp_path):
     records = cache.database_for(cpu).get_all_tuning_records()
     traces = [str(r.trace) for r in records]
     assert len(records) == BATCH + 2 and len(set(traces)) == len(traces)
+
+
+def test_progress_lines_say_trials_task_best_and_time_left():
+    from compilers.tuning_search import ProgressLines
+
+    now = [0.0]
+    lines = []
+    progress = ProgressLines(total=32, tasks=3, emit=lines.append, interval=5.0, clock=lambda: now[0])
+    now[0] = 60.0
+    progress.batch(8, 0, "fused_conv2d_add", 2.5, 3.0)
+    now[0] = 61.0
+    assert progress.batch(8, 0, "fused_conv2d_add", 2.0, 3.0) is None  # within the interval: no line
+    now[0] = 120.0
+    progress.batch(8, 1, "fused_matmul", None, None)
+    now[0] = 150.0
+    progress.batch(8, 2, "fused_matmul1", 1.0, 1.25)
+    assert lines == [
+        "tuning 8/32 trials, task 1/3 fused_conv2d_add: best 2.500 ms (default 3.000 ms); about 3 min 00 s left",
+        "tuning 24/32 trials, task 2/3 fused_matmul: no result yet; about 40 s left",
+        "tuning 32/32 trials, task 3/3 fused_matmul1: best 1.000 ms (default 1.250 ms); done in 2 min 30 s",
+    ]

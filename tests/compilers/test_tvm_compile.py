@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,9 +102,13 @@ def test_tuned_build_then_cached_rebuild(tiny_model, tmp_path):
     """A build with tuning-trials records trials and matches ONNX Runtime; the rebuild applies the cache with 0 trials."""
     imported = import_model(*tiny_model)
     cache_dir = tmp_path / "tuning"
+    lines = []
     tuned = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "a", tuning_trials=6,
-                                                                  tuning_cache_dir=cache_dir, tuning_progress=False))
+                                                                  tuning_cache_dir=cache_dir), progress=lines.append)
     assert tuned.tuning_trials > 0 and tuned.tuning_records_applied > 0
+    # the build's own progress channel carries the tuning's lines: trials done out of N, task, best, time
+    assert lines[0].startswith("tuning ") and "up to 6 trials" in lines[0]
+    assert any(re.match(r"tuning (\d+)/\1 trials, task \d+/\d+ \S+: best [\d.]+ ms .*done in", line) for line in lines), lines
     assert max(verify_on_host(tuned, imported, CompileOptions(work_dir=tmp_path / "a")).values()) <= 1e-4
     rebuilt = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "b", tuning_cache_dir=cache_dir,
                                                                     tuning_progress=False))
