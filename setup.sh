@@ -11,9 +11,10 @@ if command -v apt-get >/dev/null 2>&1; then
   # gcc-aarch64-linux-gnu links ARM64 libraries; qemu-user-static runs the emulated ARM64 device in tests.
   # postgresql, redis-server (team tests) and mosquitto (Edge Agent MQTT tests): the tests start their own throw-away
   # servers on loopback; the packages' own services are not used.
+  # openssl makes the throw-away CA of the MQTT-over-TLS test.
   $SUDO apt-get update -q
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static postgresql redis-server mosquitto
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static postgresql redis-server mosquitto openssl
 else
   echo "setup.sh: no apt-get; install an aarch64-linux-gnu gcc and qemu-user-static yourself for ARM64 targets" >&2
 fi
