@@ -155,7 +155,7 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
         found.is_anomalous, found.confidence = result.is_anomalous, result.confidence
         found.anomaly_score, found.anomaly_threshold = result.score, result.threshold
         if mask is None:  # a classification model, as Lookout's: no mask and no anomalies
-            return response
+            return response, detection
         found.anomaly_mask.width, found.anomaly_mask.height = width, height
         if mask_region is not None:
             written = bitmaps.to_shared_memory(mask_region, mask.pixels)

@@ -113,10 +113,12 @@ class Spool:
         item = SpoolItem(self.root / date / detection.component / label, f"{_stamp(detection.timestamp)}-{detection.image_id}",
                          label, detection.timestamp)
         item.directory.mkdir(parents=True, exist_ok=True)
-        contents = (png_bytes(detection.image, self.png_level), png_bytes(detection.mask.pixels, self.png_level),
-                    json.dumps(result_document(detection), indent=1).encode())
+        mask = None if detection.mask is None else png_bytes(detection.mask.pixels, self.png_level)  # None: classification
+        contents = (png_bytes(detection.image, self.png_level), mask, json.dumps(result_document(detection), indent=1).encode())
         written = 0
         for path, data in zip(item.files(), contents):
+            if data is None:
+                continue
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)

@@ -26,7 +26,7 @@ class Detection:
     timestamp: float  # seconds since the epoch, when the result was ready
     latency_s: float  # from the request's arrival to its result and mask
     result: AnomalyResult
-    mask: AnomalyMask
+    mask: AnomalyMask | None  # None for a classification model: no mask and no anomalies
     image: np.ndarray  # the RGB image the client sent (HxWx3 uint8); never written to
 
 
@@ -55,8 +55,9 @@ def result_document(detection: Detection) -> dict:
         "anomaly_score": result.score,
         "anomaly_threshold": result.threshold,
         "confidence": result.confidence,
-        "anomalies": [{"name": c.name, "total_percentage_area": area, "hex_color": c.hex_color.upper()}
-                      for c, area in zip(detection.mask.palette.classes, detection.mask.area_fractions)],
+        "anomalies": [] if detection.mask is None else [
+            {"name": c.name, "total_percentage_area": area, "hex_color": c.hex_color.upper()}
+            for c, area in zip(detection.mask.palette.classes, detection.mask.area_fractions)],
         "inference_latency_ms": round(detection.latency_s * 1000.0, 3),
         "image": {"width": int(detection.image.shape[1]), "height": int(detection.image.shape[0])},
     }

@@ -73,6 +73,20 @@ def test_an_item_is_image_mask_and_result_in_the_date_component_label_layout(tmp
     assert [i.stem for i in spool.items()] == [item.stem] and not list(spool.root.rglob(".*.tmp"))
 
 
+def test_a_classification_models_item_is_image_and_result_without_mask_or_anomalies(tmp_path):
+    """A classification model has no mask: the agent hands the sinks mask=None, as it answers the client."""
+    from dataclasses import replace
+
+    from packager.edge.line import result_document
+
+    record = replace(detection(True, timestamp=1_790_000_000.25), mask=None)
+    assert result_document(record)["anomalies"] == []
+    item = Spool(tmp_path / "spool", max_bytes=1 << 30, retention_days=30).add(record)
+    png, mask, result = item.files()
+    assert np.array_equal(decoded(png), record.image) and not mask.exists()
+    assert json.loads(result.read_text())["anomalies"] == [] and item.size() == png.stat().st_size + result.stat().st_size
+
+
 def test_a_spool_at_its_cap_keeps_its_limit_and_drops_the_oldest_normal_images_first(tmp_path):
     cap = 200_000  # about eight 64x64 items of noise
     spool = Spool(tmp_path / "spool", max_bytes=cap, retention_days=30)
