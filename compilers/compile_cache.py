@@ -150,7 +150,11 @@ class CompileCache:
             return None
         model_dir.mkdir(parents=True, exist_ok=True)
         for name in files:
-            shutil.copyfile(entry / name, model_dir / name)
+            # A new file, never the old one rewritten: a library this process still has loaded from model_dir stays
+            # intact (rewriting it in place changes the pages dlopen mapped, and the next dlopen of it crashes).
+            staged = model_dir / f".{name}.incoming"
+            shutil.copyfile(entry / name, staged)
+            os.replace(staged, model_dir / name)
         return CachedCompile(tuning_records_applied=int(doc["tuning_records_applied"]),
                              compile_seconds=float(doc["compile_seconds"]))
 

@@ -179,7 +179,8 @@ def test_job_runs_to_succeeded_and_uploads(home, project, s3_server):
     assert seen[0] in ("CREATED", "RUNNING") and seen[-1] == "SUCCEEDED"
     assert job["ModelPackagingOutputDetails"]["Greengrass"] == {"ComponentName": "com.example.Tiny", "ComponentVersion": "1.0.0"}
     keys = _s3_keys(s3_server)
-    assert sorted(keys) == ["models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml",
+    assert sorted(keys) == ["models/com.example.Tiny/1.0.0/benchmark.json",  # the build's report, beside the artifact
+                            "models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml",
                             f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/edge_agent.zip",
                             f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/recipe.yaml"], keys
     build = home / "jobs" / "p" / name / "greengrass-build"
