@@ -129,8 +129,14 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
     import grpc
 
     from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
-    from tests.packager.edge.conftest import Subscriber, bitmap, defective_image
+    from compilers.spec import spec_from_dict
+    from packager.edge.model_runner import normalized
+    from tests.packager.edge.conftest import Subscriber, bitmap, defective_image, edge_spec_dict
     from tests.packager.test_deploy_local import tiny_model_case
+
+    # The configuration's thresholds are on the model's own scale (as the spec's); the agent answers on [0, 1].
+    scale = spec_from_dict(edge_spec_dict()).normalization
+    unit = lambda raw: normalized(raw, {"min": scale.min, "max": scale.max})  # noqa: E731
 
     model_args, _, _ = tiny_model_case(tmp_path)
     build, root, component = tmp_path / "gg", tmp_path / "root", "com.acme.LineDemo"
@@ -178,7 +184,7 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
             detect = lambda: stub.DetectAnomalies(pb.DetectAnomaliesRequest(  # noqa: E731
                 model_component=component, bitmap=bitmap(image))).detect_anomaly_result
             before = detect()
-            assert before.is_anomalous and before.anomaly_threshold == pytest.approx(1.5)
+            assert before.is_anomalous and before.anomaly_threshold == pytest.approx(unit(1.5))
             (topic, message), = subscriber.wait_for(1)  # the recipe's Setenv carried Mqtt to the agent
             assert topic == f"line/{component}" and message["image_id"] and message["is_anomalous"] is True
             keys = wait_for(lambda: [o["Key"] for o in s3.list_objects_v2(Bucket="line-captures").get("Contents", [])
@@ -186,7 +192,7 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
             assert len(keys) == 1 and keys[0].split("/")[2:4] == [component, "anomaly"]
             assert keys[0].startswith("line-7/") and message["image_id"] in keys[0]
 
-            raised = round(before.anomaly_score + 0.25, 3)
+            raised = round(scale.min + before.anomaly_score * (scale.max - scale.min) + 0.25, 3)  # above its raw score
             pid = agent_pid()
             changed = update({"merge": {"Thresholds": {component: {"Image": raised}}}})
             assert changed.returncode == 0, changed.stderr
@@ -194,7 +200,7 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
             message = running_with(stub, f"image threshold {raised:g} (set in the agent's configuration)")
             assert "pixel threshold 1.2 (the model's)" in message  # the agent started the model again by itself
             after = detect()
-            assert not after.is_anomalous and after.anomaly_threshold == pytest.approx(raised)
+            assert not after.is_anomalous and after.anomaly_threshold == pytest.approx(unit(raised))
             assert after.anomaly_score == pytest.approx(before.anomaly_score, rel=1e-6)  # the same image, no rebuild
 
             pid = agent_pid()
@@ -205,7 +211,7 @@ def test_a_configuration_update_changes_the_threshold_the_running_agent_uses(tmp
                 assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
                 assert refused.stderr.startswith("error: ValidationException: ") and says in refused.stderr
             assert agent_pid() == pid  # the agent keeps its last good configuration
-            assert detect().anomaly_threshold == pytest.approx(raised)
+            assert detect().anomaly_threshold == pytest.approx(unit(raised))
 
             reset = update({"reset": ["/Thresholds"]})
             assert reset.returncode == 0, reset.stderr

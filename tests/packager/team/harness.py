@@ -137,6 +137,10 @@ def team_env(database_url: str, broker_url: str, s3_endpoint: str, greengrass_en
         "PACKAGER_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_ENDPOINT_URL_S3": s3_endpoint,
         "AWS_ENDPOINT_URL_GREENGRASSV2": greengrass_endpoint,
+        "AWS_ENDPOINT_URL_STS": s3_endpoint,  # moto's server answers GetCallerIdentity (account 123456789012)
+        # Every job compiles: the test kills a worker mid-compile, and a compile-cache hit has no compile to catch.
+        # A cache path that cannot be a directory is read as a miss and never written (compilers/compile_cache.py).
+        "PACKAGER_COMPILE_CACHE": "/dev/null/no-compile-cache",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
