@@ -44,7 +44,8 @@ def store_file(home: Path, source: Path, suffix: str) -> str:
         raise
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (models run to hundreds of MB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as src:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
@@ -69,7 +70,7 @@ def store_model(home: Path, source: Path) -> tuple[str, str]:
     if len(files) == 1:
         relative = store_file(home, source, source.suffix.lower())
         return relative, Path(relative).stem
-    lines = sorted(f"{_file_sha256(f)}  {name}" for name, f in files)
+    lines = sorted(f"{file_sha256(f)}  {name}" for name, f in files)
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     target_dir = home / "models" / "sha256"
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ version is recorded, so a recorded version can always be fetched.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -17,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import ModelImportError, PublishError
+from packager.jobs.model_files import file_sha256
 from packager.publish.aws_errors import aws_error, is_not_found
 
 MODEL_BUCKET_VARIABLE = "PACKAGER_MODEL_BUCKET"
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})(\.[A-Za-z0-9.]*)?$")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def _fetch(s3_client, where: ModelBucket, home: Path, relative: str) -> bool:
         except Exception as exc:  # noqa: BLE001  (aws_error names the step for any S3 error)
             raise aws_error(f"fetch model file s3://{where.bucket}/{key}", exc) from None
         named = _HASHED_NAME.match(target.name)
-        if named and _sha256(Path(tmp_name)) != named.group(1):
+        if named and file_sha256(Path(tmp_name)) != named.group(1):
             raise PublishError(f"fetch model file s3://{where.bucket}/{key}: its bytes do not match the SHA-256 in its name")
         os.chmod(tmp_name, 0o444)
         os.replace(tmp_name, target)  # atomic, so a concurrent job on this host never reads half a file
@@ -135,9 +134,3 @@ def _fetch(s3_client, where: ModelBucket, home: Path, relative: str) -> bool:
             os.unlink(tmp_name)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
