@@ -140,7 +140,6 @@ def test_a_hit_restores_the_same_files_and_a_damaged_entry_compiles_again(import
     assert (first.from_cache, second.from_cache) == (False, True)
     for name in ("model.so", "params.bin", "manifest.json", "spec.json"):
         assert (first.model_dir / name).read_bytes() == (second.model_dir / name).read_bytes(), name
-    assert second.compile_seconds < 2 < first.compile_seconds
     [entry] = [p for p in (tmp_path / "cc").iterdir() if not p.name.startswith(".")]
     (entry / "params.bin").write_bytes(b"damaged")
     third = build("third")
