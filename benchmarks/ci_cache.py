@@ -31,7 +31,7 @@ def write_models(root: Path) -> None:
     """models/<name>/model.onnx + model_spec.json, as a factory's repository holds them."""
     from benchmarks.models.export import to_onnx
     from benchmarks.models.padim import build_padim
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from packager.commands.build import example_model_paths
 
     for name in MODELS:

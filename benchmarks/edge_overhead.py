@@ -76,7 +76,7 @@ def test_images(size: int) -> dict[str, np.ndarray]:
 
 
 def compile_for_host(model: Path, spec: Path, work: Path) -> Path:
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
     from targets import host_target
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import grpc
 
-    from packager.benchmark import set_tvm_threads, time_callable
+    from packager.build.benchmark import set_tvm_threads, time_callable
     from packager.edge import client, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
     from packager.edge.model_runner import AnomalyDetector
 

@@ -34,7 +34,7 @@ RTOL, ATOL = 1e-3, 1e-4
 
 def compile_all(out: Path, gpus: list[str]) -> None:
     from compilers.gpu import shipped_gpu_code
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
     from packager.commands.build import example_model_paths
@@ -83,11 +83,11 @@ def run_all(out: Path, runs: int, output: Path) -> int:
     import onnxruntime
 
     from compilers.verify import compare_outputs
-    from packager.benchmark import time_callable
+    from packager.build.benchmark import time_callable
     from packager.edge.model_runner import CompiledModel
 
     builds = json.loads((out / "builds.json").read_text())["builds"]
-    # ONNX Runtime straight from the file: compilers.intake would check the ops against TVM's frontend, a compiler part.
+    # ONNX Runtime straight from the file: compilers.frontends.intake would check the ops against TVM's frontend, a compiler part.
     manifest = json.loads((out / "cpu" / "manifest.json").read_text())
     x = np.random.default_rng(0).random(manifest["input_shape"], dtype=np.float32)
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])

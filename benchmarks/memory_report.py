@@ -55,7 +55,7 @@ def _status_bytes(pid: int, field: str) -> int:
 def prepare(name: str, work: Path) -> tuple[Path, Path]:
     """(exported model.onnx, compiled model dir), made once per work folder."""
     from benchmarks.models.anomalib_zoo import export
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
     from targets import host_target

@@ -71,7 +71,7 @@ def _load_zoo_model(name: str, scratch: Path):
     """An anomalib export as a user brings it; TVM and ORT get the graph the build's intake makes of it (shapes fixed,
     shape computations folded), OpenVINO reads the export itself, as anomalib's OpenVINO path does."""
     from benchmarks.models.anomalib_zoo import build, export_module
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.verify import thresholded_outputs
 
     module = build(name)
@@ -85,7 +85,7 @@ def run_model(name: str, args, target, cache) -> dict:
     import numpy as np
 
     from benchmarks import suite_engines as se
-    from compilers.tuning import extract_tasks, tune
+    from compilers.tuning.tune import extract_tasks, tune
     from compilers.verify import assert_matches_onnxruntime
 
     onnx_bytes, module, size, description, input_name, onnx_path, thresholded = _load_model(name, Path(args.scratch))
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
 
     from benchmarks import suite_report
     from benchmarks.suite_engines import host_isa as se_host_isa
-    from compilers.tuning_cache import open_tuning_cache
+    from compilers.tuning.cache import open_tuning_cache
     from targets.catalog import CompilerOptions, host_target
 
     target = host_target(CompilerOptions(num_cores=args.threads))

@@ -113,7 +113,7 @@ def tvm_engine(name: str, mod, params: list[np.ndarray], target, database=None) 
     import tvm
     from tvm import relax
 
-    from compilers.schedules import relax_pipeline
+    from compilers.schedules.pipeline import relax_pipeline
 
     started = time.perf_counter()
     pipeline = relax_pipeline(target, database)

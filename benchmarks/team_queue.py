@@ -92,7 +92,7 @@ class Bench:
         self.workers = []
 
     def submit(self) -> str:
-        from packager.jobs import api
+        from packager.service.jobs import api
 
         self.version += 1
         configuration = {"Greengrass": {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "ComponentName": "com.bench.Queue",
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from moto.server import ThreadedMotoServer
 
     from packager.commands.build import example_model_paths
-    from packager.jobs import api
+    from packager.service.jobs import api
     from tests.servers import postgres_server, redis_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log would bury the results

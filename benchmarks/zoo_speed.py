@@ -51,7 +51,7 @@ def _export(name: str, root: Path) -> Path:
 
 def _imported(path: Path):
     """The Relax module and weights `build` compiles: via intake when it takes the export, else the ONNX as it is."""
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.tvm_compile import to_relax
 
     try:
@@ -127,7 +127,7 @@ def kernel_flops(mod, target) -> dict[str, float]:
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    from compilers.schedules import fuse_operators, workload
+    from compilers.schedules.pipeline import fuse_operators, workload
 
     fused = fuse_operators(mod, tvm.target.Target(target.tvm_target))
     flops = {}
@@ -146,7 +146,7 @@ def tvm_engine(name: str, mod, params, target, database=None):
     from tvm import relax
 
     from benchmarks.suite_engines import Engine
-    from compilers.schedules import relax_pipeline
+    from compilers.schedules.pipeline import relax_pipeline
 
     started = time.perf_counter()
     pipeline = relax_pipeline(target, database)
@@ -208,7 +208,7 @@ def run_model(name: str, args, target, cache, root: Path, peak: float) -> dict:
     import numpy as np
 
     from benchmarks import suite_engines as se
-    from compilers.tuning import tune
+    from compilers.tuning.tune import tune
 
     path = _export(name, root)
     x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from benchmarks.cpu_info import cpu_description, engine_isa, peak_gflops
     from benchmarks.models.anomalib_zoo import MODELS
-    from compilers.tuning_cache import open_tuning_cache
+    from compilers.tuning.cache import open_tuning_cache
     from targets.catalog import CompilerOptions, host_target
 
     target = host_target(CompilerOptions(num_cores=args.threads))

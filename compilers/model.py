@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compilers.spec import ModelSpec
+from compilers.frontends.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[
     import tvm
     from tvm import relax
 
-    from compilers.schedules import legalize
+    from compilers.schedules.pipeline import legalize
 
     mod = legalize(mod, tvm_target)
     lifted = relax.transform.LiftTransformParams()(mod)

@@ -51,7 +51,7 @@ def relax_for_target(imported: ImportedModel, target: Target):
     import tvm
 
     from compilers.prepack import prepack_weights
-    from compilers.schedules import is_gpu
+    from compilers.schedules.pipeline import is_gpu
 
     mod, params = to_relax(imported)
     if is_gpu(target):
@@ -85,7 +85,7 @@ def _export(executable, target: Target, library_path: Path) -> None:
 
 def relax_pipeline_for(target: Target, tvm_target, database):
     """The Relax pass pipeline: our default schedules, plus tuned records when a database is given."""
-    from compilers import schedules
+    from compilers.schedules import pipeline as schedules
 
     if target.device == "cuda":
         from compilers import gpu
@@ -99,9 +99,9 @@ def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
     """Tune when asked, then the tuning cache's records for this target: (database or None, trials run).
 
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
-    from compilers.schedules import is_gpu
-    from compilers.tuning import tune
-    from compilers.tuning_cache import open_tuning_cache
+    from compilers.schedules.pipeline import is_gpu
+    from compilers.tuning.tune import tune
+    from compilers.tuning.cache import open_tuning_cache
 
     if is_gpu(target):
         if options.tuning_trials:
@@ -135,7 +135,7 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
     from dataclasses import replace
 
     from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
-    from compilers.tuning_cache import open_tuning_cache
+    from compilers.tuning.cache import open_tuning_cache
 
     prepared, trials = None, 0
     if options.tuning_trials:  # tune first: the records it adds are part of the key
@@ -162,7 +162,7 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
     """prepared: (mod, params, database) when the caller already imported and tuned."""
     import tvm
 
-    from compilers.schedules import CpuPipeline
+    from compilers.schedules.pipeline import CpuPipeline
 
     trials = 0
     if prepared is not None:

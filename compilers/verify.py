@@ -55,7 +55,7 @@ BOOL_THRESHOLD_MARGIN = 1e-5
 def thresholded_outputs(imported: ImportedModel) -> dict[str, tuple[str, float]]:
     """bool output -> (the float output it thresholds, the threshold), for graphs that threshold their own scores
     (anomalib v2: pred_label = pred_score > 0.5, pred_mask = anomaly_map > 0.5)."""
-    from compilers.spec import OutputRole
+    from compilers.frontends.spec import OutputRole
 
     spec = imported.spec
     pairs = {}

@@ -19,7 +19,7 @@ from packager.commands.build_summary import shown as _shown
 
 if TYPE_CHECKING:
     from packager.commands.build_fleet import FleetTarget
-    from packager.jobs.extensions import JobExtensions
+    from packager.service.jobs.extensions import JobExtensions
     from targets import Target
 
 EXAMPLE_COMPONENT = "com.example.AnomalyDetector"
@@ -98,9 +98,9 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
     """Arguments -> a typed BuildRequest; every error names its flag."""
     from packager.commands.build_fleet import fleet_from_args, fleet_target
     from packager.errors import ValidationException
-    from packager.jobs.extensions import JobExtensions
-    from packager.recipe import check_service_string
-    from packager.remote import remote_device
+    from packager.service.jobs.extensions import JobExtensions
+    from packager.greengrass.recipe import check_service_string
+    from packager.build.remote import remote_device
 
     model, spec = args.model, args.model_spec
     if model is None:
@@ -138,7 +138,7 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
                                use_compile_cache=not args.no_cache, max_ratio=args.max_ratio)
     fleet_targets = tuple(fleet_target(one, greengrass) for _, one in fleet) if len(fleet) > 1 else ()
     if fleet_targets:
-        from packager.bundle import check_distinct_platforms
+        from packager.greengrass.bundle import check_distinct_platforms
 
         try:
             check_distinct_platforms([t.target for t in fleet_targets])
@@ -152,7 +152,7 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
 def _check_shape(shape: str, member: str, value, flag: str) -> None:
     """The service model's rules for one member, with the error naming the flag it came from."""
     from packager.errors import ValidationException
-    from packager.jobs.validation import validate_shape
+    from packager.service.jobs.validation import validate_shape
 
     try:
         validate_shape(shape, value, member)
@@ -259,7 +259,7 @@ _FLAG_FOR_FIELD = {"TargetDevice": "--target-device", "TargetPlatform.Os": "--ta
 
 
 def print_summary(result, out=None) -> None:
-    """result: packager.jobs.results.JobResult, what the job left beside its log."""
+    """result: packager.service.jobs.results.JobResult, what the job left beside its log."""
     out = out or sys.stdout  # looked up per call, so a redirected stdout is honoured
     report = result.benchmark
     lines = [
@@ -293,8 +293,8 @@ def register_build_model(request: BuildRequest) -> str:
     """Check the model here (cheap, and fails before any record), then register it or reuse its identical version."""
     import tempfile
 
-    from compilers.intake import import_model
-    from packager.jobs import api
+    from compilers.frontends.intake import import_model
+    from packager.service.jobs import api
 
     _progress(f"reading {request.model_path}")
     imported = import_model(request.model_path, request.spec_path)
@@ -314,7 +314,7 @@ def register_build_model(request: BuildRequest) -> str:
 
 def start_build_job(request: BuildRequest, model_version: str) -> str:
     from packager.errors import ValidationException
-    from packager.jobs import api
+    from packager.service.jobs import api
 
     params = {"ProjectName": request.project, "ModelVersion": model_version, "Configuration": request.configuration}
     if request.client_token is not None:
@@ -345,10 +345,10 @@ POLL_SECONDS = 0.25  # how often build looks at its job
 def wait_for_build_job(project: str, job_name: str, poll_seconds: float | None = None):
     """Wait with progress on stderr; a SUCCEEDED job's JobResult, or the error a FAILED one ended with is raised."""
     from packager.errors import InternalServerException
-    from packager.jobs import api
-    from packager.jobs.progress import ProgressReader
-    from packager.jobs.results import job_failure, read_result
-    from packager.jobs.store import packager_home
+    from packager.service.jobs import api
+    from packager.service.jobs.progress import ProgressReader
+    from packager.service.jobs.results import job_failure, read_result
+    from packager.service.jobs.store import packager_home
 
     home = packager_home()
     steps = ProgressReader(api.job_dir(home, project, job_name))
@@ -370,8 +370,8 @@ def wait_for_build_job(project: str, job_name: str, poll_seconds: float | None =
 def run(args: argparse.Namespace) -> int:
     # The wait's modules are imported before it starts. A Ctrl-C that lands inside an import, in the exec() that
     # dataclasses run, makes CPython 3.11 kill itself with SIGINT at exit even after the handler below returned 130.
-    import packager.jobs.progress  # noqa: F401
-    import packager.jobs.results  # noqa: F401
+    import packager.service.jobs.progress  # noqa: F401
+    import packager.service.jobs.results  # noqa: F401
     from packager.commands.build_fleet import run_fleet
     from packager.commands.build_summary import failed_document, write_summary_json
     from packager.errors import PackagerError

@@ -1,7 +1,7 @@
 """build with several targets: a job per target, then one component version with a manifest per platform.
 
 The jobs are the service's own, one target each, started with build's options into scratch directories; when every one
-has succeeded, their artifacts become one component (packager.pipeline.package_targets), published as a whole.
+has succeeded, their artifacts become one component (packager.build.pipeline.package_targets), published as a whole.
 """
 
 from __future__ import annotations
@@ -84,15 +84,15 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
     import time
     from dataclasses import replace
 
-    from packager.bundle import ComponentIdentity, TargetBuild, target_slug
+    from packager.greengrass.bundle import ComponentIdentity, TargetBuild, target_slug
     from packager.commands.build_summary import (
         print_fleet_summary,
         row_from_job,
         succeeded_document,
         write_summary_json,
     )
-    from packager.jobs import api
-    from packager.pipeline import package_targets
+    from packager.service.jobs import api
+    from packager.build.pipeline import package_targets
 
     started = time.perf_counter()
     output = request.extensions.output_dir
@@ -127,7 +127,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
         s3_client = greengrass_client = sts_client = None
         register = request.extensions.register and location is not None
         if location is not None:
-            from packager.publish.clients import make_clients, make_sts_client
+            from packager.greengrass.publish.clients import make_clients, make_sts_client
 
             s3_client, greengrass_client = make_clients(None)
             sts_client = make_sts_client(greengrass_client.meta.region_name) if register else None
@@ -146,7 +146,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
 
 
 def _bundle_location(greengrass: dict):
-    from packager.bundle import S3Location
+    from packager.greengrass.bundle import S3Location
 
     location = greengrass.get("S3OutputLocation")
     return S3Location(location["Bucket"], location.get("Prefix", "")) if location else None

@@ -24,7 +24,7 @@ class TargetRow:
     artifact_size: int
     digest: str  # Greengrass Digest: base64 SHA-256
     report_path: Path | None
-    benchmark: object  # packager.benchmark.BenchmarkReport
+    benchmark: object  # packager.build.benchmark.BenchmarkReport
     max_abs_error: dict
     compile_seconds: float
     from_cache: bool
@@ -46,7 +46,7 @@ class TargetRow:
 
 
 def row_from_job(result, platform: str, artifact=None, report_path: Path | None = None) -> TargetRow:
-    """result: packager.jobs.results.JobResult; ``artifact`` (a BundleArtifact) when the component's file is not the job's."""
+    """result: packager.service.jobs.results.JobResult; ``artifact`` (a BundleArtifact) when the component's file is not the job's."""
     return TargetRow(
         target=result.benchmark.target, platform=platform,
         artifact=Path(artifact.path) if artifact else result.artifact_path,

@@ -44,20 +44,20 @@ def _configuration_updates(text: str | None) -> dict:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationException(f"--update-config is not valid JSON: {exc}", field="--update-config") from None
-    from packager.deploy_configuration import parse_configuration_updates
+    from packager.greengrass.local.configuration import parse_configuration_updates
 
     return parse_configuration_updates(doc)
 
 
 def build_options(args: argparse.Namespace):
     """Arguments -> typed DeployOptions."""
-    from packager.deploy_local import DeployOptions
+    from packager.greengrass.local.deploy import DeployOptions
 
     return DeployOptions(root=args.root.resolve(), configuration_updates=_configuration_updates(args.update_config))
 
 
 def _print_status(root: Path) -> int:
-    from packager.local_nucleus import read_state
+    from packager.greengrass.local.nucleus import read_state
 
     state = read_state(root)
     if state is None:
@@ -70,7 +70,7 @@ def _print_status(root: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from packager.errors import ValidationException
-    from packager.local_nucleus import LocalNucleus, claim_root, request_stop, running_in, stop_orphans
+    from packager.greengrass.local.nucleus import LocalNucleus, claim_root, request_stop, running_in, stop_orphans
 
     root = args.root.resolve()
     if args.status:
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return _update_running(args, root)
     if args.build_dir is None:
         raise ValidationException("give a BUILD_DIR to deploy, or --stop / --status", field="BUILD_DIR")
-    from packager.deploy_configuration import read_configuration, write_configuration
-    from packager.deploy_local import plan_deployment
+    from packager.greengrass.local.configuration import read_configuration, write_configuration
+    from packager.greengrass.local.deploy import plan_deployment
 
     plan = plan_deployment(args.build_dir, build_options(args))
     pid_file = claim_root(plan.root)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     nucleus = LocalNucleus(plan, stop_requested=stop_requested)
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: nucleus.reconfigure_requested.set())
     try:
-        from packager.local_nucleus import Interrupted
+        from packager.greengrass.local.nucleus import Interrupted
 
         try:
             nucleus.deploy()
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _update_running(args: argparse.Namespace, root: Path) -> int:
     """A configuration-only deployment to the deploy-local running in root: checked here, applied there."""
-    from packager.local_nucleus import update_running
+    from packager.greengrass.local.nucleus import update_running
 
     restarted = update_running(root, build_options(args).configuration_updates, args.build_dir)
     print(f"applied the configuration update in {root}; "

@@ -1,7 +1,7 @@
 """The Lookout for Vision commands, shaped like `aws lookoutvision ...`: one flag per request member,
 --cli-input-json/--cli-input-yaml (flags override the document), --generate-cli-skeleton, JSON output.
 
-Three layers: argparse flags -> `request_from_args` (a params dict in the service's names) -> packager.jobs.api.
+Three layers: argparse flags -> `request_from_args` (a params dict in the service's names) -> packager.service.jobs.api.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packager.cli import Command
 from packager.errors import ValidationException
-from packager.jobs import service_model
+from packager.service import service_model
 
 # Operation -> one-line help; the order is the order `--help` lists them in.
 _OPERATIONS = {
@@ -166,7 +166,7 @@ def _progress_line(started: float, description: dict) -> None:
 
 
 def run_operation(operation: str, args: argparse.Namespace) -> int:
-    from packager.jobs import api
+    from packager.service.jobs import api
 
     if args.generate_cli_skeleton:
         sys.stdout.write(_skeleton(operation, args.generate_cli_skeleton))
@@ -198,7 +198,7 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from packager.jobs import api
+    from packager.service.jobs import api
 
     response = api.register_model(args.project_name, args.model, args.spec, description=args.description,
                                   create_project=args.create_project)

@@ -42,8 +42,8 @@ def _keys(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from packager.jobs.store import packager_home
-    from packager.server.app import ServerConfig, make_server
+    from packager.service.jobs.store import packager_home
+    from packager.service.server.app import ServerConfig, make_server
 
     keys = _keys(args)
     if args.no_register:

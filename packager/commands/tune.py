@@ -43,9 +43,9 @@ def _target_given(args: argparse.Namespace) -> bool:
 
 
 def _rpc_config(args: argparse.Namespace):
-    from compilers.tuning_measure import RpcConfig
+    from compilers.tuning.measure import RpcConfig
     from packager.errors import ValidationException
-    from packager.remote import parse_address
+    from packager.build.remote import parse_address
 
     if args.rpc_tracker is None:
         if args.rpc_key is not None:
@@ -58,7 +58,7 @@ def _rpc_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from compilers.tuning_cache import open_tuning_cache
+    from compilers.tuning.cache import open_tuning_cache
     from packager.commands.build import target_from_args
     from packager.errors import ValidationException
 
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tune(args, cache, target, rpc) -> int:
-    from compilers.intake import import_model
-    from compilers.tuning import tune
+    from compilers.frontends.intake import import_model
+    from compilers.tuning.tune import tune
     from compilers.tvm_compile import relax_for_target
     from packager.commands.build import example_model_paths
 

@@ -8,7 +8,7 @@ import os
 from packager.cli import Command
 from packager.errors import ValidationException
 
-_QUEUES = ("x86_64-cpu", "arm64", "nvidia")  # packager.jobs.celery_engine.Queue.ALL, without importing celery for --help
+_QUEUES = ("x86_64-cpu", "arm64", "nvidia")  # packager.service.jobs.celery_engine.Queue.ALL, without importing celery for --help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from packager.jobs import celery_engine
+    from packager.service.jobs import celery_engine
 
     url = celery_engine.broker_url()
     if url is None:

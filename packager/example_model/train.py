@@ -168,7 +168,7 @@ def pixel_threshold_from(maps: np.ndarray, masks: np.ndarray) -> float:
 
 
 def write_spec(path: Path, image_threshold: float, pixel_threshold: float, low: float, high: float):
-    from compilers.spec import spec_from_dict
+    from compilers.frontends.spec import spec_from_dict
 
     doc = {
         "format": "packager-model-spec/1",

@@ -2,7 +2,7 @@
 
 prepare_arm64.sh (beside this file) unpacks the sysroot once; start_server() runs
 ``python3.11 -m tvm.exec.rpc_server`` in it, optionally registered with a tracker under a key. Its timings are
-emulator timings, and the device says so: it registers ``packager.emulator`` (packager/remote.py reads it).
+emulator timings, and the device says so: it registers ``packager.emulator`` (packager/build/remote.py reads it).
 
     python -m targets.emulator --port 9190                                    # a server for --device-rpc
     python -m targets.emulator --tracker 127.0.0.1:9190 --key arm64-emulated  # one registered with a tracker

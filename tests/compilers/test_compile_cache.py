@@ -16,9 +16,9 @@ from compilers.compile_cache import (
     model_content_hash,
     open_compile_cache,
 )
-from compilers.intake import import_model
+from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
-from compilers.tuning_cache import open_tuning_cache
+from compilers.tuning.cache import open_tuning_cache
 from targets import get_target, host_target
 from targets.catalog import CompilerOptions
 from tests.conftest import make_tiny_autoencoder, tiny_spec_dict
@@ -108,7 +108,7 @@ def test_a_changed_compiler_source_or_tvm_version_misses(imported, tmp_path, mon
     monkeypatch.setattr(compilers, "__file__", str(copy / "__init__.py"))
     compiler_fingerprint.cache_clear()
     assert compiler_fingerprint() == before, "a byte-identical copy of the sources gives the same fingerprint"
-    (copy / "schedules.py").write_text((copy / "schedules.py").read_text() + "\n# a schedule changed\n")
+    (copy / "schedules" / "pipeline.py").write_text((copy / "schedules" / "pipeline.py").read_text() + "\n# a schedule changed\n")
     compiler_fingerprint.cache_clear()
     edited = compiler_fingerprint()
     assert edited != before

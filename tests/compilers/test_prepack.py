@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compilers.prepack import PREPACKED, prepack_weights
-from tests.compilers.test_schedules import ATOL, RTOL, onnx_model, weights
+from tests.compilers.schedules.test_schedules import ATOL, RTOL, onnx_model, weights
 
 CHANNELS, SIZE = 32, 14
 
@@ -41,8 +41,8 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
     import tvm
     from tvm import relax
 
-    from compilers.schedules import CpuPipeline
-    from compilers.tuning_winograd import tile_size, transform_matrices
+    from compilers.schedules.pipeline import CpuPipeline
+    from compilers.schedules.winograd import tile_size, transform_matrices
 
     model = conv_model(kernel=3)
     m = tile_size(CHANNELS, CHANNELS, SIZE, SIZE)
@@ -71,7 +71,7 @@ def test_weights_used_as_they_are_keep_their_names(cpu):
 
 
 def test_gpu_targets_keep_the_weights_as_imported():
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.tvm_compile import relax_for_target, to_relax
     from packager.commands.build import example_model_paths
     from targets import get_target, host_target
@@ -85,7 +85,7 @@ def test_gpu_targets_keep_the_weights_as_imported():
 
 def test_a_failing_weight_step_names_the_model(monkeypatch):
     import compilers.prepack
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.tvm_compile import relax_for_target
     from packager.commands.build import example_model_paths
     from packager.errors import CompilationError

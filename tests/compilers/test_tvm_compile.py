@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from compilers.intake import import_model
+from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tvm_compile import compile_model, require_toolchain, verify_on_host
 from packager.edge.model_runner import CompiledModel
@@ -52,7 +52,7 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
     """The packaging job's own function refuses to bundle a model whose compiled output disagrees with ONNX Runtime.
     (`build` runs it in a job worker; tests/packager/commands/test_build.py checks a FAILED job's exit code there.)"""
     import compilers.tvm_compile as tvm_compile
-    from packager.pipeline import PackagingRequest, run_packaging
+    from packager.build.pipeline import PackagingRequest, run_packaging
 
     real_compile = tvm_compile.compile_model
 

@@ -11,8 +11,8 @@ import pytest
 
 import packager
 from tests.conftest import tiny_spec_dict
-from tests.packager.jobs.support import cli_argv, cli_env, gg_config, home  # noqa: F401  (fixture)
-from tests.packager.server.test_server_rest import endpoint, signed_call  # noqa: F401  (fixture)
+from tests.packager.service.jobs.support import cli_argv, cli_env, gg_config, home  # noqa: F401  (fixture)
+from tests.packager.service.server.test_server_rest import endpoint, signed_call  # noqa: F401  (fixture)
 
 BAD_COMPILER_OPTIONS = ["{1: 2, 'a': 3}", "{[]: 1}", "{(1, 2): 3}", "[" * 5000 + "]" * 5000, "{'mcpu': " + "9" * 5000 + "}"]
 
@@ -226,7 +226,7 @@ def test_a_huge_content_length_is_answered_without_reading_the_body(endpoint, si
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from tests.packager.server.test_server_rest import ACCESS_KEY, SECRET_KEY
+    from tests.packager.service.server.test_server_rest import ACCESS_KEY, SECRET_KEY
 
     host, port = urlsplit(endpoint).hostname, urlsplit(endpoint).port
     headers = {"Host": f"{host}:{port}", "Content-Type": "application/json"}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from compilers.intake import import_model
+from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tvm_compile import compile_model
 from packager.errors import CompilationError
-from packager.remote import RemoteDevice, open_device, verify_on_device
+from packager.build.remote import RemoteDevice, open_device, verify_on_device
 from targets import CompilerOptions, get_target, host_target
 from targets.emulator import free_port
 

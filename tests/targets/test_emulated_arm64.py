@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compilers.intake import import_model
+from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tvm_compile import compile_model
 from packager.errors import AccuracyMismatchError, CompilationError
-from packager.remote import RemoteDevice, open_device, verify_on_device
+from packager.build.remote import RemoteDevice, open_device, verify_on_device
 from targets import get_target, host_target
 from targets.emulator import PREPARE_SCRIPT, start_server, start_tracker
 from tests.conftest import with_broken_weights

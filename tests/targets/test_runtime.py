@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from compilers.model import CompiledArtifact
-from packager.benchmark import NO_DEVICE, BenchmarkReport, LatencyStats
-from packager.bundle import ComponentIdentity, bundle
+from packager.build.benchmark import NO_DEVICE, BenchmarkReport, LatencyStats
+from packager.greengrass.bundle import ComponentIdentity, bundle
 from targets import CompilerOptions, get_target
 from targets.runtime import device_checks, install_script, pip_requirements
 

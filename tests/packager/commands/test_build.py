@@ -15,9 +15,9 @@ import yaml
 
 from packager.cli import main
 from packager.errors import CompilationError
-from packager.jobs import api
+from packager.service.jobs import api
 
-from tests.packager.jobs.support import (  # noqa: F401  (fixtures)
+from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
     REPO_ROOT, S3_BUCKET, hold_worker_slot, home, s3_server, wait_until,
 )
 
@@ -240,7 +240,7 @@ def _build_without_waiting(monkeypatch, home: Path, *argv: str) -> None:
 
 def test_a_spec_read_from_anomalib_metadata_is_registered_spelled_out(home, tmp_path, monkeypatch):
     """The job's worker sees only the stored files, so a spec intake derived (here from metadata.json) is stored with them."""
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from tests.conftest import make_tiny_autoencoder
 
     model = make_tiny_autoencoder(tmp_path / "model.onnx")
@@ -256,7 +256,7 @@ def test_a_spec_read_from_anomalib_metadata_is_registered_spelled_out(home, tmp_
 
 @pytest.mark.slow
 def test_a_pytorch_model_is_registered_as_the_onnx_graph_intake_made(home, tmp_path, monkeypatch):
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from tests.conftest import save_tiny_exported_program, tiny_spec_dict
 
     path = tmp_path / "net.pt2"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from compilers.model import CompiledArtifact
-from packager.benchmark import EMULATED, NO_DEVICE, BenchmarkReport, LatencyStats
-from packager.bundle import (
+from packager.build.benchmark import EMULATED, NO_DEVICE, BenchmarkReport, LatencyStats
+from packager.greengrass.bundle import (
     AGENT_COMPONENT,
     ComponentIdentity,
     TargetBuild,
@@ -19,11 +19,11 @@ from packager.bundle import (
     reproducible_zip,
 )
 from packager.cli import main
-from packager.deploy_local import DeployOptions, plan_deployment, this_platform
+from packager.greengrass.local.deploy import DeployOptions, plan_deployment, this_platform
 from packager.errors import SpeedGateError
-from packager.pipeline import check_speed_gate
+from packager.build.pipeline import check_speed_gate
 from targets import get_target
-from tests.packager.jobs.support import home  # noqa: F401  (fixture)
+from tests.packager.service.jobs.support import home  # noqa: F401  (fixture)
 
 SHARED_SCHEMA = Path("/work/shared/reference/greengrass-recipe.schema.json")
 PACKAGED_SCHEMA = Path(__file__).resolve().parents[3] / "packager" / "data" / "greengrass-recipe.schema.json"
@@ -155,8 +155,8 @@ def test_speed_gate_neither_passes_nor_fails_what_was_not_measured(fields, why):
 
 def test_emulated_and_remote_timings_give_no_ratio(tiny_model, tmp_path):
     """TVM timed under qemu (or on another device) against ONNX Runtime here: the report keeps the timings, not a ratio."""
-    from compilers.intake import import_model
-    from packager.benchmark import benchmark
+    from compilers.frontends.intake import import_model
+    from packager.build.benchmark import benchmark
 
     imported = import_model(*tiny_model)
     artifact = CompiledArtifact(model_dir=tmp_path, target_name="LINUX/ARM64", device="cpu", library_path=tmp_path / "x",

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_tiny_autoencoder, tiny_spec_dict
-from tests.packager.jobs.support import REPO_ROOT, S3_BUCKET, home, s3_server  # noqa: F401  (fixtures)
+from tests.packager.service.jobs.support import REPO_ROOT, S3_BUCKET, home, s3_server  # noqa: F401  (fixtures)
 
 SCRIPT = REPO_ROOT / ".ci" / "package-fleet"
 TARGETS = ("jetson_xavier", "LINUX/X86_64")

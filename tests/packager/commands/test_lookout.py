@@ -11,9 +11,10 @@ import yaml
 
 import packager.cli as cli
 from packager.commands import lookout, serve
-from packager.jobs import api, service_model
+from packager.service import service_model
+from packager.service.jobs import api
 
-from tests.packager.jobs.support import (  # noqa: F401  (fixtures)
+from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
     REPO_ROOT, S3_BUCKET, cli_argv, cli_env, gg_config, hold_worker_slot, home, s3_server,
 )
 

@@ -13,6 +13,6 @@ def test_worker_without_a_broker_names_the_variable(monkeypatch, capsys):
 
 def test_worker_queues_are_the_engine_s(monkeypatch):
     from packager.commands import worker
-    from packager.jobs.celery_engine import Queue
+    from packager.service.jobs.celery_engine import Queue
 
     assert worker._QUEUES == Queue.ALL

@@ -65,7 +65,7 @@ def edge_model_files(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def compiled_model_dir(edge_model_files, tmp_path_factory) -> Path:
-    from compilers.intake import import_model
+    from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
     from targets import host_target

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from packager.bundle import agent_archive_entries, agent_lifecycle
+from packager.greengrass.bundle import agent_archive_entries, agent_lifecycle
 from packager.edge import AGENT_VERSION
 from targets import get_target
 

@@ -26,8 +26,8 @@ from packager.edge.model_runner import AnomalyResult
 from packager.edge.settings import parse_capture
 from packager.edge.uploader import IN_FLIGHT, SpoolUploader, s3_client
 from tests.packager.edge.conftest import MODEL, bitmap, defective_image, normal_image, wait_for_status
-from tests.packager.publish.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, isolate_aws_environment
-from tests.packager.publish.loopback import LoopbackS3
+from tests.packager.greengrass.publish.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, isolate_aws_environment
+from tests.packager.greengrass.publish.loopback import LoopbackS3
 
 REPO = Path(__file__).resolve().parents[3]
 PALETTE = MaskPalette.from_spec({"classes": [{"name": "scratch", "color": "#FF0000"}], "background_color": "#FFFFFF"})

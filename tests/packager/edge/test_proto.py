@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.bundle import EDGE_PACKAGE, _edge_sources
+from packager.greengrass.bundle import EDGE_PACKAGE, _edge_sources
 from packager.edge import edge_agent_pb2 as pb
 
 EDGE_DIR = Path(__file__).resolve().parents[3] / "packager" / "edge"

@@ -18,7 +18,7 @@ import grpc
 import pytest
 import yaml
 
-from packager.bundle import agent_bundle
+from packager.greengrass.bundle import agent_bundle
 from packager.edge import edge_agent_pb2 as pb
 from packager.edge import edge_agent_pb2_grpc as pb_grpc
 from targets import host_target

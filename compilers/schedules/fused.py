@@ -1,0 +1,169 @@
+"""Schedule a whole fused PrimFunc: contractions by their templates, the rest by generic CPU rules.
+
+Contractions (conv, conv_transpose, matmul) get the register-tiled templates of
+tuning_templates; Winograd stages get theirs from tuning_winograd; elementwise blocks
+are inlined where possible and otherwise parallelized and vectorized; pooling and
+reductions run parallel over output rows, vectorized where their reads are contiguous.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
+
+from compilers.schedules import winograd
+from compilers.schedules.templates import (Decisions, Machine, _inline_epilogue, _parallel_outer, analyze_contraction,
+                                        schedule_contraction)
+
+
+def _unit_stride(index, var) -> bool:
+    """Whether ``index`` moves by exactly one element when ``var`` does (a vector load, not a gather)."""
+    from tvm.sym.pattern import detect_linear_equation
+
+    coefficients = detect_linear_equation(index, [var])
+    return len(coefficients) == 2 and isinstance(coefficients[0], tirx.IntImm) and int(coefficients[0]) == 1
+
+
+def _window_producers(sch: s_tir.Schedule, block_rv) -> set[str]:
+    """Producers a reduction reads through a sliding window (pooling's padding): inlined, they would put a
+    bounds check on every load of the inner loop, so they stay materialized."""
+    block = sch.get(block_rv)
+    reduce_vars = {iv.var for iv in block.iter_vars if iv.iter_type == 2}
+    spatial_vars = {iv.var for iv in block.iter_vars if iv.iter_type == 0}
+    windowed = set()
+    for read in block.reads:
+        for r in read.region:
+            used = collect_vars_used_in_prim_expr(r.min)
+            if used & reduce_vars and used & spatial_vars:
+                windowed.add(read.source)
+    return {sch.get(p).name_hint for p in sch.get_producers(block_rv)
+            if any(w.source in windowed for w in sch.get(p).writes)}
+
+
+def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
+    return all(iv.iter_type == 0 for iv in sch.get(block_rv).iter_vars)
+
+
+def _static_extents(sch: s_tir.Schedule, loops) -> list[int] | None:
+    extents = [sch.get(loop).extent for loop in loops]
+    return [int(e) for e in extents] if all(isinstance(e, tirx.IntImm) for e in extents) else None
+
+
+def _schedule_elementwise(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
+    loops = sch.get_loops(block_rv)
+    extents = _static_extents(sch, loops)
+    if not loops or extents is None:
+        return
+    lanes = machine.lanes
+    if extents[-1] % lanes == 0 and extents[-1] >= lanes:
+        outer, lane = sch.split(loops[-1], [None, lanes])
+        loops = [*loops[:-1], outer]
+        extents = [*extents[:-1], extents[-1] // lanes]
+        sch.vectorize(lane)
+    if len(loops) and extents:
+        _parallel_outer(sch, loops, extents, machine.cores)
+
+
+def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
+    """Pooling and reductions: parallel over output rows, vectorized along the output's last axis when reads are contiguous."""
+    block = sch.get(block_rv)
+    loops = sch.get_loops(block_rv)
+    extents = _static_extents(sch, loops)
+    if extents is None or len(loops) != len(block.iter_vars) or get_sblockrealize(sch, block_rv) is None:
+        return
+    kinds = [iv.iter_type for iv in block.iter_vars]
+    spatial = [i for i, k in enumerate(kinds) if k == 0]
+    reductions = [i for i, k in enumerate(kinds) if k == 2]
+    if len(spatial) + len(reductions) != len(kinds) or not spatial:
+        return
+    last = spatial[-1]
+    last_var = block.iter_vars[last].var
+    contiguous = all(r.region and _unit_stride(r.region[-1].min, last_var) for r in block.reads)
+    order = [loops[i] for i in spatial]
+    if contiguous and extents[last] >= machine.lanes:
+        order = [loops[i] for i in spatial[:-1]] + [loops[i] for i in reductions] + [loops[last]]
+        sch.reorder(*order)
+        if extents[last] % machine.lanes == 0:
+            _, lane = sch.split(loops[last], [None, machine.lanes])
+            sch.vectorize(lane)
+        par = spatial[:-1]
+    else:
+        sch.reorder(*order, *[loops[i] for i in reductions])
+        par = spatial
+    if par:
+        _parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], machine.cores)
+
+
+def _intermediate_buffers(sch: s_tir.Schedule, root) -> set:
+    return set(sch.get(root).alloc_buffers)
+
+
+def _existing(sch: s_tir.Schedule, names: list[str]):
+    """Blocks by name, skipping those an earlier step inlined away."""
+    for name in names:
+        try:
+            yield sch.get_sblock(name)
+        except (s_tir.ScheduleError, ValueError):
+            continue
+
+
+def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machine) -> bool:
+    """Schedule every block of a fused PrimFunc; returns False when nothing was recognised."""
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    root = get_root_block(sch)
+    blocks = sch.get_child_blocks(root)
+    names_before = {sch.get(b).name_hint for b in blocks}
+    keep, done, changed = set(), set(), False
+    for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
+        c = analyze_contraction(sch, block_rv)
+        if c is None:
+            if not _is_spatial(sch, block_rv):
+                keep |= _window_producers(sch, block_rv)
+            continue
+        for producer in sch.get_producers(block_rv):
+            keep.add(sch.get(producer).name_hint)
+        name = sch.get(block_rv).name_hint
+        if schedule_contraction(sch, c, decisions, machine):
+            done.add(name)
+            changed = True
+    blocks = sch.get_child_blocks(root)
+    done |= {sch.get(b).name_hint for b in blocks} - names_before
+    special = {}  # blocks whose compute asked for a schedule of its own (see tuning_winograd)
+    for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
+        kind = winograd.kind(sch, block_rv)
+        if kind == "winograd_inverse":
+            sch.compute_inline(block_rv)
+        elif kind is not None:
+            special[sch.get(block_rv).name_hint] = kind
+    for name, kind in special.items():
+        if kind == "winograd_output":
+            _inline_epilogue(sch, sch.get_sblock(name))
+
+    keep |= set(special)
+    blocks = sch.get_child_blocks(root)
+    intermediates = _intermediate_buffers(sch, root)
+    for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
+        name = sch.get(block_rv).name_hint
+        if name in done or name in keep or not _is_spatial(sch, block_rv):
+            continue
+        if any(w.source not in intermediates for w in sch.get(block_rv).writes):
+            continue
+        try:
+            sch.compute_inline(block_rv)
+            changed = True
+        except s_tir.ScheduleError:
+            pass
+    for block_rv in sch.get_child_blocks(root):
+        name = sch.get(block_rv).name_hint
+        if name in done:
+            continue
+        if name in special and winograd.schedule_block(sch, block_rv, special[name], machine.lanes):
+            changed = True
+            continue
+        if _is_spatial(sch, block_rv):
+            _schedule_elementwise(sch, block_rv, machine)
+        else:
+            _schedule_reduction(sch, block_rv, machine)
+        changed = True
+    return changed

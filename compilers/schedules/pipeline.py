@@ -1,0 +1,312 @@
+"""The Relax pipeline compile uses: fused operators get real schedules, tuned or default.
+
+Stock Relax on CPU legalizes operators to naive loop nests and schedules none of them.
+Here every fused PrimFunc gets a schedule: the best tuning record from a MetaSchedule
+database when one exists, otherwise the default decisions of the templates in
+``compilers.schedules.templates`` (parallel, vectorized, register-tiled). GPU targets get
+the stock dlight GPU rules so every PrimFunc has thread bindings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compilers.schedules import winograd
+from targets.catalog import Target
+
+GPU_KINDS = ("cuda", "nvptx", "rocm", "metal", "vulkan", "opencl")
+
+
+def is_gpu(target: Target) -> bool:
+    return target.tvm_target.get("kind") in GPU_KINDS
+
+
+def num_cores(target: Target) -> int:
+    """Threads the device runs: the target's num-cores, else this machine's CPU count."""
+    import os
+
+    host = target.tvm_target.get("host", target.tvm_target)
+    return int(target.tvm_target.get("num-cores") or host.get("num-cores") or os.cpu_count() or 1)
+
+
+def machine(target: Target):
+    """What the CPU schedules are sized by: the target's cores and its vector ISA (AVX2, AVX-512, NEON)."""
+    from compilers.schedules.templates import Machine
+    from targets.cpu import vector_isa
+
+    isa = vector_isa(target.tvm_target)
+    return Machine(cores=num_cores(target), lanes=isa.lanes, accumulators=isa.accumulators)
+
+
+def _conv2d_transpose_phases(bb, call):
+    """conv2d_transpose as stride-phase convolutions: no multiplications by the zeros of a dilated input.
+
+    The stock legalization dilates the input with zeros and runs a dense conv over it,
+    which for stride 2 spends three of every four multiply-adds on zeros. Output row
+    ``s*i + r`` only meets kernel rows ``kh = s*a + (r + pad) % s``, at input row
+    ``i + (r + pad) // s - a``; computing out[n, co, i, r, j, q] that way touches only real taps,
+    and the [..., i, r, j, q] order is already NCHW memory order.
+    """
+    from tvm import te, tirx
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d_transpose
+
+    attrs = call.attrs
+    data_shape = [int(d) for d in call.args[0].ty.shape]
+    w_shape = [int(d) for d in call.args[1].ty.shape]
+    out_shape = [int(d) for d in call.ty.shape]
+    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "IOHW" and attrs.out_layout == "NCHW"
+             and int(attrs.groups) == 1 and all(int(d) == 1 for d in attrs.dilation))
+    if not plain or call.args[0].ty.dtype != "float32":
+        return _nn_conv2d_transpose(bb, call)
+    (sh, sw), (pt, pl) = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding[:2]]
+    n, ci, h, w = data_shape
+    _, co, kh, kw = w_shape
+    oh, ow = out_shape[2], out_shape[3]
+    taps_h, taps_w = -(-kh // sh), -(-kw // sw)
+    rows, cols = -(-oh // sh), -(-ow // sw)
+    pad_h, pad_w = rows + (sh - 1 + pt) // sh + taps_h - 1, cols + (sw - 1 + pl) // sw + taps_w - 1
+
+    def compute(data, weight):
+        data_pad = te.compute(
+            (n, ci, pad_h, pad_w),
+            lambda b, c, y, x: tirx.if_then_else(
+                tirx.all(y >= taps_h - 1, y < h + taps_h - 1, x >= taps_w - 1, x < w + taps_w - 1),
+                data[b, c, y - (taps_h - 1), x - (taps_w - 1)], tirx.const(0.0, "float32")),
+            name="data_pad")
+        if kh % sh or kw % sw:
+            weight = te.compute(
+                (ci, co, taps_h * sh, taps_w * sw),
+                lambda c, o, y, x: tirx.if_then_else(tirx.all(y < kh, x < kw), weight[c, o, y, x], tirx.const(0.0, "float32")),
+                name="weight_pad")
+        rc = te.reduce_axis((0, ci), name="rc")
+        ra = te.reduce_axis((0, taps_h), name="ra")
+        rb = te.reduce_axis((0, taps_w), name="rb")
+        phases = te.compute(
+            (n, co, rows, sh, cols, sw),
+            lambda b, o, i, r, j, q: te.sum(
+                data_pad[b, rc, i + (r + pt) // sh - ra + taps_h - 1, j + (q + pl) // sw - rb + taps_w - 1]
+                * weight[rc, o, sh * ra + (r + pt) % sh, sw * rb + (q + pl) % sw],
+                axis=[rc, ra, rb]),
+            name="conv2d_transpose_phases")
+        return te.compute((n, co, oh, ow), lambda b, o, y, x: phases[b, o, y // sh, y % sh, x // sw, x % sw],
+                          name="T_phases_nchw")
+
+    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
+
+
+_MAX_PAD_WASTE = 0.08  # extra columns computed, as a share of the real ones
+_MIN_PADDED_REDUCTION = 256  # multiply-adds per output below which a direct convolution keeps its own width
+
+
+def _tile_accumulators(extent: int, accumulators: int) -> int:
+    """The most accumulators a register tile of whole columns (dividing ``extent``) times 1 or 2 vectors holds."""
+    return max(v * max(d for d in range(1, min(extent, 32) + 1) if extent % d == 0 and d * v <= accumulators)
+               for v in (1, 2))
+
+
+def padded_extent(extent: int, accumulators: int) -> int | None:
+    """The column count a contraction computes so that a full register tile divides it; None: keep ``extent``.
+
+    EfficientAD's PDN convolutions are 259, 133 and 67 columns wide (7 x 37, 7 x 19, a prime) and the Winograd
+    product of the 67-wide one has 289 tiles (17 x 17): without padding their register tiles hold 7, 7, 1 and 1
+    columns, and no tuning decision can do better. The extra columns read zeros and are cropped.
+    """
+    have = _tile_accumulators(extent, accumulators)
+    if extent < 24 or have >= min(accumulators - 4, 12):
+        return None
+    best = max(range(extent, int(extent * (1 + _MAX_PAD_WASTE)) + 1),
+               key=lambda w: (_tile_accumulators(w, accumulators), -w))
+    return best if _tile_accumulators(best, accumulators) > have else None
+
+
+def target_accumulators(tvm_target) -> int:
+    """Register-tile accumulators of a tvm.target.Target (AVX2's when legalizing outside any target)."""
+    from targets.cpu import vector_isa
+
+    return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"}).accumulators
+
+
+def _conv2d_direct(bb, call):
+    """conv2d by TOPI's direct NCHW convolution, over extra zero columns when the width has no good register tile.
+
+    The extra output columns read only zero padding and are cropped in the same function.
+    """
+    import tvm
+    from tvm import te, topi
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+    attrs = call.attrs
+    out_shape = [int(d) for d in call.ty.shape]
+    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
+             and int(attrs.groups) == 1 and call.args[0].ty.dtype == "float32")
+    _, ci, kh, kw = [int(d) for d in call.args[1].ty.shape]
+    # With a short reduction (an RGB stem), writing the output costs as much as computing it: a crop pass would not pay.
+    long_reduction = ci * kh * kw >= _MIN_PADDED_REDUCTION
+    padded = padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current())) if plain and long_reduction else None
+    if padded is None:
+        return _nn_conv2d(bb, call)
+    strides = [int(s) for s in attrs.strides]
+    dilation = [int(d) for d in attrs.dilation]
+    pt, pl, pb, pr = [int(p) for p in attrs.padding]
+    extra = padded - out_shape[3]
+
+    def compute(data, weight):
+        data_pad = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr + extra * strides[1]], name="pad_temp")
+        wide = topi.nn.conv2d_nchw(data_pad, weight, strides, 0, dilation)
+        return te.compute(out_shape, lambda n, c, y, x: wide[n, c, y, x], name="conv2d_crop")
+
+    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d")
+
+
+def _legalize_conv2d(bb, call):
+    import tvm
+
+    accumulators = target_accumulators(tvm.target.Target.current())
+    return winograd.legalize_conv2d(bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, accumulators))
+
+
+def legalize(mod, tvm_target):
+    """Relax operators to TIR, with our own lowerings for convolutions (Winograd, stride phases)."""
+    import tvm
+    from tvm import relax
+
+    with tvm_target:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.backend.DispatchSampling(),
+            relax.backend.DispatchSortScan(),
+            relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases,
+                                                                "relax.nn.conv2d": _legalize_conv2d}),
+        ])(mod)
+
+
+def fuse_operators(mod, tvm_target):
+    """Legalize and fuse: the IRModule whose PrimFuncs are the tuning tasks and the units we schedule."""
+    import tvm
+    from tvm import relax
+
+    mod = legalize(mod, tvm_target)
+    with tvm_target:
+        return tvm.transform.Sequential([
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ])(mod)
+
+
+def workload(func):
+    """The IRModule MetaSchedule keys a PrimFunc by, the same at tuning and at build time."""
+    import tvm
+
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
+
+
+def default_schedule(func, target: Target, decisions=None):
+    """Schedule one PrimFunc with the templates' default (or given) decisions; None when no block was recognised."""
+    from tvm import s_tir
+
+    from compilers.schedules.fused import schedule_function
+    from compilers.schedules.templates import DefaultDecisions
+
+    sch = s_tir.Schedule(workload(func))
+    if not schedule_function(sch, decisions or DefaultDecisions(), machine(target)):
+        return None
+    return sch
+
+
+def _lower_passes():
+    from tvm import relax
+
+    return [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+        relax.transform.LowerAllocTensor(),
+        relax.transform.KillAfterLastUse(),
+        relax.transform.LowerRuntimeBuiltin(),
+        relax.transform.ComputePrimValue(),
+        relax.transform.VMShapeLower(),
+        relax.transform.AttachGlobalSymbol(),
+    ]
+
+
+@dataclass
+class CpuPipeline:
+    """A relax_pipeline for tvm.compile that records what it did (read it after the build)."""
+
+    target: Target
+    database: object = None  # tvm.s_tir.meta_schedule.Database
+    records_applied: int = 0
+    default_scheduled: int = 0
+    unscheduled: list[str] = field(default_factory=list)
+
+    def __call__(self, mod):
+        import tvm
+
+        tvm_target = tvm.target.Target(self.target.tvm_target)
+        mod = fuse_operators(mod, tvm_target)
+        self.records_applied = self.default_scheduled = 0
+        self.unscheduled = []
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                continue
+            sch = None
+            if self.database is not None:
+                sch = self.database.query_schedule(workload(func), tvm_target, workload_name="main")
+                if sch is not None:
+                    self.records_applied += 1
+            if sch is None:
+                sch = default_schedule(func, self.target)
+                if sch is not None:
+                    self.default_scheduled += 1
+            if sch is None:
+                self.unscheduled.append(gvar.name_hint)
+                continue
+            scheduled = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            mod[gvar] = scheduled.with_attr("global_symbol", func.attrs["global_symbol"]) if "global_symbol" in func.attrs \
+                else scheduled.without_attr("global_symbol")
+        with tvm_target:
+            return tvm.transform.Sequential(_lower_passes())(mod)
+
+
+def gpu_pipeline(target: Target):
+    """The stock GPU pipeline: dlight default rules give every PrimFunc thread bindings."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    tvm_target = tvm.target.Target(target.tvm_target)
+
+    @tvm.transform.module_pass(opt_level=0, name="PackagerGpuPipeline")
+    def _pipeline(mod, _ctx):
+        with tvm_target:
+            return tvm.transform.Sequential([
+                relax.transform.DecomposeOpsForInference(),
+                relax.backend.DispatchSampling(),
+                relax.backend.DispatchSortScan(),
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                        dl.gpu.Fallback()),
+                *_lower_passes(),
+            ])(mod)
+
+    return _pipeline
+
+
+def relax_pipeline(target: Target, database=None):
+    """What compile passes as tvm.compile(..., relax_pipeline=...).
+
+    CPU: a ``CpuPipeline`` (tuned records from ``database`` where present, default templates elsewhere).
+    GPU: the dlight GPU pipeline; ``database`` is not used there yet.
+    """
+    if is_gpu(target):
+        return gpu_pipeline(target)
+    return CpuPipeline(target, database)

@@ -1,0 +1,114 @@
+"""Registered model files, stored content-addressed under $PACKAGER_HOME/models/sha256/.
+
+A single-file model is stored as ``<sha256>.onnx``. A model with external data (anomalib's ``model.onnx`` +
+``model.onnx.data``) is stored as a folder ``<digest>/`` holding the model under its own name and every data file at
+the location the model names; ``<digest>`` is the SHA-256 of the sorted ``<sha256 of file>  <relative path>`` lines of
+all of them, so it changes when any file does."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from packager.errors import ModelImportError
+
+_CHUNK = 1 << 20
+MODEL_SUFFIXES = (".onnx",)
+
+
+def store_file(home: Path, source: Path, suffix: str) -> str:
+    """Copy ``source`` to models/sha256/<hex><suffix> (once per content); returns that path relative to ``home``."""
+    target_dir = home / "models" / "sha256"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".incoming-")
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+        relative = f"models/sha256/{digest.hexdigest()}{suffix}"
+        final = home / relative
+        if final.exists():
+            os.unlink(tmp_name)
+        else:
+            os.chmod(tmp_name, 0o444)
+            os.replace(tmp_name, final)  # atomic, so a concurrent reader never sees half a file
+        return relative
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (models run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_files(path: Path) -> list[tuple[str, Path]]:
+    """(path relative to the model's folder, file) for the model and each external data file it names."""
+    import onnx
+
+    from compilers.frontends.onnx import external_data_files
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    folder = Path(path).parent.resolve()
+    return [(Path(path).name, Path(path))] + [(f.relative_to(folder).as_posix(), f) for f in external_data_files(model, path)]
+
+
+def store_model(home: Path, source: Path) -> tuple[str, str]:
+    """Store a model and its external data: (its path relative to ``home``, the content digest)."""
+    files = model_files(source)
+    if len(files) == 1:
+        relative = store_file(home, source, source.suffix.lower())
+        return relative, Path(relative).stem
+    lines = sorted(f"{file_sha256(f)}  {name}" for name, f in files)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    target_dir = home / "models" / "sha256"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    relative = f"models/sha256/{digest}/{source.name}"
+    final = target_dir / digest
+    if final.exists():
+        return relative, digest
+    incoming = Path(tempfile.mkdtemp(dir=target_dir, prefix=".incoming-"))
+    try:
+        for name, f in files:
+            (incoming / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, incoming / name)
+            os.chmod(incoming / name, 0o444)
+        try:
+            os.rename(incoming, final)  # atomic; a concurrent reader sees all files or none
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(incoming)  # another process stored the same content first
+        return relative, digest
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+
+
+def check_model_file(path: Path) -> None:
+    """Cheap intake check before a model version is recorded: the file exists and parses as ONNX."""
+    if not path.is_file():
+        raise ModelImportError(f"{path}: model file not found", field="ModelPath")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelImportError(f"{path}: model must be one of {', '.join(MODEL_SUFFIXES)} files", field="ModelPath")
+    import onnx  # heavy; only register needs it
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError or ValueError subclasses depending on the damage
+        raise ModelImportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", field="ModelPath") from None
+    from compilers.frontends.onnx import external_data_files
+
+    external_data_files(model, path)  # every data file the model names is beside it, and long enough
+

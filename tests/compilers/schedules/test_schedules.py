@@ -1,0 +1,216 @@
+"""Default CPU schedules: every fused operator gets a parallel, vectorized schedule, and results match ONNX Runtime."""
+
+import re
+
+import numpy as np
+import pytest
+
+from compilers.schedules.pipeline import CpuPipeline, relax_pipeline
+from targets import get_target, host_target
+from targets.catalog import CompilerOptions
+
+RTOL, ATOL = 1e-3, 1e-4
+
+
+def onnx_model(nodes, inputs, outputs, initializers):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def to_relax(model):
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod, params = relax.frontend.detach_params(from_onnx(model, keep_params_in_input=True))
+    return mod, [p.numpy() for p in params.get("main", [])]
+
+
+def compile_and_compare(model, pipeline):
+    """Compile with ``pipeline``, run on random input, and compare every output with ONNX Runtime."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    mod, params = to_relax(model)
+    executable = tvm.compile(mod, target=tvm.target.Target(pipeline.target.tvm_target), relax_pipeline=pipeline)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(p) for p in params])
+    outs = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {model.graph.input[0].name: x})
+    for got, want in zip(outs, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
+
+
+def weights(*shape, seed=1):
+    return (np.random.default_rng(seed).standard_normal(shape) * 0.2).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return host_target(CompilerOptions(num_cores=2))
+
+
+def conv_relu_model(cin=8, cout=16, size=16, stride=1, kernel=3):
+    from onnx import helper
+
+    return onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4, strides=[stride, stride]),
+         helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, cin, size, size])], ["z"], {"w": weights(cout, cin, kernel, kernel), "b": weights(cout, seed=2)})
+
+
+def scheduled_functions(model, target):
+    """The PrimFuncs the CPU pipeline produced, as TVMScript text."""
+    import tvm
+
+    mod, _ = to_relax(model)
+    lowered = CpuPipeline(target)(mod)
+    return {gv.name_hint: f.script() for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_conv_gets_a_parallel_vectorized_register_tiled_schedule(cpu):
+    scripts = scheduled_functions(conv_relu_model(), cpu)
+    conv = next(text for name, text in scripts.items() if "conv2d" in name)
+    assert "T.parallel" in conv and "T.vectorized" in conv and "T.unroll" in conv
+    assert 'scope="local"' in conv  # the accumulators of the register tile
+    assert "T.max" in conv  # relu folded into the tile's write-back, not a second pass
+
+
+VECTORIZED = r"T\.vectorized\((?:T\.int64\()?(\d+)"
+
+
+@pytest.mark.parametrize("name,options,lanes", [
+    ("LINUX/X86_64", CompilerOptions(num_cores=2), 8),
+    ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", num_cores=2), 16),
+    ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids", num_cores=2), 16),
+    ("LINUX/ARM64", CompilerOptions(num_cores=4), 4),
+])
+def test_default_schedules_follow_the_targets_vector_width(name, options, lanes):
+    """AVX2 gets 8-float vectors, AVX-512 16 and NEON 4, in convolutions and elementwise work alike."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4),
+         helper.make_node("Sigmoid", ["x"], ["s"])],
+        [("x", [1, 16, 16, 16])], ["y", "s"], {"w": weights(64, 16, 3, 3), "b": weights(64, seed=2)})
+    scripts = scheduled_functions(model, get_target(name, options))
+    conv = next(text for n, text in scripts.items() if "conv2d" in n)
+    sigmoid = next(text for n, text in scripts.items() if "sigmoid" in n)
+    for text in (conv, sigmoid):
+        widths = {int(w) for w in re.findall(VECTORIZED, text)}
+        assert widths and all(w % lanes == 0 for w in widths), (name, options, widths)
+    assert lanes in {int(w) for w in re.findall(VECTORIZED, sigmoid)}
+
+
+def test_pipeline_schedules_every_function_and_reports_it(cpu):
+    pipeline = relax_pipeline(cpu)
+    compile_and_compare(conv_relu_model(), pipeline)
+    assert pipeline.default_scheduled >= 1 and pipeline.records_applied == 0 and pipeline.unscheduled == []
+
+
+@pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
+def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
+    compile_and_compare(conv_relu_model(cin=3 if kernel == 7 else 8, cout=cout, stride=stride, kernel=kernel),
+                        relax_pipeline(cpu))
+
+
+@pytest.mark.parametrize("kernel,stride,pads,output_padding", [(4, 2, 1, 0), (3, 2, 1, 1), (2, 2, 0, 0), (3, 1, 1, 0)])
+def test_conv_transpose_by_phases_matches_onnxruntime(cpu, kernel, stride, pads, output_padding):
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                          pads=[pads] * 4, output_padding=[output_padding] * 2),
+         helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, 8, 9, 9])], ["z"], {"w": weights(8, 16, kernel, kernel), "b": weights(16, seed=3)})
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
+def test_conv_transpose_does_no_work_on_dilation_zeros(cpu):
+    from onnx import helper
+
+    model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
+                       [("x", [1, 8, 16, 16])], ["y"], {"w": weights(8, 16, 4, 4)})
+    text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d_transpose" in n)
+    assert "data_dilate" not in text and "conv2d_transpose_phases" in text
+
+
+def test_matmul_pool_and_reductions_match_onnxruntime(cpu):
+    """The PaDiM tail: a batched matrix-vector product, max pooling and reductions."""
+    from onnx import helper
+
+    axes = np.array([1], np.int64)
+    model = onnx_model(
+        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+         helper.make_node("Reshape", ["p", "shape"], ["v"]),  # [P=64, 1, D=12]
+         helper.make_node("MatMul", ["v", "m"], ["d"]),
+         helper.make_node("Mul", ["d", "v"], ["e"]),
+         helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+         helper.make_node("ReduceMean", ["p"], ["mean"], axes=[1], keepdims=1)],
+        [("x", [1, 12, 16, 16])], ["s", "mean"],
+        {"shape": np.array([64, 1, 12], np.int64), "m": weights(64, 12, 12), "axes": axes})
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
+def test_gpu_target_gets_thread_bindings():
+    import tvm
+
+    target = get_target("jetson_xavier")
+    mod, _ = to_relax(conv_relu_model())
+    with tvm.target.Target(target.tvm_target):
+        lowered = relax_pipeline(target)(mod)
+    texts = [f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert texts and all("threadIdx.x" in t for t in texts)
+
+
+@pytest.mark.parametrize("channels,size,pads", [(16, 32, 1), (16, 30, 1), (16, 33, 1), (24, 34, 0)])
+def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads):
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4), helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, channels, size, size])], ["z"], {"w": weights(channels, channels, 3, 3), "b": weights(channels, seed=2)})
+    text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d" in n)
+    assert "winograd_bgemm" in text
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
+def test_winograd_is_chosen_only_where_it_saves_work():
+    from compilers.schedules.winograd import tile_size
+
+    assert tile_size(64, 64, 56, 56) == 4  # ResNet layer1: 4x fewer products
+    assert tile_size(256, 256, 14, 14) == 4  # layer3: its weights are transformed at build time (compilers.prepack)
+    assert tile_size(512, 512, 2, 2) is None  # one tile: reading the transformed weights costs more than it saves
+
+
+def test_widths_without_a_full_register_tile_are_padded():
+    """EfficientAD's PDN widths (133, 67, 259) and its 289 Winograd tiles get a few zero columns; good widths do not."""
+    from compilers.schedules.pipeline import padded_extent
+
+    assert [padded_extent(w, 12) for w in (133, 67, 259, 289)] == [138, 72, 264, 294]
+    assert [padded_extent(w, 12) for w in (16, 64, 128, 130, 256)] == [None] * 5
+    assert padded_extent(64, 28) is None and padded_extent(67, 28) == 70
+
+
+@pytest.mark.parametrize("kernel,size,pad,stride", [(4, 70, 3, 1), (3, 67, 1, 1), (4, 64, 1, 2)])
+def test_padded_convolutions_match_onnxruntime_and_crop_in_their_own_pass(cpu, kernel, size, pad, stride):
+    """73 columns (padded to 78), 67 (Winograd, 289 tiles padded to 294), and 32 (not padded): the padding never reaches the output."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pad] * 4, strides=[stride] * 2),
+         helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, 16, size, size])], ["z"], {"w": weights(32, 16, kernel, kernel), "b": weights(32, seed=2)})
+    compile_and_compare(model, relax_pipeline(cpu))
