@@ -38,7 +38,7 @@ class CompileOptions:
 
     work_dir: Path
     tuning_trials: int = 0
-    tuning_cache_dir: Path | None = None  # None: $PACKAGER_HOME/tuning
+    tuning_cache_dir: Path | None = None  # None: no tuning records are read or written
     compile_cache_dir: Path | None = None  # None: compile every time (compilers/compile_cache.py)
     tuning_progress: bool = True
     rtol: float = 1e-3

@@ -108,6 +108,11 @@ def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
             raise ValidationException(f"tuning-trials: tuning is implemented for CPU targets; {target.name} is a GPU target",
                                       field="tuning-trials")
         return None, 0
+    if options.tuning_cache_dir is None:
+        if options.tuning_trials:
+            raise ValidationException("tuning-trials: tuning needs a tuning cache directory to keep its records",
+                                      field="tuning-trials")
+        return None, 0
     cache = open_tuning_cache(options.tuning_cache_dir)
     if options.tuning_trials == 0 and not cache.has_records(target):
         return None, 0
@@ -143,7 +148,8 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
         database, trials = tuned_database(mod, target, options, progress)
         prepared = (mod, params, database)
     cache = open_compile_cache(options.compile_cache_dir)
-    key = compile_cache_key(imported, target, open_tuning_cache(options.tuning_cache_dir).records_digest(target))
+    records = open_tuning_cache(options.tuning_cache_dir).records_digest(target) if options.tuning_cache_dir else ""
+    key = compile_cache_key(imported, target, records)
     model_dir = Path(options.work_dir) / "model"
     hit = cache.load(key, model_dir)
     if hit is not None:

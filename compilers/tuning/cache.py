@@ -24,12 +24,6 @@ _RECORDS = "database_tuning_record.json"
 _TARGET_FILE = "target.json"
 
 
-def default_tuning_dir() -> Path:
-    from packager.service.jobs.store import packager_home
-
-    return packager_home() / "tuning"
-
-
 def target_key(tvm_target: dict) -> str:
     """A directory name for one TVM target: readable kind and mcpu, then a hash of the whole dict."""
     canonical = json.dumps(tvm_target, sort_keys=True, separators=(",", ":"))
@@ -162,6 +156,6 @@ def _merge(records, database) -> int:
     return added
 
 
-def open_tuning_cache(directory: Path | None = None) -> TuningCache:
-    """The cache under ``directory``, else $PACKAGER_HOME/tuning (default ~/.packager/tuning). Creates nothing."""
-    return TuningCache(Path(directory).expanduser().absolute() if directory is not None else default_tuning_dir())
+def open_tuning_cache(directory: Path | str) -> TuningCache:
+    """The cache under ``directory`` (the packager's is packager.home.tuning_cache_dir()). Creates nothing."""
+    return TuningCache(Path(directory).expanduser().absolute())

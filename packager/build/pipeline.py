@@ -60,13 +60,14 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
     from compilers.tvm_compile import compile_model, runs_on_this_host, verify_on_host
     from packager.build.benchmark import benchmark
     from packager.greengrass.bundle import ComponentIdentity, bundle
+    from packager.home import tuning_cache_dir
 
     started = time.perf_counter()
     progress(f"importing {request.model_path}")
     imported = import_model(request.model_path, request.spec_path)
     with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
         options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials,
-                                 compile_cache_dir=request.compile_cache_dir)
+                                 tuning_cache_dir=tuning_cache_dir(), compile_cache_dir=request.compile_cache_dir)
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.from_cache:

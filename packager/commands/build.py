@@ -348,7 +348,7 @@ def wait_for_build_job(project: str, job_name: str, poll_seconds: float | None =
     from packager.service.jobs import api
     from packager.service.jobs.progress import ProgressReader
     from packager.service.jobs.results import job_failure, read_result
-    from packager.service.jobs.store import packager_home
+    from packager.home import packager_home
 
     home = packager_home()
     steps = ProgressReader(api.job_dir(home, project, job_name))

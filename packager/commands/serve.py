@@ -42,7 +42,7 @@ def _keys(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from packager.service.jobs.store import packager_home
+    from packager.home import packager_home
     from packager.service.server.app import ServerConfig, make_server
 
     keys = _keys(args)

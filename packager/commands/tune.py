@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from compilers.tuning.cache import open_tuning_cache
     from packager.commands.build import target_from_args
     from packager.errors import ValidationException
+    from packager.home import tuning_cache_dir
 
-    cache = open_tuning_cache(args.tuning_cache)
+    cache = open_tuning_cache(args.tuning_cache or tuning_cache_dir())
     if args.list:
         for entry in cache.entries():
             print(f"{entry.directory.name}  {entry.records} records, {entry.workloads} workloads  {entry.tvm_target}")

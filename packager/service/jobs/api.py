@@ -19,8 +19,9 @@ from packager.service.jobs import liveness, pagination
 from packager.service.jobs.extensions import JobExtensions
 from packager.service.jobs.launcher import job_dir, spawn_worker
 from packager.service.jobs.store import (
-    ACTIVE_STATES, FINAL_STATES, TOKEN_LIFETIME_S, ClientTokenTaken, JobRecord, ModelRecord, Store, open_store, packager_home,
+    ACTIVE_STATES, FINAL_STATES, TOKEN_LIFETIME_S, ClientTokenTaken, JobRecord, ModelRecord, Store, open_store,
 )
+from packager.home import packager_home
 from packager.service.jobs.validation import parse_configuration, validate_input, validate_shape
 
 LOCAL_ONLY_OPTIONAL = frozenset({"Configuration.Greengrass.S3OutputLocation"})

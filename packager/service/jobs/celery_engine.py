@@ -17,7 +17,7 @@ import socket
 from celery import Celery
 
 from packager.service.jobs.liveness import redelivery_after_s
-from packager.service.jobs.store import packager_home
+from packager.home import packager_home
 from targets import Target
 
 BROKER_URL_VARIABLE = "PACKAGER_BROKER_URL"

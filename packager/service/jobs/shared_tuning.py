@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from compilers.tuning.cache import TuningCache, open_tuning_cache, target_key
+from packager.home import tuning_cache_dir
 from targets import Target
 
 
@@ -20,7 +21,7 @@ def pull_tuning_records(store, target: Target, cache: TuningCache | None = None)
     export = store.tuning_export(target_key(target.tvm_target))
     if export is None:
         return 0
-    cache = cache or open_tuning_cache()
+    cache = cache or open_tuning_cache(tuning_cache_dir())
     with tempfile.TemporaryDirectory(prefix="tuning-pull-") as scratch:
         path = Path(scratch) / "export.json"
         path.write_text(json.dumps(export))
@@ -29,7 +30,7 @@ def pull_tuning_records(store, target: Target, cache: TuningCache | None = None)
 
 def push_tuning_records(store, target: Target, cache: TuningCache | None = None) -> int:
     """Hand this host's records for ``target`` to the store when it has more than the store; returns the count sent."""
-    cache = cache or open_tuning_cache()
+    cache = cache or open_tuning_cache(tuning_cache_dir())
     entry = next((e for e in cache.entries() if e.tvm_target == target.tvm_target), None)
     if entry is None or entry.records == 0:
         return 0

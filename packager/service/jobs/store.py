@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from packager.home import packager_home
+
 FINAL_STATES = ("SUCCEEDED", "FAILED")
 ACTIVE_STATES = ("CREATED", "RUNNING")
 _BUSY_TIMEOUT_MS = 60_000
@@ -80,13 +82,6 @@ CREATE TABLE IF NOT EXISTS client_tokens (
     PRIMARY KEY (operation, token)
 );
 """
-
-
-def packager_home(home: Path | str | None = None) -> Path:
-    """$PACKAGER_HOME, else ~/.packager."""
-    # Absolute, because workers run with the store as their working directory.
-    chosen = home if home is not None else os.environ.get("PACKAGER_HOME") or Path.home() / ".packager"
-    return Path(chosen).expanduser().absolute()
 
 
 @dataclass(frozen=True)

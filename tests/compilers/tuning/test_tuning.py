@@ -99,8 +99,10 @@ def test_import_rejects_a_file_that_is_not_an_export(tmp_path):
 
 
 def test_cache_lives_under_packager_home(monkeypatch, tmp_path):
+    from packager.home import tuning_cache_dir
+
     monkeypatch.setenv("PACKAGER_HOME", str(tmp_path))
-    assert open_tuning_cache().root == tmp_path / "tuning"
+    assert open_tuning_cache(tuning_cache_dir()).root == tmp_path / "tuning"
 
 
 def test_bad_requests_fail_before_any_work(model, cpu, tmp_path):
