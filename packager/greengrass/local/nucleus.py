@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import TextIO
 
 from packager.greengrass.local.configuration import read_configuration, write_configuration
-from packager.greengrass.local.deploy import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component, recipe_key
+from packager.greengrass.local.deploy import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component
+from packager.greengrass.recipe import recipe_key
 from packager.greengrass.local.deploy import DeployOptions, plan_deployment
 from packager.errors import ConflictException, InternalServerException, PackagerError
-from packager.service.jobs.launcher import process_start_time
+from packager.processes import process_start_time
 
 DEFAULT_TIMEOUTS = {"bootstrap": 120, "install": 120, "startup": 120, "shutdown": 15, "recover": 60}
 BOOTSTRAP_RESTART, BOOTSTRAP_REBOOT = 100, 101  # what a Bootstrap step's exit code asks of the nucleus

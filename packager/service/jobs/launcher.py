@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from packager.processes import process_start_time
 from packager.service.jobs.progress import start_progress
 
 _REPO_ROOT = str(Path(__file__).resolve().parents[3])
@@ -35,29 +36,3 @@ def spawn_worker(home: Path, project: str, job_name: str) -> tuple[int, str | No
     # Reap it when it ends, so a long-lived parent (the REST server) keeps no zombies that look alive.
     threading.Thread(target=proc.wait, name=f"reap-{job_name}", daemon=True).start()
     return proc.pid, process_start_time(proc.pid)
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against pid reuse); None where /proc is missing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int, start_time: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process holds the pid; the start time below tells whether it is ours
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_time is None or fields[19] == start_time

@@ -7,8 +7,9 @@ import signal
 import time
 from pathlib import Path
 
-from packager.service.jobs.launcher import process_alive
-from packager.service.jobs.store import ACTIVE_STATES, JobRecord, Store
+from packager.processes import process_alive
+from packager.service.jobs.records import ACTIVE_STATES, JobRecord
+from packager.service.jobs.store import Store
 
 LAUNCH_GRACE_S = 120.0  # a CREATED job may wait this long for its worker to record its pid
 HEARTBEAT_INTERVAL_S = 5.0

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from packager.errors import ConflictException, InternalServerException
-from packager.service.jobs.store import (
+from packager.service.jobs.records import (
     TOKEN_LIFETIME_S,
     ClientTokenTaken,
     JobRecord,

@@ -7,7 +7,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import packager.errors as errors
 from packager.build.benchmark import BenchmarkReport, LatencyStats
+from packager.service.jobs.store import open_store
 
 RESULT_FILE = "result.json"
 
@@ -77,9 +79,6 @@ def read_result(directory: Path) -> JobResult | None:
 def job_failure(home: Path, project: str, job_name: str):
     """The error a FAILED job ended with, as the packager.errors class its worker caught, so the CLI exits with its code.
     A job that died without one (killed worker, internal error) gives a plain PackagerError."""
-    from packager import errors
-    from packager.service.jobs.store import open_store
-
     store = open_store(home)
     try:
         job = store.job(project, job_name)

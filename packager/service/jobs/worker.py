@@ -20,7 +20,8 @@ from pathlib import Path
 from compilers.tuning.cache import target_key
 from packager.errors import PackagerError
 from packager.service.jobs.extensions import JobExtensions
-from packager.service.jobs.launcher import job_dir, process_start_time
+from packager.processes import process_start_time
+from packager.service.jobs.launcher import job_dir
 from packager.service.jobs.liveness import HEARTBEAT_INTERVAL_S, takeover_after_s
 from packager.service.jobs.progress import append_progress, start_progress
 from packager.service.jobs.results import JobResult, write_result

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from packager.service.jobs import api
-from packager.service.jobs.store import JobRecord, open_store
+from packager.service.jobs.records import JobRecord
+from packager.service.jobs.store import open_store
 from packager.service.jobs.worker import run_delivered_job
 from tests.packager.service.jobs.support import fresh_home, gg_config
 
