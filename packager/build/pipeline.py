@@ -141,7 +141,7 @@ def publish_component(component_bundle: ComponentBundle, s3_client, greengrass_c
 
     The Edge Agent is shared by every job: a version registered with the same digests is reused wherever its bytes live.
     """
-    from packager.greengrass.publish import publish, publish_shared
+    from packager.greengrass.publish.component import publish, publish_shared
     from packager.greengrass.publish.greengrass import caller_account_id
 
     greengrass_client = greengrass_client if register else None

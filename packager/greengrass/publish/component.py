@@ -19,7 +19,8 @@ from typing import Mapping
 
 from packager.greengrass.bundle import BundleArtifact, ComponentBundle, S3Location
 from packager.errors import ConflictException, ValidationException
-from packager.greengrass.publish import greengrass, s3
+import packager.greengrass.publish.greengrass as greengrass
+import packager.greengrass.publish.s3 as s3
 from packager.greengrass.publish.aws_errors import aws_error
 from packager.greengrass.publish.s3 import RemoteObject, RemoteState, TransferSettings
 
@@ -146,34 +147,62 @@ def _publish_checked(
     transfer: TransferSettings,
     progress: bool,
 ) -> PublishedComponent:
-    """publish() once the bucket and the registered version (None: not registered) have been checked."""
-    recipe_bytes = bundle.recipe_text.encode("utf-8")
-    recipe_key = location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME)
-    recipe_digest = s3.sha256_b64_of(recipe_bytes)
-    recipe_remote = _inspect(
-        s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), "check recipe"
+    """publish() once the bucket and the registered version (None: not registered) have been checked: what S3 holds,
+    then the artifacts, then the recipe that names them, then the registration."""
+    recipe = _recipe_object(bundle, location)
+    recipe_remote, artifact_remotes = _check_remote(bundle, s3_client, location, recipe, registered, register)
+    artifacts = tuple(_upload_artifact(s3_client, location, bundle, artifact, remote, transfer, progress)
+                      for artifact, remote in zip(bundle.artifacts, artifact_remotes))
+    recipe_object = _upload_recipe(s3_client, location, recipe, recipe_remote)
+    arn, created = None, False
+    if register:
+        arn, created = (registered.arn, False) if registered is not None else (
+            greengrass.create_component_version(greengrass_client, bundle.recipe_text, tags), True)
+    return PublishedComponent(
+        bucket=location.bucket,
+        component_name=bundle.component_name,
+        component_version=bundle.component_version,
+        artifacts=artifacts,
+        recipe=recipe_object,
+        component_version_arn=arn,
+        newly_registered=created,
     )
+
+
+@dataclass(frozen=True)
+class _RecipeObject:
+    """The recipe as the S3 object publish() writes beside the artifacts."""
+
+    data: bytes
+    key: str
+    digest: str
+
+
+def _recipe_object(bundle: ComponentBundle, location: S3Location) -> _RecipeObject:
+    data = bundle.recipe_text.encode("utf-8")
+    return _RecipeObject(data, location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME),
+                         s3.sha256_b64_of(data))
+
+
+def _check_remote(bundle: ComponentBundle, s3_client, location: S3Location, recipe: _RecipeObject,
+                  registered: greengrass.RegisteredVersion | None, register: bool) -> tuple[RemoteObject, list[RemoteObject]]:
+    """What S3 already holds at each key; a published version whose bytes differ there is a conflict, before any write."""
+    recipe_remote = _inspect(s3_client, location.bucket, recipe.key, recipe.data, recipe.digest, len(recipe.data),
+                             "check recipe")
     published = registered is not None if register else recipe_remote.state in (RemoteState.SAME, RemoteState.DIFFERENT)
     if recipe_remote.state is RemoteState.DIFFERENT and published:
         raise ConflictException(
-            f"check recipe: s3://{location.bucket}/{recipe_key} already holds a different recipe for "
+            f"check recipe: s3://{location.bucket}/{recipe.key} already holds a different recipe for "
             f"{bundle.component_name} {bundle.component_version}; "
             "component versions are immutable, publish a new version",
-            recipe_key,
+            recipe.key,
             "S3Object",
         )
     artifact_remotes = []
     for artifact in bundle.artifacts:
         key = _artifact_key(location, bundle, artifact)
-        remote = _inspect(
-            s3_client,
-            location.bucket,
-            key,
-            artifact.path,
-            artifact.sha256_b64,
-            artifact.size,
-            f"check artifact {artifact.name}",
-        )
+        remote = _inspect(s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
+                          f"check artifact {artifact.name}")
         if remote.state is RemoteState.DIFFERENT and published:
             raise ConflictException(
                 f"check artifact {artifact.name}: s3://{location.bucket}/{key} holds different bytes for the already "
@@ -183,69 +212,31 @@ def _publish_checked(
                 "S3Object",
             )
         artifact_remotes.append(remote)
+    return recipe_remote, artifact_remotes
 
-    # Artifacts, each verified right after its upload.
-    published_artifacts = []
-    for artifact, remote in zip(bundle.artifacts, artifact_remotes):
-        key = _artifact_key(location, bundle, artifact)
-        if remote.state is RemoteState.SAME:
-            log.info("skip s3://%s/%s: same bytes already there", location.bucket, key)
-            published_artifacts.append(
-                PublishedObject(key, artifact.size, artifact.sha256_b64, remote.checksum or artifact.sha256_b64, False)
-            )
-            continue
-        uploaded = s3.upload_file(
-            s3_client,
-            location.bucket,
-            key,
-            artifact.path,
-            artifact.size,
-            transfer,
-            progress=progress,
-            step=f"upload artifact {artifact.name}",
-        )
-        checksum = s3.verify_object(
-            s3_client,
-            location.bucket,
-            key,
-            artifact.path,
-            artifact.sha256_b64,
-            artifact.size,
-            step=f"verify artifact {artifact.name}",
-            uploaded=uploaded,
-        )
-        published_artifacts.append(PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True))
 
-    # The recipe, only once every artifact it names is in place.
-    recipe_uploaded = recipe_remote.state is not RemoteState.SAME
-    if recipe_uploaded:
-        uploaded = s3.put_bytes(s3_client, location.bucket, recipe_key, recipe_bytes, RECIPE_CONTENT_TYPE,
-                                step="upload recipe")
-        recipe_checksum = s3.verify_object(
-            s3_client, location.bucket, recipe_key, recipe_bytes, recipe_digest, len(recipe_bytes), step="verify recipe",
-            uploaded=uploaded,
-        )
-    else:
-        recipe_checksum = recipe_remote.checksum or recipe_digest
-    recipe = PublishedObject(recipe_key, len(recipe_bytes), recipe_digest, recipe_checksum, recipe_uploaded)
+def _upload_artifact(s3_client, location: S3Location, bundle: ComponentBundle, artifact: BundleArtifact,
+                     remote: RemoteObject, transfer: TransferSettings, progress: bool) -> PublishedObject:
+    """One artifact, verified right after its upload; skipped when S3 already holds the same bytes."""
+    key = _artifact_key(location, bundle, artifact)
+    if remote.state is RemoteState.SAME:
+        log.info("skip s3://%s/%s: same bytes already there", location.bucket, key)
+        return PublishedObject(key, artifact.size, artifact.sha256_b64, remote.checksum or artifact.sha256_b64, False)
+    uploaded = s3.upload_file(s3_client, location.bucket, key, artifact.path, artifact.size, transfer, progress=progress,
+                              step=f"upload artifact {artifact.name}")
+    checksum = s3.verify_object(s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
+                                step=f"verify artifact {artifact.name}", uploaded=uploaded)
+    return PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True)
 
-    # Registration, last.
-    arn, created = None, False
-    if register:
-        if registered is not None:
-            arn = registered.arn
-        else:
-            arn = greengrass.create_component_version(greengrass_client, bundle.recipe_text, tags)
-            created = True
-    return PublishedComponent(
-        bucket=location.bucket,
-        component_name=bundle.component_name,
-        component_version=bundle.component_version,
-        artifacts=tuple(published_artifacts),
-        recipe=recipe,
-        component_version_arn=arn,
-        newly_registered=created,
-    )
+
+def _upload_recipe(s3_client, location: S3Location, recipe: _RecipeObject, remote: RemoteObject) -> PublishedObject:
+    """The recipe, written only once every artifact it names is in place."""
+    if remote.state is RemoteState.SAME:
+        return PublishedObject(recipe.key, len(recipe.data), recipe.digest, remote.checksum or recipe.digest, False)
+    uploaded = s3.put_bytes(s3_client, location.bucket, recipe.key, recipe.data, RECIPE_CONTENT_TYPE, step="upload recipe")
+    checksum = s3.verify_object(s3_client, location.bucket, recipe.key, recipe.data, recipe.digest, len(recipe.data),
+                                step="verify recipe", uploaded=uploaded)
+    return PublishedObject(recipe.key, len(recipe.data), recipe.digest, checksum, True)
 
 
 def _validated_location(bundle: ComponentBundle) -> S3Location:

@@ -9,6 +9,7 @@ import yaml
 
 from packager.errors import ValidationException
 from packager.greengrass.publish.aws_errors import aws_error, is_access_denied, is_not_found
+from packager.greengrass.recipe import recipe_key
 
 CHECK_STEP = "check component version"
 REGISTER_STEP = "register component"
@@ -35,12 +36,12 @@ def recipe_artifact_digests(recipe: str | bytes) -> dict[str, str | None]:
     if not isinstance(document, dict):
         raise ValidationException("recipe must be a mapping", field="recipe")
     digests: dict[str, str | None] = {}
-    for manifest in _field(document, "Manifests") or []:
-        for artifact in (_field(manifest, "Artifacts") or []) if isinstance(manifest, dict) else []:
-            uri = _field(artifact, "Uri") if isinstance(artifact, dict) else None
+    for manifest in recipe_key(document, "Manifests") or []:
+        for artifact in (recipe_key(manifest, "Artifacts") or []) if isinstance(manifest, dict) else []:
+            uri = recipe_key(artifact, "Uri") if isinstance(artifact, dict) else None
             if not uri:
                 raise ValidationException("recipe artifact without a Uri", field="Manifests.Artifacts.Uri")
-            digest = _field(artifact, "Digest")
+            digest = recipe_key(artifact, "Digest")
             if uri in digests and digests[uri] != digest:
                 raise ValidationException(
                     f"recipe gives {uri} two different digests", field="Manifests.Artifacts.Digest"
@@ -127,11 +128,3 @@ def create_component_version(greengrass_client, recipe_text: str, tags: Mapping[
     return response["arn"]
 
 
-def _field(mapping: Any, name: str) -> Any:
-    if not isinstance(mapping, dict):
-        return None
-    lowered = name.lower()
-    for key, value in mapping.items():
-        if str(key).lower() == lowered:
-            return value
-    return None

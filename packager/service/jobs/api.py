@@ -194,7 +194,7 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     spec_file = store_file(root, Path(spec_path), ".json") if spec_path is not None else None
     shared = model_bucket()
     if shared is not None:  # other build hosts fetch it from there; uploaded before the version is recorded
-        from packager.greengrass.publish import make_clients
+        from packager.greengrass.publish.clients import make_clients
 
         upload_model_files(make_clients(None)[0], shared, root, model_files(root, model_file, spec_file))
     store = open_store(root)

@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 from packager.greengrass.bundle import S3Location
-from packager.greengrass.publish import make_clients
+from packager.greengrass.publish.clients import make_clients
 
 from .loopback import LoopbackS3
 

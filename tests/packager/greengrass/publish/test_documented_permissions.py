@@ -12,7 +12,8 @@ import pytest
 
 from packager.greengrass.bundle import S3Location
 from packager.errors import PublishError
-from packager.greengrass.publish import TransferSettings, publish
+from packager.greengrass.publish.component import publish
+from packager.greengrass.publish.s3 import TransferSettings
 
 from .conftest import (
     FAKE_ACCESS_KEY_ID,

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from packager.errors import PublishError
-from packager.greengrass.publish import RECIPE_FILE_NAME, TransferSettings, publish
+from packager.greengrass.publish.component import RECIPE_FILE_NAME, publish
+from packager.greengrass.publish.s3 import TransferSettings
 from packager.greengrass.publish.s3 import MIB
 
 from .greengrass_stubs import TAGS, VERSION_ARN, expect_create, expect_not_registered

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from packager.errors import ConflictException, PublishError, ValidationException
-from packager.greengrass.publish import RECIPE_FILE_NAME, publish
+from packager.greengrass.publish.component import RECIPE_FILE_NAME, publish
 from packager.greengrass.publish.greengrass import recipe_artifact_digests
 
 from .greengrass_stubs import TAGS, VERSION_ARN, expect_create, expect_not_registered, expect_registered

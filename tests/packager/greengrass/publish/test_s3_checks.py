@@ -11,7 +11,8 @@ import pytest
 
 from packager.greengrass.bundle import S3Location
 from packager.errors import AccessDeniedException, PackagerError, ResourceNotFoundException, ValidationException
-from packager.greengrass.publish import make_clients, publish
+from packager.greengrass.publish.clients import make_clients
+from packager.greengrass.publish.component import publish
 
 from .conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, REGION, TEST_CLIENT_CONFIG, isolate_aws_environment
 from .loopback import make_bundle

@@ -75,7 +75,7 @@ def test_second_location_reuses_the_registered_agent(aws, tiny_model, tmp_path, 
 
 
 def test_agent_registered_with_other_bytes_still_conflicts(aws, tmp_path, greengrass_stub, api_calls):
-    from packager.greengrass.publish import publish_shared
+    from packager.greengrass.publish.component import publish_shared
 
     registered = agent_bundle(host_target(), tmp_path / "one", S3Location(aws.bucket, "teamone"))
     tampered = registered.recipe_text.replace(registered.artifacts[0].sha256_b64, "A" * 43 + "=")
@@ -91,7 +91,7 @@ def test_agent_registered_with_other_bytes_still_conflicts(aws, tmp_path, greeng
 
 
 def test_agent_not_yet_registered_goes_to_the_jobs_location(aws, tmp_path, greengrass_stub):
-    from packager.greengrass.publish import publish_shared
+    from packager.greengrass.publish.component import publish_shared
 
     ours = agent_bundle(host_target(), tmp_path / "two", S3Location(aws.bucket, "teamtwo"))
     greengrass_stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
