@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "lookoutvision-2020-11-20.service-2.json"
+MODEL_PATH = Path(__file__).resolve().parent / "data" / "lookoutvision-2020-11-20.service-2.json"
 
 # The operations we implement, in the order the CLI lists them.
 SUPPORTED_OPERATIONS = (

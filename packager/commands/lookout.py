@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packager.cli import Command
 from packager.errors import ValidationException
-from packager.service import service_model
+import packager.service_model as service_model
 
 # Operation -> one-line help; the order is the order `--help` lists them in.
 _OPERATIONS = {

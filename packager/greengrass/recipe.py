@@ -10,6 +10,7 @@ from importlib import resources
 
 import yaml
 
+import packager.service_model as service_model
 from packager.errors import ValidationException
 
 RECIPE_FORMAT_VERSION = "2020-01-25"
@@ -31,15 +32,18 @@ class RecipeManifest:
     artifacts: list[RecipeArtifact]
 
 
-@lru_cache(maxsize=1)
-def _service_shapes() -> dict:
-    text = resources.files("packager").joinpath("data/lookoutvision-2020-11-20.service-2.json").read_text()
-    return json.loads(text)["shapes"]
+def recipe_key(mapping, name: str, default=None):
+    """One key of a recipe mapping, matched case-insensitively as Greengrass and GDK read recipes; ``default`` when
+    it is missing or ``mapping`` is not a mapping at all."""
+    if not isinstance(mapping, dict):
+        return default
+    lowered = name.lower()
+    return next((value for key, value in mapping.items() if str(key).lower() == lowered), default)
 
 
 def check_service_string(shape_name: str, value: str, field: str) -> None:
     """Length and pattern of one string, exactly as the Lookout service model defines the shape."""
-    shape = _service_shapes()[shape_name]
+    shape = service_model.shape(shape_name)
     if not shape.get("min", 0) <= len(value) <= shape.get("max", 1 << 30):
         raise ValidationException(f"{field} must be {shape.get('min', 0)}..{shape['max']} characters, got {len(value)}", field=field)
     pattern = shape.get("pattern")

@@ -16,7 +16,7 @@ from typing import Iterator
 from botocore.exceptions import ClientError
 
 from packager.errors import PackagerError
-from packager.service import service_model
+import packager.service_model as service_model
 from packager.service.jobs import api
 
 _PAGINATED = {"ListProjects": "Projects", "ListModels": "Models", "ListModelPackagingJobs": "ModelPackagingJobs"}

@@ -29,7 +29,7 @@ import yaml
 
 from packager.greengrass.local.configuration import effective_configuration, read_configuration, resolve_updates
 from packager.errors import ResourceNotFoundException, ValidationException
-from packager.greengrass.recipe import check_component_identity
+from packager.greengrass.recipe import check_component_identity, recipe_key
 
 THING_NAME = "deploy-local"
 _VARIABLE = re.compile(r"\{(?:([A-Za-z0-9._-]+):)?(artifacts|work|configuration|kernel|iot):([^{}]*)\}")
@@ -146,11 +146,6 @@ def version_satisfies(version: str, requirement: str) -> bool:
         if not ok:
             return False
     return True
-
-
-def recipe_key(mapping: dict, name: str, default=None):
-    """Recipe keys are case-insensitive (GDK lower-cases them before validating)."""
-    return next((v for k, v in mapping.items() if str(k).lower() == name.lower()), default)
 
 
 def _read_recipes(build_dir: Path) -> dict[str, tuple[dict, Path]]:

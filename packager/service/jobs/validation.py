@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from packager.greengrass.bundle import S3Location
 from packager.errors import ValidationException, shown
-from packager.service import service_model
+import packager.service_model as service_model
 from targets import Target, TargetRequest, resolve_target
 from targets.catalog import CompilerOptions, parse_compiler_options
 

@@ -11,7 +11,7 @@ from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from packager.errors import PackagerError, ValidationException
-from packager.service import service_model
+import packager.service_model as service_model
 
 EXTENSION_PREFIX = "/x-packager"  # our own routes (register-model) live outside the service's URI space
 

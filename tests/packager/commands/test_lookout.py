@@ -11,7 +11,7 @@ import yaml
 
 import packager.cli as cli
 from packager.commands import lookout, serve
-from packager.service import service_model
+import packager.service_model as service_model
 from packager.service.jobs import api
 
 from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
