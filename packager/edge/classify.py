@@ -1,4 +1,4 @@
-"""Classify images with a compiled model: python -m lookout_edge.runner --model-dir DIR IMAGE [IMAGE ...]."""
+"""Classify images with a compiled model: python -m lookout_edge.classify --model-dir DIR IMAGE [IMAGE ...]."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lookout_edge.runner", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lookout_edge.classify", description=__doc__)
     parser.add_argument("--model-dir", type=Path, required=True, help="directory with model.so, params.bin, manifest.json, spec.json")
     parser.add_argument("images", nargs="*", type=Path, help="PNG/JPEG images to classify")
     parser.add_argument("--self-check", action="store_true", help="run one inference on a blank image and report the latency")

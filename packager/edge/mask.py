@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .model_runner import bilinear_axis
+
 BACKGROUND = "background"
 
 
@@ -48,21 +50,10 @@ class AnomalyMask:
 
 
 @lru_cache(maxsize=64)
-def _source_pairs(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-pixel-centre bilinear interpolation along one axis, as model_runner.resize_bilinear: for each output
-    pixel, the two source pixels it falls between and the weight of the second."""
-    pos = np.clip((np.arange(dst, dtype=np.float64) + 0.5) * src / dst - 0.5, 0, src - 1)
-    low = np.floor(pos).astype(np.int64)
-    pairs = (low, np.minimum(low + 1, src - 1), pos - low)
-    for array in pairs:
-        array.setflags(write=False)
-    return pairs
-
-
 @lru_cache(maxsize=64)
 def _interpolation_matrix(src: int, dst: int) -> np.ndarray:
     """(dst, src) weights of the same interpolation, so that a resize is a matrix product."""
-    low, high, weight = _source_pairs(src, dst)
+    low, high, weight = bilinear_axis(src, dst)
     matrix = np.zeros((dst, src), np.float64)
     np.add.at(matrix, (np.arange(dst), low), 1 - weight)
     np.add.at(matrix, (np.arange(dst), high), weight)
@@ -84,7 +75,7 @@ def _reach(hot: np.ndarray, dst: int) -> tuple[slice, slice] | None:
     A bilinear output pixel is a weighted mean of its two sources, so it can exceed the threshold only where one
     of them does; everything outside the span is background.
     """
-    low, high, _ = _source_pairs(hot.size, dst)
+    low, high, _ = bilinear_axis(hot.size, dst)
     reached = np.flatnonzero(hot[low] | hot[high])
     if reached.size == 0:
         return None

@@ -88,12 +88,19 @@ class CompiledModel:
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 
 
+def bilinear_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-pixel-centre bilinear interpolation along one axis (what PIL and OpenCV do for upscaling): for each of
+    ``dst`` output pixels, the two source pixels it falls between and the weight of the second (float64)."""
+    pos = np.clip((np.arange(dst, dtype=np.float64) + 0.5) * src / dst - 0.5, 0, src - 1)
+    low = np.floor(pos).astype(np.int64)
+    return low, np.minimum(low + 1, src - 1), pos - low
+
+
 @lru_cache(maxsize=64)
 def _axis_weights(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights along one axis; cached, as a camera sends the same size every frame."""
-    pos = np.clip((np.arange(dst, dtype=np.float32) + 0.5) * src / dst - 0.5, 0, src - 1)
-    low = np.floor(pos).astype(np.int64)
-    weights = (low, np.minimum(low + 1, src - 1), (pos - low).astype(np.float32))
+    """bilinear_axis with float32 weights; cached, as a camera sends the same size every frame."""
+    low, high, weight = bilinear_axis(src, dst)
+    weights = (low, high, weight.astype(np.float32))
     for array in weights:
         array.setflags(write=False)
     return weights

@@ -15,6 +15,7 @@ RELEASED = {
     "1.1.1": "6e52b3f5fa0163cf0bce1024e73b996dc0353aa204d05065b55eda5d83f5a4a9",
     "1.1.2": "b637a2e8c560918934b2af2810dfb8aadf99c133d051ff6f53e46c4e7474836b",
     "1.2.0": "3d6411bc709f9ad3072cf79743f291d20f6d563775955e59fc0fc422dda0a25c",  # MQTT, capture, socket access, classification models, the graph's label and mask
+    "1.2.1": "c55a19f6cb7859debf61798c774393b50091d1f953071c42ffb618168e9f6f3f",  # one bilinear axis for the map and the mask; runner.py is classify.py
 }
 
 

@@ -31,7 +31,7 @@ def run_runner(root, *images, model_dir=None):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(root)}
     code = ("import sys, runpy; root = sys.argv.pop(1); "
             "sys.modules['packager'] = None; sys.modules['compilers'] = None; "
-            "sys.argv[0] = 'lookout_edge.runner'; runpy.run_module('lookout_edge.runner', run_name='__main__')")
+            "sys.argv[0] = 'lookout_edge.classify'; runpy.run_module('lookout_edge.classify', run_name='__main__')")
     return subprocess.run([sys.executable, "-c", code, str(root), "--model-dir", str(model_dir or root / "compiled"), *map(str, images)],
                           capture_output=True, text=True, env=env, cwd=root, timeout=120)
 

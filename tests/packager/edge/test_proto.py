@@ -76,7 +76,7 @@ def test_shipped_package_imports_only_its_runtime_dependencies(tmp_path):
     for name, data in _edge_sources():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
-    probe = (f"import sys; import {EDGE_PACKAGE}.agent, {EDGE_PACKAGE}.runner, {EDGE_PACKAGE}.registry; "
+    probe = (f"import sys; import {EDGE_PACKAGE}.agent, {EDGE_PACKAGE}.classify, {EDGE_PACKAGE}.registry; "
              "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('packager', 'compilers', 'targets', 'onnx', "
              "'onnxruntime', 'torch', 'yaml', 'boto3')); print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -72,7 +72,7 @@ def test_zip_holds_library_params_spec_and_runner_and_the_report_lies_beside_it(
         names = archive.namelist()
         assert names == sorted(names)
         assert {"compiled/model.so", "compiled/params.bin", "compiled/spec.json", "compiled/manifest.json",
-                "requirements.txt", "lookout_edge/runner.py", "lookout_edge/model_runner.py"} <= set(names)
+                "requirements.txt", "lookout_edge/classify.py", "lookout_edge/model_runner.py"} <= set(names)
         assert "benchmark.json" not in names, "a per-build report inside the ZIP would change its digest every build"
         assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in archive.infolist())
     [report_path] = result.bundle.reports
