@@ -17,15 +17,21 @@ import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from compilers.model import CompiledArtifact
-from packager.build.benchmark import BenchmarkReport
 from packager.edge import AGENT_VERSION, DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
 from packager.edge.socket_access import DEFAULT_SOCKET_MODE
 from packager.edge.settings import (DEFAULT_CAPTURE, DEFAULT_MQTT, DEFAULT_THRESHOLDS,
                                     ENVIRONMENT as LINE_SETTINGS_ENVIRONMENT)
 from targets import Target
 from targets.runtime import install_script, pip_requirements
+
+
+class BuildReport(Protocol):
+    """What a bundle keeps of a build's benchmark (packager.build.benchmark.BenchmarkReport): its JSON."""
+
+    def to_json(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class TargetBuild:
 
     target: Target
     archive: bytes  # reproducible_zip(archive_entries(...)): the same compiled model gives the same bytes
-    report: BenchmarkReport
+    report: BuildReport
 
 
 @dataclass(frozen=True)
@@ -343,7 +349,7 @@ def check_distinct_platforms(targets: list[Target]) -> None:
         seen[key] = target.name
 
 
-def bundle(artifact: CompiledArtifact, report: BenchmarkReport, target: Target, component: ComponentIdentity,
+def bundle(artifact: CompiledArtifact, report: BuildReport, target: Target, component: ComponentIdentity,
            output_dir: Path, s3_location: S3Location | None = None, archive_cache: Path | None = None) -> ComponentBundle:
     """Write the model component and the agent component it depends on, in GDK's layout.
     archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
