@@ -11,9 +11,27 @@ from packager.errors import ModelImportError
 ANOMALIB_METADATA = "metadata.json"
 
 
-def import_model(path: Path, spec_path: Path | None = None) -> ImportedModel:
-    """ONNX (.onnx), PyTorch (.pt2 ExportedProgram, .pt TorchScript) and anomalib v1 exports (ONNX + metadata.json)."""
+def import_model(path: Path, spec_path: Path | None = None, *, cache_dir: Path | None = None) -> ImportedModel:
+    """ONNX (.onnx), PyTorch (.pt2 ExportedProgram, .pt TorchScript) and anomalib v1 exports (ONNX + metadata.json).
+
+    With ``cache_dir`` (the compile cache's directory), an unchanged model and spec reuse an earlier intake."""
     path = Path(path)
+    if cache_dir is None or not path.is_file():
+        return _import_model(path, spec_path)
+    from compilers.frontends import import_cache
+
+    key = import_cache.intake_key(path, spec_path, path.parent / ANOMALIB_METADATA)
+    if key is None:
+        return _import_model(path, spec_path)
+    cached = import_cache.load(cache_dir, key, path)
+    if cached is not None:
+        return cached
+    imported = _import_model(path, spec_path)
+    import_cache.store(cache_dir, key, imported)
+    return imported
+
+
+def _import_model(path: Path, spec_path: Path | None) -> ImportedModel:
     spec = load_spec(spec_path) if spec_path is not None else None
     if not path.exists():
         raise ModelImportError(f"{path}: model file not found")

@@ -64,7 +64,7 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
 
     started = time.perf_counter()
     progress(f"importing {request.model_path}")
-    imported = import_model(request.model_path, request.spec_path)
+    imported = import_model(request.model_path, request.spec_path, cache_dir=request.compile_cache_dir)
     with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
         options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials,
                                  tuning_cache_dir=tuning_cache_dir(), compile_cache_dir=request.compile_cache_dir)

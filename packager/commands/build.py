@@ -297,7 +297,8 @@ def register_build_model(request: BuildRequest) -> str:
     from packager.service.jobs import api
 
     _progress(f"reading {request.model_path}")
-    imported = import_model(request.model_path, request.spec_path)
+    cache_dir = _compile_cache_dir(request.extensions)
+    imported = import_model(request.model_path, request.spec_path, cache_dir=cache_dir)
     with tempfile.TemporaryDirectory(prefix="packager-build-") as scratch:
         model_file, spec_file = request.model_path, request.spec_path
         if Path(model_file).suffix.lower() != ".onnx":  # PyTorch: the store keeps the ONNX graph intake made of it
@@ -306,10 +307,21 @@ def register_build_model(request: BuildRequest) -> str:
         if spec_file is None:  # inferred, or read from anomalib's metadata.json: the job gets it spelled out
             spec_file = Path(scratch) / "model_spec.json"
             spec_file.write_text(imported.spec.to_json())
-        registered = api.register_model(request.project, model_file, spec_file, create_project=True, reuse_identical=True)
+        registered = api.register_model(request.project, model_file, spec_file, create_project=True, reuse_identical=True,
+                                        intake_cache_dir=cache_dir)
     version = registered["ModelMetadata"]["ModelVersion"]
     _progress(f"model version {version} of project {request.project} (sha256 {registered['ModelSha256'][:12]})")
     return version
+
+
+def _compile_cache_dir(extensions: JobExtensions) -> Path | None:
+    """Where the job's compile cache is, so that build's own intake of the model is kept there too (None: --no-cache)."""
+    from compilers.compile_cache import default_compile_cache_dir
+    from packager.home import packager_home
+
+    if not extensions.use_compile_cache:
+        return None
+    return extensions.compile_cache_dir or default_compile_cache_dir(packager_home())
 
 
 def start_build_job(request: BuildRequest, model_version: str) -> str:

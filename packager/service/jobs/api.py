@@ -173,9 +173,11 @@ def _model_metadata(model: ModelRecord) -> dict:
 
 
 def register_model(project: str, model_path: Path | str, spec_path: Path | str | None = None, *, description: str | None = None,
-                   create_project: bool = False, reuse_identical: bool = False, home: Path | str | None = None) -> dict:
+                   create_project: bool = False, reuse_identical: bool = False, home: Path | str | None = None,
+                   intake_cache_dir: Path | None = None) -> dict:
     """Our extension: record a trained ONNX model (plus its spec) as the project's next model version.
-    With reuse_identical, the project's newest version with the same model and spec bytes is returned instead."""
+    With reuse_identical, the project's newest version with the same model and spec bytes is returned instead.
+    With intake_cache_dir (a compile cache directory), an unchanged model's intake check is not run again."""
     from compilers.frontends.intake import import_model
     from packager.service.jobs.model_files import check_model_file, store_file, store_model
     from packager.service.jobs.shared_models import model_bucket, model_files, upload_model_files
@@ -187,7 +189,8 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
         raise ValidationException(f"CreateProject must be a boolean, got {type(create_project).__name__}", field="CreateProject")
     model_path = Path(model_path)
     check_model_file(model_path)
-    import_model(model_path, Path(spec_path) if spec_path is not None else None)  # build's intake checks, before any record
+    # build's intake checks, before any record
+    import_model(model_path, Path(spec_path) if spec_path is not None else None, cache_dir=intake_cache_dir)
     root = packager_home(home)
     root.mkdir(parents=True, exist_ok=True)
     model_file, model_digest = store_model(root, model_path)

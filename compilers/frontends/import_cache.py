@@ -1,0 +1,109 @@
+"""The intake cache: a model file that passed intake once is not read, checked and folded again.
+
+Intake (checker, shape folding, operator check) costs seconds on a large model, and a build runs it twice: when build
+registers the model and again in the job. The key covers every input of intake: the model file, the external-data
+files its graph names, the spec file (or anomalib's metadata.json beside the model when there is no spec), and the
+compiler's fingerprint (compilers/, targets/, apache-tvm) with the onnx and onnxslim versions. An entry keeps the graph
+as intake left it and its spec; its external data stays beside the model, whose bytes the key already vouches for.
+
+It lives under the compile cache's directory, so a CI step that keeps the compile cache keeps this too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from compilers.model import ImportedModel
+
+ENTRY_FORMAT = "packager-intake-cache/1"
+ENTRY_FILE = "entry.json"
+GRAPH_FILE = "model.onnx"
+FOLDER = "intake"  # under the compile cache directory
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tool_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from compilers.compile_cache import compiler_fingerprint
+
+    parts = [compiler_fingerprint()]
+    for dist in ("onnx", "onnxslim"):
+        try:
+            parts.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return "\n".join(parts)
+
+
+def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -> str | None:
+    """SHA-256 over everything intake reads; None when a file cannot be read (intake then runs and says why)."""
+    digest = hashlib.sha256(_tool_versions().encode())
+    try:
+        digest.update(f"\0model{path.suffix.lower()}\0{_file_sha256(path)}".encode())
+        if path.suffix.lower() == ".onnx":
+            import onnx
+
+            from compilers.frontends.onnx import external_data_files
+
+            graph = onnx.load(str(path), load_external_data=False)
+            for data_file in external_data_files(graph, path):
+                digest.update(f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{_file_sha256(data_file)}".encode())
+        digest.update(f"\0spec\0{_file_sha256(spec_path) if spec_path is not None else 'none'}".encode())
+        if spec_path is None and metadata_path is not None and metadata_path.is_file():
+            digest.update(f"\0metadata\0{_file_sha256(metadata_path)}".encode())
+    except Exception:  # noqa: BLE001 - any unreadable or malformed input: no key, and intake reports it properly
+        return None
+    return digest.hexdigest()
+
+
+def load(cache_dir: Path, key: str, source_path: Path) -> ImportedModel | None:
+    """The entry for ``key`` as an ImportedModel of ``source_path``; None on a miss or a damaged entry."""
+    from compilers.frontends.spec import spec_from_dict
+
+    entry = Path(cache_dir) / FOLDER / key
+    try:
+        doc = json.loads((entry / ENTRY_FILE).read_text())
+        if doc.get("format") != ENTRY_FORMAT or doc.get("key") != key:
+            return None
+        graph = (entry / GRAPH_FILE).read_bytes()
+        if hashlib.sha256(graph).hexdigest() != doc["sha256"]:
+            shutil.rmtree(entry, ignore_errors=True)  # damaged: the next build writes it again
+            return None
+        spec = spec_from_dict(doc["spec"], where=str(entry / ENTRY_FILE))
+        return ImportedModel(source_path=Path(source_path), onnx_bytes=graph, spec=spec, sha256=doc["sha256"],
+                             opset=int(doc["opset"]), frontend=str(doc["frontend"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    except Exception:  # noqa: BLE001 - a spec the schema now refuses: a miss, and intake runs again
+        return None
+
+
+def store(cache_dir: Path, key: str, imported: ImportedModel) -> None:
+    """Keep ``imported`` under ``key``; a failure to write only costs the next build an intake."""
+    root = Path(cache_dir) / FOLDER
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
+        (staging / GRAPH_FILE).write_bytes(imported.onnx_bytes)
+        doc = {"format": ENTRY_FORMAT, "key": key, "sha256": imported.sha256, "spec": imported.spec.to_json_dict(),
+               "opset": imported.opset, "frontend": imported.frontend}
+        (staging / ENTRY_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(staging, root / key)
+        except OSError:  # another build stored the same key first: theirs is as good
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        pass
