@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 from packager.errors import ConflictException, PackagerError, ResourceNotFoundException, ValidationException
-from packager.service.jobs import liveness, pagination
+from packager.service.jobs import liveness
 from packager.service.jobs.configuration import PackagingConfiguration, load_configuration, parse_configuration
 from packager.service.jobs.extensions import JobExtensions
 from packager.service.jobs.launcher import spawn_worker
 from packager.service.jobs.records import (
-    DEFAULT_PAGE_SIZE, drop_none, idempotent, model_or_404, opened_store, project_or_404, remember, timestamp,
+    drop_none, idempotent, model_or_404, opened_store, page, project_or_404, remember, timestamp,
 )
 from packager.service.jobs.store import ACTIVE_STATES, FINAL_STATES, ClientTokenTaken, JobRecord, Store
 from packager.service.jobs.validation import validate_input
@@ -187,14 +187,8 @@ def list_model_packaging_jobs(*, home: Path | str | None = None, **params) -> di
     validate_input("ListModelPackagingJobs", params)
     with opened_store(home) as store:
         project = project_or_404(store, params["ProjectName"]).name
-        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListModelPackagingJobs", project)
-        limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
-        rows = store.jobs(project, after, limit + 1)
-        response = {"ModelPackagingJobs": [_job_metadata(liveness.settle(store, j)) for j in rows[:limit]]}
-        if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListModelPackagingJobs", project,
-                                                            rows[limit - 1].seq)
-        return response
+        return page(store, params, "ListModelPackagingJobs", project, "ModelPackagingJobs",
+                    lambda after, limit: store.jobs(project, after, limit), lambda job: _job_metadata(liveness.settle(store, job)))
 
 
 def wait_for_model_packaging_job(project: str, job_name: str, *, home: Path | str | None = None, poll_seconds: float = 1.0,

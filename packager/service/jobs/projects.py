@@ -11,9 +11,8 @@ from pathlib import Path
 
 from packager.errors import ConflictException, ValidationException
 from packager.home import packager_home
-from packager.service.jobs import pagination
 from packager.service.jobs.records import (
-    DEFAULT_PAGE_SIZE, arn, drop_none, idempotent, model_or_404, opened_store, project_or_404, remember, timestamp,
+    arn, drop_none, idempotent, model_or_404, opened_store, page, project_or_404, remember, timestamp,
 )
 from packager.service.jobs.store import ClientTokenTaken, ModelRecord
 from packager.service.jobs.validation import validate_input, validate_shape
@@ -53,13 +52,7 @@ def describe_project(*, home: Path | str | None = None, **params) -> dict:
 def list_projects(*, home: Path | str | None = None, **params) -> dict:
     validate_input("ListProjects", params)
     with opened_store(home) as store:
-        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListProjects", "")
-        limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
-        rows = store.projects(after, limit + 1)
-        response = {"Projects": [_project_metadata(p) for p in rows[:limit]]}
-        if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListProjects", "", rows[limit - 1].seq)
-        return response
+        return page(store, params, "ListProjects", "", "Projects", store.projects, _project_metadata)
 
 
 def delete_project(*, home: Path | str | None = None, **params) -> dict:
@@ -139,13 +132,8 @@ def list_models(*, home: Path | str | None = None, **params) -> dict:
     validate_input("ListModels", params)
     with opened_store(home) as store:
         project = project_or_404(store, params["ProjectName"]).name
-        after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), "ListModels", project)
-        limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
-        rows = store.models(project, after, limit + 1)
-        response = {"Models": [_model_metadata(m) for m in rows[:limit]]}
-        if len(rows) > limit:
-            response["NextToken"] = pagination.encode_token(store.pagination_secret(), "ListModels", project, rows[limit - 1].seq)
-        return response
+        return page(store, params, "ListModels", project, "Models", lambda after, limit: store.models(project, after, limit),
+                    _model_metadata)
 
 
 def delete_model(*, home: Path | str | None = None, **params) -> dict:

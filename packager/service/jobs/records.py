@@ -8,7 +8,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from packager.errors import ConflictException, ResourceNotFoundException
 from packager.service.jobs import pagination
@@ -77,3 +77,16 @@ def idempotent(store: Store, operation: str, params: dict, resource_type: str) -
 def remember(store: Store, operation: str, params: dict, result: dict) -> None:
     if params.get("ClientToken") is not None:
         store.put_token(operation, params["ClientToken"], pagination.params_fingerprint(params), result)
+
+
+def page(store: Store, params: dict, operation: str, scope: str, key: str, fetch: Callable[[int, int], Sequence],
+         render: Callable[[object], dict]) -> dict:
+    """One page of a List operation: ``fetch(after_seq, limit)`` rows after the NextToken, each rendered, under ``key``,
+    with a NextToken (signed for this operation and scope) when more rows follow."""
+    after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), operation, scope)
+    limit = params.get("MaxResults", DEFAULT_PAGE_SIZE)
+    rows = fetch(after, limit + 1)
+    response = {key: [render(row) for row in rows[:limit]]}
+    if len(rows) > limit:
+        response["NextToken"] = pagination.encode_token(store.pagination_secret(), operation, scope, rows[limit - 1].seq)
+    return response
