@@ -37,7 +37,7 @@ def compile_all(out: Path, gpus: list[str]) -> None:
     from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
     from targets import CompilerOptions, get_target
 
     model, spec = example_model_paths()

@@ -1,31 +1,21 @@
 """Command line: argument parsing -> typed options -> library call.
 
-Every command lives in packager/commands/ and exports a ``Command``. The table
-below is the one place that lists them; each module imports its heavy
-dependencies inside ``run`` so ``python -m packager --help`` stays fast.
+Every command lives in packager/commands/ and exports a ``Command`` (packager/commands/command.py). The table
+below is the one place that lists them; each module imports its heavy dependencies inside ``run`` so
+``python -m packager --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from typing import Callable
 
+from packager.commands import build, deploy_local, lookout, serve, tune, worker
+from packager.commands.command import Command
 from packager.errors import PackagerError
 
 
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
 def _command_table() -> tuple[Command, ...]:
-    from packager.commands import build, deploy_local, lookout, serve, tune, worker
-
     return (build.COMMAND, tune.COMMAND, deploy_local.COMMAND, *lookout.COMMANDS, serve.COMMAND, worker.COMMAND)
 
 

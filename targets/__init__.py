@@ -1,7 +1,6 @@
 """The target catalog: every place a packaged model can run, as one frozen record each."""
 
 from targets.catalog import (
-    CompilerOptions,
     CudaRuntime,
     GreengrassPlatform,
     RuntimeNeeds,
@@ -12,6 +11,7 @@ from targets.catalog import (
     resolve_target,
     target_names,
 )
+from targets.options import CompilerOptions, ParsedCompilerOptions, parse_compiler_options
 
 __all__ = [
     "CompilerOptions",
@@ -22,6 +22,8 @@ __all__ = [
     "TargetRequest",
     "get_target",
     "host_target",
+    "parse_compiler_options",
+    "ParsedCompilerOptions",
     "resolve_target",
     "target_names",
 ]

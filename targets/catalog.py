@@ -1,18 +1,21 @@
-"""Target records and the one place that resolves a Lookout-style configuration to one.
+"""The target catalog: a table of rows (``CATALOG``), and the one place that resolves a Lookout-style choice to a
+``Target`` record.
 
-Raw TVM target dicts are built here and never travel past this module as strings.
+A request finds its row by a typed ``TargetKey`` (device, or arch + accelerator); ``get_target`` finds it by name.
+Raw TVM target dicts are built here and never travel past this module as strings. The CompilerOptions string is
+parsed in targets/options.py.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import platform
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from packager.errors import ValidationException, shown
+from packager.errors import ValidationException
+from targets.cpu import host_cpu, host_mcpu
+from targets.options import CompilerOptions
 
 # The newest PTX ISA each CUDA release's driver/ptxas accepts (PTX ISA release notes).
 CUDA_MAX_PTX_ISA: dict[str, tuple[int, int]] = {
@@ -33,23 +36,6 @@ SM_MIN_CUDA: dict[int, str] = {
 class GreengrassPlatform:
     os: str  # "linux"
     architecture: str  # "amd64" | "aarch64"
-
-
-@dataclass(frozen=True)
-class CompilerOptions:
-    """Typed form of the service's CompilerOptions string."""
-
-    mcpu: str | None = None
-    mattr: tuple[str, ...] = ()
-    gpu_code: str | None = None  # "sm_72"
-    trt_ver: str | None = None
-    cuda_ver: str | None = None
-    num_cores: int | None = None
-    tuning_trials: int = 0
-
-    @property
-    def sm(self) -> int | None:
-        return int(self.gpu_code[3:]) if self.gpu_code else None
 
 
 @dataclass(frozen=True)
@@ -153,20 +139,49 @@ def _nvidia_target(name: str, triple: str, arch: str, options: CompilerOptions, 
     )
 
 
-_ARCHES = {"X86_64": ("x86_64-linux-gnu", "amd64"), "ARM64": ("aarch64-linux-gnu", "aarch64")}
-_CPU_DEFAULTS = {"X86_64": CompilerOptions(mcpu="core-avx2"), "ARM64": CompilerOptions(mattr=("+neon",))}
+@dataclass(frozen=True)
+class TargetKey:
+    """How a request names one row of the catalog: a device, or a platform (arch, with or without an accelerator)."""
+
+    device: str | None = None  # "jetson_xavier"
+    arch: str | None = None  # "X86_64" | "ARM64"
+    accelerator: str | None = None  # None | "NVIDIA"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One row of the catalog: everything fixed about a place a model runs, before the request's options apply."""
+
+    name: str  # what target_names() and get_target() call it
+    key: TargetKey
+    triple: str
+    greengrass_arch: str  # "amd64" | "aarch64"
+    defaults: CompilerOptions
+    nvidia: bool
+
+
+_X86_64 = ("x86_64-linux-gnu", "amd64", CompilerOptions(mcpu="core-avx2"))
+_ARM64 = ("aarch64-linux-gnu", "aarch64", CompilerOptions(mattr=("+neon",)))
 # Lookout's documented test device: Jetson AGX Xavier on JetPack 4.4-4.5.1 (Carmel cores, Volta sm_72).
 JETSON_XAVIER_DEFAULTS = CompilerOptions(mcpu="carmel", mattr=("+neon",), gpu_code="sm_72", cuda_ver="10.2", trt_ver="7.1.3")
-TARGET_DEVICES = ("jetson_xavier",)
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry("jetson_xavier", TargetKey(device="jetson_xavier"), "aarch64-linux-gnu", "aarch64", JETSON_XAVIER_DEFAULTS, True),
+    CatalogEntry("LINUX/X86_64", TargetKey(arch="X86_64"), *_X86_64, False),
+    CatalogEntry("LINUX/X86_64/NVIDIA", TargetKey(arch="X86_64", accelerator="NVIDIA"), *_X86_64, True),
+    CatalogEntry("LINUX/ARM64", TargetKey(arch="ARM64"), *_ARM64, False),
+    CatalogEntry("LINUX/ARM64/NVIDIA", TargetKey(arch="ARM64", accelerator="NVIDIA"), *_ARM64, True),
+)
+_BY_NAME = {entry.name: entry for entry in CATALOG}
+_BY_KEY = {entry.key: entry for entry in CATALOG}
+TARGET_DEVICES = tuple(entry.key.device for entry in CATALOG if entry.key.device)
+ARCHES = tuple(dict.fromkeys(entry.key.arch for entry in CATALOG if entry.key.arch))
+_HOST_ARCH = {"x86_64": "X86_64", "aarch64": "ARM64"}
 _GPU_KEYS = (("gpu-code", "gpu_code"), ("cuda-ver", "cuda_ver"), ("trt-ver", "trt_ver"))
 
 
 def target_names() -> list[str]:
     """Every name get_target() accepts."""
-    names = list(TARGET_DEVICES)
-    for arch in _ARCHES:
-        names += [f"LINUX/{arch}", f"LINUX/{arch}/NVIDIA"]
-    return names
+    return list(_BY_NAME)
 
 
 def _cross_compiler(triple: str) -> str | None:
@@ -207,26 +222,26 @@ def ptx_isa_allowed(ptx_version: tuple[int, int], cuda_ver: str) -> bool:
 
 
 def get_target(name: str, options: CompilerOptions | None = None) -> Target:
-    """The catalog's one reader: a name from target_names() plus compiler options."""
-    options = options or CompilerOptions()
-    if name == "jetson_xavier":
-        opts = _merge(JETSON_XAVIER_DEFAULTS, options)
+    """The catalog's reader by name: a name from target_names() plus compiler options."""
+    entry = _BY_NAME.get(name)
+    if entry is None:
+        raise ValidationException(f"unknown target {name!r}; valid targets: {', '.join(target_names())}", field="Target")
+    return _target(entry, options or CompilerOptions())
+
+
+def _target(entry: CatalogEntry, options: CompilerOptions) -> Target:
+    """One row of the catalog with the request's options over its defaults, checked."""
+    opts = _merge(entry.defaults, options)
+    cross = _cross_compiler(entry.triple)
+    if entry.nvidia:
         check_cuda_combination(opts)
-        return _nvidia_target(name, "aarch64-linux-gnu", "aarch64", opts, _cross_compiler("aarch64-linux-gnu"))
-    parts = name.split("/")
-    if len(parts) in (2, 3) and parts[0] == "LINUX" and parts[1] in _ARCHES and (len(parts) == 2 or parts[2] == "NVIDIA"):
-        triple, arch = _ARCHES[parts[1]]
-        opts = _merge(_CPU_DEFAULTS[parts[1]], options)
-        if len(parts) == 3:
-            check_cuda_combination(opts)
-            return _nvidia_target(name, triple, arch, opts, _cross_compiler(triple))
-        gpu_only = [key for key, attr in _GPU_KEYS if getattr(opts, attr) is not None]
-        if gpu_only:
-            raise ValidationException(
-                f"CompilerOptions {', '.join(gpu_only)} only apply with Accelerator NVIDIA, and target {name} has none",
-                field=gpu_only[0])
-        return _cpu_target(name, triple, arch, opts, _cross_compiler(triple))
-    raise ValidationException(f"unknown target {name!r}; valid targets: {', '.join(target_names())}", field="Target")
+        return _nvidia_target(entry.name, entry.triple, entry.greengrass_arch, opts, cross)
+    gpu_only = [key for key, attr in _GPU_KEYS if getattr(opts, attr) is not None]
+    if gpu_only:
+        raise ValidationException(
+            f"CompilerOptions {', '.join(gpu_only)} only apply with Accelerator NVIDIA, and target {entry.name} has none",
+            field=gpu_only[0])
+    return _cpu_target(entry.name, entry.triple, entry.greengrass_arch, opts, cross)
 
 
 def resolve_target(request: TargetRequest) -> Target:
@@ -239,13 +254,13 @@ def resolve_target(request: TargetRequest) -> Target:
                 f"unknown TargetDevice {request.target_device!r}; valid: {', '.join(TARGET_DEVICES)}", field="TargetDevice")
         if request.compiler_options != CompilerOptions():
             raise ValidationException("CompilerOptions is not allowed with TargetDevice", field="CompilerOptions")
-        return get_target(request.target_device)
+        return _target(_BY_KEY[TargetKey(device=request.target_device)], CompilerOptions())
     if request.os is None and request.arch is None:
         return host_target(request.compiler_options)
     if request.os != "LINUX":
         raise ValidationException(f"TargetPlatform.Os must be LINUX, got {request.os!r}", field="TargetPlatform.Os")
-    if request.arch not in _ARCHES:
-        raise ValidationException(f"TargetPlatform.Arch must be one of {', '.join(_ARCHES)}, got {request.arch!r}",
+    if request.arch not in ARCHES:
+        raise ValidationException(f"TargetPlatform.Arch must be one of {', '.join(ARCHES)}, got {request.arch!r}",
                                   field="TargetPlatform.Arch")
     if request.accelerator not in (None, "NVIDIA"):
         raise ValidationException(f"TargetPlatform.Accelerator must be NVIDIA, got {request.accelerator!r}",
@@ -255,76 +270,17 @@ def resolve_target(request: TargetRequest) -> Target:
                                   ("cuda-ver", request.compiler_options.cuda_ver)) if not v]
         if missing:
             raise ValidationException(f"Accelerator NVIDIA requires CompilerOptions {', '.join(missing)}", field="CompilerOptions")
-        return get_target(f"LINUX/{request.arch}/NVIDIA", request.compiler_options)
-    return get_target(f"LINUX/{request.arch}", request.compiler_options)
+    return _target(_BY_KEY[TargetKey(arch=request.arch, accelerator=request.accelerator)], request.compiler_options)
 
 
 def host_target(options: CompilerOptions | None = None) -> Target:
     """The machine we run on, as a CPU target (the embedded default): for this CPU's own vector ISA and scheduling
     model, unless the options name an mcpu or mattr. An explicit LINUX/X86_64 keeps the portable default instead."""
-    from targets.cpu import host_cpu, host_mcpu
-
-    arch = {"x86_64": "X86_64", "aarch64": "ARM64"}.get(platform.machine())
+    arch = _HOST_ARCH.get(platform.machine())
     if arch is None:
         raise ValidationException(f"this machine's architecture {platform.machine()!r} is not a supported target")
     options = options or CompilerOptions()
     mcpu = host_mcpu(host_cpu())
     if mcpu and options.mcpu is None and not options.mattr:
         options = replace(options, mcpu=mcpu)
-    return get_target(f"LINUX/{arch}", options)
-
-
-MAX_OPTION_CHARS = 64  # mcpu, gpu-code, trt-ver, cuda-ver: names like 'cortex-a72' or 'sm_72'
-MAX_MATTR = 64
-_INTEGER_RANGES = {"num_cores": (1, 1024), "tuning_trials": (0, 100_000)}  # MetaSchedule trials per build, not per kernel
-_OPTION_KEYS = {"mcpu": "mcpu", "mattr": "mattr", "gpu-code": "gpu_code", "trt-ver": "trt_ver", "cuda-ver": "cuda_ver",
-                "num-cores": "num_cores", "tuning-trials": "tuning_trials"}
-
-
-def parse_compiler_options(text: str | None) -> CompilerOptions:
-    """Parse the service's CompilerOptions string: real JSON or the docs' single-quoted dict form."""
-    if text is None or text == "":
-        return CompilerOptions()
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or JSON past the int-digit or nesting limits
-        try:
-            doc = ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
-            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {shown(text)}",
-                                      field="CompilerOptions") from None
-    if not isinstance(doc, dict):
-        raise ValidationException("CompilerOptions must be an object such as {\"mcpu\": \"core-avx2\"}", field="CompilerOptions")
-    unknown = sorted((repr(k)[:50] for k in doc if not isinstance(k, str) or k not in _OPTION_KEYS))
-    if unknown:
-        raise ValidationException(f"CompilerOptions has unknown keys [{', '.join(unknown[:10])}]; valid: {sorted(_OPTION_KEYS)}",
-                                  field="CompilerOptions")
-    values = {}
-    for key, value in doc.items():
-        attr = _OPTION_KEYS[key]
-        if attr == "mattr":
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v]
-            if not isinstance(value, list) or len(value) > MAX_MATTR or \
-                    not all(isinstance(v, str) and len(v) <= MAX_OPTION_CHARS and re.fullmatch(r"[+-][\w.-]+", v) for v in value):
-                raise ValidationException(f"CompilerOptions mattr must be a list of at most {MAX_MATTR} like ['+neon'], "
-                                          f"got {shown(value)}", field="mattr")
-            value = tuple(value)
-        elif attr in _INTEGER_RANGES:
-            low, high = _INTEGER_RANGES[attr]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValidationException(f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}",
-                                          field=key)
-        else:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool) or \
-                    (isinstance(value, int) and value.bit_length() > 64):
-                raise ValidationException(f"CompilerOptions {key} must be a string, got {shown(value)}", field=key)
-            value = str(value)
-            if len(value) > MAX_OPTION_CHARS:
-                raise ValidationException(f"CompilerOptions {key} must be at most {MAX_OPTION_CHARS} characters, "
-                                          f"got {shown(value)}", field=key)
-            if attr == "mcpu" and not re.fullmatch(r"[\w.-]+", value):
-                raise ValidationException(f"CompilerOptions mcpu must be a CPU name like 'core-avx2', got {shown(value)}",
-                                          field="mcpu")
-        values[attr] = value
-    return CompilerOptions(**values)
+    return _target(_BY_KEY[TargetKey(arch=arch)], options)

@@ -8,36 +8,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from packager.commands.build import (
-    BuildRequest,
-    _fold_tuning_trials,
-    _interrupted,
-    _progress,
-    _target_members,
-    start_build_job,
-    target_from_args,
-    wait_for_build_job,
+from packager.commands.arguments import TargetSelection
+from packager.commands.build_jobs import (
+    BuildRequest, FleetTarget, interrupted, progress, start_build_job, wait_for_build_job,
 )
-from packager.errors import PackagerError
-from targets import Target
-
-
-@dataclass(frozen=True)
-class FleetTarget:
-    """One of several targets: its catalog record, and the job configuration that builds it alone."""
-
-    target: Target
-    configuration: dict  # ModelPackagingConfiguration without S3OutputLocation or Tags: build publishes the whole
+from packager.commands.build_summary import print_fleet_summary, row_from_job, succeeded_document, write_summary_json
+from packager.errors import PackagerError, ValidationException
+from packager.service.jobs.members import target_members
+from targets.catalog import TARGET_DEVICES
 
 
 def fleet_from_args(args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
-    """Each target the flags name, as (name, the one-target flags for it); [] for the default (this machine)."""
-    from packager.errors import ValidationException
-    from targets.catalog import TARGET_DEVICES
-
+    """Each target the flags name, as (name, the one-target flags for it); [] for the default (this machine).
+    ``args`` is left as it is: each target gets its own copy of the flags."""
     names = list(args.targets)
     if args.targets and (args.target_device or args.target_platform or args.accelerator):
         raise ValidationException("--target cannot be mixed with --target-device/--target-platform/--accelerator; "
@@ -69,12 +54,11 @@ def fleet_from_args(args: argparse.Namespace) -> list[tuple[str, argparse.Namesp
     return fleet
 
 
-def fleet_target(args: argparse.Namespace, greengrass: dict) -> FleetTarget:
+def fleet_target(selection: TargetSelection, greengrass: dict) -> FleetTarget:
     """One target's job: the component's name, version and description, and this target alone."""
-    _fold_tuning_trials(args)
-    target = target_from_args(args)
     shared = {k: greengrass[k] for k in ("ComponentName", "ComponentVersion", "ComponentDescription") if k in greengrass}
-    return FleetTarget(target=target, configuration={"Greengrass": {**shared, **_target_members(args)}})
+    members = target_members(selection.request, selection.tuning_trials)
+    return FleetTarget(target=selection.target, configuration={"Greengrass": {**shared, **members}})
 
 
 def run_fleet(request: BuildRequest, model_version: str, summary_json: str | None) -> int:
@@ -84,15 +68,9 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
     import time
     from dataclasses import replace
 
-    from packager.greengrass.bundle import ComponentIdentity, TargetBuild, target_slug
-    from packager.commands.build_summary import (
-        print_fleet_summary,
-        row_from_job,
-        succeeded_document,
-        write_summary_json,
-    )
-    from packager.service.jobs import api
     from packager.build.pipeline import package_targets
+    from packager.greengrass.bundle import ComponentIdentity, TargetBuild, target_slug
+    from packager.service.jobs import api
 
     started = time.perf_counter()
     output = request.extensions.output_dir
@@ -104,7 +82,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             extensions = replace(request.extensions, output_dir=Path(staging) / target_slug(fleet_target.target), register=False)
             job_request = replace(request, configuration=fleet_target.configuration, extensions=extensions, fleet=())
             jobs.append((fleet_target, start_build_job(job_request, model_version)))
-            _progress(f"started job {jobs[-1][1]} for {fleet_target.target.name} in project {request.project}")
+            progress(f"started job {jobs[-1][1]} for {fleet_target.target.name} in project {request.project}")
         results, failures = [], []
         try:
             for fleet_target, job_name in jobs:
@@ -113,7 +91,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
                 except PackagerError as exc:  # wait for every job, so none is left running; then report the first
                     failures.append((fleet_target, exc))
         except KeyboardInterrupt:
-            return _interrupted(request.project, [name for _, name in jobs])
+            return interrupted(request.project, [name for _, name in jobs])
         if failures:
             fleet_target, error = failures[0]
             error.message = f"{fleet_target.target.name}: {error.message}; nothing was bundled"
@@ -133,7 +111,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             sts_client = make_sts_client(greengrass_client.meta.region_name) if register else None
         component_bundle, arn = package_targets(builds, component, output, location, tags=_tag_dict(greengrass),
                                                 register=register, s3_client=s3_client, greengrass_client=greengrass_client,
-                                                sts_client=sts_client, progress=_progress)
+                                                sts_client=sts_client, progress=progress)
     rows = [row_from_job(r, f"{t.target.greengrass.os}/{t.target.greengrass.architecture}", artifact, report_path)
             for (t, r), artifact, report_path in zip(results, component_bundle.artifacts, component_bundle.reports)]
     wall = time.perf_counter() - started

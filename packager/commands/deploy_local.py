@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from packager.cli import Command
+from packager.commands.command import Command
 
 DEFAULT_ROOT = Path(".packager") / "deploy-local"
 

@@ -15,7 +15,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from packager.cli import Command
+from packager.commands.command import Command
 from packager.errors import ValidationException
 import packager.service_model as service_model
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from packager.cli import Command
+from packager.commands.command import Command
 from packager.errors import ValidationException
 
 
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret-access-key-file", type=Path, default=None,
                         help="file holding the secret access key (default: $PACKAGER_SECRET_ACCESS_KEY)")
     parser.add_argument("--no-register", action="store_true",
-                        help="jobs upload to S3 but do not create Greengrass component versions (sets PACKAGER_NO_REGISTER=1)")
+                        help="jobs upload to S3 but do not create Greengrass component versions "
+                             "(default: register, unless PACKAGER_NO_REGISTER=1)")
     parser.add_argument("--region", default=None,
                         help="the only region requests may be signed for (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
@@ -43,11 +44,11 @@ def _keys(args: argparse.Namespace) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from packager.home import packager_home
+    from packager.service.jobs.packaging import register_by_default
     from packager.service.server.app import ServerConfig, make_server
 
     keys = _keys(args)
-    if args.no_register:
-        os.environ["PACKAGER_NO_REGISTER"] = "1"  # read when each job starts; workers inherit it
+    register = not args.no_register and register_by_default()
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"warning: serving on {args.host}, reachable beyond this machine, over plain HTTP", file=sys.stderr)
     try:
-        server = make_server(args.host, args.port, ServerConfig(keys=keys, quiet=args.quiet, region=args.region))
+        server = make_server(args.host, args.port, ServerConfig(keys=keys, quiet=args.quiet, region=args.region,
+                                                                  register=register))
     except OSError as exc:
         raise ValidationException(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", field="--port") from None
     host, port = server.server_address[:2]

@@ -15,7 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from packager.cli import Command
+from packager.commands.arguments import add_target_arguments, add_tracker_arguments, target_from_args
+from packager.commands.command import Command
+from packager.errors import ValidationException
+from packager.example_model import example_model_paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     moves.add_argument("--export", type=Path, metavar="FILE", help="write the cache's records (one target's with target flags) to FILE")
     moves.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="merge the records of an exported FILE")
     moves.add_argument("--list", action="store_true", help="list the targets the cache holds records for")
-    where = parser.add_argument_group("target (as for build; default: this machine's CPU)")
-    where.add_argument("--target-device", help="a device: jetson_xavier")
-    where.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
-    where.add_argument("--accelerator", help="with --target-platform: NVIDIA")
-    where.add_argument("--compiler-options", metavar="JSON", help='CompilerOptions, e.g. \'{"mcpu": "znver3", "num-cores": 2}\'')
-    device = parser.add_argument_group("measure on a remote device (TVM RPC tracker)")
-    device.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker")
-    device.add_argument("--rpc-key", metavar="KEY", help="the key the devices registered under, e.g. rpi4")
+    add_target_arguments(parser.add_argument_group("target (as for build; default: this machine's CPU)"))
+    add_tracker_arguments(parser.add_argument_group("measure on a remote device (TVM RPC tracker)"))
 
 
 def _target_given(args: argparse.Namespace) -> bool:
@@ -44,7 +41,6 @@ def _target_given(args: argparse.Namespace) -> bool:
 
 def _rpc_config(args: argparse.Namespace):
     from compilers.tuning.measure import RpcConfig
-    from packager.errors import ValidationException
     from packager.build.remote import parse_address
 
     if args.rpc_tracker is None:
@@ -59,8 +55,6 @@ def _rpc_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from compilers.tuning.cache import open_tuning_cache
-    from packager.commands.build import target_from_args
-    from packager.errors import ValidationException
     from packager.home import tuning_cache_dir
 
     cache = open_tuning_cache(args.tuning_cache or tuning_cache_dir())
@@ -72,19 +66,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"imported {cache.import_file(args.import_file)} new records into {cache.root}")
         return 0
     if args.export is not None:
-        target = target_from_args(args) if _target_given(args) else None
+        target = target_from_args(args).target if _target_given(args) else None
         print(f"exported {cache.export(args.export, target)} records to {args.export}")
         return 0
     if args.trials < 1:
         raise ValidationException(f"--trials must be at least 1, got {args.trials}", field="--trials")
-    return _tune(args, cache, target_from_args(args), _rpc_config(args))
+    return _tune(args, cache, target_from_args(args).target, _rpc_config(args))
 
 
 def _tune(args, cache, target, rpc) -> int:
     from compilers.frontends.intake import import_model
     from compilers.tuning.tune import tune
     from compilers.tvm_compile import relax_for_target
-    from packager.commands.build import example_model_paths
 
     model, spec = args.model, args.model_spec
     if model is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from packager.cli import Command
+from packager.commands.command import Command
 from packager.errors import ValidationException
 
 _QUEUES = ("x86_64-cpu", "arm64", "nvidia")  # packager.service.jobs.celery_engine.Queue.ALL, without importing celery for --help

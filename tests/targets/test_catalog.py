@@ -4,7 +4,8 @@ import pytest
 
 from packager.errors import ValidationException
 from targets import CompilerOptions, CudaRuntime, TargetRequest, get_target, host_target, resolve_target, target_names
-from targets.catalog import CUDA_MAX_PTX_ISA, SM_MIN_CUDA, parse_compiler_options, ptx_isa_allowed
+from targets.catalog import CUDA_MAX_PTX_ISA, SM_MIN_CUDA, ptx_isa_allowed
+from targets.options import ParsedCompilerOptions, parse_compiler_options
 
 NVIDIA = CompilerOptions(gpu_code="sm_86", cuda_ver="11.4", trt_ver="8.2.1")
 
@@ -28,7 +29,7 @@ def test_x86_64_cpu_defaults_to_core_avx2_and_takes_mcpu_mattr():
     assert t.tvm_target == {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "core-avx2"}
     assert t.device == "cpu" and t.greengrass.architecture == "amd64" and t.cross_compiler is None
     t = resolve_target(TargetRequest(os="LINUX", arch="X86_64",
-                                     compiler_options=parse_compiler_options('{"mcpu": "skylake-avx512", "mattr": ["+avx512f"]}')))
+                                     compiler_options=parse_compiler_options('{"mcpu": "skylake-avx512", "mattr": ["+avx512f"]}').options))
     assert t.tvm_target["mcpu"] == "skylake-avx512" and t.tvm_target["mattr"] == ["+avx512f"]
 
 
@@ -118,11 +119,12 @@ def test_impossible_gpu_code_for_cuda_ver_names_both():
 
 
 @pytest.mark.parametrize("text,expected", [
-    (None, CompilerOptions()),
-    ("", CompilerOptions()),
-    ('{"mcpu": "cortex-a72", "mattr": "+neon,+crc"}', CompilerOptions(mcpu="cortex-a72", mattr=("+neon", "+crc"))),
-    ("{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': 10.2}", CompilerOptions(gpu_code="sm_72", trt_ver="7.1.3", cuda_ver="10.2")),
-    ('{"num-cores": 4, "tuning-trials": 16}', CompilerOptions(num_cores=4, tuning_trials=16)),
+    (None, ParsedCompilerOptions(CompilerOptions())),
+    ("", ParsedCompilerOptions(CompilerOptions())),
+    ('{"mcpu": "cortex-a72", "mattr": "+neon,+crc"}', ParsedCompilerOptions(CompilerOptions(mcpu="cortex-a72", mattr=("+neon", "+crc")))),
+    ("{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': 10.2}",
+     ParsedCompilerOptions(CompilerOptions(gpu_code="sm_72", trt_ver="7.1.3", cuda_ver="10.2"))),
+    ('{"num-cores": 4, "tuning-trials": 16}', ParsedCompilerOptions(CompilerOptions(num_cores=4), tuning_trials=16)),
 ])
 def test_compiler_options_parse_json_and_the_docs_quoted_form(text, expected):
     assert parse_compiler_options(text) == expected

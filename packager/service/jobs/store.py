@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from packager.home import packager_home
-from packager.service.jobs.records import (  # TODO(lead): api/worker import these from records after the merge
-    ACTIVE_STATES, FINAL_STATES, TOKEN_LIFETIME_S, ClientTokenTaken, JobRecord, ModelRecord, ProjectRecord, TokenRecord,
-)
+from packager.service.jobs.records import JobRecord, ModelRecord, ProjectRecord, TokenRecord
 
 _BUSY_TIMEOUT_MS = 60_000
 DATABASE_URL_VARIABLE = "PACKAGER_DATABASE_URL"

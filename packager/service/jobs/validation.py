@@ -1,9 +1,9 @@
-"""Input validation driven by the service model's shapes, plus the rules the model cannot express.
+"""Input validation driven by the service model's shapes.
 
 `validate_input` checks any operation's parameters against its input shape (required
 members, types, lengths, ranges, enums, patterns, unknown members), naming the field
-the way the service does. `parse_configuration` then turns a packaging configuration
-into a typed `JobConfiguration`, once, at the edge.
+the way the service does. The rules the model cannot express, and the typed packaging
+configuration, are in packager/service/jobs/configuration.py.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ import functools
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass, field
 
-from packager.greengrass.bundle import S3Location
 from packager.errors import ValidationException, shown
 import packager.service_model as service_model
-from targets import Target, TargetRequest, resolve_target
-from targets.catalog import CompilerOptions, parse_compiler_options
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,75 +111,3 @@ def validate_input(operation_name: str, params: dict, optional: frozenset[str] =
             raise ValidationException(f"{operation_name} takes no parameters, got {', '.join(params)}")
         return
     validate_shape(input_shape, params, "", optional)
-
-
-@dataclass(frozen=True)
-class JobConfiguration:
-    """A packaging job's GreengrassConfiguration, validated and resolved."""
-
-    target: Target
-    target_request: TargetRequest
-    s3_location: S3Location | None  # None only for build's local-only jobs: the service requires it
-    component_name: str
-    component_version: str | None  # None: the API defaults it to <ModelVersion>.0.0
-    component_description: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def tuning_trials(self) -> int:
-        return self.target_request.compiler_options.tuning_trials
-
-
-def parse_configuration(configuration: dict) -> JobConfiguration:
-    """Turn a shape-valid ModelPackagingConfiguration into a JobConfiguration; applies the cross-field rules."""
-    gg = configuration["Greengrass"]
-    path = "Configuration.Greengrass"
-    if "TargetDevice" in gg and "TargetPlatform" in gg:
-        raise ValidationException(f"{path}.TargetDevice and {path}.TargetPlatform are mutually exclusive; give one",
-                                  field=f"{path}.TargetDevice")
-    if "TargetDevice" in gg and "CompilerOptions" in gg:
-        raise ValidationException(f"{path}.CompilerOptions is not allowed with {path}.TargetDevice",
-                                  field=f"{path}.CompilerOptions")
-    if gg["ComponentName"] in (".", ".."):  # the service's pattern allows them; as a path part they leave the directory
-        raise ValidationException(f"{path}.ComponentName {gg['ComponentName']!r} names no component",
-                                  field=f"{path}.ComponentName")
-    options = _compiler_options(gg.get("CompilerOptions"), f"{path}.CompilerOptions")
-    platform = gg.get("TargetPlatform", {})
-    request = TargetRequest(target_device=gg.get("TargetDevice"), os=platform.get("Os"), arch=platform.get("Arch"),
-                            accelerator=platform.get("Accelerator"), compiler_options=options)
-    try:
-        target = resolve_target(request)
-    except ValidationException as exc:
-        raise ValidationException(f"{_field_path(path, exc.field)}: {exc.message}", field=_field_path(path, exc.field)) from None
-    tags: dict[str, str] = {}
-    for i, tag in enumerate(gg.get("Tags", ())):
-        if tag["Key"] in tags:
-            raise ValidationException(f"{path}.Tags[{i}].Key: duplicate tag key {tag['Key']!r}", field=f"{path}.Tags[{i}].Key")
-        tags[tag["Key"]] = tag["Value"]
-    s3 = gg.get("S3OutputLocation")
-    return JobConfiguration(
-        target=target,
-        target_request=request,
-        s3_location=S3Location(bucket=s3["Bucket"], prefix=s3.get("Prefix", "")) if s3 is not None else None,
-        component_name=gg["ComponentName"],
-        component_version=gg.get("ComponentVersion"),
-        component_description=gg.get("ComponentDescription"),
-        tags=tags,
-    )
-
-
-def _compiler_options(text: str | None, path: str) -> CompilerOptions:
-    try:
-        return parse_compiler_options(text)
-    except ValidationException as exc:
-        where = path if exc.field in (None, "CompilerOptions") else f"{path}.{exc.field}"
-        raise ValidationException(f"{where}: {exc.message}", field=where) from None
-
-
-def _field_path(path: str, field_name: str | None) -> str:
-    """Map the catalog's short field names onto the request's member paths."""
-    if field_name in (None, "Target"):
-        return path
-    if field_name.startswith("TargetPlatform") or field_name in ("TargetDevice", "CompilerOptions"):
-        return f"{path}.{field_name}"
-    return f"{path}.CompilerOptions.{field_name}"

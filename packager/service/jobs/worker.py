@@ -19,6 +19,7 @@ from pathlib import Path
 
 from compilers.tuning.cache import target_key
 from packager.errors import PackagerError
+from packager.service.jobs.configuration import load_configuration
 from packager.service.jobs.extensions import JobExtensions
 from packager.processes import process_start_time
 from packager.service.jobs.launcher import job_dir
@@ -26,19 +27,20 @@ from packager.service.jobs.liveness import HEARTBEAT_INTERVAL_S, takeover_after_
 from packager.service.jobs.progress import append_progress, start_progress
 from packager.service.jobs.results import JobResult, write_result
 from packager.service.jobs.shared_tuning import pull_tuning_records, push_tuning_records
-from packager.service.jobs.store import FINAL_STATES, JobRecord, ModelRecord, open_store
-from packager.service.jobs.validation import parse_configuration
+from packager.service.jobs.records import FINAL_STATES, JobRecord, ModelRecord
+from packager.service.jobs.store import open_store
 
 _MAX_MESSAGE = 1000
 DATABASE_PATIENCE_S = 300.0  # how long a worker waits for an unreachable database before giving up on a write
 
 
 def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
-    """Map a job record onto the pipeline's PackagingRequest."""
+    """Map a job record onto the pipeline's PackagingRequest. The record's configuration was parsed when the job was
+    started; load_configuration rebuilds the typed object without checking it again."""
     from compilers.compile_cache import default_compile_cache_dir
     from packager.build.pipeline import PackagingRequest
 
-    config = parse_configuration(job.configuration)
+    config = load_configuration(job.configuration)
     extensions = JobExtensions.from_dict(job.extensions)
     compile_cache = extensions.compile_cache_dir or default_compile_cache_dir(home) if extensions.use_compile_cache else None
     directory = job_dir(home, job.project, job.name)

@@ -14,6 +14,7 @@ import tempfile
 import traceback
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -35,12 +36,14 @@ class ServerConfig:
     quiet: bool = False
     routes: tuple = field(default_factory=protocol.routes)
     region: str | None = None  # the only region requests may be signed for; None: the store's (api.service_region())
+    register: bool = True  # jobs create their Greengrass component versions after the upload (serve --no-register: False)
 
 
 class LookoutVisionHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "packager-lookoutvision"
     config: ServerConfig  # set on the subclass make_server() builds
+    operations: dict  # operation name -> implementation, with the config's settings applied (make_server)
 
     def do_GET(self) -> None:
         self._handle()
@@ -120,7 +123,7 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
                 response = self._register_model(uri_params["projectName"], body)
             else:
                 params = protocol.request_params(route.operation, uri_params, self.path, self.headers, body)
-                response = api.OPERATIONS[route.operation](home=self.config.home, **params)
+                response = self.operations[route.operation](home=self.config.home, **params)
         except PackagerError as exc:
             self._send_error(exc, request_id)
             return
@@ -203,7 +206,9 @@ def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServ
                                   field="PACKAGER_ACCESS_KEY_ID")
     if config.region is None:
         config = replace(config, region=api.service_region())
-    handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config})
+    operations = {**api.OPERATIONS,
+                  "StartModelPackagingJob": partial(api.start_model_packaging_job, register=config.register)}
+    handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config, "operations": operations})
     server = LookoutVisionServer((host, port), handler)
     server.quiet = config.quiet
     return server

@@ -278,18 +278,19 @@ def test_tuning_trials_flag_becomes_the_compiler_option(tmp_path):
 
     parser = build_parser((build.COMMAND,))
     args = parser.parse_args(["build", "--tuning-trials", "32", "--compiler-options", "{'mcpu': 'znver3'}"])
-    build._fold_tuning_trials(args)
-    assert json.loads(args.compiler_options) == {"mcpu": "znver3", "tuning-trials": 32}
+    request = build.build_request(args)
+    assert json.loads(request.configuration["Greengrass"]["CompilerOptions"]) == {"mcpu": "znver3", "tuning-trials": 32}
+    assert request.tuning_trials == 32 and args.compiler_options == "{'mcpu': 'znver3'}"  # args are left as given
     for bad in (["--tuning-trials", "-1"], ["--tuning-trials", "8", "--target-device", "jetson_xavier"]):
         with pytest.raises(ValidationException, match="--tuning-trials"):
-            build._fold_tuning_trials(parser.parse_args(["build", *bad]))
+            build.build_request(parser.parse_args(["build", *bad]))
 
 
 @pytest.mark.slow
 def test_build_shows_every_step_even_those_between_two_polls(home, tiny_model, tmp_path, capsys, monkeypatch):
-    from packager.commands import build
+    from packager.commands import build_jobs
 
-    monkeypatch.setattr(build, "POLL_SECONDS", 5.0)  # most steps pass unseen by StatusMessage between two polls
+    monkeypatch.setattr(build_jobs, "POLL_SECONDS", 5.0)  # most steps pass unseen by StatusMessage between two polls
     assert main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]),
                  "--output", str(tmp_path / "gg"), "--benchmark-runs", "3"]) == 0
     steps = [line[4:] for line in capsys.readouterr().err.splitlines() if line.startswith("... ")]

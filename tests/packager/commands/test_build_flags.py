@@ -6,11 +6,12 @@ import pytest
 
 from compilers.tvm_compile import require_toolchain
 from packager.cli import main
-from packager.commands.build import add_arguments, target_from_args
+from packager.commands.arguments import target_from_args
+from packager.commands.build import add_arguments
 from packager.errors import CompilationError, ValidationException
 from packager.build.remote import RemoteDevice, remote_device
 from targets import TargetRequest, get_target, resolve_target
-from targets.catalog import parse_compiler_options
+from targets.options import parse_compiler_options
 from targets.emulator import free_port
 
 
@@ -21,14 +22,15 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_flags_resolve_through_the_jobs_apis_catalog_path():
-    assert target_from_args(_args("--target-device", "jetson_xavier")) == resolve_target(TargetRequest(target_device="jetson_xavier"))
-    assert target_from_args(_args("--target-platform", "LINUX/ARM64")).name == "LINUX/ARM64"
+    assert target_from_args(_args("--target-device", "jetson_xavier")).target == \
+        resolve_target(TargetRequest(target_device="jetson_xavier"))
+    assert target_from_args(_args("--target-platform", "LINUX/ARM64")).target.name == "LINUX/ARM64"
     options = '{"gpu-code": "sm_86", "cuda-ver": "11.4", "trt-ver": "8.2.1", "mcpu": "skylake"}'
-    t = target_from_args(_args("--target-platform", "LINUX/X86_64", "--accelerator", "NVIDIA", "--compiler-options", options))
+    t = target_from_args(_args("--target-platform", "LINUX/X86_64", "--accelerator", "NVIDIA", "--compiler-options", options)).target
     assert t == resolve_target(TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA",
-                                             compiler_options=parse_compiler_options(options)))
+                                             compiler_options=parse_compiler_options(options).options))
     assert t.tvm_target["host"]["mcpu"] == "skylake"
-    assert target_from_args(_args()).name == resolve_target(TargetRequest()).name
+    assert target_from_args(_args()).target.name == resolve_target(TargetRequest()).name
 
 
 @pytest.mark.parametrize("argv,flag,words", [

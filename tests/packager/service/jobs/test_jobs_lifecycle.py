@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from packager.edge import AGENT_VERSION
-from packager.service.jobs import api
+from packager.service.jobs import api, packaging
 from packager.service.jobs import worker as worker_module
 
 from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
@@ -94,7 +94,7 @@ def test_worker_that_never_starts(home, project, monkeypatch):
         raise OSError(11, "Resource temporarily unavailable")
 
     with monkeypatch.context() as patched:
-        patched.setattr(api, "spawn_worker", no_processes)
+        patched.setattr(packaging, "spawn_worker", no_processes)
         name = api.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config())["JobName"]
     described = _describe(name)
     assert described["Status"] == "FAILED" and "Could not start" in described["StatusMessage"]

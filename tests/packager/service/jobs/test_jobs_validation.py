@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from packager.errors import ValidationException
 from packager.service.jobs import api
-from packager.service.jobs.validation import parse_configuration, validate_input
+from packager.service.jobs.configuration import parse_configuration
+from packager.service.jobs.validation import validate_input
 
 from tests.packager.service.jobs.support import gg_config
 
