@@ -203,15 +203,15 @@ def workload(func):
     return tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
 
 
-def default_schedule(func, target: Target, decisions=None):
-    """Schedule one PrimFunc with the templates' default (or given) decisions; None when no block was recognised."""
+def default_schedule(func, target: Target):
+    """Schedule one PrimFunc with the templates' default decisions; None when no block was recognised."""
     from tvm import s_tir
 
     from compilers.schedules.fused import schedule_function
     from compilers.schedules.templates import DefaultDecisions
 
     sch = s_tir.Schedule(workload(func))
-    if not schedule_function(sch, decisions or DefaultDecisions(), machine(target)):
+    if not schedule_function(sch, DefaultDecisions(), machine(target)):
         return None
     return sch
 
