@@ -2,9 +2,9 @@
 
 A template asks a ``Decisions`` object for each choice (vector width, register tile, ...).
 ``DefaultDecisions`` answers with a heuristic, so an untuned build gets parallel,
-vectorized, register-tiled code; ``SampledDecisions`` draws each choice with
-``sample_categorical``, so MetaSchedule's trace records it and a tuning record
-replays exactly the schedule that was measured.
+vectorized, register-tiled code; tuning's ``ReplayDecisions`` (compilers/tuning/space.py)
+answers from a candidate tuple and records each choice with ``sample_categorical``, so
+MetaSchedule's trace records it and a tuning record replays exactly the schedule that was measured.
 """
 
 from __future__ import annotations
@@ -35,16 +35,6 @@ class Decisions:
 class DefaultDecisions(Decisions):
     def choose(self, sch, candidates, default):
         return default
-
-
-class SampledDecisions(Decisions):
-    """Draws every choice uniformly; the draw becomes part of the schedule's trace."""
-
-    def choose(self, sch, candidates, default):
-        if len(candidates) == 1:
-            return candidates[0]
-        rv = sch.sample_categorical(list(candidates), [1.0 / len(candidates)] * len(candidates))
-        return int(sch.get(rv))
 
 
 @dataclass(frozen=True)
