@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
+from compilers.gpu import check_shipped_gpu_code, pack_imports_with_kernel_entries, prepare_nvptx
 from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
+from compilers.tuning.cache import open_tuning_cache
 from compilers.verify import graph_output_names
 from packager.edge import model_runner
 from packager.errors import CompilationError, ModelImportError, ValidationException
@@ -76,8 +80,6 @@ def _export(executable, target: Target, library_path: Path) -> None:
 
     options = {}
     if target.device == "cuda":
-        from compilers.gpu import pack_imports_with_kernel_entries
-
         options["fpack_imports"] = pack_imports_with_kernel_entries
     if target.cross_compiler:
         options["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
@@ -89,9 +91,7 @@ def relax_pipeline_for(target: Target, database):
     from compilers.schedules import pipeline as schedules
 
     if target.device == "cuda":
-        from compilers import gpu
-
-        gpu.prepare_nvptx()
+        prepare_nvptx()
 
     return schedules.relax_pipeline(target, database)
 
@@ -102,7 +102,6 @@ def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
     from compilers.schedules.pipeline import is_gpu
     from compilers.tuning.tune import tune
-    from compilers.tuning.cache import open_tuning_cache
 
     if is_gpu(target):
         if options.tuning_trials:
@@ -138,11 +137,6 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
 
 def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float,
                     progress=None) -> CompiledArtifact:
-    from dataclasses import replace
-
-    from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
-    from compilers.tuning.cache import open_tuning_cache
-
     prepared, trials = None, 0
     if options.tuning_trials:  # tune first: the records it adds are part of the key
         mod, params = relax_for_target(imported, target)
@@ -195,8 +189,6 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
         raise CompilationError(f"linking the library for {target.name} failed: {_error_summary(exc)}") from None
     ptx_isa = None
     if target.device == "cuda":
-        from compilers.gpu import check_shipped_gpu_code
-
         ptx_isa = "%d.%d" % max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)
     params_path = model_dir / model_runner.PARAMS
     tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from packager.errors import CompilationError, ValidationException
 from targets.catalog import Target
+from targets.cpu import vector_isa
 
+from compilers.schedules.pipeline import fuse_operators, is_gpu, machine, workload
 from compilers.tuning.cache import TuningCache
 from compilers.tuning.measure import RpcConfig, configure_threads, measurement
 from compilers.tuning.search import ProgressCallback, TemplateSearch
@@ -65,8 +67,6 @@ def extract_tasks(mod, target: Target) -> list[TuningTask]:
     import tvm_ffi
     from tvm import relax
     from tvm.s_tir.analysis import estimate_tir_flops
-
-    from compilers.schedules.pipeline import fuse_operators, workload
 
     fused = fuse_operators(mod, tvm.target.Target(target.tvm_target))
     calls: dict[str, int] = {}
@@ -144,8 +144,6 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from compilers.schedules.pipeline import is_gpu, machine
-
     if trials < 0:
         raise ValidationException(f"tuning trials must be >= 0, got {trials}", field="tuning-trials")
     if is_gpu(target):
@@ -211,8 +209,6 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
 
 
 def _isa_label(target: Target) -> str:
-    from targets.cpu import vector_isa
-
     return f"{vector_isa(target.tvm_target).name}, mcpu {target.tvm_target.get('mcpu', 'generic')}"
 
 
