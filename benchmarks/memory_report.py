@@ -65,7 +65,7 @@ def prepare(name: str, work: Path) -> tuple[Path, Path]:
         export(name, onnx_path.parent)
     model_dir = work / name / "compile" / "model"
     if not (model_dir / "manifest.json").exists():
-        compile_model(import_model(onnx_path), host_target(), CompileOptions(work_dir=work / name / "compile", verify=False))
+        compile_model(import_model(onnx_path), host_target(), CompileOptions(work_dir=work / name / "compile"))
     return onnx_path, model_dir
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from packager.errors import CompilationError
 from targets import Target
+from targets.catalog import ptx_isa_allowed
 
 _CUDA_KIND = struct.pack("<Q", 4) + b"cuda"
 _CUDA_C_MARKERS = (b'extern "C" __global__', b"#include <cuda_fp16.h>", b"__launch_bounds__")
@@ -194,7 +195,6 @@ def pack_imports_with_kernel_entries(module, is_system_lib: bool, prefix: str, w
 
 def check_shipped_gpu_code(library_path: Path, target: Target) -> ShippedGpuCode:
     """Fail the build unless the library carries only PTX for gpu-code, at an ISA the target's cuda-ver loads."""
-    from targets.catalog import ptx_isa_allowed
 
     code = shipped_gpu_code(library_path)
     where = f"{Path(library_path).name} for {target.name}"

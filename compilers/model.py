@@ -43,7 +43,6 @@ class CompileOptions:
     tuning_progress: bool = True
     rtol: float = 1e-3
     atol: float = 1e-4
-    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,5 +63,4 @@ class CompiledArtifact:
     compile_seconds: float
     tuning_trials: int  # trials run for this build (0 for a cache hit or untuned)
     tuning_records_applied: int
-    max_abs_error: dict  # output name -> max |tvm - ort| from the build-time check, empty when not run here
     from_cache: bool = False  # True when the compile cache supplied model_dir's files

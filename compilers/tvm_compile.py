@@ -1,13 +1,18 @@
-"""Compile an ImportedModel with TVM Relax for one Target, and check it against ONNX Runtime."""
+"""Compile an ImportedModel with TVM Relax for one Target."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
+from compilers.gpu import check_shipped_gpu_code, pack_imports_with_kernel_entries, prepare_nvptx
 from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
+from compilers.tuning.cache import open_tuning_cache
+from compilers.verify import graph_output_names
 from packager.edge import model_runner
 from packager.errors import CompilationError, ModelImportError, ValidationException
 from targets import Target
@@ -75,22 +80,18 @@ def _export(executable, target: Target, library_path: Path) -> None:
 
     options = {}
     if target.device == "cuda":
-        from compilers.gpu import pack_imports_with_kernel_entries
-
         options["fpack_imports"] = pack_imports_with_kernel_entries
     if target.cross_compiler:
         options["fcompile"] = tvm.support.cc.cross_compiler(target.cross_compiler)
     executable.export_library(str(library_path), **options)
 
 
-def relax_pipeline_for(target: Target, tvm_target, database):
+def relax_pipeline_for(target: Target, database):
     """The Relax pass pipeline: our default schedules, plus tuned records when a database is given."""
     from compilers.schedules import pipeline as schedules
 
     if target.device == "cuda":
-        from compilers import gpu
-
-        gpu.prepare_nvptx()
+        prepare_nvptx()
 
     return schedules.relax_pipeline(target, database)
 
@@ -101,7 +102,6 @@ def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
     The cache is keyed by workload and target, so a rebuild of the same model applies the earlier records with no trials."""
     from compilers.schedules.pipeline import is_gpu
     from compilers.tuning.tune import tune
-    from compilers.tuning.cache import open_tuning_cache
 
     if is_gpu(target):
         if options.tuning_trials:
@@ -137,11 +137,6 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
 
 def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float,
                     progress=None) -> CompiledArtifact:
-    from dataclasses import replace
-
-    from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
-    from compilers.tuning.cache import open_tuning_cache
-
     prepared, trials = None, 0
     if options.tuning_trials:  # tune first: the records it adds are part of the key
         mod, params = relax_for_target(imported, target)
@@ -157,7 +152,7 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
             model_dir=model_dir, target_name=target.name, device=target.device, library_path=model_dir / model_runner.LIBRARY,
             params_path=model_dir / model_runner.PARAMS, manifest_path=model_dir / model_runner.MANIFEST,
             compile_seconds=time.perf_counter() - started, tuning_trials=trials,
-            tuning_records_applied=hit.tuning_records_applied, max_abs_error={}, from_cache=True)
+            tuning_records_applied=hit.tuning_records_applied, from_cache=True)
     artifact = _compile(imported, target, options, started, prepared=prepared, progress=progress)
     cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))
     return replace(artifact, tuning_trials=trials)
@@ -178,7 +173,7 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
         if database is None:
             database, trials = tuned_database(mod, target, options, progress)
     tvm_target = tvm.target.Target(target.tvm_target)
-    pipeline = relax_pipeline_for(target, tvm_target, database)
+    pipeline = relax_pipeline_for(target, database)
     try:
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
@@ -194,8 +189,6 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
         raise CompilationError(f"linking the library for {target.name} failed: {_error_summary(exc)}") from None
     ptx_isa = None
     if target.device == "cuda":
-        from compilers.gpu import check_shipped_gpu_code
-
         ptx_isa = "%d.%d" % max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)
     params_path = model_dir / model_runner.PARAMS
     tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
@@ -205,7 +198,7 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
         "input": imported.spec.input.name,
         "input_shape": list(imported.input_shape),
         "params": [name for name, _ in params],
-        "outputs": _output_names(imported),
+        "outputs": graph_output_names(imported),
         "device": target.device,
         "target": target.name,
         "tvm_target": target.tvm_target,
@@ -222,26 +215,9 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
     return CompiledArtifact(
         model_dir=model_dir, target_name=target.name, device=target.device, library_path=library_path,
         params_path=params_path, manifest_path=manifest_path, compile_seconds=time.perf_counter() - started,
-        tuning_trials=trials, tuning_records_applied=applied, max_abs_error={},
+        tuning_trials=trials, tuning_records_applied=applied,
     )
-
-
-def _output_names(imported: ImportedModel) -> list[str]:
-    from compilers.verify import graph_output_names
-
-    return graph_output_names(imported)
 
 
 def runs_on_this_host(target: Target) -> bool:
     return not target.is_cross and target.device == "cpu"
-
-
-def verify_on_host(artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions) -> dict[str, float]:
-    """Run the exported library here with the device runtime's own loader; fail the build on a mismatch."""
-    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input, thresholded_outputs
-
-    x = random_input(imported)
-    compiled = model_runner.CompiledModel.load(artifact.model_dir)
-    results = assert_matches_onnxruntime(compiled.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol,
-                                         thresholded=thresholded_outputs(imported))
-    return {r.name: r.max_abs_error for r in results}

@@ -1,4 +1,4 @@
-"""The build-time accuracy check: compiled model against ONNX Runtime on the same random input."""
+"""The build-time accuracy check: any Runner (here or on a device) against ONNX Runtime on the same random input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compilers.model import ImportedModel
+from compilers.frontends.spec import OutputRole
+from compilers.model import CompileOptions, ImportedModel
+from compilers.runners import OnnxRuntimeRunner, Runner
 from packager.errors import AccuracyMismatchError
 
 
@@ -23,27 +25,10 @@ def random_input(imported: ImportedModel, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(imported.input_shape, dtype=np.float32)
 
 
-def onnxruntime_session(imported: ImportedModel, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(imported.onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def graph_output_names(imported: ImportedModel) -> list[str]:
     import onnx
 
     return [o.name for o in onnx.load_from_string(imported.onnx_bytes).graph.output]
-
-
-def onnxruntime_outputs(imported: ImportedModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    session = onnxruntime_session(imported)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {imported.spec.input.name: x})))
 
 
 # A bool output may differ from ONNX Runtime's only where the float it thresholds lies this close to the threshold:
@@ -55,8 +40,6 @@ BOOL_THRESHOLD_MARGIN = 1e-5
 def thresholded_outputs(imported: ImportedModel) -> dict[str, tuple[str, float]]:
     """bool output -> (the float output it thresholds, the threshold), for graphs that threshold their own scores
     (anomalib v2: pred_label = pred_score > 0.5, pred_mask = anomaly_map > 0.5)."""
-    from compilers.frontends.spec import OutputRole
-
     spec = imported.spec
     pairs = {}
     for verdict, source, threshold in ((OutputRole.LABEL, OutputRole.SCORE, spec.image_threshold),
@@ -116,3 +99,12 @@ def assert_matches_onnxruntime(actual: dict[str, np.ndarray], expected: dict[str
                 f"{where} disagrees with ONNX Runtime on output '{r.name}': max abs error {r.max_abs_error:.3g}, "
                 f"max rel error {r.max_rel_error:.3g} (tolerance rtol={rtol:g}, atol={atol:g})")
     return results
+
+
+def check_against_onnxruntime(runner: Runner, imported: ImportedModel, options: CompileOptions) -> dict[str, float]:
+    """Run ``runner`` and ONNX Runtime on one random input; fail the build on a mismatch, naming where the model ran.
+    Returns output name -> max abs error."""
+    x = random_input(imported)
+    results = assert_matches_onnxruntime(runner.run(x), OnnxRuntimeRunner.load(imported).run(x), options.rtol, options.atol,
+                                         where=f"compiled model on {runner.label}", thresholded=thresholded_outputs(imported))
+    return {r.name: r.max_abs_error for r in results}

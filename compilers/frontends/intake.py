@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compilers.model import ImportedModel
+from compilers.frontends.onnx import import_onnx, load_onnx, spec_from_anomalib_metadata
+from compilers.frontends.pytorch import import_pytorch
 from compilers.frontends.spec import load_spec
+from compilers.model import ImportedModel
 from packager.errors import ModelImportError
 
 ANOMALIB_METADATA = "metadata.json"
@@ -36,15 +38,11 @@ def _import_model(path: Path, spec_path: Path | None) -> ImportedModel:
     if not path.exists():
         raise ModelImportError(f"{path}: model file not found")
     if path.suffix == ".onnx":
-        from compilers.frontends import onnx as onnx_frontend
-
         metadata = path.parent / ANOMALIB_METADATA
         if spec is None and metadata.exists():
-            model = onnx_frontend._load_onnx(path)
-            return onnx_frontend.import_onnx(path, onnx_frontend.spec_from_anomalib_metadata(metadata, model, path), frontend="anomalib")
-        return onnx_frontend.import_onnx(path, spec)
+            model = load_onnx(path)
+            return import_onnx(path, spec_from_anomalib_metadata(metadata, model, path), frontend="anomalib")
+        return import_onnx(path, spec)
     if path.suffix in (".pt2", ".pt"):
-        from compilers.frontends.pytorch import import_pytorch
-
         return import_pytorch(path, spec)
     raise ModelImportError(f"{path}: unsupported model format '{path.suffix}'; expected .onnx, .pt2 or .pt")

@@ -15,7 +15,7 @@ from packager.errors import ModelImportError
 SUPPORTED_OPS_FILE = Path(__file__).with_name("relax_onnx_ops.json")
 
 
-def _load_onnx(path: Path):
+def load_onnx(path: Path):
     """Parse the model and read its external data (anomalib's model.onnx.data, or any location beside it) into it."""
     import onnx
 
@@ -282,7 +282,7 @@ def _elements(tensor) -> int:
 
 def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str = "onnx") -> ImportedModel:
     path = Path(path)
-    model = _load_onnx(path)
+    model = load_onnx(path)
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         raise ModelImportError(f"{path}: expected exactly one image input, found {len(inputs)}: {[i.name for i in inputs]}")

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from importlib import resources
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from packager.errors import ModelImportError

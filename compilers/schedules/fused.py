@@ -1,7 +1,7 @@
 """Schedule a whole fused PrimFunc: contractions by their templates, the rest by generic CPU rules.
 
 Contractions (conv, conv_transpose, matmul) get the register-tiled templates of
-tuning_templates; Winograd stages get theirs from tuning_winograd; elementwise blocks
+templates.py; Winograd stages get theirs from winograd.py; elementwise blocks
 are inlined where possible and otherwise parallelized and vectorized; pooling and
 reductions run parallel over output rows, vectorized where their reads are contiguous.
 """
@@ -12,7 +12,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
 from compilers.schedules import winograd
-from compilers.schedules.templates import (Decisions, Machine, _inline_epilogue, _parallel_outer, analyze_contraction,
+from compilers.schedules.templates import (Decisions, Machine, inline_epilogue, parallel_outer, analyze_contraction,
                                         schedule_contraction)
 
 
@@ -61,7 +61,7 @@ def _schedule_elementwise(sch: s_tir.Schedule, block_rv, machine: Machine) -> No
         extents = [*extents[:-1], extents[-1] // lanes]
         sch.vectorize(lane)
     if len(loops) and extents:
-        _parallel_outer(sch, loops, extents, machine.cores)
+        parallel_outer(sch, loops, extents, machine.cores)
 
 
 def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
@@ -91,7 +91,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None
         sch.reorder(*order, *[loops[i] for i in reductions])
         par = spatial
     if par:
-        _parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], machine.cores)
+        parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], machine.cores)
 
 
 def _intermediate_buffers(sch: s_tir.Schedule, root) -> set:
@@ -129,7 +129,7 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machin
             changed = True
     blocks = sch.get_child_blocks(root)
     done |= {sch.get(b).name_hint for b in blocks} - names_before
-    special = {}  # blocks whose compute asked for a schedule of its own (see tuning_winograd)
+    special = {}  # blocks whose compute asked for a schedule of its own (see winograd.py)
     for block_rv in _existing(sch, [sch.get(b).name_hint for b in blocks]):
         kind = winograd.kind(sch, block_rv)
         if kind == "winograd_inverse":
@@ -138,7 +138,7 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machin
             special[sch.get(block_rv).name_hint] = kind
     for name, kind in special.items():
         if kind == "winograd_output":
-            _inline_epilogue(sch, sch.get_sblock(name))
+            inline_epilogue(sch, sch.get_sblock(name))
 
     keep |= set(special)
     blocks = sch.get_child_blocks(root)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compilers.schedules import winograd
+from compilers.schedules.fused import schedule_function
+from compilers.schedules.templates import DefaultDecisions, Machine
 from targets.catalog import Target
+from targets.cpu import vector_isa
 
 GPU_KINDS = ("cuda", "nvptx", "rocm", "metal", "vulkan", "opencl")
 
@@ -31,9 +34,6 @@ def num_cores(target: Target) -> int:
 
 def machine(target: Target):
     """What the CPU schedules are sized by: the target's cores and its vector ISA (AVX2, AVX-512, NEON)."""
-    from compilers.schedules.templates import Machine
-    from targets.cpu import vector_isa
-
     isa = vector_isa(target.tvm_target)
     return Machine(cores=num_cores(target), lanes=isa.lanes, accumulators=isa.accumulators)
 
@@ -121,8 +121,6 @@ def padded_extent(extent: int, accumulators: int) -> int | None:
 
 def target_accumulators(tvm_target) -> int:
     """Register-tile accumulators of a tvm.target.Target (AVX2's when legalizing outside any target)."""
-    from targets.cpu import vector_isa
-
     return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"}).accumulators
 
 
@@ -203,15 +201,12 @@ def workload(func):
     return tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
 
 
-def default_schedule(func, target: Target, decisions=None):
-    """Schedule one PrimFunc with the templates' default (or given) decisions; None when no block was recognised."""
+def default_schedule(func, target: Target):
+    """Schedule one PrimFunc with the templates' default decisions; None when no block was recognised."""
     from tvm import s_tir
 
-    from compilers.schedules.fused import schedule_function
-    from compilers.schedules.templates import DefaultDecisions
-
     sch = s_tir.Schedule(workload(func))
-    if not schedule_function(sch, decisions or DefaultDecisions(), machine(target)):
+    if not schedule_function(sch, DefaultDecisions(), machine(target)):
         return None
     return sch
 

@@ -2,9 +2,9 @@
 
 A template asks a ``Decisions`` object for each choice (vector width, register tile, ...).
 ``DefaultDecisions`` answers with a heuristic, so an untuned build gets parallel,
-vectorized, register-tiled code; ``SampledDecisions`` draws each choice with
-``sample_categorical``, so MetaSchedule's trace records it and a tuning record
-replays exactly the schedule that was measured.
+vectorized, register-tiled code; tuning's ``ReplayDecisions`` (compilers/tuning/space.py)
+answers from a candidate tuple and records each choice with ``sample_categorical``, so
+MetaSchedule's trace records it and a tuning record replays exactly the schedule that was measured.
 """
 
 from __future__ import annotations
@@ -35,16 +35,6 @@ class Decisions:
 class DefaultDecisions(Decisions):
     def choose(self, sch, candidates, default):
         return default
-
-
-class SampledDecisions(Decisions):
-    """Draws every choice uniformly; the draw becomes part of the schedule's trace."""
-
-    def choose(self, sch, candidates, default):
-        if len(candidates) == 1:
-            return candidates[0]
-        rv = sch.sample_categorical(list(candidates), [1.0 / len(candidates)] * len(candidates))
-        return int(sch.get(rv))
 
 
 @dataclass(frozen=True)
@@ -175,7 +165,7 @@ def _channel_innermost(dim: int, ndim: int, lanes: int):
     return index_map
 
 
-def _inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
+def inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
     """Fold bias, activation and other elementwise consumers into the write-back of a register tile.
 
     A consumer that writes a smaller buffer (the crop of a convolution computed over padded columns) stays apart:
@@ -212,7 +202,7 @@ def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisio
     return False
 
 
-def _parallel_outer(sch: s_tir.Schedule, loops: list, extents: list[int], num_cores: int):
+def parallel_outer(sch: s_tir.Schedule, loops: list, extents: list[int], num_cores: int):
     """Fuse leading loops into one parallel loop with enough iterations to balance the cores."""
     take, total = 0, 1
     for extent in extents:
@@ -271,7 +261,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     acc = sch.cache_write(c.block, 0, "local")
     out_ndim = len(sch.get(c.block).writes[0].region)
     sch.transform_layout(c.block, ("write", 0), _channel_innermost(c.out_channel_dim, out_ndim, lanes))
-    _inline_epilogue(sch, acc)
+    inline_epilogue(sch, acc)
     anchor = x_o if x_o is not None and not channel_block else par_loops[-1]
     sch.reverse_compute_at(acc, anchor, preserve_unit_loops=True)
     if x_i is not None and tile > 1:
@@ -280,7 +270,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         sch.unroll(y_i)
     if lanes % machine.lanes == 0:
         sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
-    _parallel_outer(sch, par_loops, par_ext, machine.cores)
+    parallel_outer(sch, par_loops, par_ext, machine.cores)
     sch.decompose_reduction(c.block, r_o if channel_block else reductions[0])
     return True
 
@@ -308,11 +298,11 @@ def _vectorize_columns(sch, c: Contraction, decisions: Decisions, machine: Machi
         inner = [x_v]
     sch.reorder(*lead, x_o, *[loops[i] for i in c.reductions], *inner)
     acc = sch.cache_write(c.block, 0, "local")
-    _inline_epilogue(sch, acc)
+    inline_epilogue(sch, acc)
     sch.reverse_compute_at(acc, x_o, preserve_unit_loops=True)
     if len(inner) == 2 and ctile > 1:
         sch.unroll(inner[0])
     sch.vectorize(x_v)
-    _parallel_outer(sch, lead, par_ext, machine.cores)
+    parallel_outer(sch, lead, par_ext, machine.cores)
     sch.decompose_reduction(c.block, loops[c.reductions[0]])
     return True

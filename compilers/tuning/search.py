@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from compilers.tuning.space import ReplayDecisions, schedule_candidate
+
 
 @derived_object
 class TemplateSearch(ms.search_strategy.PySearchStrategy):
@@ -41,8 +43,6 @@ class TemplateSearch(ms.search_strategy.PySearchStrategy):
         pass
 
     def generate_measure_candidates(self):
-        from compilers.tuning.tune import ReplayDecisions, _schedule
-
         if self.position >= self.limit or self.progress.failure:
             return None
         first = self.position == 0
@@ -51,7 +51,7 @@ class TemplateSearch(ms.search_strategy.PySearchStrategy):
         if not first:
             chunk = (self.space[0],) + chunk  # the reference the batch is scaled by
         args_info = ms.arg_info.ArgInfo.from_prim_func(self.workload["main"])
-        return [ms.MeasureCandidate(_schedule(self.workload, ReplayDecisions(d), self.machine), args_info) for d in chunk]
+        return [ms.MeasureCandidate(schedule_candidate(self.workload, ReplayDecisions(d), self.machine), args_info) for d in chunk]
 
     def notify_runner_results(self, measure_candidates, results) -> None:
         pass

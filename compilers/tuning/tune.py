@@ -1,10 +1,10 @@
 """MetaSchedule tuning over our schedule templates, with a progress bar and records kept in the tuning cache.
 
 Each fused PrimFunc with a choice to make (vector width, register tile, ...) is one task.
-Its search space is every combination of the template's decisions, tried nearest to the
+Its search space (space.py) is every combination of the template's decisions, tried nearest to the
 default first; the default itself is always measured, so a tuned build is never slower
 than an untuned one by more than measurement noise. MetaSchedule's task scheduler runs the
-tasks, our builder and runner measure them (see tuning_measure), and every result lands in
+tasks, our builder and runner measure them (see measure.py), and every result lands in
 the cache's database for the target, where a later build finds it without tuning again.
 """
 
@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 
 from packager.errors import CompilationError, ValidationException
 from targets.catalog import Target
+from targets.cpu import vector_isa
 
+from compilers.schedules.pipeline import fuse_operators, is_gpu, machine, workload
 from compilers.tuning.cache import TuningCache
 from compilers.tuning.measure import RpcConfig, configure_threads, measurement
-from compilers.schedules.templates import Decisions, Machine
+from compilers.tuning.search import ProgressCallback, TemplateSearch
+from compilers.tuning.space import design_space
 
 BATCH = 8  # candidates measured together, interleaved
-MAX_SPACE = 64  # candidates enumerated per task, nearest the default first
 
 
 @dataclass(frozen=True)
@@ -59,63 +61,12 @@ class TuningResult:
         return sum(1 for t in self.tasks if t.cached)
 
 
-class ReplayDecisions(Decisions):
-    """Answers from a fixed tuple (the rest by default) and records every choice point it meets."""
-
-    def __init__(self, prefix: tuple[int, ...] = ()):
-        self.prefix = prefix
-        self.points: list[list[int]] = []
-        self.chosen: list[int] = []
-
-    def choose(self, sch, candidates, default):
-        i = len(self.points)
-        self.points.append(list(candidates))
-        value = self.prefix[i] if i < len(self.prefix) and self.prefix[i] in candidates else default
-        self.chosen.append(value)
-        if len(candidates) > 1:  # recorded in the trace, so a record says which choice it measured
-            sch.sample_categorical(list(candidates), [1.0 / len(candidates)] * len(candidates), decision=candidates.index(value))
-        return value
-
-
-def _schedule(workload, decisions: Decisions, machine: Machine):
-    from tvm import s_tir
-
-    from compilers.schedules.fused import schedule_function
-
-    sch = s_tir.Schedule(workload)
-    schedule_function(sch, decisions, machine)
-    return sch
-
-
-def design_space(workload, machine: Machine, limit: int = MAX_SPACE) -> tuple[tuple[int, ...], ...]:
-    """Every decision tuple the templates allow for this workload, breadth-first from the default."""
-    first = ReplayDecisions()
-    _schedule(workload, first, machine)
-    seen, queue, order = {tuple(first.chosen)}, [(tuple(first.chosen), first.points)], [tuple(first.chosen)]
-    while queue and len(order) < limit:
-        chosen, points = queue.pop(0)
-        for i, candidates in enumerate(points):
-            for value in candidates:
-                if value == chosen[i] or len(order) >= limit:
-                    continue
-                probe = ReplayDecisions(chosen[:i] + (value,))
-                _schedule(workload, probe, machine)
-                key = tuple(probe.chosen)
-                if key not in seen:
-                    seen.add(key)
-                    order.append(key)
-                    queue.append((key, probe.points))
-    return tuple(order)
-
-
 def extract_tasks(mod, target: Target) -> list[TuningTask]:
     """The distinct fused PrimFuncs of a Relax module, biggest share of the model's FLOPs first."""
     import tvm
     import tvm_ffi
     from tvm import relax
     from tvm.s_tir.analysis import estimate_tir_flops
-
-    from compilers.schedules.pipeline import fuse_operators, workload
 
     fused = fuse_operators(mod, tvm.target.Target(target.tvm_target))
     calls: dict[str, int] = {}
@@ -193,9 +144,6 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from compilers.schedules.pipeline import is_gpu, machine
-    from compilers.tuning.search import ProgressCallback, TemplateSearch
-
     if trials < 0:
         raise ValidationException(f"tuning trials must be >= 0, got {trials}", field="tuning-trials")
     if is_gpu(target):
@@ -261,8 +209,6 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
 
 
 def _isa_label(target: Target) -> str:
-    from targets.cpu import vector_isa
-
     return f"{vector_isa(target.tvm_target).name}, mcpu {target.tvm_target.get('mcpu', 'generic')}"
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
 from compilers.model import CompiledArtifact, ImportedModel
+from compilers.runners import OnnxRuntimeRunner, Runner, wall_clock_runs
+from compilers.verify import random_input
 
 
 @dataclass(frozen=True)
@@ -64,64 +64,47 @@ def set_tvm_threads(threads: int) -> None:
 
 
 def time_callable(run: Callable[[], object], warmup: int, runs: int) -> LatencyStats:
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-    return LatencyStats.from_seconds(samples)
+    return LatencyStats.from_seconds(wall_clock_runs(run, warmup, runs))
 
 
-# (input, warmup, runs) -> seconds per run, measured where the model runs (e.g. TVM's time evaluator on a device).
-DeviceTimer = Callable[[np.ndarray, int, int], list[float]]
 NO_DEVICE = "not measured: no device"
 EMULATED = "not measured: TVM ran emulated, ONNX Runtime natively"
 ELSEWHERE = "not measured: TVM ran on {device}, ONNX Runtime on this host"
 
 
-def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runs: int = 50, warmup: int = 5,
-              threads: int | None = None, tvm_runner: Callable[[np.ndarray], object] | None = None,
-              device_label: str | None = None, emulated: bool = False, tvm_timer: DeviceTimer | None = None,
-              measure_tvm: bool = True) -> BenchmarkReport:
-    """Time the compiled artifact (here, through ``tvm_runner``, or on a device with ``tvm_timer``) and ONNX Runtime here.
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None  # for TVM and ONNX Runtime alike; None: every core this process may use
 
-    ``measure_tvm=False`` is for a library nothing here can run (a cross target with no device): only ONNX Runtime
+
+def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runner: Runner | None,
+              options: BenchmarkOptions = BenchmarkOptions()) -> BenchmarkReport:
+    """Time the compiled artifact through ``runner`` (here, or on a device) and ONNX Runtime here, on the same input.
+
+    ``runner`` is None for a library nothing here can run (a cross target with no device): only ONNX Runtime
     is timed, and the report says why TVM was not.
     """
-    from compilers.verify import onnxruntime_session, random_input
-    from packager.edge.model_runner import CompiledModel
-
-    threads = threads or default_threads()
+    threads = options.threads or default_threads()
     set_tvm_threads(threads)
     x = random_input(imported, seed=1)
-    tvm_stats = None
-    if not measure_tvm:
-        device_label = device_label or "none"
-    elif tvm_timer is not None:
-        tvm_stats = LatencyStats.from_seconds(tvm_timer(x, warmup, runs))
-    else:
-        if tvm_runner is None:
-            compiled = CompiledModel.load(artifact.model_dir)
-            tvm_runner = compiled.run
-            device_label = device_label or f"host {platform.machine()}"
-        tvm_stats = time_callable(lambda: tvm_runner(x), warmup, runs)
-    session = onnxruntime_session(imported, threads=threads)
-    feed = {imported.spec.input.name: x}
-    ort_stats = time_callable(lambda: session.run(None, feed), warmup, runs)
+    tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs)) if runner is not None else None
+    reference = OnnxRuntimeRunner.load(imported, threads=threads)
+    ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
     # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
     # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
-    if tvm_stats is None:
+    if runner is None:
         ratio, why = None, NO_DEVICE
-    elif emulated:
+    elif runner.emulated:
         ratio, why = None, EMULATED
-    elif tvm_timer is not None:
-        ratio, why = None, ELSEWHERE.format(device=device_label or "a device")
+    elif not runner.native:
+        ratio, why = None, ELSEWHERE.format(device=runner.label)
     else:
         ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
     return BenchmarkReport(
-        target=artifact.target_name, device=device_label or "unknown", emulated=emulated, threads=threads, warmup=warmup,
+        target=artifact.target_name, device=runner.label if runner is not None else "none",
+        emulated=runner is not None and runner.emulated, threads=threads, warmup=options.warmup,
         tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=ratio, input_shape=tuple(imported.input_shape),
         not_measured=None if tvm_stats else NO_DEVICE, ratio_not_measured=why,
     )

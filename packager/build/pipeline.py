@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
+from packager.build.benchmark import BenchmarkOptions, BenchmarkReport
 from packager.greengrass.bundle import ComponentBundle, S3Location
 from targets import Target
 
 if TYPE_CHECKING:
+    from compilers.runners import Runner
     from packager.build.remote import RemoteDevice
 
 
@@ -37,7 +40,7 @@ class PackagingRequest:
 @dataclass(frozen=True)
 class PackagingResult:
     bundle: ComponentBundle
-    benchmark: "BenchmarkReport"  # packager.build.benchmark.BenchmarkReport
+    benchmark: BenchmarkReport
     component_version_arn: str | None
     wall_seconds: float
     max_abs_error: dict = field(default_factory=dict)  # output name -> max |TVM - ORT| of the build's check; {} unchecked
@@ -56,8 +59,8 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
     import time
 
     from compilers.frontends.intake import import_model
-    from compilers.model import CompileOptions
-    from compilers.tvm_compile import compile_model, runs_on_this_host, verify_on_host
+    from compilers.runners import TvmRunner
+    from compilers.tvm_compile import compile_model, runs_on_this_host
     from packager.build.benchmark import benchmark
     from packager.greengrass.bundle import ComponentIdentity, bundle
     from packager.home import tuning_cache_dir
@@ -75,16 +78,14 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         if artifact.tuning_trials or artifact.tuning_records_applied:
             progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels")
         errors: dict = {}
+        timing = BenchmarkOptions(runs=request.benchmark_runs)
         if request.device is not None:
-            report, errors = _check_on_device(request, artifact, imported, options, progress)
+            report, errors = _check_on_device(request, artifact, imported, options, timing, progress)
         elif runs_on_this_host(request.target):
-            progress("checking outputs against ONNX Runtime")
-            errors = verify_on_host(artifact, imported, options)
-            progress(f"benchmarking ({request.benchmark_runs} runs each)")
-            report = benchmark(artifact, imported, runs=request.benchmark_runs)
+            report, errors = check_and_time(TvmRunner.load(artifact), artifact, imported, options, timing, progress)
         else:
             progress(f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings")
-            report = benchmark(artifact, imported, runs=request.benchmark_runs, measure_tvm=False)
+            report = benchmark(artifact, imported, None, timing)
         check_speed_gate(report, request.max_ratio, progress)
         progress(f"bundling {request.component_name} {request.component_version}")
         component = ComponentIdentity(request.component_name, request.component_version, request.component_description,
@@ -119,20 +120,27 @@ def check_speed_gate(report, max_ratio: float | None, progress: ProgressCallback
     progress(f"speed gate: TVM/ORT p50 {report.ratio_tvm_to_ort:.2f}x <= {max_ratio:g} on {report.target}")
 
 
-def _check_on_device(request: PackagingRequest, artifact, imported, options, progress: ProgressCallback):
-    """Upload to the device over TVM RPC, check against ONNX Runtime here, and time it there."""
+def check_and_time(runner: Runner, artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions,
+                   timing: BenchmarkOptions, progress: ProgressCallback) -> tuple[BenchmarkReport, dict[str, float]]:
+    """Check ``runner`` (here or on a device) against ONNX Runtime here, then time both: (report, output -> max abs error)."""
+    from compilers.verify import check_against_onnxruntime
     from packager.build.benchmark import benchmark
-    from packager.build.remote import open_device, verify_on_device
+
+    progress("checking outputs against ONNX Runtime" if runner.native else f"checking outputs on {runner.label} against ONNX Runtime here")
+    errors = check_against_onnxruntime(runner, imported, options)
+    progress(f"benchmarking ({timing.runs} runs each{', emulated' if runner.emulated else ''})")
+    return benchmark(artifact, imported, runner, timing), errors
+
+
+def _check_on_device(request: PackagingRequest, artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions,
+                     timing: BenchmarkOptions, progress: ProgressCallback) -> tuple[BenchmarkReport, dict[str, float]]:
+    """Upload to the device over TVM RPC, check against ONNX Runtime here, and time it there."""
+    from packager.build.remote import open_device
 
     progress(f"connecting to {request.device.label}")
     with open_device(request.device) as device:
         progress(f"uploading {artifact.library_path.name} to {device.label}")
-        model = device.load(artifact)
-        progress(f"checking outputs on {device.label} against ONNX Runtime here")
-        errors = verify_on_device(model, imported, options, device.label)
-        progress(f"benchmarking ({request.benchmark_runs} runs each{', emulated' if device.emulator else ''})")
-        return benchmark(artifact, imported, runs=request.benchmark_runs, tvm_timer=model.time, device_label=device.label,
-                         emulated=device.emulator is not None), errors
+        return check_and_time(device.load(artifact), artifact, imported, options, timing, progress)
 
 
 def publish_component(component_bundle: ComponentBundle, s3_client, greengrass_client, *, tags: dict[str, str],

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
+import os
 import re
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +20,9 @@ from typing import Iterator
 
 import numpy as np
 
-from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
+from compilers.model import CompiledArtifact
 from packager.errors import CompilationError, ValidationException
+from targets.address import parse_address
 
 # What the emulated device's Python registers (targets/emulator): the device says it is not real hardware.
 EMULATOR_FUNCTION = "packager.emulator"
@@ -39,14 +43,6 @@ class RemoteDevice:
         return f"rpc tracker {self.host}:{self.port} key {self.key}" if self.key else f"rpc {self.host}:{self.port}"
 
 
-def parse_address(text: str, field: str) -> tuple[str, int]:
-    """'host:port' -> (host, port), validated at the edge."""
-    match = re.fullmatch(r"\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})", text or "")
-    if not match or not 0 < int(match[2]) < 65536:
-        raise ValidationException(f"{field} must be HOST:PORT, like 127.0.0.1:9190; got {text!r}", field=field)
-    return match[1], int(match[2])
-
-
 def remote_device(device_rpc: str | None, rpc_tracker: str | None, rpc_key: str | None) -> RemoteDevice | None:
     """The CLI's three flags -> at most one RemoteDevice."""
     if device_rpc and rpc_tracker:
@@ -63,15 +59,21 @@ def remote_device(device_rpc: str | None, rpc_tracker: str | None, rpc_key: str 
     return None
 
 
-class RemoteModel:
-    """A Relax VM on the device. Inputs go in with set_input, so the outputs come back as plain tensors over RPC."""
+class RpcRunner:
+    """A Runner (compilers.runners) on the device: a Relax VM loaded by the device's own TVM runtime. Inputs go in
+    with set_input, so the outputs come back as plain tensors over RPC; timings come from TVM's time evaluator on the
+    device, so RPC round trips are not in them."""
 
-    def __init__(self, module, device, manifest: dict, params: dict):
+    native = False  # its timings are the device's, not this host's
+
+    def __init__(self, module, device, manifest: dict, params: dict, label: str, emulated: bool):
         import tvm.runtime
         from tvm.runtime.vm import VirtualMachine
 
         self.device = device
         self.manifest = manifest
+        self.label = label
+        self.emulated = emulated
         self._vm = VirtualMachine(module, device)
         self._params = [tvm.runtime.tensor(params[name].numpy(), device) for name in manifest["params"]]
         self.output_names = list(manifest["outputs"])
@@ -90,7 +92,6 @@ class RemoteModel:
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 
     def time(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
-        """Seconds per run, measured on the device."""
         self._set_input(x)
         for _ in range(warmup):
             self._vm.invoke_stateful(self.manifest["entry"])
@@ -115,9 +116,7 @@ class DeviceSession:
     def label(self) -> str:
         return self.device.label + (f" ({self.emulator})" if self.emulator else "")
 
-    def load(self, artifact: CompiledArtifact) -> RemoteModel:
-        import json
-
+    def load(self, artifact: CompiledArtifact) -> RpcRunner:
         import tvm.runtime
 
         manifest = json.loads(Path(artifact.manifest_path).read_text())
@@ -137,7 +136,7 @@ class DeviceSession:
             device = self.session.cuda(0) if artifact.device == "cuda" else self.session.cpu(0)
             if not device.exist:
                 raise CompilationError(f"{self.label} has no {artifact.device} device for {artifact.target_name}")
-            return RemoteModel(module, device, manifest, params)
+            return RpcRunner(module, device, manifest, params, self.label, emulated=self.emulator is not None)
         except CompilationError:
             raise
         except Exception as exc:
@@ -208,9 +207,6 @@ def _connect(device: RemoteDevice, outcome: dict) -> None:
 
 def _shut_down_sockets_to(host: str, port: int) -> None:
     """Shut down this process's TCP connections to host:port (Linux: found through /proc/self/fd)."""
-    import os
-    import socket
-
     peers = {(info[4][0], port) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -229,13 +225,3 @@ def _has_function(session, name: str) -> bool:
     except Exception:  # the RPC layer raises a bare error for an unknown global function
         return False
     return True
-
-
-def verify_on_device(model: RemoteModel, imported: ImportedModel, options: CompileOptions, where: str) -> dict[str, float]:
-    """The build-time ORT check, with the compiled model running on the device."""
-    from compilers.verify import assert_matches_onnxruntime, onnxruntime_outputs, random_input, thresholded_outputs
-
-    x = random_input(imported)
-    results = assert_matches_onnxruntime(model.run(x), onnxruntime_outputs(imported, x), options.rtol, options.atol,
-                                         where=f"compiled model on {where}", thresholded=thresholded_outputs(imported))
-    return {r.name: r.max_abs_error for r in results}

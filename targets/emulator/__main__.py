@@ -7,6 +7,7 @@ import signal
 import sys
 
 from packager.errors import PackagerError
+from targets.address import parse_address
 from targets.emulator import start_server
 
 
@@ -16,8 +17,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracker", help="HOST:PORT of a TVM RPC tracker to register with")
     parser.add_argument("--key", default="arm64-emulated", help="key to register under (default arm64-emulated)")
     args = parser.parse_args(argv)
-    from packager.build.remote import parse_address
-
     try:
         tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
         server = start_server(args.port, tracker=tracker, key=args.key)

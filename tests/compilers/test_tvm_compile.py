@@ -6,7 +6,9 @@ import pytest
 
 from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
-from compilers.tvm_compile import compile_model, require_toolchain, verify_on_host
+from compilers.runners import TvmRunner
+from compilers.tvm_compile import compile_model, require_toolchain
+from compilers.verify import check_against_onnxruntime
 from packager.edge.model_runner import CompiledModel
 from packager.errors import AccuracyMismatchError, CompilationError
 from targets import get_target, host_target
@@ -35,7 +37,7 @@ def test_compile_writes_library_params_and_manifest(compiled_tiny):
 
 def test_compiled_model_matches_onnxruntime(compiled_tiny):
     imported, options, artifact = compiled_tiny
-    errors = verify_on_host(artifact, imported, options)
+    errors = check_against_onnxruntime(TvmRunner.load(artifact), imported, options)
     assert set(errors) == {"score", "anomaly_map"}
     assert all(e <= 1e-4 for e in errors.values())
 
@@ -45,7 +47,7 @@ def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp
     imported, options, artifact = compiled_tiny
     broken = with_broken_weights(artifact, tmp_path / "model")
     with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error [0-9.e+-]+"):
-        verify_on_host(broken, imported, options)
+        check_against_onnxruntime(TvmRunner.load(broken), imported, options)
 
 
 def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tmp_path, monkeypatch):
@@ -109,7 +111,7 @@ def test_tuned_build_then_cached_rebuild(tiny_model, tmp_path):
     # the build's own progress channel carries the tuning's lines: trials done out of N, task, best, time
     assert lines[0].startswith("tuning ") and "up to 6 trials" in lines[0]
     assert any(re.match(r"tuning (\d+)/\1 trials, task \d+/\d+ \S+: best [\d.]+ ms .*done in", line) for line in lines), lines
-    assert max(verify_on_host(tuned, imported, CompileOptions(work_dir=tmp_path / "a")).values()) <= 1e-4
+    assert max(check_against_onnxruntime(TvmRunner.load(tuned), imported, CompileOptions(work_dir=tmp_path / "a")).values()) <= 1e-4
     rebuilt = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "b", tuning_cache_dir=cache_dir,
                                                                     tuning_progress=False))
     assert rebuilt.tuning_trials == 0

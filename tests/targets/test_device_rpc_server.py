@@ -15,13 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tvm_compile import compile_model
 from packager.errors import CompilationError
-from packager.build.remote import RemoteDevice, open_device, verify_on_device
+from compilers.runners import OnnxRuntimeRunner, Runner, TvmRunner
+from compilers.verify import check_against_onnxruntime, random_input
+from packager.build.benchmark import BenchmarkOptions, benchmark
+from packager.build.remote import RemoteDevice, open_device
 from targets import CompilerOptions, get_target, host_target
 from targets.emulator import free_port
 
@@ -65,7 +69,7 @@ def test_without_a_driver_it_serves_the_cpu_and_says_why(launched, tiny_model, t
     options = CompileOptions(work_dir=tmp_path)
     artifact = compile_model(imported, host_target(), options)
     with open_device(RemoteDevice("127.0.0.1", port)) as device:
-        errors = verify_on_device(device.load(artifact), imported, options, device.label)
+        errors = check_against_onnxruntime(device.load(artifact), imported, options)
     assert set(errors) == {"score", "anomaly_map"} and max(errors.values()) <= 1e-4
 
 
@@ -78,3 +82,28 @@ def test_a_cuda_library_on_a_server_without_tvm_cuda_runtime_names_the_fix(launc
         with pytest.raises(CompilationError, match=r"could not load model\.so built for LINUX/X86_64/NVIDIA: .*loader.*; "
                                                    r"its RPC server has not loaded TVM's CUDA runtime .*start_rpc_server\.sh"):
             device.load(artifact)
+
+
+@pytest.mark.slow
+def test_the_rpc_runner_is_a_runner_that_agrees_with_the_local_one_and_onnxruntime(launched, tiny_model, tmp_path):
+    """One library, three runners: over RPC, here through the edge loader, and ONNX Runtime; one interface, one answer."""
+    port, _ = launched
+    imported = import_model(*tiny_model)
+    artifact = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path))
+    x = random_input(imported)
+    local, reference = TvmRunner.load(artifact).run(x), OnnxRuntimeRunner.load(imported).run(x)
+    with open_device(RemoteDevice("127.0.0.1", port)) as device:
+        remote = device.load(artifact)
+        assert isinstance(remote, Runner) and not remote.native and not remote.emulated
+        assert remote.label == f"rpc 127.0.0.1:{port}"
+        got = remote.run(x)
+        seconds = remote.time(x, warmup=1, runs=3)
+        report = benchmark(artifact, imported, remote, BenchmarkOptions(runs=3))
+        del remote
+    assert list(got) == list(local) == list(reference) == ["score", "anomaly_map"]
+    for name in got:
+        np.testing.assert_allclose(got[name], local[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[name], reference[name], rtol=1e-3, atol=1e-4)
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    assert report.tvm.runs == 3 and report.device == f"rpc 127.0.0.1:{port}" and report.ratio_tvm_to_ort is None
+    assert report.ratio_not_measured == f"not measured: TVM ran on rpc 127.0.0.1:{port}, ONNX Runtime on this host"

@@ -15,7 +15,9 @@ from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
 from compilers.tvm_compile import compile_model
 from packager.errors import AccuracyMismatchError, CompilationError
-from packager.build.remote import RemoteDevice, open_device, verify_on_device
+from compilers.runners import Runner
+from compilers.verify import check_against_onnxruntime
+from packager.build.remote import RemoteDevice, open_device
 from targets import get_target, host_target
 from targets.emulator import PREPARE_SCRIPT, start_server, start_tracker
 from tests.conftest import with_broken_weights
@@ -103,10 +105,13 @@ def test_device_outputs_match_onnxruntime_and_a_mismatch_fails(server, arm64_com
     broken = with_broken_weights(artifact, tmp_path / "model")
     with open_device(RemoteDevice("127.0.0.1", server.port)) as device:
         assert device.emulator == "qemu-aarch64-static"
-        errors = verify_on_device(device.load(artifact), imported, options, device.label)
+        runner = device.load(artifact)
+        assert isinstance(runner, Runner) and runner.emulated and not runner.native and runner.label == device.label
+        errors = check_against_onnxruntime(runner, imported, options)
+        del runner
         assert set(errors) == {"score", "anomaly_map"} and max(errors.values()) <= 1e-4
         with pytest.raises(AccuracyMismatchError, match=r"on rpc 127\.0\.0\.1:\d+ .*output '(score|anomaly_map)'"):
-            verify_on_device(device.load(broken), imported, options, device.label)
+            check_against_onnxruntime(device.load(broken), imported, options)
 
 
 def test_an_x86_library_does_not_load_on_the_arm64_device(server, tiny_model, tmp_path):

@@ -114,7 +114,7 @@ def _artifact(tmp_path: Path, target) -> CompiledArtifact:
     return CompiledArtifact(model_dir=model_dir, target_name=target.name, device=target.device,
                             library_path=model_dir / "model.so", params_path=model_dir / "params.bin",
                             manifest_path=model_dir / "manifest.json", compile_seconds=0.0, tuning_trials=0,
-                            tuning_records_applied=0, max_abs_error={})
+                            tuning_records_applied=0)
 
 
 def _report(target) -> BenchmarkReport:

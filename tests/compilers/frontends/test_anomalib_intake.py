@@ -98,13 +98,13 @@ def test_shape_computations_are_folded_and_tvm_imports_the_graph(tmp_path):
 def test_any_relative_location_is_read_and_the_result_matches_onnxruntime(tmp_path, location):
     import onnxruntime as ort
 
-    from compilers.verify import onnxruntime_outputs
+    from compilers.runners import OnnxRuntimeRunner
 
     path = anomalib_like(tmp_path / "m" / "model.onnx", location=location)
     imported = import_model(path)
     x = np.random.default_rng(1).random((1, 3, SIZE, SIZE), dtype=np.float32)
     want = ort.InferenceSession(str(path)).run(None, {"input": x})
-    got = onnxruntime_outputs(imported, x)
+    got = OnnxRuntimeRunner.load(imported).run(x)
     for value, expected in zip(got.values(), want):
         np.testing.assert_array_equal(value, expected)
 

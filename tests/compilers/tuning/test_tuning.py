@@ -6,7 +6,8 @@ import pytest
 
 from compilers.tuning import tune as tuning
 from compilers.schedules.pipeline import machine, relax_pipeline, workload
-from compilers.tuning.tune import design_space, extract_tasks, tune
+from compilers.tuning.space import design_space
+from compilers.tuning.tune import extract_tasks, tune
 from compilers.tuning.cache import open_tuning_cache, target_key
 from compilers.tuning.measure import InProcessBuilder, InProcessRunner
 from packager.errors import CompilationError, ValidationException
@@ -155,7 +156,7 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     from onnx import helper
     from tvm.s_tir import meta_schedule as ms
 
-    from compilers.tuning.tune import ReplayDecisions, _schedule
+    from compilers.tuning.space import ReplayDecisions, schedule_candidate
     from compilers.tuning.measure import _arguments
     from tests.compilers.schedules.test_schedules import onnx_model, weights
 
@@ -172,7 +173,7 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     args = _arguments(ms.arg_info.ArgInfo.from_prim_func(task.workload["main"]), tvm.cpu())
     results = []
     for decisions in space:
-        executable = tvm.compile(_schedule(task.workload, ReplayDecisions(decisions), machine(cpu)).mod, target=tvm.target.Target(cpu.tvm_target))
+        executable = tvm.compile(schedule_candidate(task.workload, ReplayDecisions(decisions), machine(cpu)).mod, target=tvm.target.Target(cpu.tvm_target))
         args[-1] = tvm.runtime.tensor(np.zeros(args[-1].shape, "float32"))
         executable.mod["main"](*args)
         results.append(args[-1].numpy())

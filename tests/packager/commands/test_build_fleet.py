@@ -9,7 +9,6 @@ import jsonschema
 import pytest
 import yaml
 
-from compilers.model import CompiledArtifact
 from packager.build.benchmark import EMULATED, NO_DEVICE, BenchmarkReport, LatencyStats
 from packager.greengrass.bundle import (
     AGENT_COMPONENT,
@@ -151,25 +150,6 @@ def test_speed_gate_neither_passes_nor_fails_what_was_not_measured(fields, why):
     said = []
     check_speed_gate(report, 0.5, said.append)
     assert said == [f"speed gate: {why} on LINUX/ARM64; neither passed nor failed"]
-
-
-def test_emulated_and_remote_timings_give_no_ratio(tiny_model, tmp_path):
-    """TVM timed under qemu (or on another device) against ONNX Runtime here: the report keeps the timings, not a ratio."""
-    from compilers.frontends.intake import import_model
-    from packager.build.benchmark import benchmark
-
-    imported = import_model(*tiny_model)
-    artifact = CompiledArtifact(model_dir=tmp_path, target_name="LINUX/ARM64", device="cpu", library_path=tmp_path / "x",
-                                params_path=tmp_path / "y", manifest_path=tmp_path / "z", compile_seconds=0.0,
-                                tuning_trials=0, tuning_records_applied=0, max_abs_error={})
-    def slow(x, warmup, runs):  # 80 ms a run, like qemu's
-        return [0.08] * runs
-
-    emulated = benchmark(artifact, imported, runs=3, tvm_timer=slow, device_label="rpc 127.0.0.1:9190 (qemu)", emulated=True)
-    assert emulated.tvm.p50_ms == pytest.approx(80.0) and emulated.ratio_tvm_to_ort is None
-    assert emulated.ratio_text == EMULATED == "not measured: TVM ran emulated, ONNX Runtime natively"
-    remote = benchmark(artifact, imported, runs=3, tvm_timer=slow, device_label="rpc jetson:9090")
-    assert remote.ratio_tvm_to_ort is None and remote.ratio_text == "not measured: TVM ran on rpc jetson:9090, ONNX Runtime on this host"
 
 
 # -- whole builds ----------------------------------------------------------------------------------------------
