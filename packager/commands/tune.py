@@ -41,7 +41,7 @@ def _target_given(args: argparse.Namespace) -> bool:
 
 def _rpc_config(args: argparse.Namespace):
     from compilers.tuning.measure import RpcConfig
-    from packager.build.remote import parse_address
+    from targets.address import parse_address
 
     if args.rpc_tracker is None:
         if args.rpc_key is not None:
