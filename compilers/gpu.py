@@ -74,6 +74,77 @@ def prepare_nvptx() -> None:
     os.environ.setdefault("CUDA_PATH", libdevice_home())
 
 
+def int32_take_indices():
+    """A Relax pass: ``take`` with int64 indices (ONNX Gather's) takes them as int32 instead.
+
+    TVM 0.27's NVPTX codegen multiplies the int32 thread index by the int64 extents of a kernel that keeps int64
+    indices (LLVM refuses ``mul i32 %tid, i64 1024``), and a kernel reading an int64 index buffer cannot be narrowed.
+    Image models gather from axes far below 2**31 elements, where the cast loses nothing."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class _Int32Take(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and \
+                    getattr(call.args[1].ty, "dtype", None) == "int64" and _gathered_extent(call) < 2**31:
+                return relax.op.take(call.args[0], relax.op.astype(call.args[1], "int32"), axis=call.attrs.axis,
+                                     mode=call.attrs.mode)
+            return call
+
+    @tvm.transform.module_pass(opt_level=0, name="Int32TakeIndices")
+    def _pass(mod, _ctx):
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = _Int32Take().visit_expr(func)
+        return mod
+
+    return _pass
+
+
+def _gathered_extent(call) -> int:
+    shape = getattr(call.args[0].ty, "shape", None)
+    if shape is None or call.attrs.axis is None:
+        return 2**63
+    try:
+        return int(shape[int(call.attrs.axis)])
+    except (TypeError, ValueError):  # a symbolic extent
+        return 2**63
+
+
+def narrow_indices_to_int32():
+    """A TIR pass: every scheduled kernel whose buffers all fit int32 indices computes them in int32 (see above)."""
+    import tvm
+    from tvm import tirx
+
+    def fits(func) -> bool:
+        for param in func.params:
+            buffer = param.ty
+            if not isinstance(buffer, tirx.BufferType):
+                continue
+            if "int64" in str(buffer.dtype):
+                return False
+            elements = 1
+            for extent in buffer.shape:
+                if not isinstance(extent, tirx.IntImm):
+                    return False
+                elements *= int(extent)
+            if elements >= 2**31:
+                return False
+        return True
+
+    @tvm.transform.module_pass(opt_level=0, name="NarrowIndicesToInt32")
+    def _pass(mod, _ctx):
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, tirx.PrimFunc) and fits(func):
+                mod[gvar] = tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gvar: func}))[gvar]
+        return mod
+
+    return _pass
+
+
 def parse_ptx(text: str, kernels: tuple[str, ...] = ()) -> PtxModule:
     version = re.search(r"^\s*\.version\s+(\d+)\.(\d+)", text, re.M)
     target = re.search(r"^\s*\.target\s+(sm_\w+)", text, re.M)

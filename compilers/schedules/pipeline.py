@@ -274,6 +274,8 @@ def gpu_pipeline(target: Target):
     from tvm import relax
     from tvm.s_tir import dlight as dl
 
+    from compilers.gpu import int32_take_indices, narrow_indices_to_int32
+
     tvm_target = tvm.target.Target(target.tvm_target)
 
     @tvm.transform.module_pass(opt_level=0, name="PackagerGpuPipeline")
@@ -283,6 +285,7 @@ def gpu_pipeline(target: Target):
                 relax.transform.DecomposeOpsForInference(),
                 relax.backend.DispatchSampling(),
                 relax.backend.DispatchSortScan(),
+                int32_take_indices(),
                 relax.transform.LegalizeOps(),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),
@@ -290,6 +293,7 @@ def gpu_pipeline(target: Target):
                 relax.transform.FuseTIR(),
                 dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                                         dl.gpu.Fallback()),
+                narrow_indices_to_int32(),
                 *_lower_passes(),
             ])(mod)
 

@@ -159,3 +159,44 @@ def test_kernels_become_entries_and_every_length_follows(tmp_path):
 def test_a_blob_without_its_length_is_refused():
     with pytest.raises(CompilationError, match="does not start with its own length"):
         with_kernels_as_entries(struct.pack("<Q", 99) + b"short")
+
+
+def _gather_resize_model(path: Path) -> Path:
+    """PaDiM's tail in small: a Gather of feature channels by int64 indices, then a bilinear Resize and a mirror Pad.
+    TVM 0.27's NVPTX codegen failed on both (`mul nsw i32 %0, i64 1024`) before the GPU pipeline narrowed indices."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([5, 1, 7, 3], dtype=np.int64), "channels"),
+             numpy_helper.from_array(np.array([1, 4, 64, 64], dtype=np.int64), "sizes"),
+             numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], dtype=np.int64), "pads")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["features"]),
+         helper.make_node("Gather", ["features", "channels"], ["picked"], axis=1),
+         helper.make_node("Resize", ["picked", "", "", "sizes"], ["big"], mode="linear"),
+         helper.make_node("Pad", ["big", "pads"], ["padded"], mode="reflect"),
+         helper.make_node("ReduceMean", ["padded"], ["anomaly_map"], axes=[1], keepdims=1),
+         helper.make_node("ReduceMax", ["anomaly_map"], ["score"], keepdims=0)],
+        "gather_resize", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, 68, 68])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_int64_gathers_and_resizes_compile_to_ptx_for_jetson_xavier(tmp_path):
+    from tests.conftest import tiny_spec_dict
+
+    model = _gather_resize_model(tmp_path / "gather.onnx")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec_dict(16)))
+    artifact = compile_model(import_model(model, spec), get_target("jetson_xavier"), CompileOptions(work_dir=tmp_path / "w"))
+    code = shipped_gpu_code(artifact.library_path)
+    assert set(code.formats) == {"ptx"} and {m.target for m in code.ptx} == {"sm_72"}
+    (module,) = code.ptx
+    assert_ptxas_compiles_entries(artifact.library_path, module.kernels, "sm_72", tmp_path)
