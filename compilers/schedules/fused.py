@@ -89,9 +89,47 @@ def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None
         par = spatial[:-1]
     else:
         sch.reorder(*order, *[loops[i] for i in reductions])
+        if _contiguous_inner_reduction(block, reductions[-1], extents, machine) and \
+                _vectorize_inner_reduction(sch, block_rv, loops[reductions[-1]], [extents[i] for i in spatial], machine):
+            return
         par = spatial
     if par:
         parallel_outer(sch, [loops[i] for i in par], [extents[i] for i in par], machine.cores)
+
+
+def _contiguous_inner_reduction(block, inner: int, extents: list[int], machine: Machine) -> bool:
+    """Whether every read that moves with the innermost reduction reads consecutive elements (a row's sum, mean or
+    variance: LayerNorm, Softmax, ReduceMean over the last axes), over whole vectors."""
+    var = block.iter_vars[inner].var
+    written = block.writes[0].source
+    moving = [r for r in block.reads if not r.source.same_as(written)
+              and any(any(v.same_as(var) for v in collect_vars_used_in_prim_expr(dim.min)) for dim in r.region)]
+    return (bool(moving) and extents[inner] >= 2 * machine.lanes and extents[inner] % machine.lanes == 0
+            and all(_unit_stride(r.region[-1].min, var) for r in moving))
+
+
+def _vectorize_inner_reduction(sch: s_tir.Schedule, block_rv, inner_loop, spatial_extents: list[int],
+                               machine: Machine) -> bool:
+    """A reduction along contiguous memory as ``lanes`` partial sums, one vector register wide, added up at the end
+    of each row: a scalar loop would wait on one add at a time. (rfactor: the partial sums form their own block.)"""
+    _, lane = sch.split(inner_loop, [None, machine.lanes])
+    try:
+        partial = sch.rfactor(lane, factor_axis=len(spatial_extents))
+    except s_tir.ScheduleError:  # not a reduction rfactor can split (the split alone changes nothing): stay scalar
+        return False
+    outer = parallel_outer(sch, sch.get_loops(block_rv)[:len(spatial_extents)], spatial_extents, machine.cores)
+    sch.compute_at(partial, outer)
+    loops = sch.get_loops(partial)
+    lane_var = get_sblockrealize(sch, partial).iter_values[0]  # rfactor puts the lane axis first
+    at = next((i for i, loop in enumerate(loops) if sch.get(loop).loop_var.same_as(lane_var)), None)
+    steps = loops[at + 1:] if at is not None else []  # the reduction loops, now outside the lanes
+    if not steps:
+        return True  # correct as it stands, only not vectorized
+    sch.reorder(*steps, loops[at])
+    init = sch.decompose_reduction(partial, steps[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(sch.get_loops(partial)[-1])  # vectorize refuses a loop inside a reduction block; LLVM's SLP pass does it
+    return True
 
 
 def _intermediate_buffers(sch: s_tir.Schedule, root) -> set:

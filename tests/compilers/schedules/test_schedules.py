@@ -164,6 +164,25 @@ def test_matmul_pool_and_reductions_match_onnxruntime(cpu):
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def row_reductions_model():
+    """Reductions along contiguous memory: LayerNorm over the last axis, Softmax, and a ReduceMean over H and W."""
+    from onnx import helper
+
+    return onnx_model(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], axis=-1, epsilon=1e-5),
+         helper.make_node("Softmax", ["n"], ["s"], axis=-1),
+         helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1)],
+        [("x", [1, 8, 24, 48])], ["s", "m"], {"g": weights(48), "b": weights(48, seed=2)})
+
+
+def test_row_reductions_keep_vector_partial_sums_and_match_onnxruntime(cpu):
+    compile_and_compare(row_reductions_model(), relax_pipeline(cpu))
+    texts = "\n".join(scheduled_functions(row_reductions_model(), cpu).values())
+    # each row's sum runs as vector-wide partial sums (an rfactor block), initialised with a vector store
+    assert re.search(r'sblock\("\w+_rf_update"\)', texts)
+    assert re.search(r'for \w+ in T\.vectorized\(T\.int64\(\d+\)\):\s+with T\.sblock\("\w+_rf_init"\)', texts)
+
+
 def test_gpu_target_gets_thread_bindings():
     import tvm
 
