@@ -47,30 +47,68 @@ def write_models(root: Path) -> None:
         (folder / "model_spec.json").write_text(import_model(folder / "model.onnx").spec.to_json())
 
 
-def ci_run(workdir: Path, run: str, models: Path, s3_endpoint: str, benchmark_runs: int, targets: str,
-           restore_from: Path | None) -> dict:
+def ci_run(
+    workdir: Path,
+    run: str,
+    models: Path,
+    s3_endpoint: str,
+    benchmark_runs: int,
+    targets: str,
+    restore_from: Path | None,
+) -> dict:
     home = workdir / f"runner-{run}" / ".packager"
     if restore_from is not None:
         shutil.copytree(restore_from / "compile-cache", home / "compile-cache")
     out = workdir / f"runner-{run}" / "greengrass-build"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PACKAGER_HOME": str(home), "MODELS_DIR": str(models),
-           "S3_OUTPUT": f"s3://{BUCKET}/vision", "VERSION": "1.0.1", "COMPONENT_PREFIX": "com.factory",
-           "MAX_RATIO": "1000", "BENCHMARK_RUNS": str(benchmark_runs), "OUTPUT_DIR": str(out), "NO_REGISTER": "1", "TARGETS": targets,
-           "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PACKAGER_HOME": str(home),
+        "MODELS_DIR": str(models),
+        "S3_OUTPUT": f"s3://{BUCKET}/vision",
+        "VERSION": "1.0.1",
+        "COMPONENT_PREFIX": "com.factory",
+        "MAX_RATIO": "1000",
+        "BENCHMARK_RUNS": str(benchmark_runs),
+        "OUTPUT_DIR": str(out),
+        "NO_REGISTER": "1",
+        "TARGETS": targets,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    done = subprocess.run(["bash", str(REPO / ".ci" / "package-fleet")], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", str(REPO / ".ci" / "package-fleet")], cwd=REPO, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{run} run failed ({done.returncode}):\n{done.stderr[-4000:]}")
     summaries = {name: json.loads((out / f"summary-{name}.json").read_text()) for name in MODELS}
-    return {"run": run, "wall_s": wall, "load_start": load_start, "load_end": os.getloadavg()[0], "home": str(home),
-            "builds": [{"model": name, "target": t["target"], "digest": t["digest"], "compile_cache": t["compile_cache"],
-                        "compile_s": t["compile_seconds"], "build_s": t["build_seconds"],
-                        "component_build_s": summaries[name]["build_seconds"], "ratio": t["ratio_tvm_to_ort"],
-                        "ratio_not_measured": t["ratio_not_measured"]}
-                       for name in MODELS for t in summaries[name]["targets"]]}
+    return {
+        "run": run,
+        "wall_s": wall,
+        "load_start": load_start,
+        "load_end": os.getloadavg()[0],
+        "home": str(home),
+        "builds": [
+            {
+                "model": name,
+                "target": t["target"],
+                "digest": t["digest"],
+                "compile_cache": t["compile_cache"],
+                "compile_s": t["compile_seconds"],
+                "build_s": t["build_seconds"],
+                "component_build_s": summaries[name]["build_seconds"],
+                "ratio": t["ratio_tvm_to_ort"],
+                "ratio_not_measured": t["ratio_not_measured"],
+            }
+            for name in MODELS
+            for t in summaries[name]["targets"]
+        ],
+    }
 
 
 def markdown(results: dict) -> str:
@@ -92,10 +130,16 @@ def markdown(results: dict) -> str:
         "|---|---|---:|---:|---|---:|---|",
     ]
     for a, b in zip(first["builds"], second["builds"]):
-        lines.append(f"| {a['model']} | {a['target']} | {a['compile_s']:.1f} | {a['build_s']:.1f} | {b['compile_cache']} | "
-                     f"{b['build_s']:.1f} | {'same' if a['digest'] == b['digest'] else 'DIFFERENT'} |")
-    lines += ["", "build s: the target's job from start to bundle (ORT check and benchmark included); the two targets of a "
-              "model run in parallel jobs, and models one after another, as the script does.", ""]
+        lines.append(
+            f"| {a['model']} | {a['target']} | {a['compile_s']:.1f} | {a['build_s']:.1f} | {b['compile_cache']} | "
+            f"{b['build_s']:.1f} | {'same' if a['digest'] == b['digest'] else 'DIFFERENT'} |"
+        )
+    lines += [
+        "",
+        "build s: the target's job from start to bundle (ORT check and benchmark included); the two targets of a "
+        "model run in parallel jobs, and models one after another, as the script does.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -109,8 +153,15 @@ def plot(results: dict, path: Path) -> None:
     labels = [f"{b['model']}\n{b['target']}" for b in first["builds"]]
     x = range(len(labels))
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar([i - 0.2 for i in x], [b["build_s"] for b in first["builds"]], 0.4, label=f"first run ({first['wall_s']:.0f} s)")
-    ax.bar([i + 0.2 for i in x], [b["build_s"] for b in second["builds"]], 0.4, label=f"second run ({second['wall_s']:.0f} s)")
+    ax.bar(
+        [i - 0.2 for i in x], [b["build_s"] for b in first["builds"]], 0.4, label=f"first run ({first['wall_s']:.0f} s)"
+    )
+    ax.bar(
+        [i + 0.2 for i in x],
+        [b["build_s"] for b in second["builds"]],
+        0.4,
+        label=f"second run ({second['wall_s']:.0f} s)",
+    )
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set_ylabel("build time per target (s)")
     ax.set_title("CI rebuild with the compile cache restored")
@@ -133,24 +184,37 @@ def main(argv=None) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=BUCKET)
     try:
         with tempfile.TemporaryDirectory(prefix="ci-cache-") as tmp:
             workdir = Path(tmp)
             write_models(workdir / "models")
             first = ci_run(workdir, "first", workdir / "models", endpoint, args.benchmark_runs, args.targets, None)
             print(f"first run: {first['wall_s']:.1f} s", flush=True)
-            second = ci_run(workdir, "second", workdir / "models", endpoint, args.benchmark_runs, args.targets,
-                            Path(first["home"]))
+            second = ci_run(
+                workdir, "second", workdir / "models", endpoint, args.benchmark_runs, args.targets, Path(first["home"])
+            )
             print(f"second run: {second['wall_s']:.1f} s", flush=True)
     finally:
         server.stop()
-    results = {"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
-               "command": "python benchmarks/ci_cache.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "benchmark_runs": args.benchmark_runs, "targets": args.targets, "runs": [first, second], "ratio": second["wall_s"] / first["wall_s"],
-               "digests_identical": [b["digest"] for b in first["builds"]] == [b["digest"] for b in second["builds"]],
-               "all_hits": all(b["compile_cache"] == "hit" for b in second["builds"])}
+    results = {
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "command": "python benchmarks/ci_cache.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "benchmark_runs": args.benchmark_runs,
+        "targets": args.targets,
+        "runs": [first, second],
+        "ratio": second["wall_s"] / first["wall_s"],
+        "digests_identical": [b["digest"] for b in first["builds"]] == [b["digest"] for b in second["builds"]],
+        "all_hits": all(b["compile_cache"] == "hit" for b in second["builds"]),
+    }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "ci_cache.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.output / "ci_cache.md").write_text(markdown(results))

@@ -31,5 +31,8 @@ def engine_isa(target) -> dict:
     """The ISA each engine used: TVM's from its target, ONNX Runtime's and OpenVINO's from the CPU they dispatch on."""
     cpu = host_cpu()
     best = cpu.isa[0] if cpu.isa else "scalar"
-    return {"tvm": f"{vector_isa(target.tvm_target).name} (mcpu {target.tvm_target.get('mcpu', 'none')})",
-            "ort": f"{best} (runtime dispatch on the host CPU)", "openvino": f"{best} (runtime dispatch on the host CPU)"}
+    return {
+        "tvm": f"{vector_isa(target.tvm_target).name} (mcpu {target.tvm_target.get('mcpu', 'none')})",
+        "ort": f"{best} (runtime dispatch on the host CPU)",
+        "openvino": f"{best} (runtime dispatch on the host CPU)",
+    }

@@ -55,10 +55,17 @@ def model_files(scratch: Path) -> tuple[Path, Path, str]:
 
     model, spec = scratch / "autoencoder.onnx", scratch / "spec.json"
     model.write_bytes(to_onnx(build_autoencoder(), SIZE))
-    spec.write_text(json.dumps({
-        "input": {"name": "image", "shape": [1, 3, SIZE, SIZE]},
-        "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
-        "image_threshold": 0.5, "pixel_threshold": 0.5, "normalization": {"min": 0.0, "max": 1.0}}))
+    spec.write_text(
+        json.dumps(
+            {
+                "input": {"name": "image", "shape": [1, 3, SIZE, SIZE]},
+                "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
+                "image_threshold": 0.5,
+                "pixel_threshold": 0.5,
+                "normalization": {"min": 0.0, "max": 1.0},
+            }
+        )
+    )
     return model, spec, f"example architecture, random weights ({SIZE}x{SIZE})"
 
 
@@ -85,16 +92,27 @@ def compile_for_host(model: Path, spec: Path, work: Path) -> Path:
 
 
 def start_agent(registry_dir: Path, address: str, threads: int, line_env: dict | None = None) -> subprocess.Popen:
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))), **(line_env or {}))
-    return subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        TVM_NUM_THREADS=str(threads),
+        PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+        **(line_env or {}),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def cpu_model() -> str:
     try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
+        return next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
 
@@ -108,7 +126,9 @@ def start_broker(scratch: Path) -> tuple[subprocess.Popen, int] | None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     (scratch / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = subprocess.Popen([binary, "-c", str(scratch / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    broker = subprocess.Popen(
+        [binary, "-c", str(scratch / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -117,7 +137,7 @@ def start_broker(scratch: Path) -> tuple[subprocess.Popen, int] | None:
         except OSError:
             if time.monotonic() > deadline:
                 broker.terminate()
-                raise SystemExit("edge_overhead: mosquitto did not start")
+                raise SystemExit("edge_overhead: mosquitto did not start") from None
             time.sleep(0.05)
 
 
@@ -157,14 +177,17 @@ def cpu_per_call(agents: dict[str, tuple[int, object]], runs: int) -> dict[str, 
 def line_environment(port: int, spool_mb: int) -> dict:
     from packager.edge.settings import ENVIRONMENT
 
-    return {ENVIRONMENT["Mqtt"]: json.dumps({"Enabled": True, "BrokerUrl": f"mqtt://127.0.0.1:{port}", "Qos": 0}),
-            ENVIRONMENT["Capture"]: json.dumps({"Enabled": True, "NormalShare": 0.01, "MaxMegabytes": spool_mb})}
+    return {
+        ENVIRONMENT["Mqtt"]: json.dumps({"Enabled": True, "BrokerUrl": f"mqtt://127.0.0.1:{port}", "Qos": 0}),
+        ENVIRONMENT["Capture"]: json.dumps({"Enabled": True, "NormalShare": 0.01, "MaxMegabytes": spool_mb}),
+    }
 
 
 def floor_servicer(busy_s: float, width: int, height: int):
     """DetectAnomalies with none of the agent's work: the handler spins for busy_s, then answers with a mask of the
     agent's size. What remains over busy_s is Python gRPC's own cost for the same bytes, on the same server set-up."""
-    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+    from packager.edge import edge_agent_pb2 as pb
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
 
     mask = bytes(width * height * 3)
 
@@ -200,8 +223,12 @@ def serve_floor(address: str, busy_ms: float, size: int) -> int:
 
 def start_floor(address: str, busy_ms: float, size: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
-    return subprocess.Popen([sys.executable, __file__, "--serve-floor", address, "--busy-ms", f"{busy_ms:.4f}",
-                             "--size", str(size)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve-floor", address, "--busy-ms", f"{busy_ms:.4f}", "--size", str(size)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def refused_call(stub, request) -> None:
@@ -217,8 +244,14 @@ def refused_call(stub, request) -> None:
 
 def percentiles(samples: list[float]) -> dict:
     ms = np.asarray(samples) * 1e3
-    return {"runs": len(ms), "min_ms": float(ms.min()), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+    return {
+        "runs": len(ms),
+        "min_ms": float(ms.min()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }
 
 
 def measure(calls: dict, runs: int, rounds: int, warmup: int) -> dict[str, list[float]]:
@@ -239,30 +272,44 @@ def measure(calls: dict, runs: int, rounds: int, warmup: int) -> dict[str, list[
 def write_outputs(doc: dict, samples: dict[str, list[float]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "edge_overhead.json").write_text(json.dumps(doc, indent=2) + "\n")
-    rows = ["| path | min ms | p50 ms | p90 ms | p99 ms | overhead: p50 - raw p50, ms | overhead: median paired difference, ms "
-            "| overhead: min - raw min, ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| path | min ms | p50 ms | p90 ms | p99 ms | overhead: p50 - raw p50, ms | overhead: median paired difference, ms "
+        "| overhead: min - raw min, ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def cell(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}"
 
     for name, stats in doc["latency"].items():
-        rows.append(f"| {name} | {stats['min_ms']:.3f} | {stats['p50_ms']:.3f} | {stats['p90_ms']:.3f} | {stats['p99_ms']:.3f} | "
-                    f"{cell(doc['overhead_p50_ms'].get(name))} | {cell(doc['overhead_paired_median_ms'].get(name))} | "
-                    f"{cell(doc['overhead_min_ms'].get(name))} |")
-    header = (f"# Edge Agent overhead\n\n{doc['image']} image, {doc['model']}, {doc['threads']} TVM threads, "
-              f"{doc['machine']}, {doc['cpu']}. Goal: at most {GOAL_MS} ms overhead at p50.\n\n")
+        rows.append(
+            f"| {name} | {stats['min_ms']:.3f} | {stats['p50_ms']:.3f} | {stats['p90_ms']:.3f} | {stats['p99_ms']:.3f} | "
+            f"{cell(doc['overhead_p50_ms'].get(name))} | {cell(doc['overhead_paired_median_ms'].get(name))} | "
+            f"{cell(doc['overhead_min_ms'].get(name))} |"
+        )
+    header = (
+        f"# Edge Agent overhead\n\n{doc['image']} image, {doc['model']}, {doc['threads']} TVM threads, "
+        f"{doc['machine']}, {doc['cpu']}. Goal: at most {GOAL_MS} ms overhead at p50.\n\n"
+    )
     line = ""
     if doc["line_added_ms"]:
         cpu = doc["agent_cpu_ms_per_call"]
-        line_rows = ["| path | added at p50 (p50 on - p50 off), ms | added: median paired difference, ms "
-                     "| agent CPU per call off, ms | on, ms | added CPU, ms |", "|---|---:|---:|---:|---:|---:|"]
+        line_rows = [
+            "| path | added at p50 (p50 on - p50 off), ms | added: median paired difference, ms "
+            "| agent CPU per call off, ms | on, ms | added CPU, ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, v in doc["line_added_ms"].items():
-            off = name[:-len(f", {LINE_ON}")]
-            line_rows.append(f"| {name} | {v['p50_ms']:.3f} | {v['paired_median_ms']:.3f} | {cpu[off]:.3f} | {cpu[name]:.3f} | "
-                             f"{cpu[name] - cpu[off]:.3f} |")
-        line = (f"\n## With MQTT and capture on\n\nGoal: at most {LINE_GOAL_MS} ms added at p50. The subscriber received "
-                f"{doc['line_messages_received']} messages for {doc['line_calls']} calls (warm-up included); "
-                f"{doc['line_images_captured']} images were captured.\n\n" + "\n".join(line_rows) + "\n")
+            off = name[: -len(f", {LINE_ON}")]
+            line_rows.append(
+                f"| {name} | {v['p50_ms']:.3f} | {v['paired_median_ms']:.3f} | {cpu[off]:.3f} | {cpu[name]:.3f} | "
+                f"{cpu[name] - cpu[off]:.3f} |"
+            )
+        line = (
+            f"\n## With MQTT and capture on\n\nGoal: at most {LINE_GOAL_MS} ms added at p50. The subscriber received "
+            f"{doc['line_messages_received']} messages for {doc['line_calls']} calls (warm-up included); "
+            f"{doc['line_images_captured']} images were captured.\n\n" + "\n".join(line_rows) + "\n"
+        )
     (out / "edge_overhead.md").write_text(header + "\n".join(rows) + "\n" + line)
     import matplotlib
 
@@ -285,14 +332,20 @@ def write_outputs(doc: dict, samples: dict[str, list[float]], out: Path) -> None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="timed calls per path (default 300)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds the runs are split into (default: one call each)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="alternating rounds the runs are split into (default: one call each)"
+    )
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
     # TVM keeps a worker pool per process whose workers spin for seconds after each call; with more than one thread,
     # the client's spinning workers slow the agent down and the other way round, which no device with one agent sees.
     parser.add_argument("--threads", type=int, default=1, help="TVM threads for both paths (default 1)")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="serve this compiled model directory (model.so, params.bin, manifest.json, spec.json; CPU or "
-                             "CUDA) instead of compiling the example model here: TVM's runtime alone is then enough")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="serve this compiled model directory (model.so, params.bin, manifest.json, spec.json; CPU or "
+        "CUDA) instead of compiling the example model here: TVM's runtime alone is then enough",
+    )
     parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--serve-floor", metavar="ADDRESS", help=argparse.SUPPRESS)  # the floor's server process
     parser.add_argument("--busy-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -303,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
 
     from packager.build.benchmark import set_tvm_threads, time_callable
-    from packager.edge import client, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+    from packager.edge import client, registry
+    from packager.edge import edge_agent_pb2 as pb
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
     from packager.edge.model_runner import AnomalyDetector
 
     threads = args.threads
@@ -328,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = start_broker(scratch)
         published = None
         try:
-            source.buf[:first.size] = first.tobytes()
+            source.buf[: first.size] = first.tobytes()
             # As Lookout's client apps open it, and as lookout_edge.client recommends (HTTP/2 flow-control options).
             plain, tuned = grpc.insecure_channel(address), client.channel(address)
             grpc.channel_ready_future(plain).result(timeout=60)
@@ -337,9 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             if broker is not None:
                 registry.add(scratch / "line" / "models", registry.ModelRegistration("bench.Model", "1.0.0", model_dir))
                 line_address = f"unix://{scratch}/line-agent.sock"
-                subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(broker[1])], stdout=subprocess.PIPE, text=True)
+                subscriber = subprocess.Popen(
+                    [sys.executable, "-c", SUBSCRIBER, str(broker[1])], stdout=subprocess.PIPE, text=True
+                )
                 subscriber.stdout.readline()
-                line_agent = start_agent(scratch / "line" / "models", line_address, threads, line_environment(broker[1], 256))
+                line_agent = start_agent(
+                    scratch / "line" / "models", line_address, threads, line_environment(broker[1], 256)
+                )
                 line_channel = grpc.insecure_channel(line_address)
                 grpc.channel_ready_future(line_channel).result(timeout=60)
                 line_stub = pb_grpc.EdgeAgentStub(line_channel)
@@ -348,39 +407,62 @@ def main(argv: list[str] | None = None) -> int:
             for each in filter(None, (stub, line_stub)):
                 each.StartModel(pb.StartModelRequest(model_component="bench.Model"))
                 deadline = time.monotonic() + 120
-                while (model := each.DescribeModel(pb.DescribeModelRequest(model_component="bench.Model")).model_description).status != pb.RUNNING:
+                while (
+                    model := each.DescribeModel(
+                        pb.DescribeModelRequest(model_component="bench.Model")
+                    ).model_description
+                ).status != pb.RUNNING:
                     if model.status == pb.FAILED or time.monotonic() > deadline:
-                        raise SystemExit(f"edge_overhead: the agent could not start {model_dir}: "
-                                         f"{pb.ModelStatus.Name(model.status)}, {model.status_message or 'no message'}")
+                        raise SystemExit(
+                            f"edge_overhead: the agent could not start {model_dir}: "
+                            f"{pb.ModelStatus.Name(model.status)}, {model.status_message or 'no message'}"
+                        )
                     time.sleep(0.05)
             detector = AnomalyDetector.load(model_dir)
             x = np.zeros(detector.model.manifest["input_shape"], np.float32)
             calls = {"model run only (in process)": lambda: detector.model.run(x)}
             for label, image in images.items():
-                inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
-                    width=args.size, height=args.size, byte_data=image.tobytes()))
+                inline = pb.DetectAnomaliesRequest(
+                    model_component="bench.Model",
+                    bitmap=pb.Bitmap(width=args.size, height=args.size, byte_data=image.tobytes()),
+                )
                 calls[f"raw inference, {label} (in process)"] = lambda image=image: detector.detect(image)
-                calls[f"DetectAnomalies, {label}, bytes in message, plain channel"] = lambda inline=inline: stub.DetectAnomalies(inline)
+                calls[f"DetectAnomalies, {label}, bytes in message, plain channel"] = lambda inline=inline: (
+                    stub.DetectAnomalies(inline)
+                )
                 if line_stub is not None:
                     calls[f"DetectAnomalies, {label}, bytes in message, plain channel, {LINE_ON}"] = (
-                        lambda inline=inline: line_stub.DetectAnomalies(inline))
+                        lambda inline=inline: line_stub.DetectAnomalies(inline)
+                    )
                 calls[f"DetectAnomalies, {label}, bytes in message, lookout_edge.client channel"] = (
-                    lambda inline=inline: tuned_stub.DetectAnomalies(inline))
+                    lambda inline=inline: tuned_stub.DetectAnomalies(inline)
+                )
             first_label = next(iter(images))
             shared = pb.DetectAnomaliesRequest(
                 model_component="bench.Model",
-                bitmap=pb.Bitmap(width=args.size, height=args.size,
-                                 shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=first.size)),
-                anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=first.size)))
-            calls[f"DetectAnomalies, {first_label}, shared memory, plain channel"] = lambda: stub.DetectAnomalies(shared)
+                bitmap=pb.Bitmap(
+                    width=args.size,
+                    height=args.size,
+                    shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=first.size),
+                ),
+                anomaly_mask_params=pb.AnomalyMaskParams(
+                    shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=first.size)
+                ),
+            )
+            calls[f"DetectAnomalies, {first_label}, shared memory, plain channel"] = lambda: stub.DetectAnomalies(
+                shared
+            )
             # The transport alone: the same bytes, refused before any work (width 63 is out of range).
-            refused = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
-                width=63, height=args.size, byte_data=first.tobytes()))
+            refused = pb.DetectAnomaliesRequest(
+                model_component="bench.Model", bitmap=pb.Bitmap(width=63, height=args.size, byte_data=first.tobytes())
+            )
             calls["gRPC round trip only (request refused at once)"] = lambda: refused_call(stub, refused)
             # The floor: the same request and response bytes through the agent's server set-up, with a handler that
             # only spins for as long as raw inference takes.
-            first_inline = pb.DetectAnomaliesRequest(model_component="bench.Model", bitmap=pb.Bitmap(
-                width=args.size, height=args.size, byte_data=first.tobytes()))
+            first_inline = pb.DetectAnomaliesRequest(
+                model_component="bench.Model",
+                bitmap=pb.Bitmap(width=args.size, height=args.size, byte_data=first.tobytes()),
+            )
             busy_ms = time_callable(lambda: detector.detect(first), warmup=10, runs=60).p50_ms
             floor_address = f"unix://{scratch}/floor.sock"
             floor = start_floor(floor_address, busy_ms, args.size)
@@ -417,30 +499,59 @@ def main(argv: list[str] | None = None) -> int:
                 segment.unlink()
     latency = {name: percentiles(values) for name, values in samples.items()}
     raw = {label: latency[f"raw inference, {label} (in process)"]["p50_ms"] for label in images}
-    overhead = {name: stats["p50_ms"] - raw[name.split(", ")[1]] for name, stats in latency.items()
-                if name.startswith("DetectAnomalies")}
+    overhead = {
+        name: stats["p50_ms"] - raw[name.split(", ")[1]]
+        for name, stats in latency.items()
+        if name.startswith("DetectAnomalies")
+    }
     # What the line adds: each line-on call against the line-off call made just before it, on the same image.
-    line_added = {name: {"p50_ms": latency[name]["p50_ms"] - latency[name[:-len(f", {LINE_ON}")]]["p50_ms"],
-                         "paired_median_ms": float(np.median(np.subtract(samples[name], samples[name[:-len(f", {LINE_ON}")]])) * 1e3)}
-                  for name in latency if name.endswith(LINE_ON)}
+    line_added = {
+        name: {
+            "p50_ms": latency[name]["p50_ms"] - latency[name[: -len(f", {LINE_ON}")]]["p50_ms"],
+            "paired_median_ms": float(
+                np.median(np.subtract(samples[name], samples[name[: -len(f", {LINE_ON}")]])) * 1e3
+            ),
+        }
+        for name in latency
+        if name.endswith(LINE_ON)
+    }
     # Calls alternate one by one, so the median of call-by-call differences cancels most of the machine's load.
-    paired = {name: float(np.median(np.subtract(samples[name], samples[f"raw inference, {name.split(', ')[1]} (in process)"])) * 1e3)
-              for name in overhead}
+    paired = {
+        name: float(
+            np.median(np.subtract(samples[name], samples[f"raw inference, {name.split(', ')[1]} (in process)"])) * 1e3
+        )
+        for name in overhead
+    }
     # The fastest call of each: what the agent adds when nothing else on the machine gets in the way.
-    at_min = {name: latency[name]["min_ms"] - latency[f"raw inference, {name.split(', ')[1]} (in process)"]["min_ms"]
-              for name in overhead}
+    at_min = {
+        name: latency[name]["min_ms"] - latency[f"raw inference, {name.split(', ')[1]} (in process)"]["min_ms"]
+        for name in overhead
+    }
     # The floor's handler time is fixed, so its own overhead is plain subtraction.
     for name in (name for name in latency if name.startswith(FLOOR)):
         overhead[name] = latency[name]["p50_ms"] - busy_ms
         paired[name] = float(np.median(samples[name])) * 1e3 - busy_ms
         at_min[name] = latency[name]["min_ms"] - busy_ms
-    doc = {"image": f"{args.size}x{args.size}", "images": list(images), "model": model_label, "threads": threads,
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
-           "latency": latency, "overhead_p50_ms": overhead, "overhead_paired_median_ms": paired, "overhead_min_ms": at_min,
-           "floor_handler_ms": busy_ms, "goal_p50_overhead_ms": GOAL_MS, "cpu": cpu_model(),
-           "line_added_ms": line_added, "goal_line_added_p50_ms": LINE_GOAL_MS, "agent_cpu_ms_per_call": cpu,
-           "line_messages_received": published, "line_calls": sum(len(samples[n]) + args.runs + 20 for n in line_added),
-           "line_images_captured": captured if line_added else None}
+    doc = {
+        "image": f"{args.size}x{args.size}",
+        "images": list(images),
+        "model": model_label,
+        "threads": threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+        "latency": latency,
+        "overhead_p50_ms": overhead,
+        "overhead_paired_median_ms": paired,
+        "overhead_min_ms": at_min,
+        "floor_handler_ms": busy_ms,
+        "goal_p50_overhead_ms": GOAL_MS,
+        "cpu": cpu_model(),
+        "line_added_ms": line_added,
+        "goal_line_added_p50_ms": LINE_GOAL_MS,
+        "agent_cpu_ms_per_call": cpu,
+        "line_messages_received": published,
+        "line_calls": sum(len(samples[n]) + args.runs + 20 for n in line_added),
+        "line_images_captured": captured if line_added else None,
+    }
     write_outputs(doc, samples, args.output_dir)
     print((args.output_dir / "edge_overhead.md").read_text())
     return 0

@@ -33,8 +33,8 @@ RTOL, ATOL = 1e-3, 1e-4
 
 
 def compile_all(out: Path, gpus: list[str]) -> None:
-    from compilers.gpu import shipped_gpu_code
     from compilers.frontends.intake import import_model
+    from compilers.gpu import shipped_gpu_code
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
     from packager.example_model import example_model_paths
@@ -61,10 +61,15 @@ def compile_all(out: Path, gpus: list[str]) -> None:
         build = {"name": name, "target": target.name, "device": artifact.device, "compile_s": round(seconds, 2)}
         if options is not None:
             shipped = shipped_gpu_code(out / name / artifact.library_path.name)
-            build.update(gpu_code=options.gpu_code, cuda_ver=options.cuda_ver,
-                         ptx=[{"version": "%d.%d" % m.version, "target": m.target} for m in shipped.ptx])
+            build.update(
+                gpu_code=options.gpu_code,
+                cuda_ver=options.cuda_ver,
+                ptx=[{"version": ".".join(map(str, m.version)), "target": m.target} for m in shipped.ptx],
+            )
         builds.append(build)
-        print(f"compiled {name}: {target.name} in {seconds:.1f} s" + (f", PTX {build['ptx']}" if "ptx" in build else ""))
+        print(
+            f"compiled {name}: {target.name} in {seconds:.1f} s" + (f", PTX {build['ptx']}" if "ptx" in build else "")
+        )
     (out / "builds.json").write_text(json.dumps({"host": platform.node(), "builds": builds}, indent=2) + "\n")
 
 
@@ -72,8 +77,16 @@ def gpu_name() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, check=True).stdout.splitlines()[0].strip()
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.splitlines()[0]
+            .strip()
+        )
     except (OSError, subprocess.CalledProcessError, IndexError):
         return "unknown (nvidia-smi failed)"
 
@@ -94,8 +107,13 @@ def run_all(out: Path, runs: int, output: Path) -> int:
     names = [o.name for o in session.get_outputs()]
     expected = dict(zip(names, session.run(names, {manifest["input"]: x})))
     ort = time_callable(lambda: session.run(None, {manifest["input"]: x}), 10, runs)
-    report = {"gpu": gpu_name(), "machine": f"{platform.machine()}, Python {platform.python_version()}",
-              "runs": runs, "onnxruntime_cpu": vars(ort), "builds": []}
+    report = {
+        "gpu": gpu_name(),
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "runs": runs,
+        "onnxruntime_cpu": vars(ort),
+        "builds": [],
+    }
     failed = 0
     for build in (b for b in builds if b["device"] == "cuda"):
         entry = dict(build)
@@ -106,15 +124,21 @@ def run_all(out: Path, runs: int, output: Path) -> int:
             checks = compare_outputs(model.run(x), expected, RTOL, ATOL)
             entry["max_abs_error"] = {c.name: c.max_abs_error for c in checks}
             entry["matches_onnxruntime"] = all(c.within_tolerance for c in checks)
-            entry["tvm_gpu"] = vars(time_callable(lambda: model.run(x), 10, runs))
+            entry["tvm_gpu"] = vars(time_callable(lambda model=model: model.run(x), 10, runs))
         except Exception as error:  # report every build, then fail
             entry["error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()
         failed += not entry.get("matches_onnxruntime", False)
         report["builds"].append(entry)
-        print(f"{build['name']}: PTX {build['ptx']}, " + (
-            f"load {entry['load_s']} s, max abs error {entry['max_abs_error']}, matches ORT: {entry['matches_onnxruntime']}, "
-            f"p50 {entry['tvm_gpu']['p50_ms']:.3f} ms (ORT CPU {ort.p50_ms:.3f} ms)" if "tvm_gpu" in entry else entry.get("error", "")))
+        print(
+            f"{build['name']}: PTX {build['ptx']}, "
+            + (
+                f"load {entry['load_s']} s, max abs error {entry['max_abs_error']}, matches ORT: {entry['matches_onnxruntime']}, "
+                f"p50 {entry['tvm_gpu']['p50_ms']:.3f} ms (ORT CPU {ort.p50_ms:.3f} ms)"
+                if "tvm_gpu" in entry
+                else entry.get("error", "")
+            )
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"gpu: {report['gpu']}; written {output}")
@@ -126,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     compile_verb = verbs.add_parser("compile", help="build the example model's CPU and GPU libraries into DIR")
     compile_verb.add_argument("dir", type=Path)
-    compile_verb.add_argument("--gpu", action="append", metavar="CODE=CUDA",
-                              help=f"gpu-code and cuda-ver, repeatable (default {' '.join(DEFAULT_GPUS)})")
+    compile_verb.add_argument(
+        "--gpu",
+        action="append",
+        metavar="CODE=CUDA",
+        help=f"gpu-code and cuda-ver, repeatable (default {' '.join(DEFAULT_GPUS)})",
+    )
     run_verb = verbs.add_parser("run", help="run DIR's GPU libraries on this machine's GPU against ONNX Runtime")
     run_verb.add_argument("dir", type=Path)
     run_verb.add_argument("--runs", type=int, default=100)

@@ -74,14 +74,30 @@ def agent_peak_rss(model_dir: Path, runs: int) -> tuple[int, int]:
     import grpc
     import numpy as np
 
-    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+    from packager.edge import edge_agent_pb2 as pb
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
+    from packager.edge import registry
 
     with tempfile.TemporaryDirectory(prefix="memory-agent-") as scratch:
         registry_dir, address = Path(scratch) / "registry", f"unix://{scratch}/agent.sock"
         registry.add(registry_dir, registry.ModelRegistration("memory", "1.0.0", model_dir))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
-                                  "--inference-threads", str(THREADS)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "packager.edge.agent",
+                "--socket",
+                address,
+                "--registry",
+                str(registry_dir),
+                "--inference-threads",
+                str(THREADS),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             with grpc.insecure_channel(address) as channel:
                 grpc.channel_ready_future(channel).result(timeout=120)
@@ -89,7 +105,10 @@ def agent_peak_rss(model_dir: Path, runs: int) -> tuple[int, int]:
                 idle = _status_bytes(agent.pid, "VmRSS")
                 stub.StartModel(pb.StartModelRequest(model_component="memory"))
                 deadline = time.monotonic() + 600
-                while stub.DescribeModel(pb.DescribeModelRequest(model_component="memory")).model_description.status != pb.RUNNING:
+                while (
+                    stub.DescribeModel(pb.DescribeModelRequest(model_component="memory")).model_description.status
+                    != pb.RUNNING
+                ):
                     if time.monotonic() > deadline or agent.poll() is not None:
                         raise RuntimeError(f"the agent did not start the model: {agent.stderr.read().decode()[-2000:]}")
                     time.sleep(0.1)
@@ -106,23 +125,36 @@ def agent_peak_rss(model_dir: Path, runs: int) -> tuple[int, int]:
 
 
 def ort_peak_rss(onnx_path: Path, runs: int) -> int:
-    done = subprocess.run([sys.executable, "-c", ORT_PROCESS, str(onnx_path), str(THREADS), str(runs)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", ORT_PROCESS, str(onnx_path), str(THREADS), str(runs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout.split()[-1])
 
 
 def markdown(results: dict) -> str:
     mib = 1 << 20
-    lines = ["# Memory: Edge Agent vs ONNX Runtime", "",
-             f"Measured {results['finished']} on {results['cpu']}, {THREADS} threads, {results['runs']} inferences per process. "
-             f"Command: `{results['command']}`", "",
-             "| model | params.bin MiB | agent idle RSS MiB | agent peak RSS MiB | ORT peak RSS MiB | agent / ORT | goal <= 1.2x |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Memory: Edge Agent vs ONNX Runtime",
+        "",
+        f"Measured {results['finished']} on {results['cpu']}, {THREADS} threads, {results['runs']} inferences per process. "
+        f"Command: `{results['command']}`",
+        "",
+        "| model | params.bin MiB | agent idle RSS MiB | agent peak RSS MiB | ORT peak RSS MiB | agent / ORT | goal <= 1.2x |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for m in results["models"]:
-        lines.append(f"| {m['name']} | {m['params_bytes'] / mib:.1f} | {m['agent_idle_rss'] / mib:.0f} | {m['agent_peak_rss'] / mib:.0f} | "
-                     f"{m['ort_peak_rss'] / mib:.0f} | {m['ratio']:.2f} | {'met' if m['ratio'] <= GOAL else 'not met'} |")
-    lines += ["", "Peak RSS is VmHWM of a fresh process; the agent's includes Python, gRPC and TVM's runtime "
-              "(its idle RSS, before the model is loaded, is shown beside it). ORT's is a bare `InferenceSession` process."]
+        lines.append(
+            f"| {m['name']} | {m['params_bytes'] / mib:.1f} | {m['agent_idle_rss'] / mib:.0f} | {m['agent_peak_rss'] / mib:.0f} | "
+            f"{m['ort_peak_rss'] / mib:.0f} | {m['ratio']:.2f} | {'met' if m['ratio'] <= GOAL else 'not met'} |"
+        )
+    lines += [
+        "",
+        "Peak RSS is VmHWM of a fresh process; the agent's includes Python, gRPC and TVM's runtime "
+        "(its idle RSS, before the model is loaded, is shown beside it). ORT's is a bare `InferenceSession` process.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -135,8 +167,11 @@ def plot(results: dict, path: Path) -> None:
     names = [m["name"] for m in results["models"]]
     xs = range(len(names))
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.9), 4))
-    for offset, key, label in ((-0.3, "params_bytes", "params.bin"), (0.0, "agent_peak_rss", "Edge Agent peak RSS"),
-                               (0.3, "ort_peak_rss", "ORT peak RSS")):
+    for offset, key, label in (
+        (-0.3, "params_bytes", "params.bin"),
+        (0.0, "agent_peak_rss", "Edge Agent peak RSS"),
+        (0.3, "ort_peak_rss", "ORT peak RSS"),
+    ):
         ax.bar([x + offset for x in xs], [m[key] / (1 << 20) for m in results["models"]], width=0.3, label=label)
     ax.set_xticks(list(xs), names, rotation=30, ha="right")
     ax.set_ylabel("MiB")
@@ -160,19 +195,34 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zoo-memory",
-                        help="exports and compiled models, reused across runs")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "zoo-memory",
+        help="exports and compiled models, reused across runs",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    results = {"cpu": cpu_name(), "runs": args.runs, "threads": THREADS,
-               "command": "python benchmarks/memory_report.py " + " ".join(argv if argv is not None else sys.argv[1:]), "models": []}
+    results = {
+        "cpu": cpu_name(),
+        "runs": args.runs,
+        "threads": THREADS,
+        "command": "python benchmarks/memory_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "models": [],
+    }
     for name in args.models:
         onnx_path, model_dir = prepare(name, args.work)
         idle, agent = agent_peak_rss(model_dir, args.runs)
         ort = ort_peak_rss(onnx_path, args.runs)
-        row = {"name": name, "params_bytes": (model_dir / "params.bin").stat().st_size, "agent_idle_rss": idle,
-               "agent_peak_rss": agent, "ort_peak_rss": ort, "ratio": agent / ort}
+        row = {
+            "name": name,
+            "params_bytes": (model_dir / "params.bin").stat().st_size,
+            "agent_idle_rss": idle,
+            "agent_peak_rss": agent,
+            "ort_peak_rss": ort,
+            "ratio": agent / ort,
+        }
         results["models"].append(row)
         print(json.dumps(row), flush=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -22,7 +22,17 @@ THREADS_DEFAULT = 2
 
 
 def _conv(name, ci, co, k, size, stride=1, pad=0, relu=True):
-    return {"name": name, "kind": "conv", "ci": ci, "co": co, "k": k, "size": size, "stride": stride, "pad": pad, "relu": relu}
+    return {
+        "name": name,
+        "kind": "conv",
+        "ci": ci,
+        "co": co,
+        "k": k,
+        "size": size,
+        "stride": stride,
+        "pad": pad,
+        "relu": relu,
+    }
 
 
 CASES = {
@@ -45,8 +55,24 @@ CASES = {
     "stem_7x7_s2": _conv("stem_7x7_s2", 3, 64, 7, 256, stride=2, pad=3),
     "stem_4x4_s2": _conv("stem_4x4_s2", 3, 32, 4, 256, stride=2, pad=1),
     # Reverse Distillation's decoder upsampling
-    "deconv_2x2_s2_512": {"name": "deconv_2x2_s2_512", "kind": "deconv", "ci": 1024, "co": 512, "k": 2, "size": 8, "stride": 2},
-    "deconv_2x2_s2_256": {"name": "deconv_2x2_s2_256", "kind": "deconv", "ci": 512, "co": 256, "k": 2, "size": 16, "stride": 2},
+    "deconv_2x2_s2_512": {
+        "name": "deconv_2x2_s2_512",
+        "kind": "deconv",
+        "ci": 1024,
+        "co": 512,
+        "k": 2,
+        "size": 8,
+        "stride": 2,
+    },
+    "deconv_2x2_s2_256": {
+        "name": "deconv_2x2_s2_256",
+        "kind": "deconv",
+        "ci": 512,
+        "co": 256,
+        "k": 2,
+        "size": 16,
+        "stride": 2,
+    },
     # PatchCore: 32x32 patches of 1536 features against a 16384-row memory bank, nearest distance
     "nn_search": {"name": "nn_search", "kind": "nn", "queries": 1024, "bank": 16384, "dim": 1536},
     "layernorm": {"name": "layernorm", "kind": "layernorm", "rows": 4096, "dim": 384},
@@ -74,13 +100,22 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
             w = weight("w", (co, ci, k, k), (ci * k * k) ** -0.5)
             b = weight("b", (co,), 0.1)
             p = case["pad"]
-            nodes.append(helper.make_node("Conv", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2,
-                                          pads=[p] * 4))
+            nodes.append(
+                helper.make_node(
+                    "Conv", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2, pads=[p] * 4
+                )
+            )
         else:
             w = weight("w", (ci, co, k, k), (ci * k * k) ** -0.5)
             b = weight("b", (co,), 0.1)
-            nodes.append(helper.make_node("ConvTranspose", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2))
-        nodes.append(helper.make_node("Relu", ["c"], ["y"]) if case.get("relu", True) else helper.make_node("Identity", ["c"], ["y"]))
+            nodes.append(
+                helper.make_node("ConvTranspose", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2)
+            )
+        nodes.append(
+            helper.make_node("Relu", ["c"], ["y"])
+            if case.get("relu", True)
+            else helper.make_node("Identity", ["c"], ["y"])
+        )
     elif kind == "nn":
         q, m, d = case["queries"], case["bank"], case["dim"]
         shape = (q, d)
@@ -93,16 +128,18 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
         inits.append(numpy_helper.from_array(np.array([-2.0], np.float32), "minus2"))
         del bank
         # anomalib's euclidean_dist: x^2 - 2 x.y + y^2, clamped, sqrt; then min(1), as PatchCore's nearest_neighbors
-        nodes += [helper.make_node("Mul", ["x", "x"], ["xx"]),
-                  helper.make_node("ReduceSum", ["xx", "one"], ["x_sq"], keepdims=1),
-                  helper.make_node("MatMul", ["x", bank_t], ["xy"]),
-                  helper.make_node("Mul", ["xy", "minus2"], ["xy2"]),
-                  helper.make_node("Add", ["xy2", "x_sq"], ["s1"]),
-                  helper.make_node("Add", ["s1", "bank_sq"], ["s2"]),
-                  helper.make_node("Relu", ["s2"], ["s3"]),
-                  helper.make_node("Sqrt", ["s3"], ["dist"]),
-                  helper.make_node("ReduceMin", ["dist"], ["y"], axes=[1], keepdims=1),
-                  helper.make_node("ArgMin", ["dist"], ["idx"], axis=1, keepdims=1)]
+        nodes += [
+            helper.make_node("Mul", ["x", "x"], ["xx"]),
+            helper.make_node("ReduceSum", ["xx", "one"], ["x_sq"], keepdims=1),
+            helper.make_node("MatMul", ["x", bank_t], ["xy"]),
+            helper.make_node("Mul", ["xy", "minus2"], ["xy2"]),
+            helper.make_node("Add", ["xy2", "x_sq"], ["s1"]),
+            helper.make_node("Add", ["s1", "bank_sq"], ["s2"]),
+            helper.make_node("Relu", ["s2"], ["s3"]),
+            helper.make_node("Sqrt", ["s3"], ["dist"]),
+            helper.make_node("ReduceMin", ["dist"], ["y"], axes=[1], keepdims=1),
+            helper.make_node("ArgMin", ["dist"], ["idx"], axis=1, keepdims=1),
+        ]
     elif kind == "layernorm":
         shape = (1, case["rows"], case["dim"])
         g = weight("g", (case["dim"],), 1.0)
@@ -112,19 +149,29 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
         c, s, o = case["channels"], case["size"], case["out"]
         shape = (1, c, s, s)
         inits.append(numpy_helper.from_array(np.array([1, c, o, o], np.int64), "sizes"))
-        nodes.append(helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
-                                      coordinate_transformation_mode="half_pixel"))
+        nodes.append(
+            helper.make_node(
+                "Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="half_pixel"
+            )
+        )
     elif kind == "where":
         s = case["size"]
         shape = (1, 1, s, s)
         inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "t"))
         inits.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
-        nodes += [helper.make_node("Greater", ["x", "t"], ["mask"]),
-                  helper.make_node("Where", ["mask", "x", "zero"], ["y"])]
+        nodes += [
+            helper.make_node("Greater", ["x", "t"], ["mask"]),
+            helper.make_node("Where", ["mask", "x", "zero"], ["y"]),
+        ]
     else:
         raise ValueError(kind)
-    graph = helper.make_graph(nodes, case["name"], [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        case["name"],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString(), shape
@@ -158,8 +205,15 @@ def run_case(case: dict, target, threads: int, rounds: int, calls: int) -> dict:
     se.sample(engines, x, rounds, calls, warmup=2)
     medians = {e.name: float(np.median(e.samples_ms)) for e in engines}
     f = flops(case)
-    row = {"case": case["name"], "spec": case, "ort_ms": medians["ort"], "tvm_ms": medians["tvm_default"],
-           "ratio": medians["tvm_default"] / medians["ort"], "max_abs_error": error, "gflop": f / 1e9}
+    row = {
+        "case": case["name"],
+        "spec": case,
+        "ort_ms": medians["ort"],
+        "tvm_ms": medians["tvm_default"],
+        "ratio": medians["tvm_default"] / medians["ort"],
+        "max_abs_error": error,
+        "gflop": f / 1e9,
+    }
     if f:
         row["tvm_gflops"] = f / medians["tvm_default"] / 1e6
         row["ort_gflops"] = f / medians["ort"] / 1e6
@@ -184,31 +238,56 @@ def main(argv=None) -> int:
     target = host_target(CompilerOptions(num_cores=args.threads))
     cpu = cpu_description()
     peak = peak_gflops(target, args.threads)
-    print(f"CPU {cpu['model']} ({', '.join(cpu['isa'])}); target {target.tvm_target}; FMA peak {peak:.0f} GFLOP/s on "
-          f"{args.threads} cores", flush=True)
+    print(
+        f"CPU {cpu['model']} ({', '.join(cpu['isa'])}); target {target.tvm_target}; FMA peak {peak:.0f} GFLOP/s on "
+        f"{args.threads} cores",
+        flush=True,
+    )
     rows = []
     for name in args.cases:
         row = run_case(CASES[name], target, args.threads, args.rounds, args.calls)
         rows.append(row)
-        rate = f"  TVM {row['tvm_gflops']:6.1f} GFLOP/s ({100 * row['tvm_gflops'] / peak:4.1f}% of peak), ORT {row['ort_gflops']:6.1f}" \
-            if "tvm_gflops" in row else ""
-        print(f"{name:20s} ORT {row['ort_ms']:9.3f} ms  TVM {row['tvm_ms']:9.3f} ms  x{row['ratio']:.2f}{rate}"
-              f"  err {row['max_abs_error']:.1e}", flush=True)
+        rate = (
+            f"  TVM {row['tvm_gflops']:6.1f} GFLOP/s ({100 * row['tvm_gflops'] / peak:4.1f}% of peak), ORT {row['ort_gflops']:6.1f}"
+            if "tvm_gflops" in row
+            else ""
+        )
+        print(
+            f"{name:20s} ORT {row['ort_ms']:9.3f} ms  TVM {row['tvm_ms']:9.3f} ms  x{row['ratio']:.2f}{rate}"
+            f"  err {row['max_abs_error']:.1e}",
+            flush=True,
+        )
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
-        doc = {"command": "python benchmarks/op_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "target": target.tvm_target,
-               "threads": args.threads, "fma_peak_gflops": peak, "load_end": [round(v, 2) for v in os.getloadavg()],
-               "cases": rows}
+        doc = {
+            "command": "python benchmarks/op_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cpu": cpu,
+            "target": target.tvm_target,
+            "threads": args.threads,
+            "fma_peak_gflops": peak,
+            "load_end": [round(v, 2) for v in os.getloadavg()],
+            "cases": rows,
+        }
         (args.output / "op_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
-        lines = [f"# Single-op speed: TVM default schedules vs ONNX Runtime ({args.threads} threads)", "",
-                 (f"CPU: {cpu['model']}, ISA {', '.join(cpu['isa'])}; TVM target `{json.dumps(target.tvm_target)}`; "
-                  f"2-core FMA peak {peak:.0f} GFLOP/s. Medians of {args.rounds} rounds x {args.calls} calls, engines "
-                  "alternating; the machine was shared with other work, so absolute times are noisy."), "",
-                 "| case | ORT ms | TVM ms | TVM/ORT | TVM GFLOP/s | % of peak | ORT GFLOP/s |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"# Single-op speed: TVM default schedules vs ONNX Runtime ({args.threads} threads)",
+            "",
+            (
+                f"CPU: {cpu['model']}, ISA {', '.join(cpu['isa'])}; TVM target `{json.dumps(target.tvm_target)}`; "
+                f"2-core FMA peak {peak:.0f} GFLOP/s. Medians of {args.rounds} rounds x {args.calls} calls, engines "
+                "alternating; the machine was shared with other work, so absolute times are noisy."
+            ),
+            "",
+            "| case | ORT ms | TVM ms | TVM/ORT | TVM GFLOP/s | % of peak | ORT GFLOP/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            g = (f"{r['tvm_gflops']:.1f} | {100 * r['tvm_gflops'] / peak:.0f}% | {r['ort_gflops']:.1f}" if "tvm_gflops" in r
-                 else "- | - | -")
+            g = (
+                f"{r['tvm_gflops']:.1f} | {100 * r['tvm_gflops'] / peak:.0f}% | {r['ort_gflops']:.1f}"
+                if "tvm_gflops" in r
+                else "- | - | -"
+            )
             lines.append(f"| {r['case']} | {r['ort_ms']:.3f} | {r['tvm_ms']:.3f} | {r['ratio']:.2f} | {g} |")
         (args.output / "op_speed.md").write_text("\n".join(lines) + "\n")
         print("wrote", args.output / "op_speed.json")

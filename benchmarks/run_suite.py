@@ -26,20 +26,34 @@ def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     from benchmarks.models.anomalib_zoo import MODELS as ZOO
 
-    parser.add_argument("--models", nargs="+", default=["example", "padim224", "padim256"],
-                        choices=["example", "padim224", "padim256", "zoo", *sorted(ZOO)],
-                        help="'zoo' stands for every anomalib zoo model")
-    parser.add_argument("--threads", type=int, default=THREADS_DEFAULT, help="threads for every engine (and the target's num-cores)")
-    parser.add_argument("--trials", type=int, default=None,
-                        help="tuning trials per model (default: 64 for the example model, 160 for each PaDiM model); 0 skips tuning")
-    parser.add_argument("--tuning-cache", type=Path, default=None, help="reuse this tuning cache instead of a fresh one")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["example", "padim224", "padim256"],
+        choices=["example", "padim224", "padim256", "zoo", *sorted(ZOO)],
+        help="'zoo' stands for every anomalib zoo model",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=THREADS_DEFAULT, help="threads for every engine (and the target's num-cores)"
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="tuning trials per model (default: 64 for the example model, 160 for each PaDiM model); 0 skips tuning",
+    )
+    parser.add_argument(
+        "--tuning-cache", type=Path, default=None, help="reuse this tuning cache instead of a fresh one"
+    )
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--calls", type=int, default=5, help="calls per engine per round")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-openvino", action="store_true")
     parser.add_argument("--stem", default="suite", help="results file names: OUTPUT/STEM.{json,md,png}")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--export-records", action="store_true", help="also write the tuning records to OUTPUT/tuning_records.json")
+    parser.add_argument(
+        "--export-records", action="store_true", help="also write the tuning records to OUTPUT/tuning_records.json"
+    )
     args = parser.parse_args(argv)
     args.models = [m for name in args.models for m in (sorted(ZOO) if name == "zoo" else [name])]
     return args
@@ -61,7 +75,10 @@ def _load_model(name: str, scratch: Path):
     else:
         size = int(name.removeprefix("padim"))
         module = build_padim(size)
-        data, description = to_onnx(module, size), "ResNet-18 layer1-3 PaDiM, 100 random channels, per-patch Mahalanobis"
+        data, description = (
+            to_onnx(module, size),
+            "ResNet-18 layer1-3 PaDiM, 100 random channels, per-patch Mahalanobis",
+        )
     path = scratch / f"{name}.onnx"
     path.write_bytes(data)
     return data, module, size, description, "image", path, {}
@@ -77,7 +94,9 @@ def _load_zoo_model(name: str, scratch: Path):
     module = build(name)
     path = export_module(module, scratch / name, 256)
     imported = import_model(path)
-    description = f"anomalib {name} ({(module.model.__class__.__name__)}), random weights, exported as anomalib 2.x does"
+    description = (
+        f"anomalib {name} ({(module.model.__class__.__name__)}), random weights, exported as anomalib 2.x does"
+    )
     return imported.onnx_bytes, module, 256, description, imported.spec.input.name, path, thresholded_outputs(imported)
 
 
@@ -111,21 +130,35 @@ def run_model(name: str, args, target, cache) -> dict:
     names = [o for o in _output_names(onnx_bytes)]
     for e in engines:
         if e.name.startswith("tvm"):
-            assert_matches_onnxruntime(dict(zip(names, e.run(x))), dict(zip(names, reference)), 1e-3, 1e-4,
-                                       where=f"{name}: {e.name}", thresholded=thresholded)
+            assert_matches_onnxruntime(
+                dict(zip(names, e.run(x))),
+                dict(zip(names, reference)),
+                1e-3,
+                1e-4,
+                where=f"{name}: {e.name}",
+                thresholded=thresholded,
+            )
     print(f"[{name}] measuring {args.rounds} rounds x {args.calls} calls per engine", flush=True)
     se.sample(engines, x, args.rounds, args.calls)
     summaries = {e.name: se.summary(e) for e in engines}
     ort_median = summaries["ort"]["median_ms"]
     flops = sum(float(t.flops) * t.weight for t in extract_tasks(mod, target))
-    report = {"name": name if name != "example" else "example (128x128 autoencoder)", "description": description,
-              "input_shape": [1, 3, size, size], "gflop": flops / 1e9, "engines": summaries,
-              "ratio_to_ort": {k: v["median_ms"] / ort_median for k, v in summaries.items()},
-              "ratio_to_ort_min": {k: v["min_ms"] / summaries["ort"]["min_ms"] for k, v in summaries.items()},
-              "max_abs_error": errors}
+    report = {
+        "name": name if name != "example" else "example (128x128 autoencoder)",
+        "description": description,
+        "input_shape": [1, 3, size, size],
+        "gflop": flops / 1e9,
+        "engines": summaries,
+        "ratio_to_ort": {k: v["median_ms"] / ort_median for k, v in summaries.items()},
+        "ratio_to_ort_min": {k: v["min_ms"] / summaries["ort"]["min_ms"] for k, v in summaries.items()},
+        "max_abs_error": errors,
+    }
     for k, v in summaries.items():
-        print(f"[{name}] {k:12s} median {v['median_ms']:8.2f} ms  p90 {v['p90_ms']:8.2f} ms  "
-              f"x{report['ratio_to_ort'][k]:.2f} of ORT", flush=True)
+        print(
+            f"[{name}] {k:12s} median {v['median_ms']:8.2f} ms  p90 {v['p90_ms']:8.2f} ms  "
+            f"x{report['ratio_to_ort'][k]:.2f} of ORT",
+            flush=True,
+        )
     return report
 
 
@@ -169,17 +202,30 @@ def main(argv=None) -> int:
         "target": target.tvm_target,
         "trials_budget": args.trials if args.trials is not None else "64 (example), 160 (each PaDiM)",
         "tuning_cache": "reused " + str(args.tuning_cache) if args.tuning_cache else "fresh (empty at start)",
-        "environment": {"cpu": _cpu_name(), "isa": se_host_isa(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                        "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()],
-                        "tvm": _version("tvm"), "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
-                        "openvino": "not run" if args.no_openvino else _version("openvino")},
+        "environment": {
+            "cpu": _cpu_name(),
+            "isa": se_host_isa(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_start": [round(v, 2) for v in load_start],
+            "load_end": [round(v, 2) for v in os.getloadavg()],
+            "tvm": _version("tvm"),
+            "onnxruntime": _version("onnxruntime"),
+            "torch": _version("torch"),
+            "openvino": "not run" if args.no_openvino else _version("openvino"),
+        },
         "models": models,
         "isa": _isa(target),
     }
     for path in suite_report.write(results, args.output, args.stem):
         print("wrote", path)
     if args.export_records:
-        print("wrote", args.output / "tuning_records.json", cache.export(args.output / "tuning_records.json", target), "records")
+        print(
+            "wrote",
+            args.output / "tuning_records.json",
+            cache.export(args.output / "tuning_records.json", target),
+            "records",
+        )
     return 0
 
 

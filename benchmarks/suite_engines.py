@@ -8,8 +8,8 @@ processes on a shared machine falls on all engines alike.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -34,9 +34,16 @@ def ort_engine(onnx_bytes: bytes, input_name: str, threads: int) -> Engine:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    return Engine("ort", lambda x: session.run(None, {input_name: x}), time.perf_counter() - started,
-                  notes={"version": ort.__version__, "graph_optimization": "ORT_ENABLE_ALL",
-                         "isa": f"MLAS dispatches at run time to the best the CPU has: {host_isa()}"})
+    return Engine(
+        "ort",
+        lambda x: session.run(None, {input_name: x}),
+        time.perf_counter() - started,
+        notes={
+            "version": ort.__version__,
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "isa": f"MLAS dispatches at run time to the best the CPU has: {host_isa()}",
+        },
+    )
 
 
 def openvino_engine(onnx_path, threads: int) -> Engine:
@@ -45,16 +52,23 @@ def openvino_engine(onnx_path, threads: int) -> Engine:
 
     started = time.perf_counter()
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        core.read_model(str(onnx_path)),
+        "CPU",
+        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"},
+    )
     request = compiled.create_infer_request()
 
     def run(x):
         request.infer({0: x})
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
-    return Engine("openvino", run, time.perf_counter() - started,
-                  notes={"version": ov.get_version(), "hint": "LATENCY", "precision": "f32", "isa": openvino_isa(compiled)})
+    return Engine(
+        "openvino",
+        run,
+        time.perf_counter() - started,
+        notes={"version": ov.get_version(), "hint": "LATENCY", "precision": "f32", "isa": openvino_isa(compiled)},
+    )
 
 
 def openvino_isa(compiled) -> str:
@@ -76,7 +90,9 @@ def host_isa() -> str:
     from pathlib import Path
 
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        ).split()
     except (OSError, StopIteration):
         return platform.machine()
     for flag, name in (("amx_tile", "AVX-512 + AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2")):
@@ -94,8 +110,16 @@ def torch_engine(module, threads: int) -> Engine:
         with torch.inference_mode():
             return [t.numpy() for t in module(torch.from_numpy(x))]
 
-    return Engine("torch", run, 0.0, notes={"version": torch.__version__, "mode": "eager, inference_mode",
-                                            "isa": f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"})
+    return Engine(
+        "torch",
+        run,
+        0.0,
+        notes={
+            "version": torch.__version__,
+            "mode": "eager, inference_mode",
+            "isa": f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}",
+        },
+    )
 
 
 def relax_module(onnx_bytes: bytes, target):
@@ -127,14 +151,24 @@ def tvm_engine(name: str, mod, params: list[np.ndarray], target, database=None) 
         out = main(tvm.runtime.tensor(x), *device_params)
         return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
 
-    return Engine(name, run, compile_s, notes={"isa": f"TVM target {target.tvm_target}",
-                                               "records_applied": pipeline.records_applied,
-                                               "default_scheduled": pipeline.default_scheduled,
-                                               "unscheduled": list(pipeline.unscheduled)})
+    return Engine(
+        name,
+        run,
+        compile_s,
+        notes={
+            "isa": f"TVM target {target.tvm_target}",
+            "records_applied": pipeline.records_applied,
+            "default_scheduled": pipeline.default_scheduled,
+            "unscheduled": list(pipeline.unscheduled),
+        },
+    )
 
 
 def max_abs_errors(engine: Engine, reference: list[np.ndarray], x: np.ndarray) -> list[float]:
-    return [float(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)).max()) for got, want in zip(engine.run(x), reference)]
+    return [
+        float(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)).max())
+        for got, want in zip(engine.run(x), reference)
+    ]
 
 
 # Every engine's idle workers spin for a while before they sleep (TVM, ORT and OpenMP alike); on a machine with as many
@@ -152,7 +186,7 @@ def sample(engines: list[Engine], x: np.ndarray, rounds: int, calls_per_round: i
         for _ in range(warmup):
             engine.run(x)
     for r in range(rounds):
-        for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+        for engine in engines[r % len(engines) :] + engines[: r % len(engines)]:
             time.sleep(IDLE_GAP_S)
             engine.run(x)
             for _ in range(calls_per_round):
@@ -163,6 +197,13 @@ def sample(engines: list[Engine], x: np.ndarray, rounds: int, calls_per_round: i
 
 def summary(engine: Engine) -> dict:
     s = np.asarray(engine.samples_ms)
-    return {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)), "min_ms": float(s.min()),
-            "samples": int(s.size), "prepare_s": round(engine.prepare_s, 2), "tuning_s": round(engine.tuning_s, 1),
-            "trials": engine.trials, **engine.notes}
+    return {
+        "median_ms": float(np.median(s)),
+        "p90_ms": float(np.percentile(s, 90)),
+        "min_ms": float(s.min()),
+        "samples": int(s.size),
+        "prepare_s": round(engine.prepare_s, 2),
+        "tuning_s": round(engine.tuning_s, 1),
+        "trials": engine.trials,
+        **engine.notes,
+    }

@@ -52,11 +52,19 @@ class Bench:
         self.workers: list[subprocess.Popen] = []
         self.started: list[Path] = []
         self.version = 0
-        os.environ.update({
-            "PACKAGER_HOME": str(root / "server"), "PACKAGER_DATABASE_URL": database_url, "PACKAGER_NO_REGISTER": "1",
-            "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO), "PACKAGER_MODEL_BUCKET": MODEL_BUCKET,
-        })
+        os.environ.update(
+            {
+                "PACKAGER_HOME": str(root / "server"),
+                "PACKAGER_DATABASE_URL": database_url,
+                "PACKAGER_NO_REGISTER": "1",
+                "AWS_ENDPOINT_URL_S3": s3_endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "PYTHONPATH": str(REPO),
+                "PACKAGER_MODEL_BUCKET": MODEL_BUCKET,
+            }
+        )
 
     def use(self, engine: str, workers: int) -> None:
         """Send submissions to ``engine`` ("local" or "celery"); the local engine runs ``workers`` jobs at once."""
@@ -74,13 +82,25 @@ class Bench:
             self.started.append(home)
             home.mkdir(parents=True, exist_ok=True)
             log = open(self.root / f"{home.name}.log", "ab")  # noqa: SIM115  (the worker writes it until it stops)
-            self.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "packager", "worker", "--hostname", f"bench-{i}@%h"],
-                env={**os.environ, "PACKAGER_HOME": str(home), "PACKAGER_MAX_WORKERS": "1",
-                     "PACKAGER_BROKER_URL": self.broker_url}, stdout=log, stderr=log, start_new_session=True))
+            self.workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "packager", "worker", "--hostname", f"bench-{i}@%h"],
+                    env={
+                        **os.environ,
+                        "PACKAGER_HOME": str(home),
+                        "PACKAGER_MAX_WORKERS": "1",
+                        "PACKAGER_BROKER_URL": self.broker_url,
+                    },
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
         engine = os.environ.get("PACKAGER_BROKER_URL")
         os.environ["PACKAGER_BROKER_URL"] = self.broker_url
-        self.wait_final([self.submit() for _ in range(count)])  # the first job on a host imports TVM and fetches the model
+        self.wait_final(
+            [self.submit() for _ in range(count)]
+        )  # the first job on a host imports TVM and fetches the model
         if engine is None:
             os.environ.pop("PACKAGER_BROKER_URL")
 
@@ -95,10 +115,17 @@ class Bench:
         from packager.service.jobs import api
 
         self.version += 1
-        configuration = {"Greengrass": {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "ComponentName": "com.bench.Queue",
-                                        "ComponentVersion": f"1.0.{self.version}",
-                                        "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "bench"}}}
-        return api.start_model_packaging_job(ProjectName="bench", ModelVersion="1", Configuration=configuration)["JobName"]
+        configuration = {
+            "Greengrass": {
+                "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+                "ComponentName": "com.bench.Queue",
+                "ComponentVersion": f"1.0.{self.version}",
+                "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "bench"},
+            }
+        }
+        return api.start_model_packaging_job(ProjectName="bench", ModelVersion="1", Configuration=configuration)[
+            "JobName"
+        ]
 
     def row(self, job: str) -> tuple[str, str]:
         return self.db.execute("SELECT status, status_message FROM jobs WHERE name = %s", (job,)).fetchone()
@@ -131,7 +158,9 @@ class Bench:
         submitted = time.time()
         job = self.submit()
         self.wait_final([job])
-        row = self.db.execute("SELECT min(at) FROM bench_events WHERE name = %s AND message LIKE 'importing%%'", (job,)).fetchone()
+        row = self.db.execute(
+            "SELECT min(at) FROM bench_events WHERE name = %s AND message LIKE 'importing%%'", (job,)
+        ).fetchone()
         if row[0] is None:
             raise SystemExit(f"team_queue: job {job} never reported its first stage")
         return row[0] - submitted
@@ -148,14 +177,23 @@ def write_outputs(doc: dict, out: Path) -> None:
     (out / "team_queue.json").write_text(json.dumps(doc, indent=2) + "\n")
     q = doc["queue_cost_s"]
     load = doc.get("load_average_1_5_15", {})
-    lines = [f"# Team job engine: queue cost and throughput\n\n{doc['machine']}. {doc['model']}. {doc['note']}\n",
-             f"Load average (1, 5, 15 min) before: {load.get('before')}, after: {load.get('after')}.\n",
-             "## Queue cost: submission to the first stage's start\n",
-             "| engine | median s | min s | max s | samples |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Team job engine: queue cost and throughput\n\n{doc['machine']}. {doc['model']}. {doc['note']}\n",
+        f"Load average (1, 5, 15 min) before: {load.get('before')}, after: {load.get('after')}.\n",
+        "## Queue cost: submission to the first stage's start\n",
+        "| engine | median s | min s | max s | samples |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for engine, samples in q.items():
-        lines.append(f"| {engine} | {statistics.median(samples):.3f} | {min(samples):.3f} | {max(samples):.3f} | {len(samples)} |")
-    lines += ["", f"## Throughput: {doc['jobs']} jobs submitted at once\n", "| engine | workers | jobs per minute |",
-              "|---|---:|---:|"]
+        lines.append(
+            f"| {engine} | {statistics.median(samples):.3f} | {min(samples):.3f} | {max(samples):.3f} | {len(samples)} |"
+        )
+    lines += [
+        "",
+        f"## Throughput: {doc['jobs']} jobs submitted at once\n",
+        "| engine | workers | jobs per minute |",
+        "|---|---:|---:|",
+    ]
     for key, value in doc["jobs_per_minute"].items():
         engine, workers = key.split(":")
         lines.append(f"| {engine} | {workers} | {value:.2f} |")
@@ -170,7 +208,9 @@ def write_outputs(doc: dict, out: Path) -> None:
     left.set_ylabel("seconds")
     left.set_title("submission to first stage")
     keys = list(doc["jobs_per_minute"])
-    right.bar(range(len(keys)), [doc["jobs_per_minute"][k] for k in keys], tick_label=[k.replace(":", "\n") for k in keys])
+    right.bar(
+        range(len(keys)), [doc["jobs_per_minute"][k] for k in keys], tick_label=[k.replace(":", "\n") for k in keys]
+    )
     right.set_ylabel("jobs per minute")
     right.set_title(f"{doc['jobs']} jobs at once")
     figure.tight_layout()
@@ -196,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     for bucket in (BUCKET, MODEL_BUCKET):
         s3.create_bucket(Bucket=bucket)
     with postgres_server() as pg, redis_server() as redis, tempfile.TemporaryDirectory(prefix="team-queue-") as scratch:
@@ -226,10 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.stop_workers()
             moto.stop()
-    doc = {"machine": cpu_model(), "model": "the bundled example model, LINUX/X86_64, 50 benchmark runs per job, S3 upload",
-           "note": "Both engines on one PostgreSQL store; Celery with Redis on 127.0.0.1.",
-           "jobs": args.jobs, "queue_cost_s": queue, "jobs_per_minute": per_minute,
-           "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+    doc = {
+        "machine": cpu_model(),
+        "model": "the bundled example model, LINUX/X86_64, 50 benchmark runs per job, S3 upload",
+        "note": "Both engines on one PostgreSQL store; Celery with Redis on 127.0.0.1.",
+        "jobs": args.jobs,
+        "queue_cost_s": queue,
+        "jobs_per_minute": per_minute,
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
+    }
     write_outputs(doc, args.output_dir)
     print((args.output_dir / "team_queue.md").read_text())
     return 0

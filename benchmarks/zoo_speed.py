@@ -30,12 +30,18 @@ def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="zoo model names (default: all)")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT)
-    parser.add_argument("--trials", type=int, default=0, help="tuning trials for each model in --tuned-models (0: no tuning)")
-    parser.add_argument("--tuned-models", nargs="*", default=None, help="models to tune (default: all, when --trials > 0)")
+    parser.add_argument(
+        "--trials", type=int, default=0, help="tuning trials for each model in --tuned-models (0: no tuning)"
+    )
+    parser.add_argument(
+        "--tuned-models", nargs="*", default=None, help="models to tune (default: all, when --trials > 0)"
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=3, help="calls per engine per round")
     parser.add_argument("--no-openvino", action="store_true")
-    parser.add_argument("--exports", type=Path, default=None, help="reuse (or write) the exported models under this directory")
+    parser.add_argument(
+        "--exports", type=Path, default=None, help="reuse (or write) the exported models under this directory"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
     return parser.parse_args(argv)
 
@@ -95,16 +101,28 @@ def openvino_engine(path: Path, threads: int):
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.inputs[0].get_any_name(): [1, 3, SIZE, SIZE]})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+            "NUM_STREAMS": 1,
+        },
+    )
     request = compiled.create_infer_request()
 
     def run(x):
         request.infer({0: x})
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
-    return Engine("openvino", run, time.perf_counter() - started,
-                  notes={"version": ov.get_version(), "config": "CPU, latency hint, f32, 1 stream"})
+    return Engine(
+        "openvino",
+        run,
+        time.perf_counter() - started,
+        notes={"version": ov.get_version(), "config": "CPU, latency hint, f32, 1 stream"},
+    )
 
 
 def ort_engine(path: Path, threads: int):
@@ -118,8 +136,9 @@ def ort_engine(path: Path, threads: int):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return Engine("ort", lambda x: session.run(None, {name: x}), time.perf_counter() - started,
-                  notes={"version": ort.__version__})
+    return Engine(
+        "ort", lambda x: session.run(None, {name: x}), time.perf_counter() - started, notes={"version": ort.__version__}
+    )
 
 
 def kernel_flops(mod, target) -> dict[str, float]:
@@ -184,11 +203,17 @@ def tvm_engine(name: str, mod, params, target, database=None):
                 vm.set_instrument(lambda *a: 0)
             runs.append(times)
         names = set().union(*runs)
-        return {n: (max(r.get(n, [0, 0])[0] for r in runs), float(np.median([r.get(n, [0, 0.0])[1] for r in runs])))
-                for n in names}
+        return {
+            n: (max(r.get(n, [0, 0])[0] for r in runs), float(np.median([r.get(n, [0, 0.0])[1] for r in runs])))
+            for n in names
+        }
 
-    engine = Engine(name, run, time.perf_counter() - started,
-                    notes={"records_applied": pipeline.records_applied, "default_scheduled": pipeline.default_scheduled})
+    engine = Engine(
+        name,
+        run,
+        time.perf_counter() - started,
+        notes={"records_applied": pipeline.records_applied, "default_scheduled": pipeline.default_scheduled},
+    )
     return engine, profile
 
 
@@ -197,8 +222,17 @@ def top_kernels(profile: dict, flops: dict, peak: float, total_ms: float) -> lis
     for name, (calls, seconds) in sorted(profile.items(), key=lambda kv: -kv[1][1])[:TOP_KERNELS]:
         f = flops.get(name, 0.0) * calls
         rate = f / seconds / 1e9 if seconds > 0 and f else 0.0
-        rows.append({"kernel": name, "calls": calls, "ms": 1e3 * seconds, "share": 1e3 * seconds / total_ms if total_ms else 0.0,
-                     "gflop": f / 1e9, "gflops": rate, "peak_share": rate / peak if peak else 0.0})
+        rows.append(
+            {
+                "kernel": name,
+                "calls": calls,
+                "ms": 1e3 * seconds,
+                "share": 1e3 * seconds / total_ms if total_ms else 0.0,
+                "gflop": f / 1e9,
+                "gflops": rate,
+                "peak_share": rate / peak if peak else 0.0,
+            }
+        )
     return rows
 
 
@@ -239,13 +273,18 @@ def run_model(name: str, args, target, cache, root: Path, peak: float) -> dict:
             engine.notes["tasks"] = [vars(t) for t in result.tasks]
             engines.append(engine)
     except Exception as exc:  # noqa: BLE001 - a model TVM cannot import or compile is a result of the table
-        report["notes"].append(f"tvm: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}")
+        report["notes"].append(
+            f"tvm: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+        )
         print(f"[{name}] TVM failed: {report['notes'][-1]}", flush=True)
         flops = {}
     for e in engines:
         if e.name != "ort":
-            errors = [float(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)).max())
-                      for g, w in zip(e.run(x), reference) if np.asarray(w).dtype.kind == "f"]
+            errors = [
+                float(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)).max())
+                for g, w in zip(e.run(x), reference)
+                if np.asarray(w).dtype.kind == "f"
+            ]
             e.notes["max_abs_error_float_outputs"] = max(errors) if errors else None
     print(f"[{name}] measuring {args.rounds} rounds x {args.calls} calls per engine", flush=True)
     se.sample(engines, x, args.rounds, args.calls)
@@ -254,7 +293,9 @@ def run_model(name: str, args, target, cache, root: Path, peak: float) -> dict:
     ort_ms = report["engines"]["ort"]["median_ms"]
     report["ratio_to_ort"] = {k: v["median_ms"] / ort_ms for k, v in report["engines"].items()}
     for engine_name, profile in profiles.items():
-        report["kernels"][engine_name] = top_kernels(profile(x), flops, peak, report["engines"][engine_name]["median_ms"])
+        report["kernels"][engine_name] = top_kernels(
+            profile(x), flops, peak, report["engines"][engine_name]["median_ms"]
+        )
     for k, v in report["engines"].items():
         print(f"[{name}] {k:12s} median {v['median_ms']:9.2f} ms  x{report['ratio_to_ort'][k]:.2f} of ORT", flush=True)
     gc.collect()
@@ -267,25 +308,43 @@ def write_report(results: dict, out: Path) -> list[Path]:
     paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
     env = results["environment"]
     engines = ["ort", "openvino", "tvm_default", "tvm_tuned"]
-    lines = ["# anomalib zoo speed at 256x256, batch 1", "",
-             (f"`{results['command']}`, {results['finished']}. CPU: **{env['cpu']['model']}** (ISA {', '.join(env['cpu']['isa'])}), "
-              f"{results['threads']} threads per engine; FMA peak {results['fma_peak_gflops']:.0f} GFLOP/s. "
-              f"ISA used: TVM {env['engine_isa']['tvm']}; ORT {env['engine_isa']['ort']}; OpenVINO {env['engine_isa']['openvino']}. "
-              f"Load average at start/end {env['load_start']} / {env['load_end']}: the machine was shared with other work, "
-              "so absolute times are noisy; engines alternate within each round and figures are medians."), "",
-             "| model | " + " | ".join(f"{e} ms" for e in engines) + " | TVM/ORT untuned | TVM/ORT tuned | OpenVINO/ORT | notes |",
-             "|---|" + "---|" * (len(engines) + 4)]
+    lines = [
+        "# anomalib zoo speed at 256x256, batch 1",
+        "",
+        (
+            f"`{results['command']}`, {results['finished']}. CPU: **{env['cpu']['model']}** (ISA {', '.join(env['cpu']['isa'])}), "
+            f"{results['threads']} threads per engine; FMA peak {results['fma_peak_gflops']:.0f} GFLOP/s. "
+            f"ISA used: TVM {env['engine_isa']['tvm']}; ORT {env['engine_isa']['ort']}; OpenVINO {env['engine_isa']['openvino']}. "
+            f"Load average at start/end {env['load_start']} / {env['load_end']}: the machine was shared with other work, "
+            "so absolute times are noisy; engines alternate within each round and figures are medians."
+        ),
+        "",
+        "| model | "
+        + " | ".join(f"{e} ms" for e in engines)
+        + " | TVM/ORT untuned | TVM/ORT tuned | OpenVINO/ORT | notes |",
+        "|---|" + "---|" * (len(engines) + 4),
+    ]
     for m in results["models"]:
         cells = [f"{m['engines'][e]['median_ms']:.1f}" if e in m["engines"] else "-" for e in engines]
-        ratios = [f"{m['ratio_to_ort'][e]:.2f}" if e in m["ratio_to_ort"] else "-" for e in ("tvm_default", "tvm_tuned", "openvino")]
+        ratios = [
+            f"{m['ratio_to_ort'][e]:.2f}" if e in m["ratio_to_ort"] else "-"
+            for e in ("tvm_default", "tvm_tuned", "openvino")
+        ]
         lines.append(f"| {m['name']} | " + " | ".join(cells + ratios) + f" | {'; '.join(m['notes'])} |")
     for m in results["models"]:
         for engine, rows in m["kernels"].items():
-            lines += ["", f"## {m['name']}: top kernels of {engine}", "",
-                      "| kernel | calls | ms | share | GFLOP | GFLOP/s | % of FMA peak |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"## {m['name']}: top kernels of {engine}",
+                "",
+                "| kernel | calls | ms | share | GFLOP | GFLOP/s | % of FMA peak |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for r in rows:
-                lines.append(f"| {r['kernel']} | {r['calls']} | {r['ms']:.2f} | {100 * r['share']:.0f}% | {r['gflop']:.2f} | "
-                             f"{r['gflops']:.1f} | {100 * r['peak_share']:.0f}% |")
+                lines.append(
+                    f"| {r['kernel']} | {r['calls']} | {r['ms']:.2f} | {100 * r['share']:.0f}% | {r['gflop']:.2f} | "
+                    f"{r['gflops']:.1f} | {100 * r['peak_share']:.0f}% |"
+                )
     paths[1].write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -296,7 +355,12 @@ def write_report(results: dict, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(models) + 2), 4))
     width = 0.25
     for i, e in enumerate(("tvm_default", "tvm_tuned", "openvino")):
-        ax.bar([j + (i - 1) * width for j in range(len(models))], [m["ratio_to_ort"].get(e, 0) for m in models], width, label=e)
+        ax.bar(
+            [j + (i - 1) * width for j in range(len(models))],
+            [m["ratio_to_ort"].get(e, 0) for m in models],
+            width,
+            label=e,
+        )
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(0.8, color="k", lw=0.8, ls="--")
     ax.set_xticks(range(len(models)), [m["name"] for m in models], rotation=30, ha="right")
@@ -330,9 +394,17 @@ def main(argv=None) -> int:
             "command": "python benchmarks/zoo_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "threads": args.threads, "target": target.tvm_target, "fma_peak_gflops": peak, "trials": args.trials,
-            "environment": {"cpu": cpu_description(), "engine_isa": engine_isa(target), "cpu_count": os.cpu_count(),
-                            "load_start": [round(v, 2) for v in load_start], "load_end": [round(v, 2) for v in os.getloadavg()]},
+            "threads": args.threads,
+            "target": target.tvm_target,
+            "fma_peak_gflops": peak,
+            "trials": args.trials,
+            "environment": {
+                "cpu": cpu_description(),
+                "engine_isa": engine_isa(target),
+                "cpu_count": os.cpu_count(),
+                "load_start": [round(v, 2) for v in load_start],
+                "load_end": [round(v, 2) for v in os.getloadavg()],
+            },
             "models": models,
         }
         for path in write_report(results, args.output):

@@ -111,13 +111,15 @@ def compiler_fingerprint() -> str:
 
 
 def compile_cache_key(imported: ImportedModel, target: Target, tuning_records_digest: str) -> CacheKey:
-    return CacheKey({
-        "model": model_content_hash(imported),
-        "spec": _sha256(imported.spec.to_json().encode()),
-        "target": _sha256(json.dumps(asdict(target), sort_keys=True, default=str).encode()),
-        "tuning": tuning_records_digest,
-        "compiler": compiler_fingerprint(),
-    })
+    return CacheKey(
+        {
+            "model": model_content_hash(imported),
+            "spec": _sha256(imported.spec.to_json().encode()),
+            "target": _sha256(json.dumps(asdict(target), sort_keys=True, default=str).encode()),
+            "tuning": tuning_records_digest,
+            "compiler": compiler_fingerprint(),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ class CompileCache:
             staged = model_dir / f".{name}.incoming"
             shutil.copyfile(entry / name, staged)
             os.replace(staged, model_dir / name)
-        return CachedCompile(tuning_records_applied=int(doc["tuning_records_applied"]),
-                             compile_seconds=float(doc["compile_seconds"]))
+        return CachedCompile(
+            tuning_records_applied=int(doc["tuning_records_applied"]), compile_seconds=float(doc["compile_seconds"])
+        )
 
     def store(self, key: CacheKey, model_dir: Path, compiled: CachedCompile) -> None:
         """Keep ``model_dir``'s files under ``key``; a failure to write only costs the next build a compile."""
@@ -167,8 +170,13 @@ class CompileCache:
             for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
                 shutil.copyfile(path, staging / path.name)
                 files[path.name] = _file_sha256(staging / path.name)
-            doc = {"format": ENTRY_FORMAT, "key": key.parts, "files": files,
-                   "tuning_records_applied": compiled.tuning_records_applied, "compile_seconds": compiled.compile_seconds}
+            doc = {
+                "format": ENTRY_FORMAT,
+                "key": key.parts,
+                "files": files,
+                "tuning_records_applied": compiled.tuning_records_applied,
+                "compile_seconds": compiled.compile_seconds,
+            }
             (staging / ENTRY_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
             try:
                 os.rename(staging, self.entry_dir(key))

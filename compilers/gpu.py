@@ -47,7 +47,8 @@ def libdevice_home() -> str:
             return home
     raise CompilationError(
         "NVIDIA targets need CUDA's libdevice (nvvm/libdevice/libdevice.10.bc) at build time; "
-        "set CUDA_PATH to a CUDA toolkit, or install one with: apt-get install -y nvidia-cuda-toolkit")
+        "set CUDA_PATH to a CUDA toolkit, or install one with: apt-get install -y nvidia-cuda-toolkit"
+    )
 
 
 def _lower_storage_sync(call):
@@ -88,10 +89,15 @@ def int32_take_indices():
     class _Int32Take(PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and \
-                    getattr(call.args[1].ty, "dtype", None) == "int64" and _gathered_extent(call) < 2**31:
-                return relax.op.take(call.args[0], relax.op.astype(call.args[1], "int32"), axis=call.attrs.axis,
-                                     mode=call.attrs.mode)
+            if (
+                isinstance(call.op, tvm.ir.Op)
+                and call.op.name == "relax.take"
+                and getattr(call.args[1].ty, "dtype", None) == "int64"
+                and _gathered_extent(call) < 2**31
+            ):
+                return relax.op.take(
+                    call.args[0], relax.op.astype(call.args[1], "int32"), axis=call.attrs.axis, mode=call.attrs.mode
+                )
             return call
 
     @tvm.transform.module_pass(opt_level=0, name="Int32TakeIndices")
@@ -151,8 +157,9 @@ def parse_ptx(text: str, kernels: tuple[str, ...] = ()) -> PtxModule:
     if not version or not target:
         raise CompilationError("GPU module is not PTX: it has no .version/.target directive")
     entries = tuple(re.findall(r"^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+(\w+)\s*\(", text, re.M))
-    return PtxModule(version=(int(version[1]), int(version[2])), target=target[1], size=len(text), entries=entries,
-                     kernels=kernels)
+    return PtxModule(
+        version=(int(version[1]), int(version[2])), target=target[1], size=len(text), entries=entries, kernels=kernels
+    )
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def _read_cuda_module(data: bytes, at: int) -> _CudaModule:
 
     def string(offset: int) -> tuple[str, int]:
         length = u64(offset)
-        return data[offset + 8:offset + 8 + length].decode("ascii", "replace"), offset + 8 + length
+        return data[offset + 8 : offset + 8 + length].decode("ascii", "replace"), offset + 8 + length
 
     length_at = at + len(_CUDA_KIND)
     end = length_at + 8 + u64(length_at)
@@ -204,12 +211,13 @@ def shipped_gpu_code(library_path: Path) -> ShippedGpuCode:
     while at >= 0:
         module = _read_cuda_module(data, at)
         formats.append(module.format)
-        code = data[module.code_at:module.code_at + module.code_length]
+        code = data[module.code_at : module.code_at + module.code_length]
         if module.format == "ptx":
             ptx.append(parse_ptx(code.decode("ascii", "replace"), module.kernels))
         at = data.find(_CUDA_KIND, module.length_at)
-    return ShippedGpuCode(formats=tuple(formats), ptx=tuple(ptx),
-                          has_cuda_source=any(marker in data for marker in _CUDA_C_MARKERS))
+    return ShippedGpuCode(
+        formats=tuple(formats), ptx=tuple(ptx), has_cuda_source=any(marker in data for marker in _CUDA_C_MARKERS)
+    )
 
 
 def declare_kernels_as_entries(ptx: str, kernels: tuple[str, ...]) -> str:
@@ -234,10 +242,10 @@ def with_kernels_as_entries(blob: bytes) -> bytes:
     while at >= 0:
         module = _read_cuda_module(bytes(out), at)
         if module.format == "ptx":
-            text = out[module.code_at:module.code_at + module.code_length].decode("ascii")
+            text = out[module.code_at : module.code_at + module.code_length].decode("ascii")
             fixed = declare_kernels_as_entries(text, module.kernels).encode("ascii")
             grown = len(fixed) - module.code_length
-            out[module.code_at - 8:module.code_at + module.code_length] = struct.pack("<Q", len(fixed)) + fixed
+            out[module.code_at - 8 : module.code_at + module.code_length] = struct.pack("<Q", len(fixed)) + fixed
             for offset in (module.length_at, 0):
                 struct.pack_into("<Q", out, offset, struct.unpack_from("<Q", out, offset)[0] + grown)
         at = out.find(_CUDA_KIND, module.length_at)
@@ -257,10 +265,10 @@ def pack_imports_with_kernel_entries(module, is_system_lib: bool, prefix: str, w
     if len(blob) != int(array[2]):
         raise CompilationError(f"TVM's packed module array holds {len(blob)} bytes, not the {array[2]} it declares")
     fixed = with_kernels_as_entries(blob)
-    rows = ",\n".join("  " + ",".join(f"0x{b:02x}" for b in fixed[i:i + 20]) for i in range(0, len(fixed), 20))
+    rows = ",\n".join("  " + ",".join(f"0x{b:02x}" for b in fixed[i : i + 20]) for i in range(0, len(fixed), 20))
     path = os.path.join(workspace_dir, f"{prefix}devc.c")
     with open(path, "w") as f:
-        f.write(f"{source[:array.start()]}{array[1]}[{len(fixed)}] = {{\n{rows},\n}};{source[array.end():]}")
+        f.write(f"{source[: array.start()]}{array[1]}[{len(fixed)}] = {{\n{rows},\n}};{source[array.end() :]}")
     return path
 
 
@@ -270,20 +278,26 @@ def check_shipped_gpu_code(library_path: Path, target: Target) -> ShippedGpuCode
     code = shipped_gpu_code(library_path)
     where = f"{Path(library_path).name} for {target.name}"
     if code.has_cuda_source or any(fmt != "ptx" for fmt in code.formats):
-        raise CompilationError(f"{where} carries GPU code other than PTX ({', '.join(code.formats)}); "
-                               "CUDA C would need NVRTC on the device")
+        raise CompilationError(
+            f"{where} carries GPU code other than PTX ({', '.join(code.formats)}); "
+            "CUDA C would need NVRTC on the device"
+        )
     if not code.ptx or len(code.ptx) != len(code.formats):
         raise CompilationError(f"{where}: found {len(code.formats)} CUDA modules but {len(code.ptx)} PTX texts")
     for module in code.ptx:
         if missing := [k for k in module.kernels if k not in module.entries]:
             raise CompilationError(
                 f"{where}: the PTX declares {', '.join(missing[:3])}{' and others' if len(missing) > 3 else ''} as device "
-                "functions, not .entry kernels; the CUDA driver could not launch them (CUDA_ERROR_NOT_FOUND)")
+                "functions, not .entry kernels; the CUDA driver could not launch them (CUDA_ERROR_NOT_FOUND)"
+            )
         if module.target != target.options.gpu_code:
-            raise CompilationError(f"{where}: PTX .target {module.target} differs from gpu-code {target.options.gpu_code}")
+            raise CompilationError(
+                f"{where}: PTX .target {module.target} differs from gpu-code {target.options.gpu_code}"
+            )
         if not ptx_isa_allowed(module.version, target.options.cuda_ver):
             bound = target.max_ptx_isa
             raise CompilationError(
                 f"{where}: PTX ISA {module.version[0]}.{module.version[1]} is newer than cuda-ver "
-                f"{target.options.cuda_ver} accepts ({bound[0]}.{bound[1]})")
+                f"{target.options.cuda_ver} accepts ({bound[0]}.{bound[1]})"
+            )
     return code

@@ -42,7 +42,7 @@ def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[
     vm = relax.VirtualMachine(executable, tvm.cpu())
     results = vm[TRANSFORM]([value for _, value in params])
     main = _without(lifted, TRANSFORM)
-    names = [var.name for var in main["main"].params[int(main["main"].attrs["num_input"]):]]
+    names = [var.name for var in main["main"].params[int(main["main"].attrs["num_input"]) :]]
     # Names only label params.bin's entries, in main's order: a weight passed through keeps its own; any other, or
     # a repeat, gets a positional one, so no two entries collide.
     unused = {name for name, _ in params}

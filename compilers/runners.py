@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class TvmRunner:
         self.label = f"host {platform.machine()}"
 
     @classmethod
-    def load(cls, artifact: CompiledArtifact) -> "TvmRunner":
+    def load(cls, artifact: CompiledArtifact) -> TvmRunner:
         return cls(CompiledModel.load(artifact.model_dir))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +77,7 @@ class OnnxRuntimeRunner:
         self.output_names = [o.name for o in session.get_outputs()]
 
     @classmethod
-    def load(cls, imported: ImportedModel, threads: int | None = None) -> "OnnxRuntimeRunner":
+    def load(cls, imported: ImportedModel, threads: int | None = None) -> OnnxRuntimeRunner:
         """``threads``: intra-op threads (one inter-op); None leaves ONNX Runtime's choice."""
         import onnxruntime as ort
 

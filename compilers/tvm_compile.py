@@ -64,7 +64,9 @@ def relax_for_target(imported: ImportedModel, target: Target):
     try:
         return prepack_weights(mod, params, tvm.target.Target(target.tvm_target))
     except Exception as exc:
-        raise CompilationError(f"precomputing the weights of {imported.source_path.name} failed: {_error_summary(exc)}") from None
+        raise CompilationError(
+            f"precomputing the weights of {imported.source_path.name} failed: {_error_summary(exc)}"
+        ) from None
 
 
 def require_toolchain(target: Target) -> None:
@@ -72,7 +74,8 @@ def require_toolchain(target: Target) -> None:
         package = "gcc-" + target.host_triple.replace("_", "-")
         raise CompilationError(
             f"target {target.name} needs the cross linker '{target.cross_compiler}', which is not installed; "
-            f"install it with: apt-get install -y {package}")
+            f"install it with: apt-get install -y {package}"
+        )
 
 
 def _export(executable, target: Target, library_path: Path) -> None:
@@ -105,24 +108,34 @@ def tuned_database(mod, target: Target, options: CompileOptions, progress=None):
 
     if is_gpu(target):
         if options.tuning_trials:
-            raise ValidationException(f"tuning-trials: tuning is implemented for CPU targets; {target.name} is a GPU target",
-                                      field="tuning-trials")
+            raise ValidationException(
+                f"tuning-trials: tuning is implemented for CPU targets; {target.name} is a GPU target",
+                field="tuning-trials",
+            )
         return None, 0
     if options.tuning_cache_dir is None:
         if options.tuning_trials:
-            raise ValidationException("tuning-trials: tuning needs a tuning cache directory to keep its records",
-                                      field="tuning-trials")
+            raise ValidationException(
+                "tuning-trials: tuning needs a tuning cache directory to keep its records", field="tuning-trials"
+            )
         return None, 0
     cache = open_tuning_cache(options.tuning_cache_dir)
     if options.tuning_trials == 0 and not cache.has_records(target):
         return None, 0
-    result = tune(mod, target, options.tuning_trials, cache, progress=options.tuning_progress,
-                  log=progress if options.tuning_progress else None)
+    result = tune(
+        mod,
+        target,
+        options.tuning_trials,
+        cache,
+        progress=options.tuning_progress,
+        log=progress if options.tuning_progress else None,
+    )
     return cache.database_for(target), result.trials
 
 
-def compile_model(imported: ImportedModel, target: Target, options: CompileOptions, database=None,
-                  progress=None) -> CompiledArtifact:
+def compile_model(
+    imported: ImportedModel, target: Target, options: CompileOptions, database=None, progress=None
+) -> CompiledArtifact:
     """Compile, export model.so + params.bin + manifest.json + spec.json into options.work_dir/model.
 
     Without an explicit ``database``, records come from the tuning cache (after tuning options.tuning_trials trials;
@@ -135,8 +148,9 @@ def compile_model(imported: ImportedModel, target: Target, options: CompileOptio
     return _compile_cached(imported, target, options, started, progress)
 
 
-def _compile_cached(imported: ImportedModel, target: Target, options: CompileOptions, started: float,
-                    progress=None) -> CompiledArtifact:
+def _compile_cached(
+    imported: ImportedModel, target: Target, options: CompileOptions, started: float, progress=None
+) -> CompiledArtifact:
     prepared, trials = None, 0
     if options.tuning_trials:  # tune first: the records it adds are part of the key
         mod, params = relax_for_target(imported, target)
@@ -149,17 +163,31 @@ def _compile_cached(imported: ImportedModel, target: Target, options: CompileOpt
     hit = cache.load(key, model_dir)
     if hit is not None:
         return CompiledArtifact(
-            model_dir=model_dir, target_name=target.name, device=target.device, library_path=model_dir / model_runner.LIBRARY,
-            params_path=model_dir / model_runner.PARAMS, manifest_path=model_dir / model_runner.MANIFEST,
-            compile_seconds=time.perf_counter() - started, tuning_trials=trials,
-            tuning_records_applied=hit.tuning_records_applied, from_cache=True)
+            model_dir=model_dir,
+            target_name=target.name,
+            device=target.device,
+            library_path=model_dir / model_runner.LIBRARY,
+            params_path=model_dir / model_runner.PARAMS,
+            manifest_path=model_dir / model_runner.MANIFEST,
+            compile_seconds=time.perf_counter() - started,
+            tuning_trials=trials,
+            tuning_records_applied=hit.tuning_records_applied,
+            from_cache=True,
+        )
     artifact = _compile(imported, target, options, started, prepared=prepared, progress=progress)
     cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))
     return replace(artifact, tuning_trials=trials)
 
 
-def _compile(imported: ImportedModel, target: Target, options: CompileOptions, started: float, database=None,
-             prepared: tuple | None = None, progress=None) -> CompiledArtifact:
+def _compile(
+    imported: ImportedModel,
+    target: Target,
+    options: CompileOptions,
+    started: float,
+    database=None,
+    prepared: tuple | None = None,
+    progress=None,
+) -> CompiledArtifact:
     """prepared: (mod, params, database) when the caller already imported and tuned."""
     import tvm
 
@@ -177,7 +205,9 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
     try:
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
-        raise CompilationError(f"TVM failed to compile {imported.source_path.name} for {target.name}: {_error_summary(exc)}") from None
+        raise CompilationError(
+            f"TVM failed to compile {imported.source_path.name} for {target.name}: {_error_summary(exc)}"
+        ) from None
     # What the build used, counted as it scheduled each kernel; the GPU pipeline applies no records yet.
     applied = pipeline.records_applied if isinstance(pipeline, CpuPipeline) else 0
     model_dir = Path(options.work_dir) / "model"
@@ -189,7 +219,7 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
         raise CompilationError(f"linking the library for {target.name} failed: {_error_summary(exc)}") from None
     ptx_isa = None
     if target.device == "cuda":
-        ptx_isa = "%d.%d" % max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)
+        ptx_isa = ".".join(map(str, max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)))
     params_path = model_dir / model_runner.PARAMS
     tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
     manifest = {
@@ -213,9 +243,15 @@ def _compile(imported: ImportedModel, target: Target, options: CompileOptions, s
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (model_dir / model_runner.SPEC).write_text(imported.spec.to_json())
     return CompiledArtifact(
-        model_dir=model_dir, target_name=target.name, device=target.device, library_path=library_path,
-        params_path=params_path, manifest_path=manifest_path, compile_seconds=time.perf_counter() - started,
-        tuning_trials=trials, tuning_records_applied=applied,
+        model_dir=model_dir,
+        target_name=target.name,
+        device=target.device,
+        library_path=library_path,
+        params_path=params_path,
+        manifest_path=manifest_path,
+        compile_seconds=time.perf_counter() - started,
+        tuning_trials=trials,
+        tuning_records_applied=applied,
     )
 
 

@@ -42,15 +42,23 @@ def thresholded_outputs(imported: ImportedModel) -> dict[str, tuple[str, float]]
     (anomalib v2: pred_label = pred_score > 0.5, pred_mask = anomaly_map > 0.5)."""
     spec = imported.spec
     pairs = {}
-    for verdict, source, threshold in ((OutputRole.LABEL, OutputRole.SCORE, spec.image_threshold),
-                                       (OutputRole.MASK, OutputRole.ANOMALY_MAP, spec.pixel_threshold)):
+    for verdict, source, threshold in (
+        (OutputRole.LABEL, OutputRole.SCORE, spec.image_threshold),
+        (OutputRole.MASK, OutputRole.ANOMALY_MAP, spec.pixel_threshold),
+    ):
         if spec.output(verdict) is not None and spec.output(source) is not None:
             pairs[spec.output(verdict).name] = (spec.output(source).name, float(threshold))
     return pairs
 
 
-def _bool_mismatches(got: np.ndarray, want: np.ndarray, expected: dict[str, np.ndarray], pair: tuple[str, float] | None,
-                     rtol: float, atol: float) -> int:
+def _bool_mismatches(
+    got: np.ndarray,
+    want: np.ndarray,
+    expected: dict[str, np.ndarray],
+    pair: tuple[str, float] | None,
+    rtol: float,
+    atol: float,
+) -> int:
     """Elements where two bool outputs differ and the difference is not excused by a float at the threshold."""
     differ = np.asarray(got) != np.asarray(want)
     if pair is not None and pair[0] in expected and expected[pair[0]].shape == want.shape:
@@ -60,44 +68,66 @@ def _bool_mismatches(got: np.ndarray, want: np.ndarray, expected: dict[str, np.n
     return int(differ.sum())
 
 
-def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float,
-                    thresholded: dict[str, tuple[str, float]] | None = None) -> list[OutputComparison]:
+def compare_outputs(
+    actual: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    rtol: float,
+    atol: float,
+    thresholded: dict[str, tuple[str, float]] | None = None,
+) -> list[OutputComparison]:
     """Floats within rtol/atol; bools equal, except where the float they threshold is that close to the threshold."""
     results = []
     for name, want in expected.items():
         got = actual[name]
         if got.shape != want.shape:
-            raise AccuracyMismatchError(f"output '{name}': compiled shape {list(got.shape)} differs from ONNX Runtime's {list(want.shape)}")
+            raise AccuracyMismatchError(
+                f"output '{name}': compiled shape {list(got.shape)} differs from ONNX Runtime's {list(want.shape)}"
+            )
         if want.dtype == np.bool_ or got.dtype == np.bool_:
             wrong = _bool_mismatches(got, want, expected, (thresholded or {}).get(name), rtol, atol)
-            results.append(OutputComparison(name=name, max_abs_error=float(wrong), max_rel_error=wrong / max(want.size, 1),
-                                            within_tolerance=wrong == 0))
+            results.append(
+                OutputComparison(
+                    name=name,
+                    max_abs_error=float(wrong),
+                    max_rel_error=wrong / max(want.size, 1),
+                    within_tolerance=wrong == 0,
+                )
+            )
             continue
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         finite = np.isfinite(got).all()
-        results.append(OutputComparison(
-            name=name,
-            max_abs_error=float(diff.max()) if diff.size else 0.0,
-            max_rel_error=float((diff / np.maximum(np.abs(want), 1e-12)).max()) if diff.size else 0.0,
-            within_tolerance=bool(finite and np.allclose(got, want, rtol=rtol, atol=atol)),
-        ))
+        results.append(
+            OutputComparison(
+                name=name,
+                max_abs_error=float(diff.max()) if diff.size else 0.0,
+                max_rel_error=float((diff / np.maximum(np.abs(want), 1e-12)).max()) if diff.size else 0.0,
+                within_tolerance=bool(finite and np.allclose(got, want, rtol=rtol, atol=atol)),
+            )
+        )
     return results
 
 
-def assert_matches_onnxruntime(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float, atol: float,
-                               where: str = "compiled model", thresholded: dict[str, tuple[str, float]] | None = None,
-                               ) -> list[OutputComparison]:
+def assert_matches_onnxruntime(
+    actual: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    rtol: float,
+    atol: float,
+    where: str = "compiled model",
+    thresholded: dict[str, tuple[str, float]] | None = None,
+) -> list[OutputComparison]:
     """Fail the build on the first output outside rtol/atol, naming it and its max error."""
     results = compare_outputs(actual, expected, rtol, atol, thresholded)
     for r in results:
         if not r.within_tolerance and (expected[r.name].dtype == np.bool_ or actual[r.name].dtype == np.bool_):
             raise AccuracyMismatchError(
                 f"{where} disagrees with ONNX Runtime on bool output '{r.name}' at {int(r.max_abs_error)} of "
-                f"{expected[r.name].size} elements away from the threshold")
+                f"{expected[r.name].size} elements away from the threshold"
+            )
         if not r.within_tolerance:
             raise AccuracyMismatchError(
                 f"{where} disagrees with ONNX Runtime on output '{r.name}': max abs error {r.max_abs_error:.3g}, "
-                f"max rel error {r.max_rel_error:.3g} (tolerance rtol={rtol:g}, atol={atol:g})")
+                f"max rel error {r.max_rel_error:.3g} (tolerance rtol={rtol:g}, atol={atol:g})"
+            )
     return results
 
 
@@ -105,6 +135,12 @@ def check_against_onnxruntime(runner: Runner, imported: ImportedModel, options: 
     """Run ``runner`` and ONNX Runtime on one random input; fail the build on a mismatch, naming where the model ran.
     Returns output name -> max abs error."""
     x = random_input(imported)
-    results = assert_matches_onnxruntime(runner.run(x), OnnxRuntimeRunner.load(imported).run(x), options.rtol, options.atol,
-                                         where=f"compiled model on {runner.label}", thresholded=thresholded_outputs(imported))
+    results = assert_matches_onnxruntime(
+        runner.run(x),
+        OnnxRuntimeRunner.load(imported).run(x),
+        options.rtol,
+        options.atol,
+        where=f"compiled model on {runner.label}",
+        thresholded=thresholded_outputs(imported),
+    )
     return {r.name: r.max_abs_error for r in results}

@@ -80,8 +80,14 @@ def members(shape_name: str | None) -> tuple[Member, ...]:
     if shape_name is None:
         return ()
     return tuple(
-        Member(name=n, shape=m["shape"], location=m.get("location"), location_name=m.get("locationName"),
-               idempotency_token=bool(m.get("idempotencyToken")), documentation=m.get("documentation", ""))
+        Member(
+            name=n,
+            shape=m["shape"],
+            location=m.get("location"),
+            location_name=m.get("locationName"),
+            idempotency_token=bool(m.get("idempotencyToken")),
+            documentation=m.get("documentation", ""),
+        )
         for n, m in shape(shape_name).get("members", {}).items()
     )
 

@@ -19,16 +19,43 @@ from targets.options import CompilerOptions
 
 # The newest PTX ISA each CUDA release's driver/ptxas accepts (PTX ISA release notes).
 CUDA_MAX_PTX_ISA: dict[str, tuple[int, int]] = {
-    "10.0": (6, 3), "10.1": (6, 4), "10.2": (6, 5),
-    "11.0": (7, 0), "11.1": (7, 1), "11.2": (7, 2), "11.3": (7, 3), "11.4": (7, 4), "11.5": (7, 5),
-    "11.6": (7, 6), "11.7": (7, 7), "11.8": (7, 8),
-    "12.0": (8, 0), "12.1": (8, 1), "12.2": (8, 2), "12.3": (8, 3), "12.4": (8, 4), "12.5": (8, 5),
-    "12.6": (8, 5), "12.8": (8, 7), "12.9": (8, 8), "13.0": (9, 0),
+    "10.0": (6, 3),
+    "10.1": (6, 4),
+    "10.2": (6, 5),
+    "11.0": (7, 0),
+    "11.1": (7, 1),
+    "11.2": (7, 2),
+    "11.3": (7, 3),
+    "11.4": (7, 4),
+    "11.5": (7, 5),
+    "11.6": (7, 6),
+    "11.7": (7, 7),
+    "11.8": (7, 8),
+    "12.0": (8, 0),
+    "12.1": (8, 1),
+    "12.2": (8, 2),
+    "12.3": (8, 3),
+    "12.4": (8, 4),
+    "12.5": (8, 5),
+    "12.6": (8, 5),
+    "12.8": (8, 7),
+    "12.9": (8, 8),
+    "13.0": (9, 0),
 }
 # The oldest CUDA release that knows each GPU architecture.
 SM_MIN_CUDA: dict[int, str] = {
-    53: "10.0", 60: "10.0", 61: "10.0", 62: "10.0", 70: "10.0", 72: "10.0", 75: "10.0",
-    80: "11.0", 86: "11.1", 87: "11.4", 89: "11.8", 90: "11.8",
+    53: "10.0",
+    60: "10.0",
+    61: "10.0",
+    62: "10.0",
+    70: "10.0",
+    72: "10.0",
+    75: "10.0",
+    80: "11.0",
+    86: "11.1",
+    87: "11.4",
+    89: "11.8",
+    90: "11.8",
 }
 
 
@@ -133,8 +160,12 @@ def _nvidia_target(name: str, triple: str, arch: str, options: CompilerOptions, 
         cross_compiler=cross,
         greengrass=GreengrassPlatform("linux", arch),
         device="cuda",
-        runtime_needs=RuntimeNeeds(pip=CPU_RUNTIME_PIP, cuda_ver=options.cuda_ver, trt_ver=options.trt_ver,
-                                   cuda_runtime=CudaRuntime.WHEEL if wheel_ok else CudaRuntime.DEVICE_BUILD),
+        runtime_needs=RuntimeNeeds(
+            pip=CPU_RUNTIME_PIP,
+            cuda_ver=options.cuda_ver,
+            trt_ver=options.trt_ver,
+            cuda_runtime=CudaRuntime.WHEEL if wheel_ok else CudaRuntime.DEVICE_BUILD,
+        ),
         options=options,
     )
 
@@ -163,9 +194,13 @@ class CatalogEntry:
 _X86_64 = ("x86_64-linux-gnu", "amd64", CompilerOptions(mcpu="core-avx2"))
 _ARM64 = ("aarch64-linux-gnu", "aarch64", CompilerOptions(mattr=("+neon",)))
 # Lookout's documented test device: Jetson AGX Xavier on JetPack 4.4-4.5.1 (Carmel cores, Volta sm_72).
-JETSON_XAVIER_DEFAULTS = CompilerOptions(mcpu="carmel", mattr=("+neon",), gpu_code="sm_72", cuda_ver="10.2", trt_ver="7.1.3")
+JETSON_XAVIER_DEFAULTS = CompilerOptions(
+    mcpu="carmel", mattr=("+neon",), gpu_code="sm_72", cuda_ver="10.2", trt_ver="7.1.3"
+)
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("jetson_xavier", TargetKey(device="jetson_xavier"), "aarch64-linux-gnu", "aarch64", JETSON_XAVIER_DEFAULTS, True),
+    CatalogEntry(
+        "jetson_xavier", TargetKey(device="jetson_xavier"), "aarch64-linux-gnu", "aarch64", JETSON_XAVIER_DEFAULTS, True
+    ),
     CatalogEntry("LINUX/X86_64", TargetKey(arch="X86_64"), *_X86_64, False),
     CatalogEntry("LINUX/X86_64/NVIDIA", TargetKey(arch="X86_64", accelerator="NVIDIA"), *_X86_64, True),
     CatalogEntry("LINUX/ARM64", TargetKey(arch="ARM64"), *_ARM64, False),
@@ -196,20 +231,29 @@ def _merge(defaults: CompilerOptions, given: CompilerOptions) -> CompilerOptions
 def check_cuda_combination(options: CompilerOptions) -> None:
     """gpu-code and cuda-ver must name a pair that the CUDA driver can load."""
     if options.gpu_code is None or not re.fullmatch(r"sm_\d{2,3}", options.gpu_code):
-        raise ValidationException(f"CompilerOptions gpu-code must look like 'sm_72', got {options.gpu_code!r}", field="gpu-code")
+        raise ValidationException(
+            f"CompilerOptions gpu-code must look like 'sm_72', got {options.gpu_code!r}", field="gpu-code"
+        )
     if options.cuda_ver not in CUDA_MAX_PTX_ISA:
         raise ValidationException(
-            f"CompilerOptions cuda-ver {options.cuda_ver!r} is not supported; valid: {', '.join(CUDA_MAX_PTX_ISA)}", field="cuda-ver")
+            f"CompilerOptions cuda-ver {options.cuda_ver!r} is not supported; valid: {', '.join(CUDA_MAX_PTX_ISA)}",
+            field="cuda-ver",
+        )
     if options.sm not in SM_MIN_CUDA:
         raise ValidationException(
             f"CompilerOptions gpu-code {options.gpu_code!r} is not supported; valid: {', '.join(f'sm_{s}' for s in SM_MIN_CUDA)}",
-            field="gpu-code")
+            field="gpu-code",
+        )
     need = SM_MIN_CUDA[options.sm]
     if _version_tuple(options.cuda_ver) < _version_tuple(need):
         raise ValidationException(
-            f"CompilerOptions gpu-code {options.gpu_code} needs cuda-ver >= {need}, but cuda-ver is {options.cuda_ver}", field="gpu-code")
+            f"CompilerOptions gpu-code {options.gpu_code} needs cuda-ver >= {need}, but cuda-ver is {options.cuda_ver}",
+            field="gpu-code",
+        )
     if not options.trt_ver or not re.fullmatch(r"\d+(\.\d+){0,3}", options.trt_ver):
-        raise ValidationException(f"CompilerOptions trt-ver must be a version like '7.1.3', got {options.trt_ver!r}", field="trt-ver")
+        raise ValidationException(
+            f"CompilerOptions trt-ver must be a version like '7.1.3', got {options.trt_ver!r}", field="trt-ver"
+        )
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -225,7 +269,9 @@ def get_target(name: str, options: CompilerOptions | None = None) -> Target:
     """The catalog's reader by name: a name from target_names() plus compiler options."""
     entry = _BY_NAME.get(name)
     if entry is None:
-        raise ValidationException(f"unknown target {name!r}; valid targets: {', '.join(target_names())}", field="Target")
+        raise ValidationException(
+            f"unknown target {name!r}; valid targets: {', '.join(target_names())}", field="Target"
+        )
     return _target(entry, options or CompilerOptions())
 
 
@@ -240,7 +286,8 @@ def _target(entry: CatalogEntry, options: CompilerOptions) -> Target:
     if gpu_only:
         raise ValidationException(
             f"CompilerOptions {', '.join(gpu_only)} only apply with Accelerator NVIDIA, and target {entry.name} has none",
-            field=gpu_only[0])
+            field=gpu_only[0],
+        )
     return _cpu_target(entry.name, entry.triple, entry.greengrass_arch, opts, cross)
 
 
@@ -251,7 +298,9 @@ def resolve_target(request: TargetRequest) -> Target:
     if request.target_device:
         if request.target_device not in TARGET_DEVICES:
             raise ValidationException(
-                f"unknown TargetDevice {request.target_device!r}; valid: {', '.join(TARGET_DEVICES)}", field="TargetDevice")
+                f"unknown TargetDevice {request.target_device!r}; valid: {', '.join(TARGET_DEVICES)}",
+                field="TargetDevice",
+            )
         if request.compiler_options != CompilerOptions():
             raise ValidationException("CompilerOptions is not allowed with TargetDevice", field="CompilerOptions")
         return _target(_BY_KEY[TargetKey(device=request.target_device)], CompilerOptions())
@@ -260,16 +309,28 @@ def resolve_target(request: TargetRequest) -> Target:
     if request.os != "LINUX":
         raise ValidationException(f"TargetPlatform.Os must be LINUX, got {request.os!r}", field="TargetPlatform.Os")
     if request.arch not in ARCHES:
-        raise ValidationException(f"TargetPlatform.Arch must be one of {', '.join(ARCHES)}, got {request.arch!r}",
-                                  field="TargetPlatform.Arch")
+        raise ValidationException(
+            f"TargetPlatform.Arch must be one of {', '.join(ARCHES)}, got {request.arch!r}", field="TargetPlatform.Arch"
+        )
     if request.accelerator not in (None, "NVIDIA"):
-        raise ValidationException(f"TargetPlatform.Accelerator must be NVIDIA, got {request.accelerator!r}",
-                                  field="TargetPlatform.Accelerator")
+        raise ValidationException(
+            f"TargetPlatform.Accelerator must be NVIDIA, got {request.accelerator!r}",
+            field="TargetPlatform.Accelerator",
+        )
     if request.accelerator == "NVIDIA":
-        missing = [k for k, v in (("gpu-code", request.compiler_options.gpu_code), ("trt-ver", request.compiler_options.trt_ver),
-                                  ("cuda-ver", request.compiler_options.cuda_ver)) if not v]
+        missing = [
+            k
+            for k, v in (
+                ("gpu-code", request.compiler_options.gpu_code),
+                ("trt-ver", request.compiler_options.trt_ver),
+                ("cuda-ver", request.compiler_options.cuda_ver),
+            )
+            if not v
+        ]
         if missing:
-            raise ValidationException(f"Accelerator NVIDIA requires CompilerOptions {', '.join(missing)}", field="CompilerOptions")
+            raise ValidationException(
+                f"Accelerator NVIDIA requires CompilerOptions {', '.join(missing)}", field="CompilerOptions"
+            )
     return _target(_BY_KEY[TargetKey(arch=request.arch, accelerator=request.accelerator)], request.compiler_options)
 
 

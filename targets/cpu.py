@@ -28,8 +28,14 @@ class HostCpu:
     @property
     def isa(self) -> tuple[str, ...]:
         """The vector extensions that matter for float32 work, widest first."""
-        names = (("amx_tile", "amx"), ("avx512f", "avx512"), ("avx2", "avx2"), ("fma", "fma"), ("sve", "sve"),
-                 ("asimd", "neon"))
+        names = (
+            ("amx_tile", "amx"),
+            ("avx512f", "avx512"),
+            ("avx2", "avx2"),
+            ("fma", "fma"),
+            ("sve", "sve"),
+            ("asimd", "neon"),
+        )
         return tuple(label for flag, label in names if flag in self.flags)
 
 
@@ -46,8 +52,14 @@ def parse_cpuinfo(text: str, machine: str) -> HostCpu:
     family = fields.get("cpu family")
     part = fields.get("CPU part")
     model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or platform.processor() or machine
-    return HostCpu(model=model, vendor=fields.get("vendor_id", ""), family=int(family) if family and family.isdigit() else None,
-                   machine=machine, flags=flags, arm_part=int(part, 16) if part and part.startswith("0x") else None)
+    return HostCpu(
+        model=model,
+        vendor=fields.get("vendor_id", ""),
+        family=int(family) if family and family.isdigit() else None,
+        machine=machine,
+        flags=flags,
+        arm_part=int(part, 16) if part and part.startswith("0x") else None,
+    )
 
 
 @lru_cache(maxsize=1)
@@ -60,8 +72,15 @@ def host_cpu() -> HostCpu:
 
 
 # ARM cores by MIDR part number (Arm Ltd. and NVIDIA designs), as LLVM names them.
-_ARM_PARTS = {0xd08: "cortex-a72", 0xd0b: "cortex-a76", 0xd0c: "neoverse-n1", 0xd40: "neoverse-v1", 0xd49: "neoverse-n2",
-              0xd4f: "neoverse-v2", 0x004: "carmel"}
+_ARM_PARTS = {
+    0xD08: "cortex-a72",
+    0xD0B: "cortex-a76",
+    0xD0C: "neoverse-n1",
+    0xD40: "neoverse-v1",
+    0xD49: "neoverse-n2",
+    0xD4F: "neoverse-v2",
+    0x004: "carmel",
+}
 
 
 def host_mcpu(cpu: HostCpu) -> str | None:
@@ -102,15 +121,53 @@ class VectorIsa:
         return self.registers - 4
 
 
-_X86 = {"avx512": VectorIsa("avx512", 16, 32, 2), "avx2": VectorIsa("avx2", 8, 16, 2), "sse": VectorIsa("sse", 4, 16, 2)}
+_X86 = {
+    "avx512": VectorIsa("avx512", 16, 32, 2),
+    "avx2": VectorIsa("avx2", 8, 16, 2),
+    "sse": VectorIsa("sse", 4, 16, 2),
+}
 NEON = VectorIsa("neon", 4, 32, 2)
 
 # LLVM CPU names with AVX-512, and those with AVX2, for targets that name an mcpu (mattr can add or remove features).
-_AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client", "icelake-server", "tigerlake",
-                "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids",
-                "knl", "knm", "znver4", "znver5", "x86-64-v4")
-_AVX2_CPUS = ("haswell", "core-avx2", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake", "arrowlake",
-              "arrowlake-s", "lunarlake", "gracemont", "pantherlake", "znver1", "znver2", "znver3", "x86-64-v3", "bdver4")
+_AVX512_CPUS = (
+    "skylake-avx512",
+    "cascadelake",
+    "cooperlake",
+    "cannonlake",
+    "icelake-client",
+    "icelake-server",
+    "tigerlake",
+    "rocketlake",
+    "sapphirerapids",
+    "emeraldrapids",
+    "graniterapids",
+    "graniterapids-d",
+    "diamondrapids",
+    "knl",
+    "knm",
+    "znver4",
+    "znver5",
+    "x86-64-v4",
+)
+_AVX2_CPUS = (
+    "haswell",
+    "core-avx2",
+    "broadwell",
+    "skylake",
+    "alderlake",
+    "raptorlake",
+    "meteorlake",
+    "arrowlake",
+    "arrowlake-s",
+    "lunarlake",
+    "gracemont",
+    "pantherlake",
+    "znver1",
+    "znver2",
+    "znver3",
+    "x86-64-v3",
+    "bdver4",
+)
 
 
 def vector_isa(tvm_target: dict) -> VectorIsa:

@@ -43,8 +43,15 @@ MAX_MATTR = 64
 TUNING_TRIALS_RANGE = (0, 100_000)  # MetaSchedule trials per build, not per kernel
 _INTEGER_RANGES = {"num-cores": (1, 1024), "tuning-trials": TUNING_TRIALS_RANGE}
 # The service's key -> the CompilerOptions attribute; "tuning-trials" is ParsedCompilerOptions.tuning_trials.
-OPTION_KEYS = {"mcpu": "mcpu", "mattr": "mattr", "gpu-code": "gpu_code", "trt-ver": "trt_ver", "cuda-ver": "cuda_ver",
-               "num-cores": "num_cores", "tuning-trials": "tuning_trials"}
+OPTION_KEYS = {
+    "mcpu": "mcpu",
+    "mattr": "mattr",
+    "gpu-code": "gpu_code",
+    "trt-ver": "trt_ver",
+    "cuda-ver": "cuda_ver",
+    "num-cores": "num_cores",
+    "tuning-trials": "tuning_trials",
+}
 
 
 def parse_compiler_options(text: str | None) -> ParsedCompilerOptions:
@@ -58,14 +65,19 @@ def parse_compiler_options(text: str | None) -> ParsedCompilerOptions:
         try:
             doc = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}
-            raise ValidationException(f"CompilerOptions is neither JSON nor a quoted dict: {shown(text)}",
-                                      field="CompilerOptions") from None
+            raise ValidationException(
+                f"CompilerOptions is neither JSON nor a quoted dict: {shown(text)}", field="CompilerOptions"
+            ) from None
     if not isinstance(doc, dict):
-        raise ValidationException("CompilerOptions must be an object such as {\"mcpu\": \"core-avx2\"}", field="CompilerOptions")
-    unknown = sorted((repr(k)[:50] for k in doc if not isinstance(k, str) or k not in OPTION_KEYS))
+        raise ValidationException(
+            'CompilerOptions must be an object such as {"mcpu": "core-avx2"}', field="CompilerOptions"
+        )
+    unknown = sorted(repr(k)[:50] for k in doc if not isinstance(k, str) or k not in OPTION_KEYS)
     if unknown:
-        raise ValidationException(f"CompilerOptions has unknown keys [{', '.join(unknown[:10])}]; valid: {sorted(OPTION_KEYS)}",
-                                  field="CompilerOptions")
+        raise ValidationException(
+            f"CompilerOptions has unknown keys [{', '.join(unknown[:10])}]; valid: {sorted(OPTION_KEYS)}",
+            field="CompilerOptions",
+        )
     values = {OPTION_KEYS[key]: _option_value(key, value) for key, value in doc.items()}
     tuning_trials = values.pop("tuning_trials", 0)
     return ParsedCompilerOptions(CompilerOptions(**values), tuning_trials)
@@ -75,7 +87,9 @@ def check_tuning_trials(value, key: str = "tuning-trials") -> int:
     """The range every way in shares (CompilerOptions 'tuning-trials', build --tuning-trials)."""
     low, high = TUNING_TRIALS_RANGE
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValidationException(f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}", field=key)
+        raise ValidationException(
+            f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}", field=key
+        )
     return value
 
 
@@ -83,27 +97,40 @@ def _option_value(key: str, value):
     if key == "mattr":
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
-        if not isinstance(value, list) or len(value) > MAX_MATTR or \
-                not all(isinstance(v, str) and len(v) <= MAX_OPTION_CHARS and re.fullmatch(r"[+-][\w.-]+", v) for v in value):
-            raise ValidationException(f"CompilerOptions mattr must be a list of at most {MAX_MATTR} like ['+neon'], "
-                                      f"got {shown(value)}", field="mattr")
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_MATTR
+            or not all(
+                isinstance(v, str) and len(v) <= MAX_OPTION_CHARS and re.fullmatch(r"[+-][\w.-]+", v) for v in value
+            )
+        ):
+            raise ValidationException(
+                f"CompilerOptions mattr must be a list of at most {MAX_MATTR} like ['+neon'], got {shown(value)}",
+                field="mattr",
+            )
         return tuple(value)
     if key in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ValidationException(f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}",
-                                      field=key)
+            raise ValidationException(
+                f"CompilerOptions {key} must be an integer in {low}..{high}, got {shown(value)}", field=key
+            )
         return value
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool) or \
-            (isinstance(value, int) and value.bit_length() > 64):
+    if (
+        not isinstance(value, (str, int, float))
+        or isinstance(value, bool)
+        or (isinstance(value, int) and value.bit_length() > 64)
+    ):
         raise ValidationException(f"CompilerOptions {key} must be a string, got {shown(value)}", field=key)
     value = str(value)
     if len(value) > MAX_OPTION_CHARS:
-        raise ValidationException(f"CompilerOptions {key} must be at most {MAX_OPTION_CHARS} characters, "
-                                  f"got {shown(value)}", field=key)
+        raise ValidationException(
+            f"CompilerOptions {key} must be at most {MAX_OPTION_CHARS} characters, got {shown(value)}", field=key
+        )
     if key == "mcpu" and not re.fullmatch(r"[\w.-]+", value):
-        raise ValidationException(f"CompilerOptions mcpu must be a CPU name like 'core-avx2', got {shown(value)}",
-                                  field="mcpu")
+        raise ValidationException(
+            f"CompilerOptions mcpu must be a CPU name like 'core-avx2', got {shown(value)}", field="mcpu"
+        )
     return value
 
 

@@ -43,20 +43,26 @@ def device_checks(target: Target, venv: str) -> list[str]:
     if needs.cuda_runtime is CudaRuntime.DEVICE_BUILD:
         lines += _device_cuda_runtime(venv)
     # TVM skips its CUDA runtime without a word when that library cannot load; load it again to say why.
-    why = (f"{venv}/bin/python -c 'import ctypes, os, tvm; "
-           "ctypes.CDLL(os.path.join(os.path.dirname(tvm.__file__), \"lib\", \"libtvm_runtime_cuda.so\"))' 2>&1 | tail -n 1")
-    lines.append(f"{venv}/bin/python -c 'import sys, tvm; sys.exit(0 if tvm.cuda(0).exist else 1)' || "
-                 f"{{ WHY=\"$({why})\"; [ -n \"$WHY\" ] || WHY='its CUDA runtime loaded but found no device'; "
-                 "echo \"install: TVM cannot open CUDA device 0: $WHY\" >&2; exit 1; }")
+    why = (
+        f"{venv}/bin/python -c 'import ctypes, os, tvm; "
+        'ctypes.CDLL(os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so"))\' 2>&1 | tail -n 1'
+    )
+    lines.append(
+        f"{venv}/bin/python -c 'import sys, tvm; sys.exit(0 if tvm.cuda(0).exist else 1)' || "
+        f'{{ WHY="$({why})"; [ -n "$WHY" ] || WHY=\'its CUDA runtime loaded but found no device\'; '
+        'echo "install: TVM cannot open CUDA device 0: $WHY" >&2; exit 1; }'
+    )
     return lines
 
 
 def _choose_python() -> str:
     want = ".".join(map(str, MIN_PYTHON))
     candidates = " ".join(f"python3.{minor}" for minor in range(14, MIN_PYTHON[1] - 1, -1)) + " python3"
-    return (f"PY=''; for p in {candidates}; do if command -v $p >/dev/null && "
-            f"$p -c 'import sys; sys.exit(sys.version_info < {MIN_PYTHON})'; then PY=$p; break; fi; done; "
-            f"[ -n \"$PY\" ] || {{ echo 'install: needs Python >= {want} for apache-tvm {TVM_VERSION}; see {DOCS}' >&2; exit 1; }}")
+    return (
+        f"PY=''; for p in {candidates}; do if command -v $p >/dev/null && "
+        f"$p -c 'import sys; sys.exit(sys.version_info < {MIN_PYTHON})'; then PY=$p; break; fi; done; "
+        f"[ -n \"$PY\" ] || {{ echo 'install: needs Python >= {want} for apache-tvm {TVM_VERSION}; see {DOCS}' >&2; exit 1; }}"
+    )
 
 
 def _check_cuda(venv: str, cuda_ver: str) -> list[str]:
@@ -64,12 +70,12 @@ def _check_cuda(venv: str, cuda_ver: str) -> list[str]:
     return [
         # No ${VAR:-default}: Greengrass would read {VAR:-default} as a recipe variable.
         '[ -n "$CUDA_HOME" ] || CUDA_HOME=/usr/local/cuda',
-        "DEVICE_CUDA=\"$(\"$CUDA_HOME/bin/nvcc\" --version 2>/dev/null | sed -n 's/.*release \\([0-9]*\\.[0-9]*\\).*/\\1/p' || true)\"",
-        "[ -n \"$DEVICE_CUDA\" ] || DEVICE_CUDA=\"$(sed -n 's/^CUDA Version \\([0-9]*\\.[0-9]*\\).*/\\1/p' \"$CUDA_HOME/version.txt\" 2>/dev/null || true)\"",
+        'DEVICE_CUDA="$("$CUDA_HOME/bin/nvcc" --version 2>/dev/null | sed -n \'s/.*release \\([0-9]*\\.[0-9]*\\).*/\\1/p\' || true)"',
+        '[ -n "$DEVICE_CUDA" ] || DEVICE_CUDA="$(sed -n \'s/^CUDA Version \\([0-9]*\\.[0-9]*\\).*/\\1/p\' "$CUDA_HOME/version.txt" 2>/dev/null || true)"',
         f"[ -n \"$DEVICE_CUDA\" ] || {{ echo 'install: no CUDA toolkit under '$CUDA_HOME'; this component needs CUDA >= {cuda_ver}' >&2; exit 1; }}",
-        f"{venv}/bin/python -c 'import sys; have, want = (tuple(map(int, v.split(\".\"))) for v in sys.argv[1:]); "
-        f"sys.exit(have < want)' \"$DEVICE_CUDA\" {cuda_ver} || "
-        f"{{ echo \"install: this device has CUDA $DEVICE_CUDA; the model was compiled for cuda-ver {cuda_ver} or newer\" >&2; exit 1; }}",
+        f'{venv}/bin/python -c \'import sys; have, want = (tuple(map(int, v.split("."))) for v in sys.argv[1:]); '
+        f'sys.exit(have < want)\' "$DEVICE_CUDA" {cuda_ver} || '
+        f'{{ echo "install: this device has CUDA $DEVICE_CUDA; the model was compiled for cuda-ver {cuda_ver} or newer" >&2; exit 1; }}',
     ]
 
 
@@ -77,7 +83,7 @@ def _check_tensorrt(trt_ver: str) -> list[str]:
     """trt-ver is part of the target the user chose: a device with another TensorRT is the wrong device."""
     return [
         "DEVICE_TRT=\"$(dpkg-query -W -f='${Version}\\n' libnvinfer10 libnvinfer8 libnvinfer7 tensorrt 2>/dev/null | grep . | head -n 1)\"",
-        f"case \"$DEVICE_TRT\" in {trt_ver}|{trt_ver}[.+-]*) ;; "
+        f'case "$DEVICE_TRT" in {trt_ver}|{trt_ver}[.+-]*) ;; '
         f"*) echo \"install: TensorRT on this device is '$DEVICE_TRT'; the component was built for trt-ver {trt_ver}\" >&2; exit 1;; esac",
     ]
 
@@ -87,9 +93,9 @@ def _device_cuda_runtime(venv: str) -> list[str]:
     sidecar = "$TVM_CUDA_RUNTIME_ROOT/cuda-$DEVICE_CUDA/libtvm_runtime_cuda.so"
     return [
         f'[ -n "$TVM_CUDA_RUNTIME_ROOT" ] || TVM_CUDA_RUNTIME_ROOT={DEVICE_CUDA_RUNTIME_ROOT}',
-        f"[ -f \"{sidecar}\" ] || {{ echo \"install: no TVM CUDA runtime for CUDA $DEVICE_CUDA at {sidecar}; build it once on this "
-        f"device with targets/jetson/build_tvm_cuda_runtime.sh (see {DOCS})\" >&2; exit 1; }}",
+        f'[ -f "{sidecar}" ] || {{ echo "install: no TVM CUDA runtime for CUDA $DEVICE_CUDA at {sidecar}; build it once on this '
+        f'device with targets/jetson/build_tvm_cuda_runtime.sh (see {DOCS})" >&2; exit 1; }}',
         f"TVM_LIB=\"$({venv}/bin/python -c 'import importlib.util, os; "
-        f"print(os.path.join(os.path.dirname(importlib.util.find_spec(\"tvm\").origin), \"lib\"))')\"",
-        f"cp \"{sidecar}\" \"$TVM_LIB/libtvm_runtime_cuda.so\"",
+        f'print(os.path.join(os.path.dirname(importlib.util.find_spec("tvm").origin), "lib"))\')"',
+        f'cp "{sidecar}" "$TVM_LIB/libtvm_runtime_cuda.so"',
     ]

@@ -32,11 +32,15 @@ def make_tiny_autoencoder(path: Path, size: int = 64, seed: int = 0) -> Path:
     ]
     one = numpy_helper.from_array(np.array([1], np.int64), "one")
     graph = helper.make_graph(
-        nodes, "tiny_autoencoder",
+        nodes,
+        "tiny_autoencoder",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, size, size])],
-        initializer=[w1, b1, w2, b2, axes, one])
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, size, size]),
+        ],
+        initializer=[w1, b1, w2, b2, axes, one],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -49,7 +53,9 @@ def tiny_spec_dict(size: int = 64) -> dict:
         "input": {"name": "image", "shape": [1, 3, size, size], "layout": "NCHW"},
         "preprocessing": {"resize": [size, size], "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]},
         "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
-        "image_threshold": 0.5, "pixel_threshold": 0.5, "normalization": {"min": 0.0, "max": 1.0},
+        "image_threshold": 0.5,
+        "pixel_threshold": 0.5,
+        "normalization": {"min": 0.0, "max": 1.0},
         "classes": [{"name": "anomaly", "color": "#FF0000"}],
     }
 
@@ -91,8 +97,13 @@ def with_broken_weights(artifact, directory: Path):
     params = dict(tvm.runtime.load_param_dict_from_file(str(directory / "params.bin")))
     params["w2"] = tvm.runtime.tensor(params["w2"].numpy() * 1.5)
     tvm.runtime.save_param_dict_to_file(params, str(directory / "params.bin"))
-    return replace(artifact, model_dir=directory, library_path=directory / "model.so", params_path=directory / "params.bin",
-                   manifest_path=directory / "manifest.json")
+    return replace(
+        artifact,
+        model_dir=directory,
+        library_path=directory / "model.so",
+        params_path=directory / "params.bin",
+        manifest_path=directory / "manifest.json",
+    )
 
 
 @pytest.fixture(scope="session")

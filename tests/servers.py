@@ -64,13 +64,32 @@ class PostgresServer:
         return self.url(name)
 
     def start(self) -> None:
-        subprocess.run([*self.prefix, _postgres_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "-l",
-                        str(self.data_dir / "server.log"), "-o", f"-p {self.port} -k {self.data_dir} -h 127.0.0.1",
-                        "start"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *self.prefix,
+                _postgres_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                f"-p {self.port} -k {self.data_dir} -h 127.0.0.1",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run([*self.prefix, _postgres_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*self.prefix, _postgres_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 @contextlib.contextmanager
@@ -83,8 +102,23 @@ def postgres_server():
         os.chown(root, uid, gid)
         os.chown(data, uid, gid)
     try:
-        subprocess.run([*prefix, _postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                        "--no-sync"], check=True, stdout=subprocess.DEVNULL, cwd=root)
+        subprocess.run(
+            [
+                *prefix,
+                _postgres_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=root,
+        )
         with open(data / "postgresql.conf", "a") as conf:
             conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
         server = PostgresServer(data, free_port(), prefix)
@@ -114,8 +148,11 @@ def redis_server():
         raise RuntimeError("redis-server not found: install Debian's redis-server package (setup.sh does)")
     root = Path(tempfile.mkdtemp(prefix="packager-redis-"))
     port = free_port()
-    process = subprocess.Popen([redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root), "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -124,7 +161,7 @@ def redis_server():
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
+                    raise RuntimeError(f"redis-server did not start on port {port}") from None
                 time.sleep(0.05)
         yield RedisServer(port, process)
     finally:

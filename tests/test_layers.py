@@ -109,14 +109,23 @@ def test_no_import_cycles():
 
 
 def test_every_import_points_down():
-    upward = sorted(f"{source} -> {target}" for source, targets in graph().items() for target in targets
-                    if floor(target) < floor(source))
+    upward = sorted(
+        f"{source} -> {target}"
+        for source, targets in graph().items()
+        for target in targets
+        if floor(target) < floor(source)
+    )
     assert upward == []
 
 
 def test_compilers_and_targets_use_only_the_ground_floor_of_packager():
     allowed = ("packager.errors", "packager.edge")
-    reaching_up = sorted(f"{source} -> {target}" for source, targets in graph().items() for target in targets
-                         if source.split(".")[0] in ("compilers", "targets") and target.split(".")[0] == "packager"
-                         and not any(target == room or target.startswith(room + ".") for room in allowed))
+    reaching_up = sorted(
+        f"{source} -> {target}"
+        for source, targets in graph().items()
+        for target in targets
+        if source.split(".")[0] in ("compilers", "targets")
+        and target.split(".")[0] == "packager"
+        and not any(target == room or target.startswith(room + ".") for room in allowed)
+    )
     assert reaching_up == []

@@ -33,6 +33,8 @@ def example_model() -> tuple[bytes | None, object, str]:
     if not EXAMPLE_ONNX.exists():
         return None, module, "example-model architecture, random weights (model.onnx not found)"
     data = EXAMPLE_ONNX.read_bytes()
-    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load_from_string(data).graph.initializer}
+    weights = {
+        i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load_from_string(data).graph.initializer
+    }
     module.load_state_dict(weights, strict=True)
     return data, module, "packager/example_model/model.onnx (trained weights)"

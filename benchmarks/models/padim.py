@@ -42,8 +42,8 @@ def _resnet18_layers(torch, nn):
 def build_padim(size: int, seed: int = 0):
     """A torch module: image [1,3,size,size] -> (score [1], anomaly_map [1,1,size,size])."""
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -75,7 +75,9 @@ def build_padim(size: int, seed: int = 0):
             f2 = self.layer2(f1)
             f3 = self.layer3(f2)
             hw = f1.shape[-2:]
-            emb = torch.cat([f1, F.interpolate(f2, size=hw, mode="nearest"), F.interpolate(f3, size=hw, mode="nearest")], dim=1)
+            emb = torch.cat(
+                [f1, F.interpolate(f2, size=hw, mode="nearest"), F.interpolate(f3, size=hw, mode="nearest")], dim=1
+            )
             emb = torch.index_select(emb, 1, self.channels)
             delta = emb.reshape(EMBEDDING_DIM, -1).transpose(0, 1) - self.mean  # [P, D]
             dist = torch.matmul(delta.unsqueeze(1), self.inv_cov).squeeze(1)  # [P, D]

@@ -60,7 +60,9 @@ def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -
 
             graph = onnx.load(str(path), load_external_data=False)
             for data_file in external_data_files(graph, path):
-                digest.update(f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{_file_sha256(data_file)}".encode())
+                digest.update(
+                    f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{_file_sha256(data_file)}".encode()
+                )
         digest.update(f"\0spec\0{_file_sha256(spec_path) if spec_path is not None else 'none'}".encode())
         if spec_path is None and metadata_path is not None and metadata_path.is_file():
             digest.update(f"\0metadata\0{_file_sha256(metadata_path)}".encode())
@@ -83,8 +85,14 @@ def load(cache_dir: Path, key: str, source_path: Path) -> ImportedModel | None:
             shutil.rmtree(entry, ignore_errors=True)  # damaged: the next build writes it again
             return None
         spec = spec_from_dict(doc["spec"], where=str(entry / ENTRY_FILE))
-        return ImportedModel(source_path=Path(source_path), onnx_bytes=graph, spec=spec, sha256=doc["sha256"],
-                             opset=int(doc["opset"]), frontend=str(doc["frontend"]))
+        return ImportedModel(
+            source_path=Path(source_path),
+            onnx_bytes=graph,
+            spec=spec,
+            sha256=doc["sha256"],
+            opset=int(doc["opset"]),
+            frontend=str(doc["frontend"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     except Exception:  # noqa: BLE001 - a spec the schema now refuses: a miss, and intake runs again
@@ -98,8 +106,14 @@ def store(cache_dir: Path, key: str, imported: ImportedModel) -> None:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
         (staging / GRAPH_FILE).write_bytes(imported.onnx_bytes)
-        doc = {"format": ENTRY_FORMAT, "key": key, "sha256": imported.sha256, "spec": imported.spec.to_json_dict(),
-               "opset": imported.opset, "frontend": imported.frontend}
+        doc = {
+            "format": ENTRY_FORMAT,
+            "key": key,
+            "sha256": imported.sha256,
+            "spec": imported.spec.to_json_dict(),
+            "opset": imported.opset,
+            "frontend": imported.frontend,
+        }
         (staging / ENTRY_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         try:
             os.rename(staging, root / key)

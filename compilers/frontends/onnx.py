@@ -7,8 +7,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from compilers.model import ImportedModel
 from compilers.frontends.spec import ModelSpec, OutputRole, spec_from_dict
+from compilers.model import ImportedModel
 from packager.errors import ModelImportError
 
 # The ONNX ops TVM's Relax frontend converts, recorded per apache-tvm release (record_supported_ops writes it).
@@ -26,7 +26,9 @@ def load_onnx(path: Path):
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # onnx raises DecodeError and others for corrupt protobufs
-        raise ModelImportError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cannot parse'})") from None
+        raise ModelImportError(
+            f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cannot parse'})"
+        ) from None
     if not model.graph.node:
         raise ModelImportError(f"{path}: ONNX graph has no nodes (corrupt or empty model)")
     if external_data_files(model, path):
@@ -65,11 +67,16 @@ def external_data_files(model, path: Path) -> list[Path]:
         if folder not in data_file.parents:
             raise ModelImportError(f"{where}, which is outside the model's folder", field="ModelPath")
         if not data_file.is_file():
-            raise ModelImportError(f"{where}, which is missing: put it beside the model ({folder / location})", field="ModelPath")
+            raise ModelImportError(
+                f"{where}, which is missing: put it beside the model ({folder / location})", field="ModelPath"
+            )
         end = (info.offset or 0) + (info.length or 0)
         if end > data_file.stat().st_size:
-            raise ModelImportError(f"{where} at bytes {info.offset or 0}..{end}, but that file has {data_file.stat().st_size} bytes "
-                                   "(truncated or from another export)", field="ModelPath")
+            raise ModelImportError(
+                f"{where} at bytes {info.offset or 0}..{end}, but that file has {data_file.stat().st_size} bytes "
+                "(truncated or from another export)",
+                field="ModelPath",
+            )
         files[location] = data_file
     return [files[k] for k in sorted(files)]
 
@@ -90,10 +97,14 @@ def _static_shape(value_info, path: Path) -> tuple[int, ...]:
         else:
             raise ModelImportError(
                 f"{path}: input '{value_info.name}' has no static size for dimension {i} "
-                f"({dim.dim_param or 'unknown'}); give it in the model spec's input.shape", field="input.shape")
+                f"({dim.dim_param or 'unknown'}); give it in the model spec's input.shape",
+                field="input.shape",
+            )
     if not dims:
-        raise ModelImportError(f"{path}: input '{value_info.name}' has no shape; give it in the model spec's input.shape",
-                               field="input.shape")
+        raise ModelImportError(
+            f"{path}: input '{value_info.name}' has no shape; give it in the model spec's input.shape",
+            field="input.shape",
+        )
     return tuple(shape)
 
 
@@ -133,15 +144,23 @@ def check_operators(model, path: Path) -> None:
     supported = _supported_ops()
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise ModelImportError(f"{path}: node '{node.name or node.output[0]}' uses op '{node.domain}.{node.op_type}' "
-                                   f"from a custom domain, which TVM cannot compile")
+            raise ModelImportError(
+                f"{path}: node '{node.name or node.output[0]}' uses op '{node.domain}.{node.op_type}' "
+                f"from a custom domain, which TVM cannot compile"
+            )
         if node.op_type not in supported:
-            raise ModelImportError(f"{path}: node '{node.name or node.output[0]}' uses unsupported operator '{node.op_type}'")
+            raise ModelImportError(
+                f"{path}: node '{node.name or node.output[0]}' uses unsupported operator '{node.op_type}'"
+            )
 
 
 # anomalib 2.x exports name their outputs after InferenceBatch's fields
-ANOMALIB_V2_ROLES = {"pred_score": OutputRole.SCORE, "pred_label": OutputRole.LABEL, "anomaly_map": OutputRole.ANOMALY_MAP,
-                     "pred_mask": OutputRole.MASK}
+ANOMALIB_V2_ROLES = {
+    "pred_score": OutputRole.SCORE,
+    "pred_label": OutputRole.LABEL,
+    "anomaly_map": OutputRole.ANOMALY_MAP,
+    "pred_mask": OutputRole.MASK,
+}
 
 
 def _output_role(out) -> OutputRole:
@@ -170,12 +189,17 @@ def infer_spec(model, path: Path, input_shape: tuple[int, ...]) -> dict:
     for out in model.graph.output:
         role = _output_role(out)
         if role in taken:
-            raise ModelImportError(f"{path}: outputs '{taken[role]}' and '{out.name}' would both be the {role.value!r}; "
-                                   "give the roles in a model spec", field="outputs")
+            raise ModelImportError(
+                f"{path}: outputs '{taken[role]}' and '{out.name}' would both be the {role.value!r}; "
+                "give the roles in a model spec",
+                field="outputs",
+            )
         taken[role] = out.name
         outputs.append({"name": out.name, "role": role.value})
     if not any(role in taken for role in (OutputRole.SCORE, OutputRole.LABEL, OutputRole.ANOMALY_MAP)):
-        raise ModelImportError(f"{path}: no output is a score, label or anomaly map; give the roles in a model spec", field="outputs")
+        raise ModelImportError(
+            f"{path}: no output is a score, label or anomaly map; give the roles in a model spec", field="outputs"
+        )
     name = _graph_inputs(model)[0].name
     layout = "NHWC" if input_shape[-1] == 3 and input_shape[1] != 3 else "NCHW"
     hw = input_shape[2:4] if layout == "NCHW" else input_shape[1:3]
@@ -195,12 +219,18 @@ def _check_input_shape(value_info, shape: tuple[int, ...], path: Path) -> None:
     """The spec's shape must agree with every static dimension the graph declares; symbolic ones take the spec's value."""
     dims = value_info.type.tensor_type.shape.dim
     if len(dims) != len(shape):
-        raise ModelImportError(f"{path}: input '{value_info.name}' has {len(dims)} dimensions, the spec's input.shape {list(shape)} "
-                               f"has {len(shape)}", field="input.shape")
+        raise ModelImportError(
+            f"{path}: input '{value_info.name}' has {len(dims)} dimensions, the spec's input.shape {list(shape)} "
+            f"has {len(shape)}",
+            field="input.shape",
+        )
     for i, (dim, want) in enumerate(zip(dims, shape)):
         if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != want:
-            raise ModelImportError(f"{path}: input '{value_info.name}' dimension {i} is {dim.dim_value} in the graph, "
-                                   f"{want} in the spec's input.shape", field="input.shape")
+            raise ModelImportError(
+                f"{path}: input '{value_info.name}' dimension {i} is {dim.dim_value} in the graph, "
+                f"{want} in the spec's input.shape",
+                field="input.shape",
+            )
 
 
 def _fix_input_shape(model, input_name: str, shape: tuple[int, ...]):
@@ -242,8 +272,10 @@ def fold_shape_computations(model, path: Path):
     try:
         folded = onnxslim.slim(model, skip_optimizations=["graph_fusion", "weight_tying"])
     except Exception as exc:  # onnxslim raises what onnx and its own passes raise
-        raise ModelImportError(f"{path}: folding the graph's shape computations failed ({type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'})") from None
+        raise ModelImportError(
+            f"{path}: folding the graph's shape computations failed ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'})"
+        ) from None
     if folded is None:
         raise ModelImportError(f"{path}: folding the graph's shape computations failed")
     return _small_initializers_as_constants(folded)
@@ -255,8 +287,11 @@ def _small_initializers_as_constants(model, max_elements: int = 64):
     import onnx
     from onnx import helper
 
-    small = [t for t in model.graph.initializer
-             if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and _elements(t) <= max_elements]
+    small = [
+        t
+        for t in model.graph.initializer
+        if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and _elements(t) <= max_elements
+    ]
     if not small:
         return model
     names = {t.name for t in small}
@@ -285,28 +320,41 @@ def import_onnx(path: Path, spec: ModelSpec | dict | None = None, frontend: str 
     model = load_onnx(path)
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
-        raise ModelImportError(f"{path}: expected exactly one image input, found {len(inputs)}: {[i.name for i in inputs]}")
+        raise ModelImportError(
+            f"{path}: expected exactly one image input, found {len(inputs)}: {[i.name for i in inputs]}"
+        )
     check_operators(model, path)
     if spec is None:
         spec = infer_spec(model, path, _static_shape(inputs[0], path))
     if isinstance(spec, dict):
         spec = spec_from_dict(spec, where=f"model spec for {path.name}")
     if spec.input.name != inputs[0].name:
-        raise ModelImportError(f"{path}: model spec names input '{spec.input.name}', but the graph's input is '{inputs[0].name}'",
-                               field="input.name")
+        raise ModelImportError(
+            f"{path}: model spec names input '{spec.input.name}', but the graph's input is '{inputs[0].name}'",
+            field="input.name",
+        )
     graph_outputs = [o.name for o in model.graph.output]
     for out in spec.outputs:
         if out.name not in graph_outputs:
-            raise ModelImportError(f"{path}: model spec names output '{out.name}', which the graph does not have; "
-                                   f"graph outputs: {graph_outputs}", field="outputs")
+            raise ModelImportError(
+                f"{path}: model spec names output '{out.name}', which the graph does not have; "
+                f"graph outputs: {graph_outputs}",
+                field="outputs",
+            )
     _check_input_shape(inputs[0], spec.input.shape, path)
     model = _fix_input_shape(model, spec.input.name, spec.input.shape)
     if computes_shapes(model):
         model = fold_shape_computations(model, path)
     data = model.SerializeToString()
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return ImportedModel(source_path=path, onnx_bytes=data, spec=spec, sha256=hashlib.sha256(data).hexdigest(),
-                         opset=opset, frontend=frontend)
+    return ImportedModel(
+        source_path=path,
+        onnx_bytes=data,
+        spec=spec,
+        sha256=hashlib.sha256(data).hexdigest(),
+        opset=opset,
+        frontend=frontend,
+    )
 
 
 def spec_from_anomalib_metadata(metadata_path: Path, model, path: Path) -> dict:
@@ -330,8 +378,10 @@ def spec_from_anomalib_metadata(metadata_path: Path, model, path: Path) -> dict:
         doc["image_threshold"] = float(meta["image_threshold"])
     doc["pixel_threshold"] = float(meta.get("pixel_threshold", doc["image_threshold"]))
     if "pred_scores.min" in meta or "min" in meta:
-        doc["normalization"] = {"min": float(meta.get("pred_scores.min", meta.get("min", 0.0))),
-                                "max": float(meta.get("pred_scores.max", meta.get("max", 1.0)))}
+        doc["normalization"] = {
+            "min": float(meta.get("pred_scores.min", meta.get("min", 0.0))),
+            "max": float(meta.get("pred_scores.max", meta.get("max", 1.0))),
+        }
     doc["source"] = f"anomalib metadata {metadata_path.name}"
     return doc
 

@@ -12,8 +12,8 @@ import functools
 import json
 import math
 import re
-from importlib import resources
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 from packager.errors import ModelImportError
@@ -143,12 +143,17 @@ def check_spec_schema(doc, where: str = "model spec") -> None:
     if not isinstance(doc, dict):
         raise ModelImportError(f"{where}: expected a JSON object")
     if doc.get("format", SPEC_FORMAT) != SPEC_FORMAT:
-        raise ModelImportError(f"{where}: unsupported format {str(doc.get('format'))[:80]!r}, expected {SPEC_FORMAT!r}",
-                               field="format")
-    errors = sorted(jsonschema.Draft7Validator(_spec_schema()).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+        raise ModelImportError(
+            f"{where}: unsupported format {str(doc.get('format'))[:80]!r}, expected {SPEC_FORMAT!r}", field="format"
+        )
+    errors = sorted(
+        jsonschema.Draft7Validator(_spec_schema()).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     if errors:
         field_name = _schema_field(errors[0])
-        raise ModelImportError(f"{where}: {field_name or '(root)'}: {_short(errors[0].message)}", field=field_name or None)
+        raise ModelImportError(
+            f"{where}: {field_name or '(root)'}: {_short(errors[0].message)}", field=field_name or None
+        )
 
 
 def _short(message: str, limit: int = 200) -> str:
@@ -161,16 +166,27 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
     inp = _require(doc, "input", where)
     shape = tuple(int(d) for d in _require(inp, "shape", where + ".input"))
     if len(shape) != 4 or any(d <= 0 for d in shape):
-        raise ModelImportError(f"{where}: input.shape must be 4 positive dimensions, got {list(shape)}", field="input.shape")
+        raise ModelImportError(
+            f"{where}: input.shape must be 4 positive dimensions, got {list(shape)}", field="input.shape"
+        )
     if math.prod(shape) > MAX_INPUT_ELEMENTS:
-        raise ModelImportError(f"{where}: input.shape {list(shape)} has {math.prod(shape)} elements; at most "
-                               f"{MAX_INPUT_ELEMENTS} (one 4096x4096 RGB image) are accepted", field="input.shape")
+        raise ModelImportError(
+            f"{where}: input.shape {list(shape)} has {math.prod(shape)} elements; at most "
+            f"{MAX_INPUT_ELEMENTS} (one 4096x4096 RGB image) are accepted",
+            field="input.shape",
+        )
     try:
         layout = Layout(inp.get("layout", "NCHW"))
     except ValueError:
-        raise ModelImportError(f"{where}: input.layout must be NCHW or NHWC, got {inp.get('layout')!r}", field="input.layout") from None
-    input_spec = InputSpec(name=str(_require(inp, "name", where + ".input")), shape=shape, layout=layout,
-                           dtype=str(inp.get("dtype", "float32")))
+        raise ModelImportError(
+            f"{where}: input.layout must be NCHW or NHWC, got {inp.get('layout')!r}", field="input.layout"
+        ) from None
+    input_spec = InputSpec(
+        name=str(_require(inp, "name", where + ".input")),
+        shape=shape,
+        layout=layout,
+        dtype=str(inp.get("dtype", "float32")),
+    )
     hw = (shape[2], shape[3]) if layout is Layout.NCHW else (shape[1], shape[2])
     pre = doc.get("preprocessing", {})
     preprocessing = Preprocessing(
@@ -180,8 +196,10 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
         std=_floats(pre.get("std", (1.0, 1.0, 1.0)), 3, "preprocessing.std", where),
     )
     if preprocessing.resize != hw:
-        raise ModelImportError(f"{where}: preprocessing.resize {list(preprocessing.resize)} does not match the input's H,W {list(hw)}",
-                               field="preprocessing.resize")
+        raise ModelImportError(
+            f"{where}: preprocessing.resize {list(preprocessing.resize)} does not match the input's H,W {list(hw)}",
+            field="preprocessing.resize",
+        )
     if any(s == 0 for s in preprocessing.std):
         raise ModelImportError(f"{where}: preprocessing.std must not contain 0", field="preprocessing.std")
     outputs = []
@@ -189,27 +207,45 @@ def spec_from_dict(doc: dict, where: str = "model spec") -> ModelSpec:
         try:
             role = OutputRole(out.get("role"))
         except ValueError:
-            raise ModelImportError(f"{where}: outputs[{i}].role must be one of {[r.value for r in OutputRole]}, got {out.get('role')!r}",
-                                   field=f"outputs[{i}].role") from None
+            raise ModelImportError(
+                f"{where}: outputs[{i}].role must be one of {[r.value for r in OutputRole]}, got {out.get('role')!r}",
+                field=f"outputs[{i}].role",
+            ) from None
         outputs.append(OutputSpec(name=str(_require(out, "name", f"{where}.outputs[{i}]")), role=role))
     for i, out in enumerate(outputs):
         if any(o.role is out.role for o in outputs[:i]):
-            raise ModelImportError(f"{where}: outputs[{i}] ({out.name!r}) has role {out.role.value!r}, which an earlier output has; "
-                                   f"each role goes to one output", field=f"outputs[{i}].role")
+            raise ModelImportError(
+                f"{where}: outputs[{i}] ({out.name!r}) has role {out.role.value!r}, which an earlier output has; "
+                f"each role goes to one output",
+                field=f"outputs[{i}].role",
+            )
         if any(o.name == out.name for o in outputs[:i]):
-            raise ModelImportError(f"{where}: outputs[{i}]: output {out.name!r} is listed twice; each output has exactly one role",
-                                   field=f"outputs[{i}].name")
+            raise ModelImportError(
+                f"{where}: outputs[{i}]: output {out.name!r} is listed twice; each output has exactly one role",
+                field=f"outputs[{i}].name",
+            )
     if not any(o.role in (OutputRole.SCORE, OutputRole.LABEL, OutputRole.ANOMALY_MAP) for o in outputs):
-        raise ModelImportError(f"{where}: outputs must include one with role 'score', 'label' or 'anomaly_map'", field="outputs")
+        raise ModelImportError(
+            f"{where}: outputs must include one with role 'score', 'label' or 'anomaly_map'", field="outputs"
+        )
     norm = doc.get("normalization", {})
     image_threshold = float(_require(doc, "image_threshold", where))
-    classes = tuple(AnomalyClass(str(c["name"]), str(c["color"])) for c in doc.get("classes", [{"name": "anomaly", "color": "#FF0000"}]))
+    classes = tuple(
+        AnomalyClass(str(c["name"]), str(c["color"]))
+        for c in doc.get("classes", [{"name": "anomaly", "color": "#FF0000"}])
+    )
     for c in classes:
         if not _HEX_COLOR.match(c.color):
-            raise ModelImportError(f"{where}: classes: {c.name!r} color must be '#RRGGBB', got {c.color!r}", field="classes")
-    normalization = Normalization(min=float(norm.get("min", 0.0)), max=float(norm.get("max", 2.0 * image_threshold or 1.0)))
+            raise ModelImportError(
+                f"{where}: classes: {c.name!r} color must be '#RRGGBB', got {c.color!r}", field="classes"
+            )
+    normalization = Normalization(
+        min=float(norm.get("min", 0.0)), max=float(norm.get("max", 2.0 * image_threshold or 1.0))
+    )
     if normalization.max <= normalization.min:
-        raise ModelImportError(f"{where}: normalization.max must be greater than normalization.min", field="normalization")
+        raise ModelImportError(
+            f"{where}: normalization.max must be greater than normalization.min", field="normalization"
+        )
     return ModelSpec(
         input=input_spec,
         preprocessing=preprocessing,

@@ -12,8 +12,14 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
 from compilers.schedules import winograd
-from compilers.schedules.templates import (Decisions, Machine, inline_epilogue, parallel_outer, analyze_contraction,
-                                        schedule_contraction)
+from compilers.schedules.templates import (
+    Decisions,
+    Machine,
+    analyze_contraction,
+    inline_epilogue,
+    parallel_outer,
+    schedule_contraction,
+)
 
 
 def _unit_stride(index, var) -> bool:
@@ -36,8 +42,11 @@ def _window_producers(sch: s_tir.Schedule, block_rv) -> set[str]:
             used = collect_vars_used_in_prim_expr(r.min)
             if used & reduce_vars and used & spatial_vars:
                 windowed.add(read.source)
-    return {sch.get(p).name_hint for p in sch.get_producers(block_rv)
-            if any(w.source in windowed for w in sch.get(p).writes)}
+    return {
+        sch.get(p).name_hint
+        for p in sch.get_producers(block_rv)
+        if any(w.source in windowed for w in sch.get(p).writes)
+    }
 
 
 def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
@@ -89,8 +98,9 @@ def _schedule_reduction(sch: s_tir.Schedule, block_rv, machine: Machine) -> None
         par = spatial[:-1]
     else:
         sch.reorder(*order, *[loops[i] for i in reductions])
-        if _contiguous_inner_reduction(block, reductions[-1], extents, machine) and \
-                _vectorize_inner_reduction(sch, block_rv, loops[reductions[-1]], [extents[i] for i in spatial], machine):
+        if _contiguous_inner_reduction(block, reductions[-1], extents, machine) and _vectorize_inner_reduction(
+            sch, block_rv, loops[reductions[-1]], [extents[i] for i in spatial], machine
+        ):
             return
         par = spatial
     if par:
@@ -102,14 +112,23 @@ def _contiguous_inner_reduction(block, inner: int, extents: list[int], machine: 
     variance: LayerNorm, Softmax, ReduceMean over the last axes), over whole vectors."""
     var = block.iter_vars[inner].var
     written = block.writes[0].source
-    moving = [r for r in block.reads if not r.source.same_as(written)
-              and any(any(v.same_as(var) for v in collect_vars_used_in_prim_expr(dim.min)) for dim in r.region)]
-    return (bool(moving) and extents[inner] >= 2 * machine.lanes and extents[inner] % machine.lanes == 0
-            and all(_unit_stride(r.region[-1].min, var) for r in moving))
+    moving = [
+        r
+        for r in block.reads
+        if not r.source.same_as(written)
+        and any(any(v.same_as(var) for v in collect_vars_used_in_prim_expr(dim.min)) for dim in r.region)
+    ]
+    return (
+        bool(moving)
+        and extents[inner] >= 2 * machine.lanes
+        and extents[inner] % machine.lanes == 0
+        and all(_unit_stride(r.region[-1].min, var) for r in moving)
+    )
 
 
-def _vectorize_inner_reduction(sch: s_tir.Schedule, block_rv, inner_loop, spatial_extents: list[int],
-                               machine: Machine) -> bool:
+def _vectorize_inner_reduction(
+    sch: s_tir.Schedule, block_rv, inner_loop, spatial_extents: list[int], machine: Machine
+) -> bool:
     """A reduction along contiguous memory as ``lanes`` partial sums, one vector register wide, added up at the end
     of each row: a scalar loop would wait on one add at a time. (rfactor: the partial sums form their own block.)"""
     _, lane = sch.split(inner_loop, [None, machine.lanes])
@@ -117,12 +136,12 @@ def _vectorize_inner_reduction(sch: s_tir.Schedule, block_rv, inner_loop, spatia
         partial = sch.rfactor(lane, factor_axis=len(spatial_extents))
     except s_tir.ScheduleError:  # not a reduction rfactor can split (the split alone changes nothing): stay scalar
         return False
-    outer = parallel_outer(sch, sch.get_loops(block_rv)[:len(spatial_extents)], spatial_extents, machine.cores)
+    outer = parallel_outer(sch, sch.get_loops(block_rv)[: len(spatial_extents)], spatial_extents, machine.cores)
     sch.compute_at(partial, outer)
     loops = sch.get_loops(partial)
     lane_var = get_sblockrealize(sch, partial).iter_values[0]  # rfactor puts the lane axis first
     at = next((i for i, loop in enumerate(loops) if sch.get(loop).loop_var.same_as(lane_var)), None)
-    steps = loops[at + 1:] if at is not None else []  # the reduction loops, now outside the lanes
+    steps = loops[at + 1 :] if at is not None else []  # the reduction loops, now outside the lanes
     if not steps:
         return True  # correct as it stands, only not vectorized
     sch.reorder(*steps, loops[at])

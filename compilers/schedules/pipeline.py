@@ -54,8 +54,13 @@ def _conv2d_transpose_phases(bb, call):
     data_shape = [int(d) for d in call.args[0].ty.shape]
     w_shape = [int(d) for d in call.args[1].ty.shape]
     out_shape = [int(d) for d in call.ty.shape]
-    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "IOHW" and attrs.out_layout == "NCHW"
-             and int(attrs.groups) == 1 and all(int(d) == 1 for d in attrs.dilation))
+    plain = (
+        attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "IOHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and all(int(d) == 1 for d in attrs.dilation)
+    )
     if not plain or call.args[0].ty.dtype != "float32":
         return _nn_conv2d_transpose(bb, call)
     (sh, sw), (pt, pl) = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding[:2]]
@@ -71,13 +76,19 @@ def _conv2d_transpose_phases(bb, call):
             (n, ci, pad_h, pad_w),
             lambda b, c, y, x: tirx.if_then_else(
                 tirx.all(y >= taps_h - 1, y < h + taps_h - 1, x >= taps_w - 1, x < w + taps_w - 1),
-                data[b, c, y - (taps_h - 1), x - (taps_w - 1)], tirx.const(0.0, "float32")),
-            name="data_pad")
+                data[b, c, y - (taps_h - 1), x - (taps_w - 1)],
+                tirx.const(0.0, "float32"),
+            ),
+            name="data_pad",
+        )
         if kh % sh or kw % sw:
             weight = te.compute(
                 (ci, co, taps_h * sh, taps_w * sw),
-                lambda c, o, y, x: tirx.if_then_else(tirx.all(y < kh, x < kw), weight[c, o, y, x], tirx.const(0.0, "float32")),
-                name="weight_pad")
+                lambda c, o, y, x: tirx.if_then_else(
+                    tirx.all(y < kh, x < kw), weight[c, o, y, x], tirx.const(0.0, "float32")
+                ),
+                name="weight_pad",
+            )
         rc = te.reduce_axis((0, ci), name="rc")
         ra = te.reduce_axis((0, taps_h), name="ra")
         rb = te.reduce_axis((0, taps_w), name="rb")
@@ -86,10 +97,13 @@ def _conv2d_transpose_phases(bb, call):
             lambda b, o, i, r, j, q: te.sum(
                 data_pad[b, rc, i + (r + pt) // sh - ra + taps_h - 1, j + (q + pl) // sw - rb + taps_w - 1]
                 * weight[rc, o, sh * ra + (r + pt) % sh, sw * rb + (q + pl) % sw],
-                axis=[rc, ra, rb]),
-            name="conv2d_transpose_phases")
-        return te.compute((n, co, oh, ow), lambda b, o, y, x: phases[b, o, y // sh, y % sh, x // sw, x % sw],
-                          name="T_phases_nchw")
+                axis=[rc, ra, rb],
+            ),
+            name="conv2d_transpose_phases",
+        )
+        return te.compute(
+            (n, co, oh, ow), lambda b, o, y, x: phases[b, o, y // sh, y % sh, x // sw, x % sw], name="T_phases_nchw"
+        )
 
     return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
 
@@ -100,8 +114,9 @@ _MIN_PADDED_REDUCTION = 256  # multiply-adds per output below which a direct con
 
 def _tile_accumulators(extent: int, accumulators: int) -> int:
     """The most accumulators a register tile of whole columns (dividing ``extent``) times 1 or 2 vectors holds."""
-    return max(v * max(d for d in range(1, min(extent, 32) + 1) if extent % d == 0 and d * v <= accumulators)
-               for v in (1, 2))
+    return max(
+        v * max(d for d in range(1, min(extent, 32) + 1) if extent % d == 0 and d * v <= accumulators) for v in (1, 2)
+    )
 
 
 def padded_extent(extent: int, accumulators: int) -> int | None:
@@ -114,8 +129,9 @@ def padded_extent(extent: int, accumulators: int) -> int | None:
     have = _tile_accumulators(extent, accumulators)
     if extent < 24 or have >= min(accumulators - 4, 12):
         return None
-    best = max(range(extent, int(extent * (1 + _MAX_PAD_WASTE)) + 1),
-               key=lambda w: (_tile_accumulators(w, accumulators), -w))
+    best = max(
+        range(extent, int(extent * (1 + _MAX_PAD_WASTE)) + 1), key=lambda w: (_tile_accumulators(w, accumulators), -w)
+    )
     return best if _tile_accumulators(best, accumulators) > have else None
 
 
@@ -135,12 +151,21 @@ def _conv2d_direct(bb, call):
 
     attrs = call.attrs
     out_shape = [int(d) for d in call.ty.shape]
-    plain = (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW"
-             and int(attrs.groups) == 1 and call.args[0].ty.dtype == "float32")
+    plain = (
+        attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "OIHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and call.args[0].ty.dtype == "float32"
+    )
     _, ci, kh, kw = [int(d) for d in call.args[1].ty.shape]
     # With a short reduction (an RGB stem), writing the output costs as much as computing it: a crop pass would not pay.
     long_reduction = ci * kh * kw >= _MIN_PADDED_REDUCTION
-    padded = padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current())) if plain and long_reduction else None
+    padded = (
+        padded_extent(out_shape[3], target_accumulators(tvm.target.Target.current()))
+        if plain and long_reduction
+        else None
+    )
     if padded is None:
         return _nn_conv2d(bb, call)
     strides = [int(s) for s in attrs.strides]
@@ -169,14 +194,20 @@ def legalize(mod, tvm_target):
     from tvm import relax
 
     with tvm_target:
-        return tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(),
-            relax.transform.CanonicalizeBindings(),
-            relax.backend.DispatchSampling(),
-            relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d_transpose": _conv2d_transpose_phases,
-                                                                "relax.nn.conv2d": _legalize_conv2d}),
-        ])(mod)
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.backend.DispatchSampling(),
+                relax.backend.DispatchSortScan(),
+                relax.transform.LegalizeOps(
+                    customize_legalize_map={
+                        "relax.nn.conv2d_transpose": _conv2d_transpose_phases,
+                        "relax.nn.conv2d": _legalize_conv2d,
+                    }
+                ),
+            ]
+        )(mod)
 
 
 def fuse_operators(mod, tvm_target):
@@ -186,12 +217,14 @@ def fuse_operators(mod, tvm_target):
 
     mod = legalize(mod, tvm_target)
     with tvm_target:
-        return tvm.transform.Sequential([
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
-        ])(mod)
+        return tvm.transform.Sequential(
+            [
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+            ]
+        )(mod)
 
 
 def workload(func):
@@ -262,8 +295,11 @@ class CpuPipeline:
                 self.unscheduled.append(gvar.name_hint)
                 continue
             scheduled = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-            mod[gvar] = scheduled.with_attr("global_symbol", func.attrs["global_symbol"]) if "global_symbol" in func.attrs \
+            mod[gvar] = (
+                scheduled.with_attr("global_symbol", func.attrs["global_symbol"])
+                if "global_symbol" in func.attrs
                 else scheduled.without_attr("global_symbol")
+            )
         with tvm_target:
             return tvm.transform.Sequential(_lower_passes())(mod)
 
@@ -281,21 +317,24 @@ def gpu_pipeline(target: Target):
     @tvm.transform.module_pass(opt_level=0, name="PackagerGpuPipeline")
     def _pipeline(mod, _ctx):
         with tvm_target:
-            return tvm.transform.Sequential([
-                relax.transform.DecomposeOpsForInference(),
-                relax.backend.DispatchSampling(),
-                relax.backend.DispatchSortScan(),
-                int32_take_indices(),
-                relax.transform.LegalizeOps(),
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
-                dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-                                        dl.gpu.Fallback()),
-                narrow_indices_to_int32(),
-                *_lower_passes(),
-            ])(mod)
+            return tvm.transform.Sequential(
+                [
+                    relax.transform.DecomposeOpsForInference(),
+                    relax.backend.DispatchSampling(),
+                    relax.backend.DispatchSortScan(),
+                    int32_take_indices(),
+                    relax.transform.LegalizeOps(),
+                    relax.transform.AnnotateTIROpPattern(),
+                    relax.transform.FoldConstant(),
+                    relax.transform.FuseOps(),
+                    relax.transform.FuseTIR(),
+                    dl.ApplyDefaultSchedule(
+                        dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+                    ),
+                    narrow_indices_to_int32(),
+                    *_lower_passes(),
+                ]
+            )(mod)
 
     return _pipeline
 

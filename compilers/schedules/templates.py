@@ -15,7 +15,6 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
 
-
 @dataclass(frozen=True)
 class Machine:
     """What a schedule is sized by: the cores it runs on and the target's vector unit (targets.cpu.vector_isa)."""
@@ -88,6 +87,7 @@ def analyze_contraction(sch: s_tir.Schedule, block_rv) -> Contraction | None:
     out_dims = used(block.writes[0].region)
     out_vars = set().union(*out_dims)
     reads = {i: used(block.reads[i].region) for i in operands}
+
     # B (the weights) is the operand that shares fewer loops with the output: a conv's filter, a matmul's
     # right side; on a tie, the one whose last dimension is an output loop (contiguous along it).
     def weight_score(i):
@@ -104,7 +104,9 @@ def analyze_contraction(sch: s_tir.Schedule, block_rv) -> Contraction | None:
     reductions = tuple(i for i, iv in enumerate(block.iter_vars) if iv.iter_type == 2)
     if len(spatial) + len(reductions) != len(iter_vars) or not reductions:
         return None
-    channels = [i for i in spatial if iter_vars[i] in b_vars and iter_vars[i] not in a_vars and iter_vars[i] in out_vars]
+    channels = [
+        i for i in spatial if iter_vars[i] in b_vars and iter_vars[i] not in a_vars and iter_vars[i] in out_vars
+    ]
     columns = [i for i in spatial if iter_vars[i] in a_vars and iter_vars[i] not in b_vars and iter_vars[i] in out_vars]
     channel = channels[-1] if channels else None
     column = columns[-1] if columns else None
@@ -118,8 +120,19 @@ def analyze_contraction(sch: s_tir.Schedule, block_rv) -> Contraction | None:
         else:
             w_dim, out_dim = w_dims[0], o_dims[0]
     outer = tuple(i for i in spatial if i not in (channel, column))
-    return Contraction(block_rv, a_idx, b_idx, channel, column, outer, reductions, extents, w_dim,
-                       len(block.reads[b_idx].region), out_dim)
+    return Contraction(
+        block_rv,
+        a_idx,
+        b_idx,
+        channel,
+        column,
+        outer,
+        reductions,
+        extents,
+        w_dim,
+        len(block.reads[b_idx].region),
+        out_dim,
+    )
 
 
 def _iter_bindings(sch: s_tir.Schedule, block_rv):
@@ -231,7 +244,9 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
     rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]
     row = rows_at[-1] if rows_at else None
-    row_options = [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
+    row_options = (
+        [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
+    )
     row_tile = decisions.choose(sch, row_options or [1], 1)
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
@@ -250,7 +265,9 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     lead = [i for i in c.outer if i < c.channel]
     rest = [i for i in c.outer if i > c.channel]
     par_loops = [loops[i] for i in lead] + [f_o] + [loops[i] for i in rest]
-    par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] // (row_tile if i == row else 1) for i in rest]
+    par_ext = (
+        [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] // (row_tile if i == row else 1) for i in rest]
+    )
     reductions = [loops[i] for i in c.reductions]
     if channel_block:
         r_o, r_i = sch.split(reductions[0], [None, channel_block])

@@ -10,14 +10,14 @@ each output adds only the nonzero products.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from tvm import s_tir, te, tirx
 
 KIND = "packager.schedule"  # block annotation naming the schedule a block needs
 
 
-@lru_cache(maxsize=None)
+@cache
 def transform_matrices(m: int):
     """(A, B, G) of F(m x m, 3 x 3), as TOPI's Cook-Toom construction gives them (numpy float64)."""
     from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
@@ -28,10 +28,23 @@ def transform_matrices(m: int):
 def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
     n, ci, h, w = data_shape
     co, _, kh, kw = weight_shape
-    return (dtype == "float32" and n == 1 and kh == kw == 3 and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
-            and attrs.out_layout == "NCHW" and int(attrs.groups) == 1 and all(int(s) == 1 for s in attrs.strides)
-            and all(int(d) == 1 for d in attrs.dilation) and ci >= 16 and co >= 16 and co % 8 == 0 and ci % 8 == 0
-            and h >= 8 and w >= 8)
+    return (
+        dtype == "float32"
+        and n == 1
+        and kh == kw == 3
+        and attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "OIHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and all(int(s) == 1 for s in attrs.strides)
+        and all(int(d) == 1 for d in attrs.dilation)
+        and ci >= 16
+        and co >= 16
+        and co % 8 == 0
+        and ci % 8 == 0
+        and h >= 8
+        and w >= 8
+    )
 
 
 # Multiply-add equivalents each element of the transformed weights costs per call. compilers.prepack computes them
@@ -80,15 +93,25 @@ def winograd_kernel(weight, m: int):
     co, ci = int(weight.shape[0]), int(weight.shape[1])
     alpha = m + 2
     _, _, g_mat = transform_matrices(m)
-    weight_t = te.compute((ci, 3, 3, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"})
+    weight_t = te.compute(
+        (ci, 3, 3, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"}
+    )
     kernel_rows = te.compute(
         (alpha, 3, ci, co),
-        lambda e1, kx, c, o: _select(e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(3)]) for i in range(alpha)]),
-        name="winograd_kernel_rows", attrs={KIND: "winograd_rows"})
+        lambda e1, kx, c, o: _select(
+            e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(3)]) for i in range(alpha)]
+        ),
+        name="winograd_kernel_rows",
+        attrs={KIND: "winograd_rows"},
+    )
     return te.compute(
         (alpha, alpha, ci, co),
-        lambda e1, e2, c, o: _select(e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(3)]) for j in range(alpha)]),
-        name="winograd_kernel_pack", attrs={KIND: "winograd_kernel"})
+        lambda e1, e2, c, o: _select(
+            e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(3)]) for j in range(alpha)]
+        ),
+        name="winograd_kernel_pack",
+        attrs={KIND: "winograd_kernel"},
+    )
 
 
 def conv2d_winograd(data, packed_kernel, padding, m: int, tiles_padded: int | None = None):
@@ -109,34 +132,61 @@ def conv2d_winograd(data, packed_kernel, padding, m: int, tiles_padded: int | No
 
     image = te.compute(  # padded to whole tiles, channels last so transforms vectorize over channels
         (n_h_image * m + 2, n_w * m + 2, ci),
-        lambda y, x, c: tirx.if_then_else(tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl), data[0, c, y - pt, x - pl], zero),
-        name="winograd_input", attrs={KIND: "winograd_input"})
+        lambda y, x, c: tirx.if_then_else(
+            tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl), data[0, c, y - pt, x - pl], zero
+        ),
+        name="winograd_input",
+        attrs={KIND: "winograd_input"},
+    )
 
     # Each transform is separable (M^T X M): rows first, then columns, alpha terms at a time.
     def data_rows(e1, rb, p, c):
-        return _select(e1, [_combine([(b_mat[ra, i], image[(p // n_w) * m + ra, (p % n_w) * m + rb, c]) for ra in range(alpha)])
-                            for i in range(alpha)])
+        return _select(
+            e1,
+            [
+                _combine([(b_mat[ra, i], image[(p // n_w) * m + ra, (p % n_w) * m + rb, c]) for ra in range(alpha)])
+                for i in range(alpha)
+            ],
+        )
 
     rows = te.compute((alpha, alpha, n_p, ci), data_rows, name="winograd_data_rows", attrs={KIND: "winograd_rows"})
     packed_data = te.compute(
         (alpha, alpha, n_p, ci),
-        lambda e1, e2, p, c: _select(e2, [_combine([(b_mat[rb, j], rows[e1, rb, p, c]) for rb in range(alpha)]) for j in range(alpha)]),
-        name="winograd_data_pack", attrs={KIND: "winograd_data"})
+        lambda e1, e2, p, c: _select(
+            e2, [_combine([(b_mat[rb, j], rows[e1, rb, p, c]) for rb in range(alpha)]) for j in range(alpha)]
+        ),
+        name="winograd_data_pack",
+        attrs={KIND: "winograd_data"},
+    )
     rc = te.reduce_axis((0, ci), name="rc")
     # channels innermost, so the inverse transform reads whole vectors of output channels
-    product = te.compute((alpha, alpha, n_p, co),
-                         lambda e1, e2, p, o: te.sum(packed_data[e1, e2, p, rc] * packed_kernel[e1, e2, rc, o], axis=rc),
-                         name="winograd_bgemm")
+    product = te.compute(
+        (alpha, alpha, n_p, co),
+        lambda e1, e2, p, o: te.sum(packed_data[e1, e2, p, rc] * packed_kernel[e1, e2, rc, o], axis=rc),
+        name="winograd_bgemm",
+    )
     inverse_rows = te.compute(
         (m, alpha, n_h * n_w, co),
-        lambda vh, rb, p, o: _select(vh, [_combine([(a_mat[ra, i], product[ra, rb, p, o]) for ra in range(alpha)]) for i in range(m)]),
-        name="winograd_inverse_rows", attrs={KIND: "winograd_rows"})
+        lambda vh, rb, p, o: _select(
+            vh, [_combine([(a_mat[ra, i], product[ra, rb, p, o]) for ra in range(alpha)]) for i in range(m)]
+        ),
+        name="winograd_inverse_rows",
+        attrs={KIND: "winograd_rows"},
+    )
     tiles = te.compute(
         (co, n_h * n_w, m, m),
-        lambda o, p, vh, vw: _select(vw, [_combine([(a_mat[rb, j], inverse_rows[vh, rb, p, o]) for rb in range(alpha)]) for j in range(m)]),
-        name="winograd_inverse", attrs={KIND: "winograd_inverse"})
-    return te.compute((1, co, oh, ow), lambda b, o, y, x: tiles[o, (y // m) * n_w + x // m, y % m, x % m],
-                      name="conv2d_winograd", attrs={KIND: "winograd_output", "winograd_m": m})
+        lambda o, p, vh, vw: _select(
+            vw, [_combine([(a_mat[rb, j], inverse_rows[vh, rb, p, o]) for rb in range(alpha)]) for j in range(m)]
+        ),
+        name="winograd_inverse",
+        attrs={KIND: "winograd_inverse"},
+    )
+    return te.compute(
+        (1, co, oh, ow),
+        lambda b, o, y, x: tiles[o, (y // m) * n_w + x // m, y % m, x % m],
+        name="conv2d_winograd",
+        attrs={KIND: "winograd_output", "winograd_m": m},
+    )
 
 
 def legalize_conv2d(bb, call, direct=None, padded=None):
@@ -158,8 +208,9 @@ def legalize_conv2d(bb, call, direct=None, padded=None):
     packed = bb.emit(bb.call_te(lambda w: winograd_kernel(w, m), call.args[1], primfunc_name_hint="winograd_kernel"))
     tiles = -(-out_shape[2] // m) * -(-out_shape[3] // m)
     tiles_padded = padded(tiles) if padded is not None else None
-    return bb.call_te(lambda d, k: conv2d_winograd(d, k, padding, m, tiles_padded), call.args[0], packed,
-                      primfunc_name_hint="conv2d")
+    return bb.call_te(
+        lambda d, k: conv2d_winograd(d, k, padding, m, tiles_padded), call.args[0], packed, primfunc_name_hint="conv2d"
+    )
 
 
 def kind(sch: s_tir.Schedule, block_rv) -> str | None:

@@ -86,16 +86,30 @@ class TuningCache:
         if not self.root.is_dir():
             return found
         for directory in sorted(p for p in self.root.iterdir() if (p / _TARGET_FILE).exists()):
-            found.append(CacheEntry(json.loads((directory / _TARGET_FILE).read_text()), directory,
-                                    _count_lines(directory / _WORKLOADS), _count_lines(directory / _RECORDS)))
+            found.append(
+                CacheEntry(
+                    json.loads((directory / _TARGET_FILE).read_text()),
+                    directory,
+                    _count_lines(directory / _WORKLOADS),
+                    _count_lines(directory / _RECORDS),
+                )
+            )
         return found
 
     def export(self, path: Path, target: Target | None = None) -> int:
         """Write every record (or one target's) to ``path``; returns the number of records written."""
         chosen = [e for e in self.entries() if target is None or e.tvm_target == target.tvm_target]
-        doc = {"format": EXPORT_FORMAT, "databases": [
-            {"target": e.tvm_target, "workloads": (e.directory / _WORKLOADS).read_text(),
-             "records": (e.directory / _RECORDS).read_text()} for e in chosen]}
+        doc = {
+            "format": EXPORT_FORMAT,
+            "databases": [
+                {
+                    "target": e.tvm_target,
+                    "workloads": (e.directory / _WORKLOADS).read_text(),
+                    "records": (e.directory / _RECORDS).read_text(),
+                }
+                for e in chosen
+            ],
+        }
         Path(path).write_text(json.dumps(doc, indent=1) + "\n")
         return sum(e.records for e in chosen)
 
@@ -112,12 +126,15 @@ class TuningCache:
                 (Path(tmp) / _WORKLOADS).write_text(str(db.get("workloads", "")))
                 (Path(tmp) / _RECORDS).write_text(str(db.get("records", "")))
                 try:
-                    source = ms.database.JSONDatabase(str(Path(tmp) / _WORKLOADS), str(Path(tmp) / _RECORDS),
-                                                      allow_missing=False)
+                    source = ms.database.JSONDatabase(
+                        str(Path(tmp) / _WORKLOADS), str(Path(tmp) / _RECORDS), allow_missing=False
+                    )
                     records = source.get_all_tuning_records()
                 except Exception as exc:  # the JSON database raises bare TVMError on a malformed line
-                    raise ValidationException(f"{path}: databases[{i}] is not a MetaSchedule database ({str(exc).splitlines()[-1][:200]})",
-                                              field=f"databases[{i}]") from None
+                    raise ValidationException(
+                        f"{path}: databases[{i}] is not a MetaSchedule database ({str(exc).splitlines()[-1][:200]})",
+                        field=f"databases[{i}]",
+                    ) from None
                 added += _merge(records, self._database(db["target"], create=True))
         return added
 
@@ -149,8 +166,9 @@ def _merge(records, database) -> int:
         if _record_key(record) in existing:
             continue
         workload = database.commit_workload(record.workload.mod)
-        database.commit_tuning_record(ms.database.TuningRecord(
-            record.trace, workload, record.run_secs, record.target, record.args_info))
+        database.commit_tuning_record(
+            ms.database.TuningRecord(record.trace, workload, record.run_secs, record.target, record.args_info)
+        )
         existing.add(_record_key(record))
         added += 1
     return added

@@ -114,8 +114,9 @@ class InProcessRunner(ms.runner.PyRunner):
                 errors[i] = f"no built module {runner_input.artifact_path}"
                 continue
             try:
-                evaluator = module.time_evaluator("main", device, number=1, repeat=1, min_repeat_ms=0,
-                                                  f_preproc="cache_flush_cpu_non_first_arg")
+                evaluator = module.time_evaluator(
+                    "main", device, number=1, repeat=1, min_repeat_ms=0, f_preproc="cache_flush_cpu_non_first_arg"
+                )
                 timers[i] = (evaluator, _arguments(runner_input.args_info, device))
             except Exception as exc:
                 errors[i] = "run failed: " + _error_text(exc)
@@ -127,8 +128,10 @@ class InProcessRunner(ms.runner.PyRunner):
                 except Exception as exc:
                     errors[i] = "run failed: " + _error_text(exc)
                     del timers[i]
-        return [LocalRunnerFuture(error_message=errors[i]) if i in errors else LocalRunnerFuture(res=[best[i]])
-                for i in range(len(runner_inputs))]
+        return [
+            LocalRunnerFuture(error_message=errors[i]) if i in errors else LocalRunnerFuture(res=[best[i]])
+            for i in range(len(runner_inputs))
+        ]
 
 
 def measurement(cross_compiler: str | None, rpc: RpcConfig | None):
@@ -136,11 +139,18 @@ def measurement(cross_compiler: str | None, rpc: RpcConfig | None):
     if rpc is None:
         modules: dict = {}
         return InProcessBuilder(modules), InProcessRunner(modules)
-    config = ms.runner.RPCConfig(tracker_host=rpc.tracker_host, tracker_port=rpc.tracker_port, tracker_key=rpc.device_key,
-                                 session_priority=1, session_timeout_sec=rpc.session_timeout_s)
+    config = ms.runner.RPCConfig(
+        tracker_host=rpc.tracker_host,
+        tracker_port=rpc.tracker_port,
+        tracker_key=rpc.device_key,
+        session_priority=1,
+        session_timeout_sec=rpc.session_timeout_s,
+    )
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=REPEAT, min_repeat_ms=0, enable_cpu_cache_flush=True)
-    return (InProcessBuilder({}, cross_compiler, export=True),
-            ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1))
+    return (
+        InProcessBuilder({}, cross_compiler, export=True),
+        ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1),
+    )
 
 
 def configure_threads(cores: int) -> None:

@@ -20,7 +20,7 @@ from compilers.tuning.space import ReplayDecisions, schedule_candidate
 class TemplateSearch(ms.search_strategy.PySearchStrategy):
     """Measures a task's decision tuples in order (default first), up to its quota; later batches lead with the default."""
 
-    def __init__(self, space, quota: int, machine, progress: "ProgressCallback"):
+    def __init__(self, space, quota: int, machine, progress: ProgressCallback):
         super().__init__()
         self.space = tuple(space)
         self.quota = quota
@@ -46,12 +46,15 @@ class TemplateSearch(ms.search_strategy.PySearchStrategy):
         if self.position >= self.limit or self.progress.failure:
             return None
         first = self.position == 0
-        chunk = self.space[self.position:min(self.position + self.batch - (0 if first else 1), self.limit)]
+        chunk = self.space[self.position : min(self.position + self.batch - (0 if first else 1), self.limit)]
         self.position += len(chunk)
         if not first:
             chunk = (self.space[0],) + chunk  # the reference the batch is scaled by
         args_info = ms.arg_info.ArgInfo.from_prim_func(self.workload["main"])
-        return [ms.MeasureCandidate(schedule_candidate(self.workload, ReplayDecisions(d), self.machine), args_info) for d in chunk]
+        return [
+            ms.MeasureCandidate(schedule_candidate(self.workload, ReplayDecisions(d), self.machine), args_info)
+            for d in chunk
+        ]
 
     def notify_runner_results(self, measure_candidates, results) -> None:
         pass
@@ -89,7 +92,9 @@ class ProgressLines:
         self.last: float | None = None
         self.done = 0
 
-    def batch(self, trials: int, task_index: int, task_name: str, best_ms: float | None, default_ms: float | None) -> str | None:
+    def batch(
+        self, trials: int, task_index: int, task_name: str, best_ms: float | None, default_ms: float | None
+    ) -> str | None:
         self.done += trials
         now = self.clock()
         final = self.done >= self.total
@@ -102,7 +107,7 @@ class ProgressLines:
         if best_ms is not None and default_ms is not None:
             best += f" (default {default_ms:.3f} ms)"
         when = f"done in {_duration(elapsed)}" if final else f"about {_duration(left)} left"
-        line = (f"tuning {self.done}/{self.total} trials, task {task_index + 1}/{self.tasks} {task_name}: {best}; {when}")
+        line = f"tuning {self.done}/{self.total} trials, task {task_index + 1}/{self.tasks} {task_name}: {best}; {when}"
         self.emit(line)
         return line
 
@@ -143,8 +148,11 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
         for i, (candidate, seconds) in enumerate(zip(measure_candidates, raw)):
             if seconds is None or (i == 0 and not first_batch):
                 continue
-            self.database.commit_tuning_record(ms.database.TuningRecord(
-                candidate.sch.trace, workload, [seconds * scale], self.target, candidate.args_info))
+            self.database.commit_tuning_record(
+                ms.database.TuningRecord(
+                    candidate.sch.trace, workload, [seconds * scale], self.target, candidate.args_info
+                )
+            )
             ms_time = 1e3 * seconds * scale
             if i == 0:
                 stats.default_ms = ms_time

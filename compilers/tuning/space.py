@@ -24,7 +24,9 @@ class ReplayDecisions(Decisions):
         value = self.prefix[i] if i < len(self.prefix) and self.prefix[i] in candidates else default
         self.chosen.append(value)
         if len(candidates) > 1:  # recorded in the trace, so a record says which choice it measured
-            sch.sample_categorical(list(candidates), [1.0 / len(candidates)] * len(candidates), decision=candidates.index(value))
+            sch.sample_categorical(
+                list(candidates), [1.0 / len(candidates)] * len(candidates), decision=candidates.index(value)
+            )
         return value
 
 

@@ -18,15 +18,14 @@ import time
 import types
 from dataclasses import dataclass, field
 
-from packager.errors import CompilationError, ValidationException
-from targets.catalog import Target
-from targets.cpu import vector_isa
-
 from compilers.schedules.pipeline import fuse_operators, is_gpu, machine, workload
 from compilers.tuning.cache import TuningCache
 from compilers.tuning.measure import RpcConfig, configure_threads, measurement
 from compilers.tuning.search import ProgressCallback, TemplateSearch
 from compilers.tuning.space import design_space
+from packager.errors import CompilationError, ValidationException
+from targets.catalog import Target
+from targets.cpu import vector_isa
 
 BATCH = 8  # candidates measured together, interleaved
 
@@ -132,8 +131,9 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = True, rpc: RpcConfig | None = None,
-         log=None) -> TuningResult:
+def tune(
+    mod, target: Target, trials: int, cache: TuningCache, progress: bool = True, rpc: RpcConfig | None = None, log=None
+) -> TuningResult:
     """Tune ``mod`` (a Relax IRModule, weights as parameters) for ``target``; records go to ``cache``.
 
     Progress lines (trials done out of ``trials``, the current task, its best latency, the time left) go to
@@ -147,10 +147,13 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     if trials < 0:
         raise ValidationException(f"tuning trials must be >= 0, got {trials}", field="tuning-trials")
     if is_gpu(target):
-        raise ValidationException(f"tuning is implemented for CPU targets; {target.name} is a GPU target", field="tuning-trials")
+        raise ValidationException(
+            f"tuning is implemented for CPU targets; {target.name} is a GPU target", field="tuning-trials"
+        )
     if target.is_cross and rpc is None:
-        raise ValidationException(f"target {target.name} runs on another architecture: tuning it needs an RPC tracker",
-                                  field="rpc")
+        raise ValidationException(
+            f"target {target.name} runs on another architecture: tuning it needs an RPC tracker", field="rpc"
+        )
     started = time.perf_counter()
     shape = machine(target)
     cores = shape.cores
@@ -185,17 +188,32 @@ def tune(mod, target: Target, trials: int, cache: TuningCache, progress: bool = 
     with _without_tensor_intrinsics():
         contexts = [
             ms.TuneContext(
-                mod=task.workload, target=tvm_target,
-                space_generator=ms.space_generator.ScheduleFn(lambda sch: sch, sch_rules=[], postprocs=[], mutator_probs={}),
+                mod=task.workload,
+                target=tvm_target,
+                space_generator=ms.space_generator.ScheduleFn(
+                    lambda sch: sch, sch_rules=[], postprocs=[], mutator_probs={}
+                ),
                 search_strategy=TemplateSearch(task.space, quota, shape, progress_cb),
-                task_name=task.name, num_threads=cores)
+                task_name=task.name,
+                num_threads=cores,
+            )
             for task, quota in zip(todo, quotas)
         ]
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in todo], work_dir=str(cache.root),
-                          max_trials_global=sum(budgets), max_trials_per_task=max(budgets), num_trials_per_iter=BATCH,
-                          builder=builder, runner=runner, database=database, cost_model="random",
-                          measure_callbacks=[progress_cb], task_scheduler="round-robin")
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=[float(t.weight) for t in todo],
+                work_dir=str(cache.root),
+                max_trials_global=sum(budgets),
+                max_trials_per_task=max(budgets),
+                num_trials_per_iter=BATCH,
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model="random",
+                measure_callbacks=[progress_cb],
+                task_scheduler="round-robin",
+            )
         finally:
             progress_cb.close()
     if progress_cb.failure:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -24,10 +24,16 @@ class LatencyStats:
     throughput_per_s: float
 
     @classmethod
-    def from_seconds(cls, samples: list[float]) -> "LatencyStats":
+    def from_seconds(cls, samples: list[float]) -> LatencyStats:
         ms = np.asarray(samples) * 1e3
-        return cls(runs=len(samples), p50_ms=float(np.percentile(ms, 50)), p90_ms=float(np.percentile(ms, 90)),
-                   p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), throughput_per_s=float(1e3 / ms.mean()))
+        return cls(
+            runs=len(samples),
+            p50_ms=float(np.percentile(ms, 50)),
+            p90_ms=float(np.percentile(ms, 90)),
+            p99_ms=float(np.percentile(ms, 99)),
+            mean_ms=float(ms.mean()),
+            throughput_per_s=float(1e3 / ms.mean()),
+        )
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,11 @@ class BenchmarkReport:
 
     @property
     def ratio_text(self) -> str:
-        return f"{self.ratio_tvm_to_ort:.2f}x" if self.ratio_tvm_to_ort is not None else self.ratio_not_measured or NO_DEVICE
+        return (
+            f"{self.ratio_tvm_to_ort:.2f}x"
+            if self.ratio_tvm_to_ort is not None
+            else self.ratio_not_measured or NO_DEVICE
+        )
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -79,8 +89,12 @@ class BenchmarkOptions:
     threads: int | None = None  # for TVM and ONNX Runtime alike; None: every core this process may use
 
 
-def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runner: Runner | None,
-              options: BenchmarkOptions = BenchmarkOptions()) -> BenchmarkReport:
+def benchmark(
+    artifact: CompiledArtifact,
+    imported: ImportedModel,
+    runner: Runner | None,
+    options: BenchmarkOptions = BenchmarkOptions(),
+) -> BenchmarkReport:
     """Time the compiled artifact through ``runner`` (here, or on a device) and ONNX Runtime here, on the same input.
 
     ``runner`` is None for a library nothing here can run (a cross target with no device): only ONNX Runtime
@@ -103,8 +117,15 @@ def benchmark(artifact: CompiledArtifact, imported: ImportedModel, runner: Runne
     else:
         ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
     return BenchmarkReport(
-        target=artifact.target_name, device=runner.label if runner is not None else "none",
-        emulated=runner is not None and runner.emulated, threads=threads, warmup=options.warmup,
-        tvm=tvm_stats, onnxruntime=ort_stats, ratio_tvm_to_ort=ratio, input_shape=tuple(imported.input_shape),
-        not_measured=None if tvm_stats else NO_DEVICE, ratio_not_measured=why,
+        target=artifact.target_name,
+        device=runner.label if runner is not None else "none",
+        emulated=runner is not None and runner.emulated,
+        threads=threads,
+        warmup=options.warmup,
+        tvm=tvm_stats,
+        onnxruntime=ort_stats,
+        ratio_tvm_to_ort=ratio,
+        input_shape=tuple(imported.input_shape),
+        not_measured=None if tvm_stats else NO_DEVICE,
+        ratio_not_measured=why,
     )

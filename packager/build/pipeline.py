@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from compilers.model import CompiledArtifact, CompileOptions, ImportedModel
 from packager.build.benchmark import BenchmarkOptions, BenchmarkReport
@@ -31,9 +32,13 @@ class PackagingRequest:
     tuning_trials: int = 0
     benchmark_runs: int = 50
     work_dir: Path | None = None  # scratch space for compile; a temp dir when None
-    device: RemoteDevice | None = None  # packager.build.remote.RemoteDevice: run, check and time the model there over TVM RPC
+    device: RemoteDevice | None = (
+        None  # packager.build.remote.RemoteDevice: run, check and time the model there over TVM RPC
+    )
     model_arn: str | None = None  # the registered model's ARN, which the device's agent reports for the component
-    compile_cache_dir: Path | None = None  # reuse earlier compiles kept there (compilers/compile_cache.py); None: compile
+    compile_cache_dir: Path | None = (
+        None  # reuse earlier compiles kept there (compilers/compile_cache.py); None: compile
+    )
     max_ratio: float | None = None  # speed gate: fail, bundling nothing, when a measured TVM/ORT p50 ratio is above it
 
 
@@ -43,7 +48,9 @@ class PackagingResult:
     benchmark: BenchmarkReport
     component_version_arn: str | None
     wall_seconds: float
-    max_abs_error: dict = field(default_factory=dict)  # output name -> max |TVM - ORT| of the build's check; {} unchecked
+    max_abs_error: dict = field(
+        default_factory=dict
+    )  # output name -> max |TVM - ORT| of the build's check; {} unchecked
     compile_seconds: float = 0.0
     from_cache: bool = False  # the compile cache supplied the compiled model
 
@@ -51,8 +58,14 @@ class PackagingResult:
 ProgressCallback = Callable[[str], None]
 
 
-def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_client=None, sts_client=None,
-                  progress: ProgressCallback = lambda message: None) -> PackagingResult:
+def run_packaging(
+    request: PackagingRequest,
+    *,
+    s3_client=None,
+    greengrass_client=None,
+    sts_client=None,
+    progress: ProgressCallback = lambda message: None,
+) -> PackagingResult:
     """Import, compile (and check against ONNX Runtime), benchmark, bundle, then publish when an S3 location is given.
     ``sts_client``: the caller's account id comes from it, so registration is checked with documented calls only."""
     import tempfile
@@ -69,14 +82,20 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
     progress(f"importing {request.model_path}")
     imported = import_model(request.model_path, request.spec_path, cache_dir=request.compile_cache_dir)
     with tempfile.TemporaryDirectory(prefix="packager-") as scratch:
-        options = CompileOptions(work_dir=request.work_dir or Path(scratch), tuning_trials=request.tuning_trials,
-                                 tuning_cache_dir=tuning_cache_dir(), compile_cache_dir=request.compile_cache_dir)
+        options = CompileOptions(
+            work_dir=request.work_dir or Path(scratch),
+            tuning_trials=request.tuning_trials,
+            tuning_cache_dir=tuning_cache_dir(),
+            compile_cache_dir=request.compile_cache_dir,
+        )
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.from_cache:
             progress(f"compile cache hit: reused the library and parameters ({artifact.compile_seconds:.1f} s)")
         if artifact.tuning_trials or artifact.tuning_records_applied:
-            progress(f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels")
+            progress(
+                f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels"
+            )
         errors: dict = {}
         timing = BenchmarkOptions(runs=request.benchmark_runs)
         if request.device is not None:
@@ -84,23 +103,39 @@ def run_packaging(request: PackagingRequest, *, s3_client=None, greengrass_clien
         elif runs_on_this_host(request.target):
             report, errors = check_and_time(TvmRunner.load(artifact), artifact, imported, options, timing, progress)
         else:
-            progress(f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings")
+            progress(
+                f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings"
+            )
             report = benchmark(artifact, imported, None, timing)
         check_speed_gate(report, request.max_ratio, progress)
         progress(f"bundling {request.component_name} {request.component_version}")
-        component = ComponentIdentity(request.component_name, request.component_version, request.component_description,
-                                      request.model_arn)
+        component = ComponentIdentity(
+            request.component_name, request.component_version, request.component_description, request.model_arn
+        )
         archives = request.compile_cache_dir / "archives" if request.compile_cache_dir is not None else None
-        result_bundle = bundle(artifact, report, request.target, component, request.output_dir, request.s3_location,
-                               archive_cache=archives)
+        result_bundle = bundle(
+            artifact, report, request.target, component, request.output_dir, request.s3_location, archive_cache=archives
+        )
     arn = None
     if request.s3_location is not None:
         progress(f"publishing to {request.s3_location.uri_for(component.name, component.version, '')}")
-        arn = publish_component(result_bundle, s3_client, greengrass_client, tags=request.tags, register=request.register,
-                                sts_client=sts_client)
-    return PackagingResult(bundle=result_bundle, benchmark=report, component_version_arn=arn,
-                           wall_seconds=time.perf_counter() - started, max_abs_error=errors,
-                           compile_seconds=artifact.compile_seconds, from_cache=artifact.from_cache)
+        arn = publish_component(
+            result_bundle,
+            s3_client,
+            greengrass_client,
+            tags=request.tags,
+            register=request.register,
+            sts_client=sts_client,
+        )
+    return PackagingResult(
+        bundle=result_bundle,
+        benchmark=report,
+        component_version_arn=arn,
+        wall_seconds=time.perf_counter() - started,
+        max_abs_error=errors,
+        compile_seconds=artifact.compile_seconds,
+        from_cache=artifact.from_cache,
+    )
 
 
 def check_speed_gate(report, max_ratio: float | None, progress: ProgressCallback = lambda message: None) -> None:
@@ -116,24 +151,41 @@ def check_speed_gate(report, max_ratio: float | None, progress: ProgressCallback
     if report.ratio_tvm_to_ort > max_ratio:
         raise SpeedGateError(
             f"speed gate: TVM/ORT p50 is {report.ratio_tvm_to_ort:.2f}x on {report.target} (TVM {report.tvm.p50_ms:.3f} ms, "
-            f"ONNX Runtime {report.onnxruntime.p50_ms:.3f} ms), above --max-ratio {max_ratio:g}; nothing was bundled")
+            f"ONNX Runtime {report.onnxruntime.p50_ms:.3f} ms), above --max-ratio {max_ratio:g}; nothing was bundled"
+        )
     progress(f"speed gate: TVM/ORT p50 {report.ratio_tvm_to_ort:.2f}x <= {max_ratio:g} on {report.target}")
 
 
-def check_and_time(runner: Runner, artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions,
-                   timing: BenchmarkOptions, progress: ProgressCallback) -> tuple[BenchmarkReport, dict[str, float]]:
+def check_and_time(
+    runner: Runner,
+    artifact: CompiledArtifact,
+    imported: ImportedModel,
+    options: CompileOptions,
+    timing: BenchmarkOptions,
+    progress: ProgressCallback,
+) -> tuple[BenchmarkReport, dict[str, float]]:
     """Check ``runner`` (here or on a device) against ONNX Runtime here, then time both: (report, output -> max abs error)."""
     from compilers.verify import check_against_onnxruntime
     from packager.build.benchmark import benchmark
 
-    progress("checking outputs against ONNX Runtime" if runner.native else f"checking outputs on {runner.label} against ONNX Runtime here")
+    progress(
+        "checking outputs against ONNX Runtime"
+        if runner.native
+        else f"checking outputs on {runner.label} against ONNX Runtime here"
+    )
     errors = check_against_onnxruntime(runner, imported, options)
     progress(f"benchmarking ({timing.runs} runs each{', emulated' if runner.emulated else ''})")
     return benchmark(artifact, imported, runner, timing), errors
 
 
-def _check_on_device(request: PackagingRequest, artifact: CompiledArtifact, imported: ImportedModel, options: CompileOptions,
-                     timing: BenchmarkOptions, progress: ProgressCallback) -> tuple[BenchmarkReport, dict[str, float]]:
+def _check_on_device(
+    request: PackagingRequest,
+    artifact: CompiledArtifact,
+    imported: ImportedModel,
+    options: CompileOptions,
+    timing: BenchmarkOptions,
+    progress: ProgressCallback,
+) -> tuple[BenchmarkReport, dict[str, float]]:
     """Upload to the device over TVM RPC, check against ONNX Runtime here, and time it there."""
     from packager.build.remote import open_device
 
@@ -143,8 +195,15 @@ def _check_on_device(request: PackagingRequest, artifact: CompiledArtifact, impo
         return check_and_time(device.load(artifact), artifact, imported, options, timing, progress)
 
 
-def publish_component(component_bundle: ComponentBundle, s3_client, greengrass_client, *, tags: dict[str, str],
-                      register: bool, sts_client=None) -> str | None:
+def publish_component(
+    component_bundle: ComponentBundle,
+    s3_client,
+    greengrass_client,
+    *,
+    tags: dict[str, str],
+    register: bool,
+    sts_client=None,
+) -> str | None:
     """The agent it depends on first, then the component, then its reports; returns the component version's ARN.
 
     The Edge Agent is shared by every job: a version registered with the same digests is reused wherever its bytes live.
@@ -156,14 +215,26 @@ def publish_component(component_bundle: ComponentBundle, s3_client, greengrass_c
     account = caller_account_id(sts_client) if register and sts_client is not None else None
     for dependency in component_bundle.dependencies:
         publish_shared(dependency, s3_client, greengrass_client, tags=tags, register=register, account_id=account)
-    published = publish(component_bundle, s3_client, greengrass_client, tags=tags, register=register, account_id=account)
+    published = publish(
+        component_bundle, s3_client, greengrass_client, tags=tags, register=register, account_id=account
+    )
     upload_reports(component_bundle, s3_client)
     return published.component_version_arn
 
 
-def package_targets(builds: list, component, output_dir: Path, s3_location: S3Location | None = None, *,
-                    tags: dict[str, str] | None = None, register: bool = True, s3_client=None, greengrass_client=None,
-                    sts_client=None, progress: ProgressCallback = lambda message: None) -> tuple[ComponentBundle, str | None]:
+def package_targets(
+    builds: list,
+    component,
+    output_dir: Path,
+    s3_location: S3Location | None = None,
+    *,
+    tags: dict[str, str] | None = None,
+    register: bool = True,
+    s3_client=None,
+    greengrass_client=None,
+    sts_client=None,
+    progress: ProgressCallback = lambda message: None,
+) -> tuple[ComponentBundle, str | None]:
     """Several targets' builds (packager.greengrass.bundle.TargetBuild) -> one component with a manifest per platform, published
     when an S3 location is given: (bundle, component version ARN or None)."""
     from packager.greengrass.bundle import bundle_targets
@@ -173,8 +244,9 @@ def package_targets(builds: list, component, output_dir: Path, s3_location: S3Lo
     arn = None
     if s3_location is not None:
         progress(f"publishing to {s3_location.uri_for(component.name, component.version, '')}")
-        arn = publish_component(result_bundle, s3_client, greengrass_client, tags=tags or {}, register=register,
-                                sts_client=sts_client)
+        arn = publish_component(
+            result_bundle, s3_client, greengrass_client, tags=tags or {}, register=register, sts_client=sts_client
+        )
     return result_bundle, arn
 
 
@@ -185,5 +257,11 @@ def upload_reports(published, s3_client) -> None:
 
     for path in published.reports:
         key = published.s3_location.key_for(published.component_name, published.component_version, path.name)
-        put_bytes(s3_client, published.s3_location.bucket, key, path.read_bytes(), "application/json",
-                  step=f"upload report {path.name}")
+        put_bytes(
+            s3_client,
+            published.s3_location.bucket,
+            key,
+            path.read_bytes(),
+            "application/json",
+            step=f"upload report {path.name}",
+        )

@@ -13,10 +13,10 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -53,8 +53,10 @@ def remote_device(device_rpc: str | None, rpc_tracker: str | None, rpc_key: str 
         return RemoteDevice(*parse_address(device_rpc, "--device-rpc"))
     if rpc_tracker:
         if not rpc_key or not re.fullmatch(r"[\w.:-]{1,128}", rpc_key):
-            raise ValidationException(f"--rpc-tracker needs --rpc-key naming the device kind, like jetson-xavier; got {rpc_key!r}",
-                                      field="--rpc-key")
+            raise ValidationException(
+                f"--rpc-tracker needs --rpc-key naming the device kind, like jetson-xavier; got {rpc_key!r}",
+                field="--rpc-key",
+            )
         return RemoteDevice(*parse_address(rpc_tracker, "--rpc-tracker"), key=rpc_key)
     return None
 
@@ -129,8 +131,10 @@ class DeviceSession:
                 self._uploaded.add(remote_name)
             module = self.session.load_module(remote_name)
         except Exception as exc:
-            raise CompilationError(f"{self.label} could not load {artifact.library_path.name} built for {artifact.target_name}: "
-                                   f"{_last_line(exc)}{_cuda_server_hint(exc)}") from None
+            raise CompilationError(
+                f"{self.label} could not load {artifact.library_path.name} built for {artifact.target_name}: "
+                f"{_last_line(exc)}{_cuda_server_hint(exc)}"
+            ) from None
         params = tvm.runtime.load_param_dict_from_file(str(artifact.params_path)) if manifest["params"] else {}
         try:
             device = self.session.cuda(0) if artifact.device == "cuda" else self.session.cpu(0)
@@ -140,8 +144,10 @@ class DeviceSession:
         except CompilationError:
             raise
         except Exception as exc:
-            raise CompilationError(f"{self.label} could not run {artifact.library_path.name} on its {artifact.device} device: "
-                                   f"{_last_line(exc)}{_cuda_server_hint(exc)}") from None
+            raise CompilationError(
+                f"{self.label} could not run {artifact.library_path.name} on its {artifact.device} device: "
+                f"{_last_line(exc)}{_cuda_server_hint(exc)}"
+            ) from None
 
 
 # How a device's RPC server fails CUDA libraries when it was not started by targets/jetson/start_rpc_server.sh.
@@ -154,8 +160,10 @@ _CUDA_SERVER_FAILURES = {
 def _cuda_server_hint(exc: Exception) -> str:
     for symptom, cause in _CUDA_SERVER_FAILURES.items():
         if symptom in str(exc):
-            return (f"; {cause}: start it with targets/jetson/start_rpc_server.sh, which adds --no-fork and "
-                    "--load-library .../tvm/lib/libtvm_runtime_cuda.so (docs/targets.md)")
+            return (
+                f"; {cause}: start it with targets/jetson/start_rpc_server.sh, which adds --no-fork and "
+                "--load-library .../tvm/lib/libtvm_runtime_cuda.so (docs/targets.md)"
+            )
     return ""
 
 
@@ -178,9 +186,13 @@ def open_device(device: RemoteDevice) -> Iterator[DeviceSession]:
         worker.join(10)
         outcome.pop("error", None)
     if "error" in outcome:
-        raise ValidationException(f"cannot reach the device at {device.label}: {_last_line(outcome['error'])}", field=field)
+        raise ValidationException(
+            f"cannot reach the device at {device.label}: {_last_line(outcome['error'])}", field=field
+        )
     if "session" not in outcome:
-        raise ValidationException(f"no answer from the device at {device.label} within {device.connect_timeout_s} s", field=field)
+        raise ValidationException(
+            f"no answer from the device at {device.label} within {device.connect_timeout_s} s", field=field
+        )
     session = outcome.pop("session")
     emulator = session.get_function(EMULATOR_FUNCTION)() if _has_function(session, EMULATOR_FUNCTION) else None
     opened = DeviceSession(device, session, emulator)

@@ -22,14 +22,19 @@ def add_target_arguments(group) -> None:
     group.add_argument("--target-device", help="a device: jetson_xavier")
     group.add_argument("--target-platform", metavar="OS/ARCH", help="a platform: LINUX/X86_64 or LINUX/ARM64")
     group.add_argument("--accelerator", help="with --target-platform: NVIDIA (needs gpu-code, cuda-ver, trt-ver)")
-    group.add_argument("--compiler-options", metavar="JSON",
-                       help='CompilerOptions, e.g. \'{"mcpu": "cortex-a72"}\' or '
-                            '\'{"gpu-code": "sm_86", "cuda-ver": "11.4", "trt-ver": "8.2.1"}\'')
+    group.add_argument(
+        "--compiler-options",
+        metavar="JSON",
+        help='CompilerOptions, e.g. \'{"mcpu": "cortex-a72"}\' or '
+        '\'{"gpu-code": "sm_86", "cuda-ver": "11.4", "trt-ver": "8.2.1"}\'',
+    )
 
 
 def add_tracker_arguments(group) -> None:
     """A TVM RPC tracker to lease a device from (build, tune)."""
-    group.add_argument("--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key")
+    group.add_argument(
+        "--rpc-tracker", metavar="HOST:PORT", help="a TVM RPC tracker; lease a device registered under --rpc-key"
+    )
     group.add_argument("--rpc-key", metavar="KEY", help="with --rpc-tracker: the device kind, e.g. jetson-xavier")
 
 
@@ -49,16 +54,23 @@ def target_from_args(args: argparse.Namespace) -> TargetSelection:
     if args.target_platform is not None:
         os_name, _, arch = args.target_platform.partition("/")
         if not arch:
-            raise ValidationException(f"--target-platform must be OS/ARCH like LINUX/ARM64, got {args.target_platform!r}",
-                                      field="--target-platform")
+            raise ValidationException(
+                f"--target-platform must be OS/ARCH like LINUX/ARM64, got {args.target_platform!r}",
+                field="--target-platform",
+            )
     elif args.accelerator is not None:
         raise ValidationException("--accelerator needs --target-platform", field="--accelerator")
     if args.target_device is not None and args.compiler_options is not None:
         raise ValidationException("--compiler-options is not allowed with --target-device", field="--compiler-options")
     try:
         parsed = parse_compiler_options(args.compiler_options)
-        request = TargetRequest(target_device=args.target_device, os=os_name, arch=arch, accelerator=args.accelerator,
-                                compiler_options=parsed.options)
+        request = TargetRequest(
+            target_device=args.target_device,
+            os=os_name,
+            arch=arch,
+            accelerator=args.accelerator,
+            compiler_options=parsed.options,
+        )
         return TargetSelection(request, resolve_target(request), parsed.tuning_trials)
     except ValidationException as exc:  # a field no flag sets (this machine's own architecture) keeps its message
         raise flag_error(exc, member_path(exc.field)) from None
@@ -83,8 +95,14 @@ FLAG_FOR_MEMBER = (
 def flag_for_member(member: str | None) -> str | None:
     """The flag that set a request member (``Configuration.Greengrass.Tags[0].Key`` -> --tag); None for none."""
     member = member or ""
-    return next((flag for prefix, flag in FLAG_FOR_MEMBER
-                 if member == prefix or member.startswith((f"{prefix}.", f"{prefix}["))), None)
+    return next(
+        (
+            flag
+            for prefix, flag in FLAG_FOR_MEMBER
+            if member == prefix or member.startswith((f"{prefix}.", f"{prefix}["))
+        ),
+        None,
+    )
 
 
 def flag_error(exc: ValidationException, member: str | None = None) -> ValidationException:

@@ -13,7 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from packager.commands.arguments import (
-    TargetSelection, add_target_arguments, add_tracker_arguments, check_member, target_from_args,
+    TargetSelection,
+    add_target_arguments,
+    add_tracker_arguments,
+    check_member,
+    target_from_args,
 )
 from packager.commands.build_fleet import fleet_from_args, fleet_target, run_fleet
 from packager.commands.build_jobs import BuildRequest, interrupted, progress, start_build_job, wait_for_build_job
@@ -33,45 +37,97 @@ DEFAULT_PROJECT = "default"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="trained model: .onnx, .pt2 or .pt (default: the bundled example)")
     parser.add_argument("--model-spec", type=Path, help="model spec JSON (default: inferred, or the example's)")
-    parser.add_argument("--project-name", default=DEFAULT_PROJECT,
-                        help=f"project to register the model in, created if missing (default {DEFAULT_PROJECT}); "
-                             "the same model and spec reuse their model version")
-    parser.add_argument("--component-name", default=EXAMPLE_COMPONENT, help=f"Greengrass component name (default {EXAMPLE_COMPONENT})")
-    parser.add_argument("--component-version", help="component version (default <model version>.0.0, so 1.0.0 for a first model)")
+    parser.add_argument(
+        "--project-name",
+        default=DEFAULT_PROJECT,
+        help=f"project to register the model in, created if missing (default {DEFAULT_PROJECT}); "
+        "the same model and spec reuse their model version",
+    )
+    parser.add_argument(
+        "--component-name", default=EXAMPLE_COMPONENT, help=f"Greengrass component name (default {EXAMPLE_COMPONENT})"
+    )
+    parser.add_argument(
+        "--component-version", help="component version (default <model version>.0.0, so 1.0.0 for a first model)"
+    )
     parser.add_argument("--component-description", help="component description")
-    parser.add_argument("--output", type=Path, default=Path("greengrass-build"), help="bundle directory (default ./greengrass-build)")
-    parser.add_argument("--benchmark-runs", type=int, default=50, help="timed runs for TVM and for ONNX Runtime (default 50)")
-    parser.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE ('-': stdout, "
-                        "instead of the text summary); written for failed builds too, with the error")
-    parser.add_argument("--max-ratio", type=float, metavar="R",
-                        help="speed gate: fail (exit 13, nothing bundled) when TVM/ORT p50 is above R on a target where "
-                             "both were timed on this machine; emulated and cross-compiled targets are not measured")
-    parser.add_argument("--client-token", help="idempotency token: the same token and flags within 8 hours reuse the job")
-    where = parser.add_argument_group("target (as the service's TargetDevice / TargetPlatform; default: this machine's CPU)")
-    where.add_argument("--target", action="append", default=[], metavar="NAME", dest="targets",
-                       help="a target by catalog name (jetson_xavier, LINUX/X86_64, LINUX/ARM64, LINUX/<ARCH>/NVIDIA); "
-                            "repeat it, or give --target-device and --target-platform together, for one component with a "
-                            "manifest per platform (each target compiles in its own job; --compiler-options apply to the "
-                            "platform targets)")
+    parser.add_argument(
+        "--output", type=Path, default=Path("greengrass-build"), help="bundle directory (default ./greengrass-build)"
+    )
+    parser.add_argument(
+        "--benchmark-runs", type=int, default=50, help="timed runs for TVM and for ONNX Runtime (default 50)"
+    )
+    parser.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="also write the summary as JSON to FILE ('-': stdout, "
+        "instead of the text summary); written for failed builds too, with the error",
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        metavar="R",
+        help="speed gate: fail (exit 13, nothing bundled) when TVM/ORT p50 is above R on a target where "
+        "both were timed on this machine; emulated and cross-compiled targets are not measured",
+    )
+    parser.add_argument(
+        "--client-token", help="idempotency token: the same token and flags within 8 hours reuse the job"
+    )
+    where = parser.add_argument_group(
+        "target (as the service's TargetDevice / TargetPlatform; default: this machine's CPU)"
+    )
+    where.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="targets",
+        help="a target by catalog name (jetson_xavier, LINUX/X86_64, LINUX/ARM64, LINUX/<ARCH>/NVIDIA); "
+        "repeat it, or give --target-device and --target-platform together, for one component with a "
+        "manifest per platform (each target compiles in its own job; --compiler-options apply to the "
+        "platform targets)",
+    )
     add_target_arguments(where)
-    where.add_argument("--tuning-trials", type=int, metavar="N",
-                       help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
-                            "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target")
-    cache = parser.add_argument_group("compile cache (an unchanged model, spec, target, tuning records and compiler "
-                                      "reuse the earlier compile; the ONNX Runtime check and benchmark still run)")
-    cache.add_argument("--compile-cache", type=Path, metavar="DIR",
-                       help="keep compiled models there (default $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache)")
+    where.add_argument(
+        "--tuning-trials",
+        type=int,
+        metavar="N",
+        help="MetaSchedule trials to tune the model with first (CompilerOptions 'tuning-trials'); records are "
+        "cached under $PACKAGER_HOME/tuning and reused by every later build of the same model and target",
+    )
+    cache = parser.add_argument_group(
+        "compile cache (an unchanged model, spec, target, tuning records and compiler "
+        "reuse the earlier compile; the ONNX Runtime check and benchmark still run)"
+    )
+    cache.add_argument(
+        "--compile-cache",
+        type=Path,
+        metavar="DIR",
+        help="keep compiled models there (default $PACKAGER_COMPILE_CACHE, else $PACKAGER_HOME/compile-cache)",
+    )
     cache.add_argument("--no-cache", action="store_true", help="compile afresh; the cache is neither read nor written")
     device = parser.add_argument_group("device to run, check and time the compiled model on (TVM RPC)")
-    device.add_argument("--device-rpc", metavar="HOST:PORT", help="a TVM RPC server on the device (targets/jetson/start_rpc_server.sh)")
+    device.add_argument(
+        "--device-rpc", metavar="HOST:PORT", help="a TVM RPC server on the device (targets/jetson/start_rpc_server.sh)"
+    )
     add_tracker_arguments(device)
     publish = parser.add_argument_group("publishing (default: only the local bundle)")
-    publish.add_argument("--s3-output", metavar="s3://BUCKET/PREFIX",
-                         help="upload the components there (S3OutputLocation) and register them with Greengrass v2")
-    publish.add_argument("--no-register", action="store_true",
-                         help="with --s3-output: upload only, do not register (without it nothing is registered anyway)")
-    publish.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                         help="a tag for the registered component version (repeatable)")
+    publish.add_argument(
+        "--s3-output",
+        metavar="s3://BUCKET/PREFIX",
+        help="upload the components there (S3OutputLocation) and register them with Greengrass v2",
+    )
+    publish.add_argument(
+        "--no-register",
+        action="store_true",
+        help="with --s3-output: upload only, do not register (without it nothing is registered anyway)",
+    )
+    publish.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tag for the registered component version (repeatable)",
+    )
 
 
 def build_request(args: argparse.Namespace) -> BuildRequest:
@@ -94,34 +150,56 @@ def build_request(args: argparse.Namespace) -> BuildRequest:
     fleet = fleet_from_args(args)
     if len(fleet) == 1:  # one --target NAME is the one-target flags
         args = fleet[0][1]
-    selection = target_selection(args) if len(fleet) <= 1 else None  # the target flags fail here, named, before any record
-    greengrass = {"ComponentName": args.component_name,
-                  **(target_members(selection.request, selection.tuning_trials) if selection else {})}
-    optional = {"ComponentVersion": args.component_version, "ComponentDescription": args.component_description,
-                "S3OutputLocation": _s3_location(args.s3_output), "Tags": _tags(args.tag)}
+    selection = (
+        target_selection(args) if len(fleet) <= 1 else None
+    )  # the target flags fail here, named, before any record
+    greengrass = {
+        "ComponentName": args.component_name,
+        **(target_members(selection.request, selection.tuning_trials) if selection else {}),
+    }
+    optional = {
+        "ComponentVersion": args.component_version,
+        "ComponentDescription": args.component_description,
+        "S3OutputLocation": _s3_location(args.s3_output),
+        "Tags": _tags(args.tag),
+    }
     greengrass.update({k: v for k, v in optional.items() if v is not None})
     check_member("ProjectName", "ProjectName", args.project_name, "--project-name")
     if args.client_token is not None:
         check_member("ClientToken", "ClientToken", args.client_token, "--client-token")
-    for member, shape, flag in (("ComponentDescription", "ComponentDescription", "--component-description"),
-                                ("S3OutputLocation", "S3Location", "--s3-output"), ("Tags", "TagList", "--tag")):
+    for member, shape, flag in (
+        ("ComponentDescription", "ComponentDescription", "--component-description"),
+        ("S3OutputLocation", "S3Location", "--s3-output"),
+        ("Tags", "TagList", "--tag"),
+    ):
         if member in greengrass:
             check_member(shape, member, greengrass[member], flag)
-    extensions = JobExtensions(output_dir=args.output.expanduser().absolute(), benchmark_runs=args.benchmark_runs,
-                               device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
-                               register=not args.no_register,
-                               compile_cache_dir=args.compile_cache.expanduser().absolute() if args.compile_cache else None,
-                               use_compile_cache=not args.no_cache, max_ratio=args.max_ratio)
+    extensions = JobExtensions(
+        output_dir=args.output.expanduser().absolute(),
+        benchmark_runs=args.benchmark_runs,
+        device=remote_device(args.device_rpc, args.rpc_tracker, args.rpc_key),
+        register=not args.no_register,
+        compile_cache_dir=args.compile_cache.expanduser().absolute() if args.compile_cache else None,
+        use_compile_cache=not args.no_cache,
+        max_ratio=args.max_ratio,
+    )
     fleet_targets = tuple(fleet_target(target_selection(one), greengrass) for _, one in fleet) if len(fleet) > 1 else ()
     if fleet_targets:
         try:
             check_distinct_platforms([t.target for t in fleet_targets])
         except ValidationException as exc:
             raise ValidationException(f"--target: {exc.message}", field="--target") from None
-    return BuildRequest(project=args.project_name, model_path=model, spec_path=spec, configuration={"Greengrass": greengrass},
-                        extensions=extensions, client_token=args.client_token, fleet=fleet_targets,
-                        target=selection.target if selection else None,
-                        tuning_trials=selection.tuning_trials if selection else 0)
+    return BuildRequest(
+        project=args.project_name,
+        model_path=model,
+        spec_path=spec,
+        configuration={"Greengrass": greengrass},
+        extensions=extensions,
+        client_token=args.client_token,
+        fleet=fleet_targets,
+        target=selection.target if selection else None,
+        tuning_trials=selection.tuning_trials if selection else 0,
+    )
 
 
 def target_selection(args: argparse.Namespace) -> TargetSelection:
@@ -136,7 +214,9 @@ def _tuning_trials(args: argparse.Namespace) -> int | None:
     if args.tuning_trials is None:
         return None
     if args.target_device is not None:
-        raise ValidationException("--tuning-trials is not allowed with --target-device (a GPU target)", field="--tuning-trials")
+        raise ValidationException(
+            "--tuning-trials is not allowed with --target-device (a GPU target)", field="--tuning-trials"
+        )
     try:
         return check_tuning_trials(args.tuning_trials)
     except ValidationException as exc:
@@ -148,7 +228,9 @@ def _s3_location(uri: str | None) -> dict | None:
         return None
     match = re.fullmatch(r"s3://([^/]+)/*(.*)", uri)
     if not match:
-        raise ValidationException(f"--s3-output must be s3://BUCKET or s3://BUCKET/PREFIX, got {uri!r}", field="--s3-output")
+        raise ValidationException(
+            f"--s3-output must be s3://BUCKET or s3://BUCKET/PREFIX, got {uri!r}", field="--s3-output"
+        )
     prefix = match[2].rstrip("/")
     return {"Bucket": match[1], **({"Prefix": prefix} if prefix else {})}
 
@@ -187,7 +269,9 @@ def print_summary(result, out=None) -> None:
 def _latency_line(report) -> str:
     ort = f"ONNX Runtime p50 {report.onnxruntime.p50_ms:.3f} ms"
     if report.tvm is None:
-        return f"latency:     TVM {report.not_measured}; {ort} ({report.threads} threads, {report.onnxruntime.runs} runs)"
+        return (
+            f"latency:     TVM {report.not_measured}; {ort} ({report.threads} threads, {report.onnxruntime.runs} runs)"
+        )
     where = " (emulated: not device timings)" if report.emulated else ""
     return f"latency:     TVM p50 {report.tvm.p50_ms:.3f} ms{where}, {ort} ({report.threads} threads, {report.tvm.runs} runs)"
 
@@ -210,8 +294,14 @@ def register_build_model(request: BuildRequest) -> str:
         if spec_file is None:  # inferred, or read from anomalib's metadata.json: the job gets it spelled out
             spec_file = Path(scratch) / "model_spec.json"
             spec_file.write_text(imported.spec.to_json())
-        registered = api.register_model(request.project, model_file, spec_file, create_project=True, reuse_identical=True,
-                                        intake_cache_dir=cache_dir)
+        registered = api.register_model(
+            request.project,
+            model_file,
+            spec_file,
+            create_project=True,
+            reuse_identical=True,
+            intake_cache_dir=cache_dir,
+        )
     version = registered["ModelMetadata"]["ModelVersion"]
     progress(f"model version {version} of project {request.project} (sha256 {registered['ModelSha256'][:12]})")
     return version
@@ -256,10 +346,21 @@ def _run_one(request: BuildRequest, model_version: str, summary_json: str | None
     if summary_json:
         platform = request.target.greengrass
         row = row_from_job(result, f"{platform.os}/{platform.architecture}")
-        write_summary_json(succeeded_document(result.component_name, result.component_version, result.recipe_path, [row],
-                                              result.component_version_arn, result.wall_seconds,
-                                              request.extensions.max_ratio), summary_json)
+        write_summary_json(
+            succeeded_document(
+                result.component_name,
+                result.component_version,
+                result.recipe_path,
+                [row],
+                result.component_version_arn,
+                result.wall_seconds,
+                request.extensions.max_ratio,
+            ),
+            summary_json,
+        )
     return 0
 
 
-COMMAND = Command(name="build", help="package a trained model as a Greengrass v2 component", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    name="build", help="package a trained model as a Greengrass v2 component", add_arguments=add_arguments, run=run
+)

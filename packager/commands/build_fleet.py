@@ -12,7 +12,12 @@ from pathlib import Path
 
 from packager.commands.arguments import TargetSelection
 from packager.commands.build_jobs import (
-    BuildRequest, FleetTarget, interrupted, progress, start_build_job, wait_for_build_job,
+    BuildRequest,
+    FleetTarget,
+    interrupted,
+    progress,
+    start_build_job,
+    wait_for_build_job,
 )
 from packager.commands.build_summary import print_fleet_summary, row_from_job, succeeded_document, write_summary_json
 from packager.errors import PackagerError, ValidationException
@@ -25,19 +30,24 @@ def fleet_from_args(args: argparse.Namespace) -> list[tuple[str, argparse.Namesp
     ``args`` is left as it is: each target gets its own copy of the flags."""
     names = list(args.targets)
     if args.targets and (args.target_device or args.target_platform or args.accelerator):
-        raise ValidationException("--target cannot be mixed with --target-device/--target-platform/--accelerator; "
-                                  "name every target with --target", field="--target")
+        raise ValidationException(
+            "--target cannot be mixed with --target-device/--target-platform/--accelerator; "
+            "name every target with --target",
+            field="--target",
+        )
     if args.target_device is not None and args.target_platform is not None:
         names = [args.target_device, args.target_platform + (f"/{args.accelerator}" if args.accelerator else "")]
     if not names:
         return [] if args.target_device is None and args.target_platform is None else [("", args)]
     if len(set(names)) != len(names):
-        raise ValidationException(f"--target: {min(n for n in set(names) if names.count(n) > 1)} is named twice",
-                                  field="--target")
+        raise ValidationException(
+            f"--target: {min(n for n in set(names) if names.count(n) > 1)} is named twice", field="--target"
+        )
     fleet = []
     for name in names:
-        one = argparse.Namespace(**{**vars(args), "targets": [], "target_device": None, "target_platform": None,
-                                    "accelerator": None})
+        one = argparse.Namespace(
+            **{**vars(args), "targets": [], "target_device": None, "target_platform": None, "accelerator": None}
+        )
         if name in TARGET_DEVICES:
             one.target_device, one.compiler_options = name, None if len(names) > 1 else args.compiler_options
             if one.tuning_trials is not None and len(names) > 1:
@@ -47,8 +57,11 @@ def fleet_from_args(args: argparse.Namespace) -> list[tuple[str, argparse.Namesp
             one.target_platform, one.accelerator = "/".join(parts[:2]), (parts[2] if len(parts) > 2 else None)
         fleet.append((name, one))
     if len(fleet) > 1:
-        for flag, value in (("--device-rpc", args.device_rpc), ("--rpc-tracker", args.rpc_tracker),
-                            ("--client-token", args.client_token)):
+        for flag, value in (
+            ("--device-rpc", args.device_rpc),
+            ("--rpc-tracker", args.rpc_tracker),
+            ("--client-token", args.client_token),
+        ):
             if value is not None:
                 raise ValidationException(f"{flag} applies to one target; this build names {len(fleet)}", field=flag)
     return fleet
@@ -56,7 +69,9 @@ def fleet_from_args(args: argparse.Namespace) -> list[tuple[str, argparse.Namesp
 
 def fleet_target(selection: TargetSelection, greengrass: dict) -> FleetTarget:
     """One target's job: the component's name, version and description, and this target alone."""
-    shared = {k: greengrass[k] for k in ("ComponentName", "ComponentVersion", "ComponentDescription") if k in greengrass}
+    shared = {
+        k: greengrass[k] for k in ("ComponentName", "ComponentVersion", "ComponentDescription") if k in greengrass
+    }
     members = target_members(selection.request, selection.tuning_trials)
     return FleetTarget(target=selection.target, configuration={"Greengrass": {**shared, **members}})
 
@@ -79,7 +94,9 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
     with tempfile.TemporaryDirectory(prefix=".targets-", dir=output) as staging:
         jobs = []
         for fleet_target in request.fleet:
-            extensions = replace(request.extensions, output_dir=Path(staging) / target_slug(fleet_target.target), register=False)
+            extensions = replace(
+                request.extensions, output_dir=Path(staging) / target_slug(fleet_target.target), register=False
+            )
             job_request = replace(request, configuration=fleet_target.configuration, extensions=extensions, fleet=())
             jobs.append((fleet_target, start_build_job(job_request, model_version)))
             progress(f"started job {jobs[-1][1]} for {fleet_target.target.name} in project {request.project}")
@@ -97,10 +114,16 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             error.message = f"{fleet_target.target.name}: {error.message}; nothing was bundled"
             error.args = (error.message,)
             raise error
-        builds = [TargetBuild(target=t.target, archive=r.artifact_path.read_bytes(), report=r.benchmark) for t, r in results]
+        builds = [
+            TargetBuild(target=t.target, archive=r.artifact_path.read_bytes(), report=r.benchmark) for t, r in results
+        ]
         version = results[0][1].component_version
-        model_arn = api.describe_model(ProjectName=request.project, ModelVersion=model_version)["ModelDescription"]["ModelArn"]
-        component = ComponentIdentity(greengrass["ComponentName"], version, greengrass.get("ComponentDescription"), model_arn)
+        model_arn = api.describe_model(ProjectName=request.project, ModelVersion=model_version)["ModelDescription"][
+            "ModelArn"
+        ]
+        component = ComponentIdentity(
+            greengrass["ComponentName"], version, greengrass.get("ComponentDescription"), model_arn
+        )
         location = _bundle_location(greengrass)
         s3_client = greengrass_client = sts_client = None
         register = request.extensions.register and location is not None
@@ -109,17 +132,45 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
 
             s3_client, greengrass_client = make_clients(None)
             sts_client = make_sts_client(greengrass_client.meta.region_name) if register else None
-        component_bundle, arn = package_targets(builds, component, output, location, tags=_tag_dict(greengrass),
-                                                register=register, s3_client=s3_client, greengrass_client=greengrass_client,
-                                                sts_client=sts_client, progress=progress)
-    rows = [row_from_job(r, f"{t.target.greengrass.os}/{t.target.greengrass.architecture}", artifact, report_path)
-            for (t, r), artifact, report_path in zip(results, component_bundle.artifacts, component_bundle.reports)]
+        component_bundle, arn = package_targets(
+            builds,
+            component,
+            output,
+            location,
+            tags=_tag_dict(greengrass),
+            register=register,
+            s3_client=s3_client,
+            greengrass_client=greengrass_client,
+            sts_client=sts_client,
+            progress=progress,
+        )
+    rows = [
+        row_from_job(r, f"{t.target.greengrass.os}/{t.target.greengrass.architecture}", artifact, report_path)
+        for (t, r), artifact, report_path in zip(results, component_bundle.artifacts, component_bundle.reports)
+    ]
     wall = time.perf_counter() - started
-    print_fleet_summary(component.name, component.version, component_bundle.recipe_path, rows, arn, wall,
-                        out=sys.stderr if summary_json == "-" else None)
+    print_fleet_summary(
+        component.name,
+        component.version,
+        component_bundle.recipe_path,
+        rows,
+        arn,
+        wall,
+        out=sys.stderr if summary_json == "-" else None,
+    )
     if summary_json:
-        write_summary_json(succeeded_document(component.name, component.version, component_bundle.recipe_path, rows, arn,
-                                              wall, request.extensions.max_ratio), summary_json)
+        write_summary_json(
+            succeeded_document(
+                component.name,
+                component.version,
+                component_bundle.recipe_path,
+                rows,
+                arn,
+                wall,
+                request.extensions.max_ratio,
+            ),
+            summary_json,
+        )
     return 0
 
 

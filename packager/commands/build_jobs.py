@@ -47,8 +47,11 @@ def progress(message: str) -> None:
 
 def interrupted(project: str, job_names: list[str]) -> int:
     for job_name in job_names:
-        print(f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
-              f"describe-model-packaging-job --project-name {project} --job-name {job_name}", file=sys.stderr)
+        print(
+            f"interrupted: job {job_name} goes on in the background; follow it with: python -m packager "
+            f"describe-model-packaging-job --project-name {project} --job-name {job_name}",
+            file=sys.stderr,
+        )
     return 130
 
 
@@ -79,11 +82,15 @@ def wait_for_build_job(project: str, job_name: str, poll_seconds: float | None =
         for line in steps.new_lines():
             progress(line)
 
-    final = api.wait_for_model_packaging_job(project, job_name, poll_seconds=poll_seconds or POLL_SECONDS, on_update=show)
+    final = api.wait_for_model_packaging_job(
+        project, job_name, poll_seconds=poll_seconds or POLL_SECONDS, on_update=show
+    )
     show(final)
     if final["ModelPackagingDescription"]["Status"] == "FAILED":
         raise job_failure(home, project, job_name)
     result = read_result(api.job_dir(home, project, job_name))
     if result is None:
-        raise InternalServerException(f"job {job_name} SUCCEEDED but left no {api.job_dir(home, project, job_name)}/result.json")
+        raise InternalServerException(
+            f"job {job_name} SUCCEEDED but left no {api.job_dir(home, project, job_name)}/result.json"
+        )
     return result

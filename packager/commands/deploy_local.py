@@ -15,15 +15,27 @@ DEFAULT_ROOT = Path(".packager") / "deploy-local"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("build_dir", nargs="?", type=Path, metavar="BUILD_DIR",
-                        help="a greengrass-build directory (recipes/ and artifacts/), as `build` writes it")
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                        help=f"where components are installed, run and logged, like /greengrass/v2 (default {DEFAULT_ROOT})")
-    parser.add_argument("--update-config", metavar="JSON",
-                        help='a deployment\'s configurationUpdate for the Edge Agent, \'{"merge": {...}, "reset": ["/Key"]}\', '
-                             'or per component as greengrass-cli takes it, \'{"NAME": {"MERGE": {...}, "RESET": [...]}}\', '
-                             'or file://PATH. With a deploy-local already running in --root, it is applied to that '
-                             'deployment: the components whose lifecycle uses a changed value restart')
+    parser.add_argument(
+        "build_dir",
+        nargs="?",
+        type=Path,
+        metavar="BUILD_DIR",
+        help="a greengrass-build directory (recipes/ and artifacts/), as `build` writes it",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help=f"where components are installed, run and logged, like /greengrass/v2 (default {DEFAULT_ROOT})",
+    )
+    parser.add_argument(
+        "--update-config",
+        metavar="JSON",
+        help='a deployment\'s configurationUpdate for the Edge Agent, \'{"merge": {...}, "reset": ["/Key"]}\', '
+        'or per component as greengrass-cli takes it, \'{"NAME": {"MERGE": {...}, "RESET": [...]}}\', '
+        "or file://PATH. With a deploy-local already running in --root, it is applied to that "
+        "deployment: the components whose lifecycle uses a changed value restart",
+    )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--stop", action="store_true", help="stop the deploy-local running in --root, and wait for it")
     action.add_argument("--status", action="store_true", help="print the state of each component deployed in --root")
@@ -36,10 +48,11 @@ def _configuration_updates(text: str | None) -> dict:
         return {}
     if text.startswith("file://"):
         try:
-            text = Path(text[len("file://"):]).read_text()
+            text = Path(text[len("file://") :]).read_text()
         except OSError as exc:
-            raise ValidationException(f"--update-config: cannot read {text[len('file://'):]}: {exc.strerror}",
-                                      field="--update-config") from None
+            raise ValidationException(
+                f"--update-config: cannot read {text[len('file://') :]}: {exc.strerror}", field="--update-config"
+            ) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -81,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"stopped deploy-local (pid {pid}) in {root}")
             return 0
         orphans = stop_orphans(root)
-        print(f"no deploy-local is running in {root}" + (f"; stopped what one left running: {', '.join(orphans)}" if orphans else ""))
+        print(
+            f"no deploy-local is running in {root}"
+            + (f"; stopped what one left running: {', '.join(orphans)}" if orphans else "")
+        )
         return 0
     if args.update_config and running_in(root) is not None:
         return _update_running(args, root)
@@ -92,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_deployment(args.build_dir, build_options(args))
     pid_file = claim_root(plan.root)
-    write_configuration(plan.root, read_configuration(plan.root)[0] + 1, {c.name: c.configuration for c in plan.components})
+    write_configuration(
+        plan.root, read_configuration(plan.root)[0] + 1, {c.name: c.configuration for c in plan.components}
+    )
     orphans = stop_orphans(plan.root)
     if orphans:
         print(f"stopped {', '.join(orphans)}: left running by a deploy-local that was killed", flush=True)
@@ -108,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
         except Interrupted:
             print("interrupted: stopped every component", file=sys.stderr)
             return 130
-        print(f"deployed {len(plan.components)} components in {plan.root}; logs in {plan.root / 'logs'}. "
-              f"Stop with Ctrl-C or: python -m packager deploy-local --stop --root {plan.root}", flush=True)
+        print(
+            f"deployed {len(plan.components)} components in {plan.root}; logs in {plan.root / 'logs'}. "
+            f"Stop with Ctrl-C or: python -m packager deploy-local --stop --root {plan.root}",
+            flush=True,
+        )
         nucleus.supervise()
         nucleus.stop()
         return 0
@@ -124,11 +145,17 @@ def _update_running(args: argparse.Namespace, root: Path) -> int:
     from packager.greengrass.local.nucleus import update_running
 
     restarted = update_running(root, build_options(args).configuration_updates, args.build_dir)
-    print(f"applied the configuration update in {root}; "
-          + (f"restarted {', '.join(restarted)}" if restarted else "no component's lifecycle uses a changed value"),
-          flush=True)
+    print(
+        f"applied the configuration update in {root}; "
+        + (f"restarted {', '.join(restarted)}" if restarted else "no component's lifecycle uses a changed value"),
+        flush=True,
+    )
     return 0
 
 
-COMMAND = Command(name="deploy-local", help="run a greengrass-build directory's components here, as the Greengrass nucleus would",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    name="deploy-local",
+    help="run a greengrass-build directory's components here, as the Greengrass nucleus would",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -15,9 +15,9 @@ import time
 from functools import partial
 from pathlib import Path
 
+import packager.service_model as service_model
 from packager.commands.command import Command
 from packager.errors import ValidationException
-import packager.service_model as service_model
 
 # Operation -> one-line help; the order is the order `--help` lists them in.
 _OPERATIONS = {
@@ -47,7 +47,7 @@ def command_name(operation: str) -> str:
 def _load_value(text: str) -> str:
     """file://PATH reads the value from a file, as the AWS CLI does."""
     if text.startswith("file://"):
-        path = Path(text[len("file://"):]).expanduser()
+        path = Path(text[len("file://") :]).expanduser()
         try:
             return path.read_text().rstrip("\n")
         except OSError as exc:
@@ -67,7 +67,9 @@ def _member_value(member: service_model.Member, text: str):
         try:
             return int(text)
         except ValueError:
-            raise ValidationException(f"{flag_name(member.name)}: expected an integer, got {text!r}", field=member.name) from None
+            raise ValidationException(
+                f"{flag_name(member.name)}: expected an integer, got {text!r}", field=member.name
+            ) from None
     return text
 
 
@@ -89,7 +91,9 @@ def _input_document(args: argparse.Namespace) -> dict:
     else:
         return {}
     if not isinstance(doc, dict):
-        raise ValidationException("the CLI input document must be an object of request members", field="--cli-input-json")
+        raise ValidationException(
+            "the CLI input document must be an object of request members", field="--cli-input-json"
+        )
     return doc
 
 
@@ -108,9 +112,15 @@ def request_from_args(operation: str, args: argparse.Namespace) -> dict:
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", choices=("json", "yaml", "table"), default="json", help="output format (default: json)")
-    parser.add_argument("--cli-timestamp-format", choices=("iso8601", "wire"), default="iso8601",
-                        help="timestamps as ISO 8601 (default) or as epoch seconds, as they travel on the wire")
+    parser.add_argument(
+        "--output", choices=("json", "yaml", "table"), default="json", help="output format (default: json)"
+    )
+    parser.add_argument(
+        "--cli-timestamp-format",
+        choices=("iso8601", "wire"),
+        default="iso8601",
+        help="timestamps as ISO 8601 (default) or as epoch seconds, as they travel on the wire",
+    )
 
 
 def add_operation_arguments(operation: str, parser: argparse.ArgumentParser) -> None:
@@ -119,15 +129,30 @@ def add_operation_arguments(operation: str, parser: argparse.ArgumentParser) -> 
     for member in service_model.members(shape_name):
         kind = service_model.shape(member.shape)["type"]
         hint = " (JSON, or file://PATH)" if kind in ("structure", "list", "map") else ""
-        parser.add_argument(flag_name(member.name), dest=member.name, metavar="VALUE",
-                            help=f"{'[required] ' if member.name in required else ''}{member.summary}{hint}".replace("%", "%%"))
-    parser.add_argument("--cli-input-json", metavar="JSON", help="the request as JSON (or file://PATH); flags override it")
-    parser.add_argument("--cli-input-yaml", metavar="YAML", help="the request as YAML (or file://PATH); flags override it")
-    parser.add_argument("--generate-cli-skeleton", nargs="?", const="input", choices=("input", "yaml-input", "output"),
-                        help="print a template of the request (input, yaml-input) or of the response (output), then exit")
+        parser.add_argument(
+            flag_name(member.name),
+            dest=member.name,
+            metavar="VALUE",
+            help=f"{'[required] ' if member.name in required else ''}{member.summary}{hint}".replace("%", "%%"),
+        )
+    parser.add_argument(
+        "--cli-input-json", metavar="JSON", help="the request as JSON (or file://PATH); flags override it"
+    )
+    parser.add_argument(
+        "--cli-input-yaml", metavar="YAML", help="the request as YAML (or file://PATH); flags override it"
+    )
+    parser.add_argument(
+        "--generate-cli-skeleton",
+        nargs="?",
+        const="input",
+        choices=("input", "yaml-input", "output"),
+        help="print a template of the request (input, yaml-input) or of the response (output), then exit",
+    )
     _add_output_arguments(parser)
     if operation == "StartModelPackagingJob":
-        parser.add_argument("--wait", action="store_true", help="wait for SUCCEEDED or FAILED, showing progress on stderr")
+        parser.add_argument(
+            "--wait", action="store_true", help="wait for SUCCEEDED or FAILED, showing progress on stderr"
+        )
         parser.add_argument("--poll-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
@@ -162,7 +187,11 @@ def _skeleton(operation: str, kind: str) -> str:
 
 def _progress_line(started: float, description: dict) -> None:
     elapsed = time.monotonic() - started
-    print(f"[{elapsed:7.1f}s] {description['Status']:<9} {description.get('StatusMessage', '')}", file=sys.stderr, flush=True)
+    print(
+        f"[{elapsed:7.1f}s] {description['Status']:<9} {description.get('StatusMessage', '')}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def run_operation(operation: str, args: argparse.Namespace) -> int:
@@ -175,13 +204,23 @@ def run_operation(operation: str, args: argparse.Namespace) -> int:
     response = api.OPERATIONS[operation](**params)
     if operation == "StartModelPackagingJob" and args.wait:
         job = response["JobName"]
-        print(f"Waiting for job {job} in project {params['ProjectName']} (Ctrl-C stops waiting, not the job)",
-              file=sys.stderr, flush=True)
-        response = api.wait_for_model_packaging_job(params["ProjectName"], job, poll_seconds=args.poll_seconds,
-                                                     on_update=partial(_progress_line, time.monotonic()))
+        print(
+            f"Waiting for job {job} in project {params['ProjectName']} (Ctrl-C stops waiting, not the job)",
+            file=sys.stderr,
+            flush=True,
+        )
+        response = api.wait_for_model_packaging_job(
+            params["ProjectName"],
+            job,
+            poll_seconds=args.poll_seconds,
+            on_update=partial(_progress_line, time.monotonic()),
+        )
         print_response(response, args, "DescribeModelPackagingJob")
         if response["ModelPackagingDescription"]["Status"] == "FAILED":
-            print(f"error: job {job} FAILED: {response['ModelPackagingDescription'].get('StatusMessage', '')}", file=sys.stderr)
+            print(
+                f"error: job {job} FAILED: {response['ModelPackagingDescription'].get('StatusMessage', '')}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     print_response(response, args, operation)
@@ -189,7 +228,9 @@ def run_operation(operation: str, args: argparse.Namespace) -> int:
 
 
 def add_register_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project-name", required=True, metavar="VALUE", help="the project to add the model version to")
+    parser.add_argument(
+        "--project-name", required=True, metavar="VALUE", help="the project to add the model version to"
+    )
     parser.add_argument("--model", required=True, type=Path, metavar="PATH", help="the trained model (.onnx)")
     parser.add_argument("--spec", type=Path, metavar="PATH", help="the model spec JSON (inputs, outputs, thresholds)")
     parser.add_argument("--description", metavar="VALUE", help="model description ([0-9A-Za-z._-], up to 500)")
@@ -200,8 +241,9 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> None:
 def run_register(args: argparse.Namespace) -> int:
     from packager.service.jobs import api
 
-    response = api.register_model(args.project_name, args.model, args.spec, description=args.description,
-                                  create_project=args.create_project)
+    response = api.register_model(
+        args.project_name, args.model, args.spec, description=args.description, create_project=args.create_project
+    )
     print_response(response, args, "RegisterModel")
     return 0
 
@@ -216,7 +258,9 @@ def _cell(value) -> str:
 
 
 def _box(title: str, header: list[str] | None, rows: list[list[str]]) -> list[str]:
-    widths = [max(len(c) for c in column) for column in zip(*([header] if header else []), *rows)] if rows else [len(title)]
+    widths = (
+        [max(len(c) for c in column) for column in zip(*([header] if header else []), *rows)] if rows else [len(title)]
+    )
     inner = max(sum(widths) + 3 * (len(widths) - 1), len(title))
     widths[-1] += inner - (sum(widths) + 3 * (len(widths) - 1))
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -244,10 +288,18 @@ def _table_lines(title: str, doc: dict) -> list[str]:
 
 
 COMMANDS: tuple[Command, ...] = tuple(
-    Command(name=command_name(operation), help=help_text, add_arguments=partial(add_operation_arguments, operation),
-            run=partial(run_operation, operation))
+    Command(
+        name=command_name(operation),
+        help=help_text,
+        add_arguments=partial(add_operation_arguments, operation),
+        run=partial(run_operation, operation),
+    )
     for operation, help_text in _OPERATIONS.items()
 ) + (
-    Command(name="register-model", help="Register a trained ONNX model (plus spec) as a project's next model version.",
-            add_arguments=add_register_arguments, run=run_register),
+    Command(
+        name="register-model",
+        help="Register a trained ONNX model (plus spec) as a project's next model version.",
+        add_arguments=add_register_arguments,
+        run=run_register,
+    ),
 )

@@ -25,18 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="trained model: .onnx, .pt2 or .pt (default: the bundled example)")
     parser.add_argument("--model-spec", type=Path, help="model spec JSON (default: inferred, or the example's)")
     parser.add_argument("--trials", type=int, default=64, help="measurement trials in total (default 64)")
-    parser.add_argument("--tuning-cache", type=Path, help="cache directory (default $PACKAGER_HOME/tuning, ~/.packager/tuning)")
+    parser.add_argument(
+        "--tuning-cache", type=Path, help="cache directory (default $PACKAGER_HOME/tuning, ~/.packager/tuning)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     moves = parser.add_mutually_exclusive_group()
-    moves.add_argument("--export", type=Path, metavar="FILE", help="write the cache's records (one target's with target flags) to FILE")
-    moves.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="merge the records of an exported FILE")
+    moves.add_argument(
+        "--export", type=Path, metavar="FILE", help="write the cache's records (one target's with target flags) to FILE"
+    )
+    moves.add_argument(
+        "--import", dest="import_file", type=Path, metavar="FILE", help="merge the records of an exported FILE"
+    )
     moves.add_argument("--list", action="store_true", help="list the targets the cache holds records for")
     add_target_arguments(parser.add_argument_group("target (as for build; default: this machine's CPU)"))
     add_tracker_arguments(parser.add_argument_group("measure on a remote device (TVM RPC tracker)"))
 
 
 def _target_given(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.target_device, args.target_platform, args.accelerator, args.compiler_options))
+    return any(
+        v is not None for v in (args.target_device, args.target_platform, args.accelerator, args.compiler_options)
+    )
 
 
 def _rpc_config(args: argparse.Namespace):
@@ -92,8 +100,11 @@ def _tune(args, cache, target, rpc) -> int:
         else:
             line = f"{task.trials} trials, default {_ms(task.default_ms)}, best {_ms(task.best_ms)}"
         print(f"  {task.name:48s} {line}")
-    print(f"target {target.name}: {result.trials} trials in {result.seconds:.1f} s, "
-          f"{result.cached_tasks} task(s) already cached; records in {cache.directory_for(target.tvm_target)}", file=sys.stdout)
+    print(
+        f"target {target.name}: {result.trials} trials in {result.seconds:.1f} s, "
+        f"{result.cached_tasks} task(s) already cached; records in {cache.directory_for(target.tvm_target)}",
+        file=sys.stdout,
+    )
     return 0
 
 
@@ -101,5 +112,9 @@ def _ms(value) -> str:
     return "n/a" if value is None else f"{value:.3f} ms"
 
 
-COMMAND = Command(name="tune", help="tune a model for a target into the tuning cache; export or import tuning records",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    name="tune",
+    help="tune a model for a target into the tuning cache; export or import tuning records",
+    add_arguments=add_arguments,
+    run=run,
+)

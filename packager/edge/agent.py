@@ -26,14 +26,16 @@ from pathlib import Path
 
 import grpc
 
-from . import DEFAULT_SOCKET, bitmaps, edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from . import DEFAULT_SOCKET, bitmaps
+from . import edge_agent_pb2 as pb
+from . import edge_agent_pb2_grpc as pb_grpc
 from .client import FLOW_CONTROL_OPTIONS
 from .line import Detection, ResultSink
 from .mask import AnomalyMask, MaskPalette, render
 from .model_host import ModelHost, ModelNotFound, WrongModelState
 from .model_runner import AnomalyResult, postprocess, preprocess
-from .socket_access import DEFAULT_SOCKET_MODE, SocketAccess, SocketAccessError
 from .settings import LineSettings, SettingsError, line_settings_from_environment, load_last_good, save_last_good
+from .socket_access import DEFAULT_SOCKET_MODE, SocketAccess, SocketAccessError
 
 DEFAULT_MAX_IN_FLIGHT = 32
 LAST_GOOD_SETTINGS, RUNNING_MODELS = ".line-settings.last-good", ".running-models"
@@ -147,8 +149,20 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             else:
                 rgb = bitmaps.from_shared_memory(_region(request.bitmap.shared_memory_handle), width, height)
             result, mask = hosted.on_model_thread(_analyse, rgb)
-        detection = Detection(component, hosted.registration.model_arn, uuid.uuid4().hex, time.time(),
-                              time.perf_counter() - arrived, result, mask, rgb) if self.sinks else None
+        detection = (
+            Detection(
+                component,
+                hosted.registration.model_arn,
+                uuid.uuid4().hex,
+                time.time(),
+                time.perf_counter() - arrived,
+                result,
+                mask,
+                rgb,
+            )
+            if self.sinks
+            else None
+        )
         # Filled in place: building submessages and passing them in would copy the mask once more.
         response = pb.DetectAnomaliesResponse()
         found = response.detect_anomaly_result
@@ -165,7 +179,10 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
             found.anomaly_mask.byte_data = mask.pixels.tobytes()
         for mask_class, area in zip(mask.palette.classes, mask.area_fractions):
             anomaly = found.anomalies.add(name=mask_class.name)
-            anomaly.pixel_anomaly.total_percentage_area, anomaly.pixel_anomaly.hex_color = area, mask_class.hex_color.upper()
+            anomaly.pixel_anomaly.total_percentage_area, anomaly.pixel_anomaly.hex_color = (
+                area,
+                mask_class.hex_color.upper(),
+            )
         return response, detection
 
     @_rpc
@@ -178,20 +195,33 @@ class EdgeAgentServicer(pb_grpc.EdgeAgentServicer):
 
     @_rpc
     def ListModels(self, request, context):
-        return pb.ListModelsResponse(models=[
-            pb.ModelMetadata(model_component=m.component, lookout_vision_model_arn=m.model_arn, status=int(m.status),
-                             status_message=m.status_message) for m in self.host.list()])
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelMetadata(
+                    model_component=m.component,
+                    lookout_vision_model_arn=m.model_arn,
+                    status=int(m.status),
+                    status_message=m.status_message,
+                )
+                for m in self.host.list()
+            ]
+        )
 
     @_rpc
     def DescribeModel(self, request, context):
         m = self.host.describe(_require_component(request.model_component))
-        return pb.DescribeModelResponse(model_description=pb.ModelDescription(
-            model_component=m.component, lookout_vision_model_arn=m.model_arn, status=int(m.status),
-            status_message=m.status_message))
+        return pb.DescribeModelResponse(
+            model_description=pb.ModelDescription(
+                model_component=m.component,
+                lookout_vision_model_arn=m.model_arn,
+                status=int(m.status),
+                status_message=m.status_message,
+            )
+        )
 
 
 def socket_path(address: str) -> Path | None:
-    return Path(address[len("unix://"):]) if address.startswith("unix://") else None
+    return Path(address[len("unix://") :]) if address.startswith("unix://") else None
 
 
 def _claim_socket(path: Path) -> None:
@@ -212,8 +242,9 @@ def _claim_socket(path: Path) -> None:
     raise AgentStartError(f"another agent is already listening on {path}")
 
 
-def serve(address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-          sinks: tuple[ResultSink, ...] = ()) -> grpc.Server:
+def serve(
+    address: str, host: ModelHost, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, sinks: tuple[ResultSink, ...] = ()
+) -> grpc.Server:
     """Start serving; the caller stops the returned server (and closes the sinks)."""
     if max_in_flight < 1:
         raise AgentStartError(f"max in-flight detections must be at least 1, got {max_in_flight}")
@@ -225,11 +256,15 @@ def listen(address: str, servicer: pb_grpc.EdgeAgentServicer, workers: int) -> g
     path = socket_path(address)
     if path is not None:
         _claim_socket(path)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-agent"),
-                         maximum_concurrent_rpcs=workers,
-                         options=[*FLOW_CONTROL_OPTIONS,  # the same fixed window for the bitmaps clients send
-                                  ("grpc.max_receive_message_length", bitmaps.MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", bitmaps.MAX_MESSAGE_BYTES)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-agent"),
+        maximum_concurrent_rpcs=workers,
+        options=[
+            *FLOW_CONTROL_OPTIONS,  # the same fixed window for the bitmaps clients send
+            ("grpc.max_receive_message_length", bitmaps.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", bitmaps.MAX_MESSAGE_BYTES),
+        ],
+    )
     pb_grpc.add_EdgeAgentServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(address)
@@ -257,8 +292,11 @@ def _keep_freed_memory() -> None:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return  # no C library that exposes mallopt (not Linux): nothing to tune
-    for parameter, value in ((M_TRIM_THRESHOLD, KEEP_FREED_BYTES), (M_MMAP_THRESHOLD, MMAP_ABOVE_BYTES),
-                             (M_ARENA_MAX, MALLOC_ARENAS)):
+    for parameter, value in (
+        (M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
+        (M_MMAP_THRESHOLD, MMAP_ABOVE_BYTES),
+        (M_ARENA_MAX, MALLOC_ARENAS),
+    ):
         if mallopt(parameter, value) != 1:
             log.warning("mallopt(%d, %d) was refused; freed memory goes back to the kernel", parameter, value)
 
@@ -277,8 +315,11 @@ def line_settings(environ: dict, last_good: Path) -> LineSettings:
         settings = line_settings_from_environment(environ)
     except SettingsError as exc:
         previous = load_last_good(last_good)
-        log.error("bad agent configuration: %s; keeping the %s", exc,
-                  "last good configuration" if previous else "defaults (MQTT and capture off, the models' thresholds)")
+        log.error(
+            "bad agent configuration: %s; keeping the %s",
+            exc,
+            "last good configuration" if previous else "defaults (MQTT and capture off, the models' thresholds)",
+        )
         return previous[0] if previous else LineSettings()
     save_last_good(last_good, environ)
     return settings
@@ -298,29 +339,49 @@ def start_line(settings: LineSettings, work_dir: Path) -> tuple[tuple[ResultSink
         capture = settings.capture
         spool = Spool(work_dir / CAPTURE_SPOOL, capture.max_bytes, capture.retention_days, capture.png_level)
         sinks.append(ImageCapture(capture, spool))
-        log.info("capturing every anomalous image and %.3g of normal ones in %s (at most %d MiB)", capture.normal_share,
-                 spool.root, capture.max_bytes >> 20)
+        log.info(
+            "capturing every anomalous image and %.3g of normal ones in %s (at most %d MiB)",
+            capture.normal_share,
+            spool.root,
+            capture.max_bytes >> 20,
+        )
         if capture.bucket:
             from .uploader import SpoolUploader, s3_client  # boto3 is imported only when uploads are on
 
-            workers.append(SpoolUploader(spool, s3_client(capture.endpoint_url, capture.region), capture.bucket,
-                                         capture.prefix).start(capture.upload_interval_s))
+            workers.append(
+                SpoolUploader(
+                    spool, s3_client(capture.endpoint_url, capture.region), capture.bucket, capture.prefix
+                ).start(capture.upload_interval_s)
+            )
             log.info("uploading captured images to s3://%s/%s", capture.bucket, capture.prefix)
     return tuple(sinks), workers
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookout_edge.agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"gRPC address to listen on (default {DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--socket", default=DEFAULT_SOCKET, help=f"gRPC address to listen on (default {DEFAULT_SOCKET})"
+    )
     parser.add_argument("--registry", type=Path, required=True, help="directory where model components register")
-    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
-                        help=f"DetectAnomalies calls served at once before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_IN_FLIGHT})")
-    parser.add_argument("--socket-mode", default=DEFAULT_SOCKET_MODE,
-                        help=f"permission bits of the Unix socket (default {DEFAULT_SOCKET_MODE}: the agent's user and group)")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help=f"DetectAnomalies calls served at once before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_IN_FLIGHT})",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        default=DEFAULT_SOCKET_MODE,
+        help=f"permission bits of the Unix socket (default {DEFAULT_SOCKET_MODE}: the agent's user and group)",
+    )
     parser.add_argument("--socket-group", default="", help="group that owns the Unix socket (default: the agent's own)")
-    parser.add_argument("--inference-threads", type=int, default=0,
-                        help="CPU threads per model run (TVM_NUM_THREADS); 0 leaves TVM's choice: every core on ARM, the "
-                             "physical cores on x86")
+    parser.add_argument(
+        "--inference-threads",
+        type=int,
+        default=0,
+        help="CPU threads per model run (TVM_NUM_THREADS); 0 leaves TVM's choice: every core on ARM, the "
+        "physical cores on x86",
+    )
     args = parser.parse_args(argv)
     if args.inference_threads < 0:
         parser.error(f"--inference-threads must be 0 or more, got {args.inference_threads}")
@@ -338,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     # The agent's own state sits beside the registrations, under names registry.scan never reads (not *.json).
     settings = line_settings(os.environ, args.registry / LAST_GOOD_SETTINGS)
     host = ModelHost(args.registry, thresholds=settings.thresholds, resume_file=args.registry / RUNNING_MODELS)
-    sinks, workers = start_line(settings, args.registry.parent)  # the component's work path: the registry is its models/
+    sinks, workers = start_line(
+        settings, args.registry.parent
+    )  # the component's work path: the registry is its models/
     try:
         access = SocketAccess.parse(args.socket_mode, args.socket_group)
         server = serve(args.socket, host, args.max_in_flight, sinks)

@@ -77,8 +77,10 @@ class _OpenSegments:
         with self._lock:
             view = self._view(path, region, field, writable)
             if region.offset + nbytes > len(view):
-                raise InvalidBitmap(f"{field}: offset {region.offset} + {nbytes} bytes runs past the end of the "
-                                    f"{len(view)}-byte segment {region.name!r}")
+                raise InvalidBitmap(
+                    f"{field}: offset {region.offset} + {nbytes} bytes runs past the end of the "
+                    f"{len(view)}-byte segment {region.name!r}"
+                )
             yield view
 
     def _view(self, path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
@@ -110,7 +112,9 @@ class _OpenSegments:
 
 
 def _not_a_segment(region: SharedRegion, field: str) -> InvalidBitmap:
-    return InvalidBitmap(f"{field}.name {region.name!r} is not a shared memory segment (a symlink, directory or device)")
+    return InvalidBitmap(
+        f"{field}.name {region.name!r} is not a shared memory segment (a symlink, directory or device)"
+    )
 
 
 def _map(path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.mmap:
@@ -120,11 +124,15 @@ def _map(path: Path, region: SharedRegion, field: str, writable: bool) -> mmap.m
     except FileNotFoundError:
         raise InvalidBitmap(f"{field}.name {region.name!r}: no such shared memory segment") from None
     except PermissionError:
-        raise InvalidBitmap(f"{field}.name {region.name!r}: the agent may not {'write' if writable else 'read'} it") from None
+        raise InvalidBitmap(
+            f"{field}.name {region.name!r}: the agent may not {'write' if writable else 'read'} it"
+        ) from None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
             raise _not_a_segment(region, field) from None
-        raise InvalidBitmap(f"{field}.name {region.name!r}: cannot open it ({errno.errorcode.get(exc.errno, exc.errno)})") from None
+        raise InvalidBitmap(
+            f"{field}.name {region.name!r}: cannot open it ({errno.errorcode.get(exc.errno, exc.errno)})"
+        ) from None
     try:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):  # what was opened, not what the name showed a moment before
@@ -147,7 +155,7 @@ def from_shared_memory(region: SharedRegion, width: int, height: int) -> np.ndar
     if region.size != expected:
         raise InvalidBitmap(f"{field}.size is {region.size}; a {width}x{height} RGB888 bitmap has {expected} bytes")
     with _segments.mapped(region, expected, field, writable=False) as view:
-        data = view[region.offset:region.offset + expected]  # a copy: no buffer export outlives the mapping
+        data = view[region.offset : region.offset + expected]  # a copy: no buffer export outlives the mapping
     return np.frombuffer(data, np.uint8).reshape(height, width, 3)
 
 
@@ -156,9 +164,11 @@ def to_shared_memory(region: SharedRegion, pixels: np.ndarray) -> int:
     field = "anomaly_mask_params.shared_memory_handle"
     nbytes = pixels.size
     if region.size < nbytes:
-        raise InvalidBitmap(f"{field}.size is {region.size}; the {pixels.shape[1]}x{pixels.shape[0]} mask needs {nbytes} bytes")
+        raise InvalidBitmap(
+            f"{field}.size is {region.size}; the {pixels.shape[1]}x{pixels.shape[0]} mask needs {nbytes} bytes"
+        )
     with _segments.mapped(region, nbytes, field, writable=True) as view:
-        view[region.offset:region.offset + nbytes] = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
+        view[region.offset : region.offset + nbytes] = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
     return nbytes
 
 

@@ -52,7 +52,12 @@ def png_bytes(rgb: np.ndarray, level: int = PNG_LEVEL) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass(frozen=True)
@@ -100,21 +105,37 @@ class Spool:
     def items(self) -> list[SpoolItem]:
         found = []
         for path in self.root.glob("*/*/*/*.json"):
-            match = _STEM.fullmatch(path.name[:-len(".json")])
+            match = _STEM.fullmatch(path.name[: -len(".json")])
             if match and path.parent.name in (ANOMALY, NORMAL):
                 captured = calendar.timegm(time.strptime(match.group(1)[:15], "%Y%m%dT%H%M%S"))
-                found.append(SpoolItem(path.parent, path.name[:-len(".json")], path.parent.name,
-                                       captured + int(match.group(1)[15:]) / 1000))
+                found.append(
+                    SpoolItem(
+                        path.parent,
+                        path.name[: -len(".json")],
+                        path.parent.name,
+                        captured + int(match.group(1)[15:]) / 1000,
+                    )
+                )
         return sorted(found, key=lambda item: (item.captured, item.stem))
 
     def add(self, detection: Detection) -> SpoolItem:
         label = ANOMALY if detection.result.is_anomalous else NORMAL
         date = time.strftime("%Y-%m-%d", time.gmtime(detection.timestamp))
-        item = SpoolItem(self.root / date / detection.component / label, f"{_stamp(detection.timestamp)}-{detection.image_id}",
-                         label, detection.timestamp)
+        item = SpoolItem(
+            self.root / date / detection.component / label,
+            f"{_stamp(detection.timestamp)}-{detection.image_id}",
+            label,
+            detection.timestamp,
+        )
         item.directory.mkdir(parents=True, exist_ok=True)
-        mask = None if detection.mask is None else png_bytes(detection.mask.pixels, self.png_level)  # None: classification
-        contents = (png_bytes(detection.image, self.png_level), mask, json.dumps(result_document(detection), indent=1).encode())
+        mask = (
+            None if detection.mask is None else png_bytes(detection.mask.pixels, self.png_level)
+        )  # None: classification
+        contents = (
+            png_bytes(detection.image, self.png_level),
+            mask,
+            json.dumps(result_document(detection), indent=1).encode(),
+        )
         written = 0
         for path, data in zip(item.files(), contents):
             if data is None:

@@ -23,9 +23,13 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lookout_edge.classify", description=__doc__)
-    parser.add_argument("--model-dir", type=Path, required=True, help="directory with model.so, params.bin, manifest.json, spec.json")
+    parser.add_argument(
+        "--model-dir", type=Path, required=True, help="directory with model.so, params.bin, manifest.json, spec.json"
+    )
     parser.add_argument("images", nargs="*", type=Path, help="PNG/JPEG images to classify")
-    parser.add_argument("--self-check", action="store_true", help="run one inference on a blank image and report the latency")
+    parser.add_argument(
+        "--self-check", action="store_true", help="run one inference on a blank image and report the latency"
+    )
     args = parser.parse_args(argv)
     if not args.images and not args.self_check:
         parser.error("give at least one image, or --self-check")
@@ -39,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         height, width = detector.spec["preprocessing"]["resize"]
         start = time.perf_counter()
         result = detector.detect(np.full((height, width, 3), 128, np.uint8))
-        print(json.dumps({"self_check": "ok", "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
-                          "score": result.score}), flush=True)
+        print(
+            json.dumps(
+                {"self_check": "ok", "latency_ms": round((time.perf_counter() - start) * 1e3, 3), "score": result.score}
+            ),
+            flush=True,
+        )
     for path in args.images:
         try:
             rgb = read_rgb(path)
@@ -48,8 +56,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read image {path}: {exc}", file=sys.stderr)
             return 2
         result = detector.detect(rgb)
-        print(json.dumps({"image": str(path), "score": result.score, "threshold": result.threshold,
-                          "confidence": result.confidence, "is_anomalous": result.is_anomalous}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "image": str(path),
+                    "score": result.score,
+                    "threshold": result.threshold,
+                    "confidence": result.confidence,
+                    "is_anomalous": result.is_anomalous,
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

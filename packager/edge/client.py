@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import grpc
 
-from . import DEFAULT_SOCKET, edge_agent_pb2_grpc as pb_grpc
+from . import DEFAULT_SOCKET
+from . import edge_agent_pb2_grpc as pb_grpc
 from .bitmaps import MAX_MESSAGE_BYTES
+
 # gRPC's default flow control starts each stream with a 64 KiB window and grows it from bandwidth-delay probes,
 # which on a Unix socket leave a 224x224 mask (147 KiB) waiting on window updates: about 1 ms per call here.
 # A fixed 8 MiB window sends it at once.
 FLOW_CONTROL_OPTIONS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8 << 20))
-CHANNEL_OPTIONS = FLOW_CONTROL_OPTIONS + (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))
+CHANNEL_OPTIONS = FLOW_CONTROL_OPTIONS + (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 
 
 def channel(address: str = DEFAULT_SOCKET) -> grpc.Channel:

@@ -34,8 +34,7 @@ class ResultSink(Protocol):
     def offer(self, detection: Detection) -> None:
         """Take the detection or drop it (and count it); never block, never raise."""
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 def utc_timestamp(seconds: float) -> str:
@@ -55,9 +54,12 @@ def result_document(detection: Detection) -> dict:
         "anomaly_score": result.score,
         "anomaly_threshold": result.threshold,
         "confidence": result.confidence,
-        "anomalies": [] if detection.mask is None else [
+        "anomalies": []
+        if detection.mask is None
+        else [
             {"name": c.name, "total_percentage_area": area, "hex_color": c.hex_color.upper()}
-            for c, area in zip(detection.mask.palette.classes, detection.mask.area_fractions)],
+            for c, area in zip(detection.mask.palette.classes, detection.mask.area_fractions)
+        ],
         "inference_latency_ms": round(detection.latency_s * 1000.0, 3),
         "image": {"width": int(detection.image.shape[1]), "height": int(detection.image.shape[0])},
     }

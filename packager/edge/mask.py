@@ -23,7 +23,7 @@ class MaskClass:
 
     @property
     def rgb(self) -> tuple[int, int, int]:
-        return tuple(int(self.hex_color[i:i + 2], 16) for i in (1, 3, 5))
+        return tuple(int(self.hex_color[i : i + 2], 16) for i in (1, 3, 5))
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,14 @@ class MaskPalette:
     classes: tuple[MaskClass, ...]  # background first
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "MaskPalette":
+    def from_spec(cls, spec: dict) -> MaskPalette:
         anomaly_classes = spec.get("classes") or [{"name": "anomaly", "color": "#FF0000"}]
-        return cls((MaskClass(BACKGROUND, spec.get("background_color", "#000000")),
-                    *(MaskClass(str(c["name"]), str(c["color"])) for c in anomaly_classes)))
+        return cls(
+            (
+                MaskClass(BACKGROUND, spec.get("background_color", "#000000")),
+                *(MaskClass(str(c["name"]), str(c["color"])) for c in anomaly_classes),
+            )
+        )
 
     def lookup_table(self) -> np.ndarray:
         return np.asarray([c.rgb for c in self.classes], np.uint8)
@@ -83,8 +87,9 @@ def _reach(hot: np.ndarray, dst: int) -> tuple[slice, slice] | None:
     return slice(first, last + 1), slice(int(low[first]), int(high[last]) + 1)
 
 
-def _labels_in_box(scores: np.ndarray, pixel_threshold: float, per_class: bool, height: int,
-                   width: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
+def _labels_in_box(
+    scores: np.ndarray, pixel_threshold: float, per_class: bool, height: int, width: int
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """The box of the output that can hold anomalous pixels, and the uint8 labels inside it; None if there is none."""
     hot = scores > pixel_threshold
     if per_class:
@@ -126,16 +131,21 @@ def _background(palette: MaskPalette, height: int, width: int) -> np.ndarray:
     return pixels
 
 
-def render(anomaly_map: np.ndarray, pixel_threshold: float, palette: MaskPalette, height: int, width: int) -> AnomalyMask:
+def render(
+    anomaly_map: np.ndarray, pixel_threshold: float, palette: MaskPalette, height: int, width: int
+) -> AnomalyMask:
     n = len(palette.classes)
     scores, per_class = _class_scores(anomaly_map, n - 1)
     found = _labels_in_box(scores, pixel_threshold, per_class, height, width)
     if found is None:  # nothing above the threshold: nothing to paint
-        return AnomalyMask(pixels=_background(palette, height, width), area_fractions=(1.0,) + (0.0,) * (n - 1),
-                           palette=palette)
+        return AnomalyMask(
+            pixels=_background(palette, height, width), area_fractions=(1.0,) + (0.0,) * (n - 1), palette=palette
+        )
     box, inside = found
     counts = np.bincount(inside.ravel(), minlength=n)[:n]
     counts[0] += height * width - inside.size  # the background outside the box
     pixels = _background(palette, height, width).copy()
     pixels[box] = np.take(palette.lookup_table(), inside, axis=0)
-    return AnomalyMask(pixels=pixels, area_fractions=tuple(float(c) / (height * width) for c in counts), palette=palette)
+    return AnomalyMask(
+        pixels=pixels, area_fractions=tuple(float(c) / (height * width) for c in counts), palette=palette
+    )

@@ -12,11 +12,12 @@ import enum
 import json
 import logging
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -96,15 +97,20 @@ def with_thresholds(detector: AnomalyDetector, override: ThresholdOverride | Non
     """The detector with the configured thresholds in its spec, and a status message that says which are in force."""
     spec = dict(detector.spec)
     sources = {}
-    for key, value in (("image_threshold", override and override.image), ("pixel_threshold", override and override.pixel)):
+    for key, value in (
+        ("image_threshold", override and override.image),
+        ("pixel_threshold", override and override.pixel),
+    ):
         if value is not None:
             spec[key], sources[key] = value, "set in the agent's configuration"
         else:
             sources[key] = "the model's"
     if "pixel_threshold" not in spec:
         spec["pixel_threshold"], sources["pixel_threshold"] = spec["image_threshold"], "the model's image threshold"
-    message = (f"model is running; image threshold {spec['image_threshold']:g} ({sources['image_threshold']}), "
-               f"pixel threshold {spec['pixel_threshold']:g} ({sources['pixel_threshold']})")
+    message = (
+        f"model is running; image threshold {spec['image_threshold']:g} ({sources['image_threshold']}), "
+        f"pixel threshold {spec['pixel_threshold']:g} ({sources['pixel_threshold']})"
+    )
     return (detector if spec == detector.spec else AnomalyDetector(detector.model, spec)), message
 
 
@@ -112,8 +118,13 @@ class ModelHost:
     """resume_file, when given, records which models are RUNNING, so that an agent restarted with new settings
     starts them again by itself."""
 
-    def __init__(self, registry_dir: Path, loader: Callable[[Path], AnomalyDetector] = load_and_warm,
-                 thresholds: Mapping[str, ThresholdOverride] | None = None, resume_file: Path | None = None):
+    def __init__(
+        self,
+        registry_dir: Path,
+        loader: Callable[[Path], AnomalyDetector] = load_and_warm,
+        thresholds: Mapping[str, ThresholdOverride] | None = None,
+        resume_file: Path | None = None,
+    ):
         self.registry_dir = Path(registry_dir)
         self._loader = loader
         self._thresholds = dict(thresholds or {})
@@ -160,7 +171,9 @@ class ModelHost:
             for name, registration in found.items():
                 hosted = self._models.get(name)
                 if hosted is None:
-                    log.info("model component %s %s registered (%s)", name, registration.version, registration.model_dir)
+                    log.info(
+                        "model component %s %s registered (%s)", name, registration.version, registration.model_dir
+                    )
                     self._models[name] = HostedModel(registration)
                 elif hosted.registration != registration and hosted.status in (Status.STOPPED, Status.FAILED):
                     hosted.registration = registration
@@ -190,8 +203,9 @@ class ModelHost:
         with self._lock:
             hosted = self._get(component)
             if hosted.status not in (Status.STOPPED, Status.FAILED):
-                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; "
-                                      "StartModel needs it STOPPED or FAILED")
+                raise WrongModelState(
+                    f"model component {component!r} is {hosted.status.name}; StartModel needs it STOPPED or FAILED"
+                )
             hosted.status, hosted.status_message = Status.STARTING, "loading the model"
             self._record_running()
         threading.Thread(target=self._load, args=(hosted,), name=f"start-{component}", daemon=True).start()
@@ -220,7 +234,9 @@ class ModelHost:
         with self._lock:
             hosted = self._get(component)
             if hosted.status is not Status.RUNNING:
-                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; StopModel needs it RUNNING")
+                raise WrongModelState(
+                    f"model component {component!r} is {hosted.status.name}; StopModel needs it RUNNING"
+                )
             hosted.status, hosted.status_message = Status.STOPPING, "waiting for running detections to finish"
             self._record_running()
         threading.Thread(target=self._unload, args=(hosted,), name=f"stop-{component}", daemon=True).start()
@@ -244,8 +260,10 @@ class ModelHost:
         with self._lock:
             hosted = self._get(component)
             if hosted.status is not Status.RUNNING:
-                raise WrongModelState(f"model component {component!r} is {hosted.status.name}; "
-                                      "DetectAnomalies needs it RUNNING (call StartModel)")
+                raise WrongModelState(
+                    f"model component {component!r} is {hosted.status.name}; "
+                    "DetectAnomalies needs it RUNNING (call StartModel)"
+                )
             hosted.in_use += 1
         try:
             yield hosted

@@ -25,7 +25,9 @@ class AnomalyResult:
     threshold: float
     is_anomalous: bool  # the graph's own label when it has one, else raw score > raw threshold
     confidence: float  # the score, on the same [0, 1] scale
-    anomaly_map: np.ndarray | None  # float32 HxW at the model's resolution (the graph's mask as 0/1 when it has one); None: classification
+    anomaly_map: (
+        np.ndarray | None
+    )  # float32 HxW at the model's resolution (the graph's mask as 0/1 when it has one); None: classification
     pixel_threshold: float = 0.5  # what anomaly_map is compared with to paint the mask
 
 
@@ -44,12 +46,14 @@ def load_cuda_runtime() -> None:
     runtime_dir = Path(base._LOADED_LIBS["tvm_runtime"]._name).resolve().parent
     try:
         base._LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(
-            package="tvm", target_name="tvm_runtime_cuda", extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL")
+            package="tvm", target_name="tvm_runtime_cuda", extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL"
+        )
     except (OSError, RuntimeError) as error:
         raise RuntimeError(
             f"this model runs on CUDA, but TVM's CUDA runtime ({runtime_dir / 'libtvm_runtime_cuda.so'}) did not load: "
             f"{error}. It needs the NVIDIA driver's libcuda.so.1 and the CUDA runtime it was built against "
-            "(the apache-tvm wheel's links libcudart.so.13) on the library path") from error
+            "(the apache-tvm wheel's links libcudart.so.13) on the library path"
+        ) from error
 
 
 class CompiledModel:
@@ -62,12 +66,14 @@ class CompiledModel:
         self.device = device
         self._vm = VirtualMachine(module, device)
         self._entry = self._vm[manifest["entry"]]
-        self._params = [params[name].copyto(device) if device.dlpack_device_type() != 1 else params[name]
-                        for name in manifest["params"]]
+        self._params = [
+            params[name].copyto(device) if device.dlpack_device_type() != 1 else params[name]
+            for name in manifest["params"]
+        ]
         self.output_names = list(manifest["outputs"])
 
     @classmethod
-    def load(cls, model_dir: Path, device=None) -> "CompiledModel":
+    def load(cls, model_dir: Path, device=None) -> CompiledModel:
         import tvm.runtime
 
         model_dir = Path(model_dir)
@@ -157,8 +163,14 @@ def postprocess(outputs: dict[str, np.ndarray], spec: dict) -> AnomalyResult:
     if "mask" in roles:  # the graph's own mask decides which pixels are anomalous
         anomaly_map, pixel_threshold = np.squeeze(outputs[roles["mask"]]).astype(np.float32), 0.5
     confidence = normalized(score, norm)
-    return AnomalyResult(score=confidence, threshold=normalized(threshold, norm), is_anomalous=bool(is_anomalous),
-                         confidence=confidence, anomaly_map=anomaly_map, pixel_threshold=pixel_threshold)
+    return AnomalyResult(
+        score=confidence,
+        threshold=normalized(threshold, norm),
+        is_anomalous=bool(is_anomalous),
+        confidence=confidence,
+        anomaly_map=anomaly_map,
+        pixel_threshold=pixel_threshold,
+    )
 
 
 class AnomalyDetector:
@@ -169,7 +181,7 @@ class AnomalyDetector:
         self.spec = spec
 
     @classmethod
-    def load(cls, model_dir: Path, device=None) -> "AnomalyDetector":
+    def load(cls, model_dir: Path, device=None) -> AnomalyDetector:
         model_dir = Path(model_dir)
         return cls(CompiledModel.load(model_dir, device), json.loads((model_dir / SPEC).read_text()))
 

@@ -51,16 +51,25 @@ class ResultPublisher:
             if now - self._last_drop_log < LOG_EVERY_S:
                 return
             count, self._drops_unlogged, self._last_drop_log = self._drops_unlogged, 0, now
-        log.warning("dropped %d result message(s) for %s:%d (%s); %d dropped since start", count, self.settings.host,
-                    self.settings.port, reason, self.dropped)
+        log.warning(
+            "dropped %d result message(s) for %s:%d (%s); %d dropped since start",
+            count,
+            self.settings.host,
+            self.settings.port,
+            reason,
+            self.dropped,
+        )
 
     # -- the publishing side ------------------------------------------------------------------------------------
-    def start(self) -> "ResultPublisher":
+    def start(self) -> ResultPublisher:
         import paho.mqtt.client as mqtt
 
         s = self.settings
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or f"lookout-edge-{uuid.uuid4().hex[:12]}",
-                             protocol=mqtt.MQTTv311)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=s.client_id or f"lookout-edge-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv311,
+        )
         if s.username:
             client.username_pw_set(s.username, s.password or None)
         if s.tls:
@@ -74,20 +83,30 @@ class ResultPublisher:
         self._client = client
         self._thread = threading.Thread(target=self._publish_loop, name="mqtt-publisher", daemon=True)
         self._thread.start()
-        log.info("publishing results to %s://%s:%d topic %s (QoS %d)", "mqtts" if s.tls else "mqtt", s.host, s.port,
-                 s.topic, s.qos)
+        log.info(
+            "publishing results to %s://%s:%d topic %s (QoS %d)",
+            "mqtts" if s.tls else "mqtt",
+            s.host,
+            s.port,
+            s.topic,
+            s.qos,
+        )
         return self
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("the MQTT broker %s:%d refused the connection: %s", self.settings.host, self.settings.port, reason_code)
+            log.warning(
+                "the MQTT broker %s:%d refused the connection: %s", self.settings.host, self.settings.port, reason_code
+            )
             return
         self._connected.set()
         log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
-            log.warning("lost the MQTT broker %s:%d (%s); reconnecting", self.settings.host, self.settings.port, reason_code)
+            log.warning(
+                "lost the MQTT broker %s:%d (%s); reconnecting", self.settings.host, self.settings.port, reason_code
+            )
         self._connected.clear()
 
     def topic_for(self, detection: Detection) -> str:

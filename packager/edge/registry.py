@@ -34,7 +34,9 @@ class ModelRegistration:
 
 def check_component_name(name: str) -> str:
     if not _COMPONENT_NAME.fullmatch(name or ""):
-        raise ValueError(f"component name {name!r} must match [a-zA-Z0-9-_.]+, 1..128 characters, not starting with '.'")
+        raise ValueError(
+            f"component name {name!r} must match [a-zA-Z0-9-_.]+, 1..128 characters, not starting with '.'"
+        )
     return name
 
 
@@ -46,8 +48,13 @@ def add(registry_dir: Path, registration: ModelRegistration) -> Path:
     """Write the registration atomically, so the agent never reads half a file."""
     path = _path_for(registry_dir, registration.component)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": REGISTRATION_FORMAT, "component": registration.component, "version": registration.version,
-           "model_dir": str(Path(registration.model_dir).resolve()), "model_arn": registration.model_arn}
+    doc = {
+        "format": REGISTRATION_FORMAT,
+        "component": registration.component,
+        "version": registration.version,
+        "model_dir": str(Path(registration.model_dir).resolve()),
+        "model_arn": registration.model_arn,
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     with os.fdopen(fd, "w") as out:
         json.dump(doc, out, indent=2, sort_keys=True)
@@ -67,8 +74,12 @@ def _parse(path: Path) -> ModelRegistration:
     doc = json.loads(path.read_text())
     if doc.get("format") != REGISTRATION_FORMAT:
         raise ValueError(f"format {doc.get('format')!r} is not {REGISTRATION_FORMAT!r}")
-    registration = ModelRegistration(component=check_component_name(str(doc["component"])), version=str(doc["version"]),
-                                     model_dir=Path(doc["model_dir"]), model_arn=str(doc.get("model_arn", "")))
+    registration = ModelRegistration(
+        component=check_component_name(str(doc["component"])),
+        version=str(doc["version"]),
+        model_dir=Path(doc["model_dir"]),
+        model_arn=str(doc.get("model_arn", "")),
+    )
     if path.stem != registration.component:
         raise ValueError(f"names component {registration.component!r}")
     return registration
@@ -93,7 +104,9 @@ def scan(registry_dir: Path) -> dict[str, ModelRegistration]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m lookout_edge.registry", description="add or remove a model component")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m lookout_edge.registry", description="add or remove a model component"
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     add_parser = sub.add_parser("add", help="register a model component with the agent")
     remove_parser = sub.add_parser("remove", help="unregister a model component")
@@ -101,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--registry", type=Path, required=True, help="the agent's model registry directory")
         p.add_argument("--component", required=True, help="the model component's name")
     add_parser.add_argument("--version", required=True, help="the model component's version")
-    add_parser.add_argument("--model-dir", type=Path, required=True, help="directory with model.so, params.bin, manifest.json, spec.json")
+    add_parser.add_argument(
+        "--model-dir", type=Path, required=True, help="directory with model.so, params.bin, manifest.json, spec.json"
+    )
     add_parser.add_argument("--model-arn", default="", help="the Lookout model ARN, reported by ListModels")
     args = parser.parse_args(argv)
     try:

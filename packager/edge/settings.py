@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_TOPIC = "lookoutvision/anomalydetection/result"
@@ -25,12 +25,31 @@ _SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True, "tls": True
 _DEFAULT_PORTS = {False: 1883, True: 8883}
 
 # The DefaultConfiguration the recipe ships: every feature off.
-DEFAULT_MQTT = {"Enabled": False, "BrokerUrl": "mqtt://127.0.0.1:1883", "Topic": DEFAULT_TOPIC, "Qos": 0,
-                "Username": "", "Password": "", "CaFile": "", "CertFile": "", "KeyFile": "", "ClientId": "",
-                "QueueSize": 1000}
-DEFAULT_CAPTURE = {"Enabled": False, "NormalShare": 0.01, "MaxMegabytes": 1024, "RetentionDays": 30, "Bucket": "",
-                   "Prefix": "lookout-captures", "EndpointUrl": "", "Region": "", "UploadIntervalSeconds": 30,
-                   "PngLevel": 1}
+DEFAULT_MQTT = {
+    "Enabled": False,
+    "BrokerUrl": "mqtt://127.0.0.1:1883",
+    "Topic": DEFAULT_TOPIC,
+    "Qos": 0,
+    "Username": "",
+    "Password": "",
+    "CaFile": "",
+    "CertFile": "",
+    "KeyFile": "",
+    "ClientId": "",
+    "QueueSize": 1000,
+}
+DEFAULT_CAPTURE = {
+    "Enabled": False,
+    "NormalShare": 0.01,
+    "MaxMegabytes": 1024,
+    "RetentionDays": 30,
+    "Bucket": "",
+    "Prefix": "lookout-captures",
+    "EndpointUrl": "",
+    "Region": "",
+    "UploadIntervalSeconds": 30,
+    "PngLevel": 1,
+}
 DEFAULT_THRESHOLDS: dict = {}  # model component -> {"Image": raw score threshold, "Pixel": raw anomaly-map threshold}
 
 
@@ -133,7 +152,13 @@ def parse_broker_url(url: str, where: str = "Mqtt/BrokerUrl") -> tuple[str, int,
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise SettingsError(f"{where} {url!r} must be scheme://[user[:password]@]host[:port] and nothing more")
     tls = _SCHEMES[parts.scheme]
-    return (parts.hostname, port or _DEFAULT_PORTS[tls], tls, unquote(parts.username or ""), unquote(parts.password or ""))
+    return (
+        parts.hostname,
+        port or _DEFAULT_PORTS[tls],
+        tls,
+        unquote(parts.username or ""),
+        unquote(parts.password or ""),
+    )
 
 
 def check_topic_template(topic: str, where: str = "Mqtt/Topic") -> str:
@@ -141,8 +166,10 @@ def check_topic_template(topic: str, where: str = "Mqtt/Topic") -> str:
         raise SettingsError(f"{where} {topic!r} must be a non-empty MQTT topic without the wildcards + and #")
     for name in re.findall(r"\{([^{}]*)\}", topic):
         if name not in TOPIC_FIELDS:
-            raise SettingsError(f"{where} {topic!r} names {{{name}}}; a topic may name only "
-                                f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)}")
+            raise SettingsError(
+                f"{where} {topic!r} names {{{name}}}; a topic may name only "
+                f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)}"
+            )
     if re.sub(r"\{[^{}]*\}", "", topic).count("{") or re.sub(r"\{[^{}]*\}", "", topic).count("}"):
         raise SettingsError(f"{where} {topic!r} has an unmatched brace")
     return topic
@@ -152,14 +179,23 @@ def parse_mqtt(doc) -> MqttSettings | None:
     doc = _object(doc, "Mqtt", DEFAULT_MQTT)
     host, port, tls, user, password = parse_broker_url(_text(doc["BrokerUrl"], "Mqtt/BrokerUrl"))
     settings = MqttSettings(
-        host=host, port=port, tls=tls, topic=check_topic_template(_text(doc["Topic"], "Mqtt/Topic")),
+        host=host,
+        port=port,
+        tls=tls,
+        topic=check_topic_template(_text(doc["Topic"], "Mqtt/Topic")),
         qos=_number(doc["Qos"], "Mqtt/Qos", 0, 1, integer=True),
-        username=_text(doc["Username"], "Mqtt/Username") or user, password=_text(doc["Password"], "Mqtt/Password") or password,
-        ca_file=_text(doc["CaFile"], "Mqtt/CaFile"), cert_file=_text(doc["CertFile"], "Mqtt/CertFile"),
-        key_file=_text(doc["KeyFile"], "Mqtt/KeyFile"), client_id=_text(doc["ClientId"], "Mqtt/ClientId"),
-        queue_size=_number(doc["QueueSize"], "Mqtt/QueueSize", 1, 1_000_000, integer=True))
+        username=_text(doc["Username"], "Mqtt/Username") or user,
+        password=_text(doc["Password"], "Mqtt/Password") or password,
+        ca_file=_text(doc["CaFile"], "Mqtt/CaFile"),
+        cert_file=_text(doc["CertFile"], "Mqtt/CertFile"),
+        key_file=_text(doc["KeyFile"], "Mqtt/KeyFile"),
+        client_id=_text(doc["ClientId"], "Mqtt/ClientId"),
+        queue_size=_number(doc["QueueSize"], "Mqtt/QueueSize", 1, 1_000_000, integer=True),
+    )
     if settings.cert_file and not settings.key_file or settings.key_file and not settings.cert_file:
-        raise SettingsError("Mqtt/CertFile and Mqtt/KeyFile go together: give both for a client certificate, or neither")
+        raise SettingsError(
+            "Mqtt/CertFile and Mqtt/KeyFile go together: give both for a client certificate, or neither"
+        )
     if (settings.ca_file or settings.cert_file) and not settings.tls:
         raise SettingsError("Mqtt/CaFile and Mqtt/CertFile need a TLS broker URL (mqtts://)")
     if len(settings.client_id.encode()) > 65535 or "\0" in settings.client_id:
@@ -173,10 +209,13 @@ def parse_capture(doc) -> CaptureSettings | None:
         normal_share=_number(doc["NormalShare"], "Capture/NormalShare", 0, 1),
         max_bytes=int(_number(doc["MaxMegabytes"], "Capture/MaxMegabytes", 1) * (1 << 20)),
         retention_days=_number(doc["RetentionDays"], "Capture/RetentionDays", 0.001),
-        bucket=_text(doc["Bucket"], "Capture/Bucket"), prefix=_text(doc["Prefix"], "Capture/Prefix").strip("/"),
-        endpoint_url=_text(doc["EndpointUrl"], "Capture/EndpointUrl"), region=_text(doc["Region"], "Capture/Region"),
+        bucket=_text(doc["Bucket"], "Capture/Bucket"),
+        prefix=_text(doc["Prefix"], "Capture/Prefix").strip("/"),
+        endpoint_url=_text(doc["EndpointUrl"], "Capture/EndpointUrl"),
+        region=_text(doc["Region"], "Capture/Region"),
         upload_interval_s=_number(doc["UploadIntervalSeconds"], "Capture/UploadIntervalSeconds", 0.05),
-        png_level=_number(doc["PngLevel"], "Capture/PngLevel", 0, 9, integer=True))
+        png_level=_number(doc["PngLevel"], "Capture/PngLevel", 0, 9, integer=True),
+    )
     if settings.bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", settings.bucket):
         raise SettingsError(f"Capture/Bucket {settings.bucket!r} is not an S3 bucket name")
     if settings.endpoint_url and urlsplit(settings.endpoint_url).scheme not in ("http", "https"):
@@ -186,22 +225,29 @@ def parse_capture(doc) -> CaptureSettings | None:
 
 def parse_thresholds(doc) -> Mapping[str, ThresholdOverride]:
     if not isinstance(doc, dict):
-        raise SettingsError(f"Thresholds must map model component names to {{\"Image\": ..., \"Pixel\": ...}}, got {json.dumps(doc)}")
+        raise SettingsError(
+            f'Thresholds must map model component names to {{"Image": ..., "Pixel": ...}}, got {json.dumps(doc)}'
+        )
     parsed = {}
     for component, override in doc.items():
         where = f"Thresholds/{component}"
         override = _object(override, where, {"Image": None, "Pixel": None})
-        parsed[component] = ThresholdOverride(*(
-            None if override[key] is None else _number(override[key], f"{where}/{key}", -math.inf)
-            for key in ("Image", "Pixel")))
+        parsed[component] = ThresholdOverride(
+            *(
+                None if override[key] is None else _number(override[key], f"{where}/{key}", -math.inf)
+                for key in ("Image", "Pixel")
+            )
+        )
     return MappingProxyType(parsed)
 
 
 def parse_line_settings(configuration: dict) -> LineSettings:
     """The agent component's configuration (Mqtt, Capture, Thresholds; other keys are not ours) -> LineSettings."""
-    return LineSettings(mqtt=parse_mqtt(configuration.get("Mqtt", {})),
-                        capture=parse_capture(configuration.get("Capture", {})),
-                        thresholds=parse_thresholds(configuration.get("Thresholds", {})))
+    return LineSettings(
+        mqtt=parse_mqtt(configuration.get("Mqtt", {})),
+        capture=parse_capture(configuration.get("Capture", {})),
+        thresholds=parse_thresholds(configuration.get("Thresholds", {})),
+    )
 
 
 def line_settings_from_environment(environ: Mapping[str, str]) -> LineSettings:

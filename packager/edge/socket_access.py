@@ -48,5 +48,7 @@ class SocketAccess:
                 os.chown(path, -1, self.gid, follow_symlinks=False)
             os.chmod(path, self.mode)
         except OSError as exc:
-            raise SocketAccessError(f"cannot set {path} to mode {self.mode:04o}"
-                                    f"{f' and group {self.gid}' if self.gid is not None else ''}: {exc.strerror}") from None
+            raise SocketAccessError(
+                f"cannot set {path} to mode {self.mode:04o}"
+                f"{f' and group {self.gid}' if self.gid is not None else ''}: {exc.strerror}"
+            ) from None

@@ -63,7 +63,9 @@ class SpoolUploader:
         if landed:
             (self.spool.root / record["path"]).unlink(missing_ok=True)
             self.skipped += 1
-            log.info("s3://%s/%s had arrived before the uploader stopped; not sending it again", self.bucket, record["key"])
+            log.info(
+                "s3://%s/%s had arrived before the uploader stopped; not sending it again", self.bucket, record["key"]
+            )
         record_path.unlink()
 
     def _upload(self, path: Path) -> None:
@@ -74,7 +76,9 @@ class SpoolUploader:
         key, md5 = self.key_for(path), hashlib.md5(data)
         record = self.spool.root / IN_FLIGHT
         tmp = record.with_name(IN_FLIGHT + ".tmp")
-        tmp.write_text(json.dumps({"key": key, "md5": md5.hexdigest(), "path": path.relative_to(self.spool.root).as_posix()}))
+        tmp.write_text(
+            json.dumps({"key": key, "md5": md5.hexdigest(), "path": path.relative_to(self.spool.root).as_posix()})
+        )
         tmp.replace(record)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode())
         path.unlink(missing_ok=True)
@@ -109,14 +113,18 @@ class SpoolUploader:
                     log.info("uploaded %d files to s3://%s/%s", sent, self.bucket, self.prefix)
                 backoff = interval_s
             except Exception as exc:  # the network or S3: try again later, keeping every file
-                log.warning("uploading the capture spool failed (%s: %s); retrying in %.0f s", type(exc).__name__,
-                            str(exc)[:300], backoff)
+                log.warning(
+                    "uploading the capture spool failed (%s: %s); retrying in %.0f s",
+                    type(exc).__name__,
+                    str(exc)[:300],
+                    backoff,
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             self._stop.wait(interval_s)
 
-    def start(self, interval_s: float) -> "SpoolUploader":
+    def start(self, interval_s: float) -> SpoolUploader:
         self._thread = threading.Thread(target=self.run, args=(interval_s,), name="spool-uploader", daemon=True)
         self._thread.start()
         return self
@@ -132,9 +140,12 @@ def s3_client(endpoint_url: str = "", region: str = ""):
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, region_name=region or None,
-                                          config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                                        connect_timeout=5, read_timeout=30))
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The cap and the retention belong to the agent's capture; here nothing is evicted.
-    uploader = SpoolUploader(Spool(args.spool, max_bytes=1 << 62, retention_days=1e6), s3_client(args.endpoint_url, args.region),
-                             args.bucket, args.prefix)
+    uploader = SpoolUploader(
+        Spool(args.spool, max_bytes=1 << 62, retention_days=1e6),
+        s3_client(args.endpoint_url, args.region),
+        args.bucket,
+        args.prefix,
+    )
     if args.once:
         try:
             uploader.upload_pending()

@@ -21,8 +21,9 @@ def render_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     u = xx * np.cos(angle) + yy * np.sin(angle)
     v = -xx * np.sin(angle) + yy * np.cos(angle)
     period_u, period_v = rng.uniform(9.0, 11.0), rng.uniform(9.0, 11.0)
-    weave = (np.sin(2 * np.pi * u / period_u + rng.uniform(0, 2 * np.pi))
-             * np.sin(2 * np.pi * v / period_v + rng.uniform(0, 2 * np.pi)))
+    weave = np.sin(2 * np.pi * u / period_u + rng.uniform(0, 2 * np.pi)) * np.sin(
+        2 * np.pi * v / period_v + rng.uniform(0, 2 * np.pi)
+    )
     # Brushing: white noise smoothed along the rows gives horizontal streaks.
     noise = rng.standard_normal((size, size + 15)).astype(np.float32)
     streaks = np.cumsum(noise, axis=1)
@@ -45,7 +46,7 @@ def _draw_scratch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
     x0, y0, x1, y1 = cx - dx, cy - dy, cx + dx, cy + dy
     # Distance from each pixel to the segment (x0,y0)-(x1,y1).
-    t = ((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / (length ** 2)
+    t = ((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / (length**2)
     t = np.clip(t, 0.0, 1.0)
     dist = np.hypot(xx - (x0 + t * (x1 - x0)), yy - (y0 + t * (y1 - y0)))
     half_width = rng.uniform(0.6, 1.3)
@@ -78,7 +79,7 @@ def _draw_stain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for _ in range(3):
         ox, oy = rng.uniform(-6.0, 6.0, size=2)
         sigma = rng.uniform(4.0, 8.0)
-        field = np.maximum(field, np.exp(-((xx - cx - ox) ** 2 + (yy - cy - oy) ** 2) / (2 * sigma ** 2)))
+        field = np.maximum(field, np.exp(-((xx - cx - ox) ** 2 + (yy - cy - oy) ** 2) / (2 * sigma**2)))
     alpha = rng.uniform(0.40, 0.60) * field
     tint = _STAIN_COLORS[rng.integers(len(_STAIN_COLORS))]
     image[:] = image * (1 - alpha[..., None]) + tint * alpha[..., None]

@@ -35,16 +35,24 @@ def build_model():
             super().__init__()
             # Three stride-2 stages squeeze 128x128x3 into 16x16x8, too narrow to copy defects through.
             self.encoder = nn.Sequential(
-                nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 8, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(3, 16, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 8, 3, padding=1),
+                nn.ReLU(),
             )
             self.decoder = nn.Sequential(
-                nn.ConvTranspose2d(8, 32, 4, stride=2, padding=1), nn.ReLU(),
-                nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-                nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(16, 3, 3, padding=1), nn.Sigmoid(),
+                nn.ConvTranspose2d(8, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 3, 3, padding=1),
+                nn.Sigmoid(),
             )
 
         def forward(self, x):
@@ -57,7 +65,7 @@ def build_model():
             super().__init__()
             self.autoencoder = autoencoder
             r = torch.arange(SMOOTH_KERNEL, dtype=torch.float32) - (SMOOTH_KERNEL - 1) / 2
-            g = torch.exp(-(r ** 2) / (2 * SMOOTH_SIGMA ** 2))
+            g = torch.exp(-(r**2) / (2 * SMOOTH_SIGMA**2))
             kernel = torch.outer(g, g)
             self.register_buffer("smooth", (kernel / kernel.sum())[None, None])
 
@@ -101,7 +109,7 @@ def train(log=print):
         batch_index = torch.from_numpy(rng.integers(0, len(data), BATCH))
         # Offsets on the encoder's stride grid (8 px) keep crops aligned with full-image inference.
         top, left = (rng.integers(0, SIZE - CROP + 1, size=2) // 8 * 8).tolist()
-        batch = data[batch_index][:, :, top:top + CROP, left:left + CROP]
+        batch = data[batch_index][:, :, top : top + CROP, left : left + CROP]
         loss = torch.nn.functional.mse_loss(autoencoder(batch), batch)
         optimizer.zero_grad()
         loss.backward()
@@ -118,7 +126,7 @@ def predict(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.
     scores, maps = [], []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            s, m = model(to_tensor(images[start:start + batch]))
+            s, m = model(to_tensor(images[start : start + batch]))
             scores.append(s.numpy())
             maps.append(m.numpy()[:, 0])
     return np.concatenate(scores), np.concatenate(maps)
@@ -128,8 +136,16 @@ def export_onnx(model, path: Path) -> None:
     import torch
 
     example = torch.zeros(1, 3, SIZE, SIZE)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["score", "anomaly_map"],
-                      opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["score", "anomaly_map"],
+        opset_version=OPSET,
+        dynamo=False,
+        do_constant_folding=True,
+    )
 
 
 def onnx_predict(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +189,12 @@ def write_spec(path: Path, image_threshold: float, pixel_threshold: float, low: 
     doc = {
         "format": "packager-model-spec/1",
         "input": {"name": "image", "shape": [1, 3, SIZE, SIZE], "layout": "NCHW", "dtype": "float32"},
-        "preprocessing": {"resize": [SIZE, SIZE], "scale": 1.0 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        "preprocessing": {
+            "resize": [SIZE, SIZE],
+            "scale": 1.0 / 255.0,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+        },
         "outputs": [{"name": "score", "role": "score"}, {"name": "anomaly_map", "role": "anomaly_map"}],
         "image_threshold": image_threshold,
         "pixel_threshold": pixel_threshold,
@@ -249,14 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     test_images, test_labels, _ = make_dataset(N_EVAL, N_EVAL, HELDOUT_SEED, SIZE)
     test_scores, _ = onnx_predict(model_path, test_images)
     predicted = test_scores > image_threshold
-    print(json.dumps({
-        "validation_auroc": round(auroc(val_scores, val_labels), 4),
-        "heldout_auroc": round(auroc(test_scores, test_labels), 4),
-        "heldout_accuracy": round(float((predicted == (test_labels == 1)).mean()), 4),
-        "image_threshold": image_threshold,
-        "pixel_threshold": pixel_threshold,
-        "onnx_bytes": model_path.stat().st_size,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "validation_auroc": round(auroc(val_scores, val_labels), 4),
+                "heldout_auroc": round(auroc(test_scores, test_labels), 4),
+                "heldout_accuracy": round(float((predicted == (test_labels == 1)).mean()), 4),
+                "image_threshold": image_threshold,
+                "pixel_threshold": pixel_threshold,
+                "onnx_bytes": model_path.stat().st_size,
+            },
+            indent=2,
+        )
+    )
     if args.check_tvm:
         check_tvm(model_path)
         print("TVM Relax imported and compiled the model")

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Protocol
 
 from compilers.model import CompiledArtifact
-from packager.edge import AGENT_VERSION, DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
+from packager.edge import AGENT_VERSION
+from packager.edge import DEFAULT_SOCKET as AGENT_DEFAULT_SOCKET
+from packager.edge.settings import DEFAULT_CAPTURE, DEFAULT_MQTT, DEFAULT_THRESHOLDS
+from packager.edge.settings import ENVIRONMENT as LINE_SETTINGS_ENVIRONMENT
 from packager.edge.socket_access import DEFAULT_SOCKET_MODE
-from packager.edge.settings import (DEFAULT_CAPTURE, DEFAULT_MQTT, DEFAULT_THRESHOLDS,
-                                    ENVIRONMENT as LINE_SETTINGS_ENVIRONMENT)
 from targets import Target
 from targets.runtime import install_script, pip_requirements
 
@@ -66,7 +67,7 @@ class ComponentBundle:
     recipe_text: str
     artifacts: tuple[BundleArtifact, ...]
     s3_location: S3Location | None  # where the recipe's URIs point, None for a local-only bundle
-    dependencies: tuple["ComponentBundle", ...] = ()  # components this one's recipe depends on: publish them first
+    dependencies: tuple[ComponentBundle, ...] = ()  # components this one's recipe depends on: publish them first
     # Per-build benchmark reports, beside the artifacts but not part of the component: its bytes stay the same build
     # after build, while each build's timings differ.
     reports: tuple[Path, ...] = ()
@@ -113,14 +114,19 @@ def sha256_b64(data: bytes) -> str:
 
 def _edge_sources() -> list[tuple[str, bytes]]:
     edge_dir = Path(__file__).resolve().parent.parent / "edge"
-    return [(f"{EDGE_PACKAGE}/{p.relative_to(edge_dir).as_posix()}", p.read_bytes())
-            for p in sorted(edge_dir.rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".proto")]
+    return [
+        (f"{EDGE_PACKAGE}/{p.relative_to(edge_dir).as_posix()}", p.read_bytes())
+        for p in sorted(edge_dir.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".proto")
+    ]
 
 
 def archive_entries(artifact: CompiledArtifact, target: Target) -> list[tuple[str, bytes]]:
     """What the model's ZIP holds. Only what the build produced deterministically: the benchmark report, whose
     timings differ per build, is written beside the ZIP (REPORT_NAME), so the digest depends on the model alone."""
-    entries = [(f"{COMPILED_DIR}/{p.name}", p.read_bytes()) for p in sorted(artifact.model_dir.iterdir()) if p.is_file()]
+    entries = [
+        (f"{COMPILED_DIR}/{p.name}", p.read_bytes()) for p in sorted(artifact.model_dir.iterdir()) if p.is_file()
+    ]
     entries.append(("requirements.txt", ("\n".join(pip_requirements(target)) + "\n").encode()))
     entries.extend(_edge_sources())
     return sorted(entries)
@@ -138,8 +144,10 @@ def _compress_type(data: bytes) -> int:
     if len(data) <= _SAMPLE_BYTES:
         return zipfile.ZIP_DEFLATED
     middle = len(data) // 2
-    sample = data[middle:middle + _SAMPLE_BYTES]
-    return zipfile.ZIP_DEFLATED if len(zlib.compress(sample, 1)) < _WORTH_DEFLATING * len(sample) else zipfile.ZIP_STORED
+    sample = data[middle : middle + _SAMPLE_BYTES]
+    return (
+        zipfile.ZIP_DEFLATED if len(zlib.compress(sample, 1)) < _WORTH_DEFLATING * len(sample) else zipfile.ZIP_STORED
+    )
 
 
 def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
@@ -148,7 +156,7 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for name, data in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.external_attr = (0o100644 << 16)
+            info.external_attr = 0o100644 << 16
             info.compress_type = _compress_type(data)
             info.create_system = 3
             archive.writestr(info, data, compresslevel=9)
@@ -211,17 +219,22 @@ def agent_dependency(target: Target | list[Target]) -> dict:
     return {name: {"VersionRequirement": f">={AGENT_VERSION} <{major + 1}.0.0", "DependencyType": "HARD"}}
 
 
-def model_lifecycle(component: ComponentIdentity, target: Target, agent_name: str | None = None,
-                    archive_root: str = ARCHIVE_ROOT) -> dict:
+def model_lifecycle(
+    component: ComponentIdentity, target: Target, agent_name: str | None = None, archive_root: str = ARCHIVE_ROOT
+) -> dict:
     """Register the compiled model with the agent while the component runs; the system python3 suffices."""
     root = f"{{artifacts:decompressedPath}}/{archive_root}"
     registry = f"{{{agent_name or agent_component_name(target)}:work:path}}/{MODEL_REGISTRY_DIR}"
     model_arn = f' --model-arn "{component.model_arn}"' if component.model_arn else ""
     return {
         "Setenv": {"PYTHONPATH": root},
-        "Run": {"Script": f'python3 -m {EDGE_PACKAGE}.registry add --registry "{registry}" --component {component.name} '
-                          f'--version {component.version} --model-dir "{root}/{COMPILED_DIR}"{model_arn}'},
-        "Shutdown": {"Script": f'python3 -m {EDGE_PACKAGE}.registry remove --registry "{registry}" --component {component.name}'},
+        "Run": {
+            "Script": f'python3 -m {EDGE_PACKAGE}.registry add --registry "{registry}" --component {component.name} '
+            f'--version {component.version} --model-dir "{root}/{COMPILED_DIR}"{model_arn}'
+        },
+        "Shutdown": {
+            "Script": f'python3 -m {EDGE_PACKAGE}.registry remove --registry "{registry}" --component {component.name}'
+        },
     }
 
 
@@ -240,13 +253,18 @@ def agent_lifecycle(target: Target, archive_root: str = AGENT_ARCHIVE_ROOT) -> d
     venv = "{work:path}/venv"
     return {
         # spinning BLAS threads only add latency here; the line settings travel as JSON (lookout_edge.settings)
-        "Setenv": {"PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1",
-                   **{variable: f"{{configuration:/{key}}}" for key, variable in LINE_SETTINGS_ENVIRONMENT.items()}},
+        "Setenv": {
+            "PYTHONPATH": root,
+            "OPENBLAS_NUM_THREADS": "1",
+            **{variable: f"{{configuration:/{key}}}" for key, variable in LINE_SETTINGS_ENVIRONMENT.items()},
+        },
         "Install": {"Script": agent_install_script(target, root, venv), "Timeout": 1800},
-        "Run": {"Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
-                          f'--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}} '
-                          f'--inference-threads {{configuration:/InferenceThreads}} '
-                          f'--socket-mode "{{configuration:/SocketMode}}" --socket-group "{{configuration:/SocketGroup}}"'},
+        "Run": {
+            "Script": f'exec {venv}/bin/python -m {EDGE_PACKAGE}.agent --socket "{{configuration:/Socket}}" '
+            f"--registry {{work:path}}/{MODEL_REGISTRY_DIR} --max-in-flight {{configuration:/MaxInFlight}} "
+            f"--inference-threads {{configuration:/InferenceThreads}} "
+            f'--socket-mode "{{configuration:/SocketMode}}" --socket-group "{{configuration:/SocketGroup}}"'
+        },
     }
 
 
@@ -255,8 +273,13 @@ def agent_archive_entries(target: Target) -> list[tuple[str, bytes]]:
     return sorted([("requirements.txt", ("\n".join(requirements) + "\n").encode()), *_edge_sources()])
 
 
-def _write_component(output_dir: Path, recipe: dict, files: list[tuple[str, bytes, str]],
-                     s3_location: S3Location | None, reports: list[tuple[str, bytes]] = ()) -> ComponentBundle:
+def _write_component(
+    output_dir: Path,
+    recipe: dict,
+    files: list[tuple[str, bytes, str]],
+    s3_location: S3Location | None,
+    reports: list[tuple[str, bytes]] = (),
+) -> ComponentBundle:
     """files: (name, bytes, uri) per artifact, in the recipe's order; reports: (name, bytes) written beside them."""
     from packager.greengrass.recipe import recipe_yaml, validate_recipe
 
@@ -268,23 +291,39 @@ def _write_component(output_dir: Path, recipe: dict, files: list[tuple[str, byte
     artifacts = []
     for file_name, data, uri in files:
         (artifact_dir / file_name).write_bytes(data)
-        artifacts.append(BundleArtifact(path=artifact_dir / file_name, name=file_name, sha256_b64=sha256_b64(data),
-                                        size=len(data), uri=uri))
+        artifacts.append(
+            BundleArtifact(
+                path=artifact_dir / file_name, name=file_name, sha256_b64=sha256_b64(data), size=len(data), uri=uri
+            )
+        )
     for file_name, data in reports:
         (artifact_dir / file_name).write_bytes(data)
     recipe_path = Path(output_dir) / "recipes" / f"{name}-{version}.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
     recipe_path.write_text(text)
-    return ComponentBundle(root=Path(output_dir), component_name=name, component_version=version, recipe_path=recipe_path,
-                           recipe_text=text, artifacts=tuple(artifacts), s3_location=s3_location,
-                           reports=tuple(artifact_dir / file_name for file_name, _ in reports))
+    return ComponentBundle(
+        root=Path(output_dir),
+        component_name=name,
+        component_version=version,
+        recipe_path=recipe_path,
+        recipe_text=text,
+        artifacts=tuple(artifacts),
+        s3_location=s3_location,
+        reports=tuple(artifact_dir / file_name for file_name, _ in reports),
+    )
 
 
 AGENT_DESCRIPTION = "Serves the Lookout for Vision Edge Agent gRPC API for every model component on this device"
-AGENT_CONFIGURATION = {"Socket": AGENT_DEFAULT_SOCKET, "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT,
-                       "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS,
-                       "SocketMode": DEFAULT_SOCKET_MODE, "SocketGroup": "",
-                       "Mqtt": DEFAULT_MQTT, "Capture": DEFAULT_CAPTURE, "Thresholds": DEFAULT_THRESHOLDS}
+AGENT_CONFIGURATION = {
+    "Socket": AGENT_DEFAULT_SOCKET,
+    "MaxInFlight": AGENT_DEFAULT_MAX_IN_FLIGHT,
+    "InferenceThreads": AGENT_DEFAULT_INFERENCE_THREADS,
+    "SocketMode": DEFAULT_SOCKET_MODE,
+    "SocketGroup": "",
+    "Mqtt": DEFAULT_MQTT,
+    "Capture": DEFAULT_CAPTURE,
+    "Thresholds": DEFAULT_THRESHOLDS,
+}
 
 
 def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | None = None) -> ComponentBundle:
@@ -295,14 +334,20 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
     name = agent_component_name(target)
     uri = (s3_location or S3Location("BUCKET_NAME")).uri_for(name, AGENT_VERSION, AGENT_ARTIFACT_NAME)
     recipe = model_component_recipe(
-        name, AGENT_VERSION, AGENT_DESCRIPTION,
+        name,
+        AGENT_VERSION,
+        AGENT_DESCRIPTION,
         platform={"os": target.greengrass.os},  # pure Python: one agent for every architecture of a runtime
-        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))], lifecycle=agent_lifecycle(target),
-        configuration=AGENT_CONFIGURATION)
+        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))],
+        lifecycle=agent_lifecycle(target),
+        configuration=AGENT_CONFIGURATION,
+    )
     return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
 
 
-def fleet_agent_bundle(targets: list[Target], output_dir: Path, s3_location: S3Location | None = None) -> ComponentBundle:
+def fleet_agent_bundle(
+    targets: list[Target], output_dir: Path, s3_location: S3Location | None = None
+) -> ComponentBundle:
     """The agent for several targets: agent_bundle() when they share a flavour, else one manifest per target's
     platform, each with its flavour's edge_agent-<flavour>.zip."""
     from packager.greengrass.recipe import RecipeArtifact, RecipeManifest, component_recipe
@@ -317,10 +362,18 @@ def fleet_agent_bundle(targets: list[Target], output_dir: Path, s3_location: S3L
         root = f"{AGENT_ARCHIVE_ROOT}-{_agent_flavour(target)}"
         file_name = f"{root}.zip"
         if file_name not in files:
-            files[file_name] = (reproducible_zip(agent_archive_entries(target)), location.uri_for(name, AGENT_VERSION, file_name))
+            files[file_name] = (
+                reproducible_zip(agent_archive_entries(target)),
+                location.uri_for(name, AGENT_VERSION, file_name),
+            )
         data, uri = files[file_name]
-        manifests.append(RecipeManifest(platform=_platform(target), lifecycle=agent_lifecycle(target, root),
-                                        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))]))
+        manifests.append(
+            RecipeManifest(
+                platform=_platform(target),
+                lifecycle=agent_lifecycle(target, root),
+                artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(data))],
+            )
+        )
     recipe = component_recipe(name, AGENT_VERSION, AGENT_DESCRIPTION, manifests, configuration=AGENT_CONFIGURATION)
     return _write_component(output_dir, recipe, [(f, data, uri) for f, (data, uri) in files.items()], s3_location)
 
@@ -345,20 +398,32 @@ def check_distinct_platforms(targets: list[Target]) -> None:
         if key in seen:
             raise ValidationException(
                 f"targets {seen[key]} and {target.name} both run on {key[0]}/{key[1]}; one component holds one manifest "
-                "per platform, so package them as two components", field="targets")
+                "per platform, so package them as two components",
+                field="targets",
+            )
         seen[key] = target.name
 
 
-def bundle(artifact: CompiledArtifact, report: BuildReport, target: Target, component: ComponentIdentity,
-           output_dir: Path, s3_location: S3Location | None = None, archive_cache: Path | None = None) -> ComponentBundle:
+def bundle(
+    artifact: CompiledArtifact,
+    report: BuildReport,
+    target: Target,
+    component: ComponentIdentity,
+    output_dir: Path,
+    s3_location: S3Location | None = None,
+    archive_cache: Path | None = None,
+) -> ComponentBundle:
     """Write the model component and the agent component it depends on, in GDK's layout.
     archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
-    build = TargetBuild(target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report)
+    build = TargetBuild(
+        target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report
+    )
     return bundle_targets([build], component, output_dir, s3_location)
 
 
-def bundle_targets(builds: list[TargetBuild], component: ComponentIdentity, output_dir: Path,
-                   s3_location: S3Location | None = None) -> ComponentBundle:
+def bundle_targets(
+    builds: list[TargetBuild], component: ComponentIdentity, output_dir: Path, s3_location: S3Location | None = None
+) -> ComponentBundle:
     """One component version for every target built: a manifest per platform, each with its own artifact and digest.
     One target keeps the plain names (model.zip, benchmark.json); several get model-<target>.zip, benchmark-<target>.json."""
     from packager.greengrass.recipe import RecipeArtifact, RecipeManifest, component_recipe
@@ -375,10 +440,15 @@ def bundle_targets(builds: list[TargetBuild], component: ComponentIdentity, outp
         uri = location.uri_for(component.name, component.version, file_name)
         files.append((file_name, build.archive, uri))
         reports.append((REPORT_NAME.replace(".json", f"{suffix}.json"), build.report.to_json().encode()))
-        manifests.append(RecipeManifest(platform=_platform(build.target),
-                                        lifecycle=model_lifecycle(component, build.target, agent.component_name, root),
-                                        artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(build.archive))]))
-    recipe = component_recipe(component.name, component.version, component.description, manifests,
-                              dependencies=agent_dependency(targets))
+        manifests.append(
+            RecipeManifest(
+                platform=_platform(build.target),
+                lifecycle=model_lifecycle(component, build.target, agent.component_name, root),
+                artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(build.archive))],
+            )
+        )
+    recipe = component_recipe(
+        component.name, component.version, component.description, manifests, dependencies=agent_dependency(targets)
+    )
     model = _write_component(output_dir, recipe, files, s3_location, reports)
     return replace(model, dependencies=(agent,))

@@ -45,7 +45,9 @@ def check_service_string(shape_name: str, value: str, field: str) -> None:
     """Length and pattern of one string, exactly as the Lookout service model defines the shape."""
     shape = service_model.shape(shape_name)
     if not shape.get("min", 0) <= len(value) <= shape.get("max", 1 << 30):
-        raise ValidationException(f"{field} must be {shape.get('min', 0)}..{shape['max']} characters, got {len(value)}", field=field)
+        raise ValidationException(
+            f"{field} must be {shape.get('min', 0)}..{shape['max']} characters, got {len(value)}", field=field
+        )
     pattern = shape.get("pattern")
     if pattern and not re.fullmatch(pattern, value):
         raise ValidationException(f"{field} {value!r} does not match the pattern {pattern}", field=field)
@@ -60,22 +62,45 @@ def check_component_identity(name: object, version: object, where: str) -> None:
     """A ComponentName and ComponentVersion Greengrass accepts, and that name no directory but their own when they
     become path parts (artifacts/<name>/<version>/): "." and ".." match Greengrass's name pattern but are refused."""
     if not isinstance(name, str) or not _COMPONENT_NAME.fullmatch(name) or name in (".", ".."):
-        raise ValidationException(f"{where}: ComponentName {str(name)[:80]!r} must be 1..128 of a-z A-Z 0-9 - _ . "
-                                  "and not '.' or '..'", field="ComponentName")
+        raise ValidationException(
+            f"{where}: ComponentName {str(name)[:80]!r} must be 1..128 of a-z A-Z 0-9 - _ . and not '.' or '..'",
+            field="ComponentName",
+        )
     if not isinstance(version, str) or not _COMPONENT_VERSION.fullmatch(version):
-        raise ValidationException(f"{where}: ComponentVersion {str(version)[:80]!r} must be MAJOR.MINOR.PATCH, "
-                                  "each 0..999999", field="ComponentVersion")
+        raise ValidationException(
+            f"{where}: ComponentVersion {str(version)[:80]!r} must be MAJOR.MINOR.PATCH, each 0..999999",
+            field="ComponentVersion",
+        )
 
 
-def model_component_recipe(name: str, version: str, description: str | None, platform: dict,
-                           artifacts: list[RecipeArtifact], lifecycle: dict, configuration: dict | None = None,
-                           dependencies: dict | None = None) -> dict:
-    return component_recipe(name, version, description, [RecipeManifest(platform, lifecycle, artifacts)],
-                            configuration=configuration, dependencies=dependencies)
+def model_component_recipe(
+    name: str,
+    version: str,
+    description: str | None,
+    platform: dict,
+    artifacts: list[RecipeArtifact],
+    lifecycle: dict,
+    configuration: dict | None = None,
+    dependencies: dict | None = None,
+) -> dict:
+    return component_recipe(
+        name,
+        version,
+        description,
+        [RecipeManifest(platform, lifecycle, artifacts)],
+        configuration=configuration,
+        dependencies=dependencies,
+    )
 
 
-def component_recipe(name: str, version: str, description: str | None, manifests: list[RecipeManifest],
-                     configuration: dict | None = None, dependencies: dict | None = None) -> dict:
+def component_recipe(
+    name: str,
+    version: str,
+    description: str | None,
+    manifests: list[RecipeManifest],
+    configuration: dict | None = None,
+    dependencies: dict | None = None,
+) -> dict:
     """A recipe with one manifest per platform, in the order given."""
     recipe = {
         "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
@@ -88,20 +113,23 @@ def component_recipe(name: str, version: str, description: str | None, manifests
         recipe["ComponentConfiguration"] = {"DefaultConfiguration": configuration}
     if dependencies:
         recipe["ComponentDependencies"] = dependencies
-    recipe["Manifests"] = [{
-        "Platform": manifest.platform,
-        "Lifecycle": manifest.lifecycle,
-        "Artifacts": [
-            {
-                "Uri": a.uri,
-                "Digest": a.digest_b64,
-                "Algorithm": "SHA-256",
-                **({"Unarchive": "ZIP"} if a.unarchive else {}),
-                "Permission": {"Read": "OWNER", "Execute": "NONE"},
-            }
-            for a in manifest.artifacts
-        ],
-    } for manifest in manifests]
+    recipe["Manifests"] = [
+        {
+            "Platform": manifest.platform,
+            "Lifecycle": manifest.lifecycle,
+            "Artifacts": [
+                {
+                    "Uri": a.uri,
+                    "Digest": a.digest_b64,
+                    "Algorithm": "SHA-256",
+                    **({"Unarchive": "ZIP"} if a.unarchive else {}),
+                    "Permission": {"Read": "OWNER", "Execute": "NONE"},
+                }
+                for a in manifest.artifacts
+            ],
+        }
+        for manifest in manifests
+    ]
     return recipe
 
 
@@ -130,10 +158,14 @@ def validate_recipe(recipe: dict) -> None:
     check_service_string("ComponentName", recipe["ComponentName"], "ComponentName")
     check_service_string("ComponentVersion", recipe["ComponentVersion"], "ComponentVersion")
     check_component_identity(recipe["ComponentName"], recipe["ComponentVersion"], "recipe")
-    errors = sorted(jsonschema.Draft7Validator(_recipe_schema()).iter_errors(_lower_keys(recipe)), key=lambda e: list(e.path))
+    errors = sorted(
+        jsonschema.Draft7Validator(_recipe_schema()).iter_errors(_lower_keys(recipe)), key=lambda e: list(e.path)
+    )
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(root)"
         raise ValidationException(f"recipe fails the Greengrass schema at {where}: {errors[0].message}", field="recipe")
     size = len(recipe_yaml(recipe).encode())
     if size > MAX_RECIPE_BYTES:
-        raise ValidationException(f"recipe is {size} bytes; Greengrass accepts at most {MAX_RECIPE_BYTES}", field="recipe")
+        raise ValidationException(
+            f"recipe is {size} bytes; Greengrass accepts at most {MAX_RECIPE_BYTES}", field="recipe"
+        )

@@ -10,18 +10,20 @@ from __future__ import annotations
 import sys
 import types
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from botocore.exceptions import ClientError
 
-from packager.errors import PackagerError
 import packager.service_model as service_model
+from packager.errors import PackagerError
 from packager.service.jobs import api
 
 _PAGINATED = {"ListProjects": "Projects", "ListModels": "Models", "ListModelPackagingJobs": "ModelPackagingJobs"}
 _SNAKE_TO_OPERATION = {
-    "list_projects": "ListProjects", "list_models": "ListModels", "list_model_packaging_jobs": "ListModelPackagingJobs",
+    "list_projects": "ListProjects",
+    "list_models": "ListModels",
+    "list_model_packaging_jobs": "ListModelPackagingJobs",
 }
 
 
@@ -46,8 +48,15 @@ class ClientExceptions:
         return getattr(cls, code, ClientError) if code in _ERROR_CODES else ClientError
 
 
-_ERROR_CODES = ("AccessDeniedException", "ConflictException", "InternalServerException", "ResourceNotFoundException",
-                "ServiceQuotaExceededException", "ThrottlingException", "ValidationException")
+_ERROR_CODES = (
+    "AccessDeniedException",
+    "ConflictException",
+    "InternalServerException",
+    "ResourceNotFoundException",
+    "ServiceQuotaExceededException",
+    "ThrottlingException",
+    "ValidationException",
+)
 
 
 def _response_metadata(status: int) -> dict:
@@ -57,8 +66,11 @@ def _response_metadata(status: int) -> dict:
 def client_error(exc: PackagerError, operation_name: str) -> ClientError:
     """The ClientError botocore would raise for this service error."""
     error = exc.to_error_dict()
-    response = {"Error": {"Code": error["Code"], "Message": error["Message"]},
-                "ResponseMetadata": _response_metadata(exc.http_status), **{k: v for k, v in error.items() if k != "Code"}}
+    response = {
+        "Error": {"Code": error["Code"], "Message": error["Message"]},
+        "ResponseMetadata": _response_metadata(exc.http_status),
+        **{k: v for k, v in error.items() if k != "Code"},
+    }
     return ClientExceptions.from_code(exc.code)(response, operation_name)
 
 
@@ -111,12 +123,20 @@ class LookoutVisionClient:
     def delete_model(self, **params) -> dict:
         return self._call("DeleteModel", params)
 
-    def register_model(self, *, ProjectName: str, ModelPath: str | Path, SpecPath: str | Path | None = None,
-                       Description: str | None = None, CreateProject: bool = False) -> dict:
+    def register_model(
+        self,
+        *,
+        ProjectName: str,
+        ModelPath: str | Path,
+        SpecPath: str | Path | None = None,
+        Description: str | None = None,
+        CreateProject: bool = False,
+    ) -> dict:
         """Our extension (no boto3 counterpart): the project's next model version from a trained ONNX model."""
         try:
-            response = api.register_model(ProjectName, ModelPath, SpecPath, description=Description,
-                                          create_project=CreateProject, home=self._home)
+            response = api.register_model(
+                ProjectName, ModelPath, SpecPath, description=Description, create_project=CreateProject, home=self._home
+            )
         except PackagerError as exc:
             raise client_error(exc, "RegisterModel") from None
         return {**response, "ResponseMetadata": _response_metadata(200)}
@@ -124,9 +144,11 @@ class LookoutVisionClient:
     def can_paginate(self, operation_name: str) -> bool:
         return operation_name in _SNAKE_TO_OPERATION
 
-    def get_paginator(self, operation_name: str) -> "Paginator":
+    def get_paginator(self, operation_name: str) -> Paginator:
         if operation_name not in _SNAKE_TO_OPERATION:
-            raise ValueError(f"operation cannot be paginated: {operation_name}; valid: {', '.join(_SNAKE_TO_OPERATION)}")
+            raise ValueError(
+                f"operation cannot be paginated: {operation_name}; valid: {', '.join(_SNAKE_TO_OPERATION)}"
+            )
         return Paginator(self, _SNAKE_TO_OPERATION[operation_name])
 
 
@@ -138,7 +160,7 @@ class Paginator:
         self._operation = operation_name
         self._result_key = _PAGINATED[operation_name]
 
-    def paginate(self, PaginationConfig: dict | None = None, **params) -> "PageIterator":
+    def paginate(self, PaginationConfig: dict | None = None, **params) -> PageIterator:
         return PageIterator(self._client, self._operation, self._result_key, params, PaginationConfig or {})
 
 

@@ -35,10 +35,13 @@ def sysroot_dir() -> Path:
 
 def check_prepared(sysroot: Path) -> None:
     if shutil.which(QEMU) is None:
-        raise ValidationException(f"{QEMU} is not installed; install it with: apt-get install -y qemu-user-static", field="emulator")
+        raise ValidationException(
+            f"{QEMU} is not installed; install it with: apt-get install -y qemu-user-static", field="emulator"
+        )
     if not (sysroot / ".prepared").is_file() or not (sysroot / _GUEST_PYTHON).is_file():
-        raise ValidationException(f"the ARM64 sysroot {sysroot} is not prepared; run: {PREPARE_SCRIPT.relative_to(REPO)}",
-                                  field="emulator")
+        raise ValidationException(
+            f"the ARM64 sysroot {sysroot} is not prepared; run: {PREPARE_SCRIPT.relative_to(REPO)}", field="emulator"
+        )
 
 
 def free_port() -> int:
@@ -56,7 +59,9 @@ class LocalProcess:
     log_path: Path
 
     def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+        return (
+            "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -71,8 +76,15 @@ class LocalProcess:
 def _spawn(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
 
 def _die_with_parent() -> None:
@@ -94,20 +106,40 @@ def _guest_env(sysroot: Path) -> dict:
     }
 
 
-def start_server(port: int | None = None, tracker: tuple[str, int] | None = None, key: str | None = None,
-                 sysroot: Path | None = None, log_path: Path | None = None, ready_timeout_s: float = 600) -> LocalProcess:
+def start_server(
+    port: int | None = None,
+    tracker: tuple[str, int] | None = None,
+    key: str | None = None,
+    sysroot: Path | None = None,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 600,
+) -> LocalProcess:
     """Start the emulated device's RPC server and wait until it listens (and, with a tracker, is registered)."""
     sysroot = Path(sysroot or sysroot_dir()).resolve()
     check_prepared(sysroot)
     port = port or free_port()
-    command = [QEMU, "-L", str(sysroot), str(sysroot / _GUEST_PYTHON), "-m", "tvm.exec.rpc_server",
-               "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+    command = [
+        QEMU,
+        "-L",
+        str(sysroot),
+        str(sysroot / _GUEST_PYTHON),
+        "-m",
+        "tvm.exec.rpc_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--port-end",
+        str(port + 1),
+    ]
     if tracker:
         command += ["--tracker", f"{tracker[0]}:{tracker[1]}", "--key", key or "arm64-emulated"]
     log_path = log_path or sysroot.parent / f"rpc-server-{port}.log"
     server = LocalProcess(_spawn(command, _guest_env(sysroot), log_path), port, log_path)
     try:
-        _wait(server, lambda: f"bind to 127.0.0.1:{port}" in server.log_path.read_text(errors="replace"), ready_timeout_s)
+        _wait(
+            server, lambda: f"bind to 127.0.0.1:{port}" in server.log_path.read_text(errors="replace"), ready_timeout_s
+        )
         if tracker:
             _wait(server, lambda: _registered(tracker, key or "arm64-emulated"), 120)
     except BaseException:
@@ -120,7 +152,17 @@ def start_tracker(port: int | None = None, log_path: Path | None = None) -> Loca
     """TVM's RPC tracker, on this host's loopback."""
     port = port or free_port()
     log_path = log_path or sysroot_dir().parent / f"rpc-tracker-{port}.log"
-    command = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+    command = [
+        sys.executable,
+        "-m",
+        "tvm.exec.rpc_tracker",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--port-end",
+        str(port + 1),
+    ]
     tracker = LocalProcess(_spawn(command, {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}, log_path), port, log_path)
     try:
         _wait(tracker, lambda: _tracker_summary(("127.0.0.1", port)) is not None, 120)
@@ -152,15 +194,21 @@ def _tracker_summary(address: tuple[str, int]) -> dict | None:
 
 def _registered(tracker: tuple[str, int], key: str) -> bool:
     summary = _tracker_summary(tracker) or {}
-    return any(info.get("key", "").split()[0:1] == ["server:" + key] or info.get("key") == "server:" + key
-               for info in summary.get("server_info", []))
+    return any(
+        info.get("key", "").split()[0:1] == ["server:" + key] or info.get("key") == "server:" + key
+        for info in summary.get("server_info", [])
+    )
 
 
 def _wait(server: LocalProcess, ready, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if server.process.poll() is not None:
-            raise ValidationException(f"{server.log_path.stem} exited ({server.process.returncode}):\n{server.log_tail()}", field="emulator")
+            raise ValidationException(
+                f"{server.log_path.stem} exited ({server.process.returncode}):\n{server.log_tail()}", field="emulator"
+            )
         if time.monotonic() > deadline:
-            raise ValidationException(f"{server.log_path.stem} was not ready after {timeout_s:.0f} s:\n{server.log_tail()}", field="emulator")
+            raise ValidationException(
+                f"{server.log_path.stem} was not ready after {timeout_s:.0f} s:\n{server.log_tail()}", field="emulator"
+            )
         time.sleep(0.5)

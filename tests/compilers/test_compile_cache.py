@@ -26,7 +26,9 @@ from tests.conftest import make_tiny_autoencoder, tiny_spec_dict
 
 def _key(imported, target=None, tuning_dir: Path | None = None):
     target = target or host_target()
-    return compile_cache_key(imported, target, open_tuning_cache(tuning_dir or Path("/nonexistent")).records_digest(target))
+    return compile_cache_key(
+        imported, target, open_tuning_cache(tuning_dir or Path("/nonexistent")).records_digest(target)
+    )
 
 
 @pytest.fixture
@@ -52,12 +54,20 @@ def test_a_changed_external_data_file_misses(tmp_path):
     import onnx
 
     model = onnx.load(make_tiny_autoencoder(tmp_path / "inline.onnx"))
-    onnx.save(model, tmp_path / "external.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        tmp_path / "external.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict()))
     base = import_model(tmp_path / "inline.onnx", spec)
-    external = replace(base, source_path=tmp_path / "external.onnx", onnx_bytes=(tmp_path / "external.onnx").read_bytes())
+    external = replace(
+        base, source_path=tmp_path / "external.onnx", onnx_bytes=(tmp_path / "external.onnx").read_bytes()
+    )
     assert compile_cache.external_data_files(external) == [tmp_path / "weights.bin"]
     before = model_content_hash(external)
     data = bytearray((tmp_path / "weights.bin").read_bytes())
@@ -77,9 +87,16 @@ def test_a_changed_spec_misses(imported, tmp_path):
 
 
 def test_another_target_or_compiler_option_misses(imported):
-    keys = {_key(imported, target).digest for target in (
-        get_target("LINUX/X86_64"), get_target("LINUX/X86_64", CompilerOptions(mcpu="skylake")),
-        get_target("LINUX/X86_64", CompilerOptions(num_cores=2)), get_target("LINUX/ARM64"), get_target("jetson_xavier"))}
+    keys = {
+        _key(imported, target).digest
+        for target in (
+            get_target("LINUX/X86_64"),
+            get_target("LINUX/X86_64", CompilerOptions(mcpu="skylake")),
+            get_target("LINUX/X86_64", CompilerOptions(num_cores=2)),
+            get_target("LINUX/ARM64"),
+            get_target("jetson_xavier"),
+        )
+    }
     assert len(keys) == 5
 
 
@@ -89,12 +106,13 @@ def test_new_tuning_records_miss(imported, tmp_path):
     before = _key(imported, target, tmp_path / "tuning")
     directory = cache.directory_for(target.tvm_target)
     directory.mkdir(parents=True)
-    (directory / "database_tuning_record.json").write_text('[0, [[], []], [0.001], {}, []]\n')
+    (directory / "database_tuning_record.json").write_text("[0, [[], []], [0.001], {}, []]\n")
     after = _key(imported, target, tmp_path / "tuning")
     assert after.parts["tuning"] != before.parts["tuning"] and after.digest != before.digest
     other_target = get_target("LINUX/ARM64")
-    assert _key(imported, other_target, tmp_path / "tuning") == _key(imported, other_target), \
+    assert _key(imported, other_target, tmp_path / "tuning") == _key(imported, other_target), (
         "records for one target do not change another target's key"
+    )
 
 
 def test_a_changed_compiler_source_or_tvm_version_misses(imported, tmp_path, monkeypatch):
@@ -108,12 +126,16 @@ def test_a_changed_compiler_source_or_tvm_version_misses(imported, tmp_path, mon
     monkeypatch.setattr(compilers, "__file__", str(copy / "__init__.py"))
     compiler_fingerprint.cache_clear()
     assert compiler_fingerprint() == before, "a byte-identical copy of the sources gives the same fingerprint"
-    (copy / "schedules" / "pipeline.py").write_text((copy / "schedules" / "pipeline.py").read_text() + "\n# a schedule changed\n")
+    (copy / "schedules" / "pipeline.py").write_text(
+        (copy / "schedules" / "pipeline.py").read_text() + "\n# a schedule changed\n"
+    )
     compiler_fingerprint.cache_clear()
     edited = compiler_fingerprint()
     assert edited != before
     real_version = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda dist: "0.28.0" if dist == "apache-tvm" else real_version(dist))
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda dist: "0.28.0" if dist == "apache-tvm" else real_version(dist)
+    )
     compiler_fingerprint.cache_clear()
     assert compiler_fingerprint() not in (before, edited)
     monkeypatch.undo()
@@ -133,8 +155,13 @@ def test_a_hit_restores_the_same_files_and_a_damaged_entry_compiles_again(import
     from compilers.tvm_compile import compile_model
 
     def build(name: str):
-        return compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / name, tuning_cache_dir=tmp_path / "tc",
-                                                                      compile_cache_dir=tmp_path / "cc"))
+        return compile_model(
+            imported,
+            host_target(),
+            CompileOptions(
+                work_dir=tmp_path / name, tuning_cache_dir=tmp_path / "tc", compile_cache_dir=tmp_path / "cc"
+            ),
+        )
 
     first, second = build("first"), build("second")
     assert (first.from_cache, second.from_cache) == (False, True)
@@ -143,8 +170,16 @@ def test_a_hit_restores_the_same_files_and_a_damaged_entry_compiles_again(import
     [entry] = [p for p in (tmp_path / "cc").iterdir() if not p.name.startswith(".")]
     (entry / "params.bin").write_bytes(b"damaged")
     third = build("third")
-    assert not third.from_cache and (third.model_dir / "params.bin").read_bytes() == (first.model_dir / "params.bin").read_bytes()
+    assert (
+        not third.from_cache
+        and (third.model_dir / "params.bin").read_bytes() == (first.model_dir / "params.bin").read_bytes()
+    )
     assert build("fourth").from_cache, "the damaged entry was replaced by the fresh compile"
-    uncached = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "fifth", tuning_cache_dir=tmp_path / "tc"))
+    uncached = compile_model(
+        imported, host_target(), CompileOptions(work_dir=tmp_path / "fifth", tuning_cache_dir=tmp_path / "tc")
+    )
     assert not uncached.from_cache
-    assert open_compile_cache(tmp_path / "cc").load(_key(imported, tuning_dir=tmp_path / "tc"), tmp_path / "sixth") is not None
+    assert (
+        open_compile_cache(tmp_path / "cc").load(_key(imported, tuning_dir=tmp_path / "tc"), tmp_path / "sixth")
+        is not None
+    )

@@ -15,9 +15,14 @@ def conv_model(kernel: int):
     from onnx import helper
 
     return onnx_model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4), helper.make_node("Relu", ["y"], ["z"])],
-        [("x", [1, CHANNELS, SIZE, SIZE])], ["z"],
-        {"w": weights(CHANNELS, CHANNELS, kernel, kernel), "b": weights(CHANNELS, seed=2)})
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, CHANNELS, SIZE, SIZE])],
+        ["z"],
+        {"w": weights(CHANNELS, CHANNELS, kernel, kernel), "b": weights(CHANNELS, seed=2)},
+    )
 
 
 def prepacked(model, target):
@@ -49,7 +54,9 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
     assert m == 4
     mod, params = prepacked(model, cpu)
     assert not [gvar.name_hint for gvar in mod.functions if "winograd_kernel" in gvar.name_hint]
-    packed = [value.numpy() for name, value in params if name.startswith(PREPACKED) and value.shape[:2] == (m + 2, m + 2)]
+    packed = [
+        value.numpy() for name, value in params if name.startswith(PREPACKED) and value.shape[:2] == (m + 2, m + 2)
+    ]
     assert len(packed) == 1
     _, _, g = transform_matrices(m)
     w = weights(CHANNELS, CHANNELS, 3, 3)
@@ -58,7 +65,7 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
     executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
     x = np.random.default_rng(0).random((1, CHANNELS, SIZE, SIZE), dtype=np.float32)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *[value for _, value in params])
-    want, = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
 
 

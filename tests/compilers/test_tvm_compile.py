@@ -69,8 +69,15 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
 
     monkeypatch.setattr(tvm_compile, "compile_model", compile_then_corrupt)
     out = tmp_path / "gg"
-    request = PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(),
-                               component_name="com.example.Broken", component_version="1.0.0", output_dir=out, benchmark_runs=2)
+    request = PackagingRequest(
+        model_path=tiny_model[0],
+        spec_path=tiny_model[1],
+        target=host_target(),
+        component_name="com.example.Broken",
+        component_version="1.0.0",
+        output_dir=out,
+        benchmark_runs=2,
+    )
     with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error"):
         run_packaging(request)
     assert AccuracyMismatchError.exit_code == 11
@@ -105,15 +112,29 @@ def test_tuned_build_then_cached_rebuild(tiny_model, tmp_path):
     imported = import_model(*tiny_model)
     cache_dir = tmp_path / "tuning"
     lines = []
-    tuned = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "a", tuning_trials=6,
-                                                                  tuning_cache_dir=cache_dir), progress=lines.append)
+    tuned = compile_model(
+        imported,
+        host_target(),
+        CompileOptions(work_dir=tmp_path / "a", tuning_trials=6, tuning_cache_dir=cache_dir),
+        progress=lines.append,
+    )
     assert tuned.tuning_trials > 0 and tuned.tuning_records_applied > 0
     # the build's own progress channel carries the tuning's lines: trials done out of N, task, best, time
     assert lines[0].startswith("tuning ") and "up to 6 trials" in lines[0]
-    assert any(re.match(r"tuning (\d+)/\1 trials, task \d+/\d+ \S+: best [\d.]+ ms .*done in", line) for line in lines), lines
-    assert max(check_against_onnxruntime(TvmRunner.load(tuned), imported, CompileOptions(work_dir=tmp_path / "a")).values()) <= 1e-4
-    rebuilt = compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path / "b", tuning_cache_dir=cache_dir,
-                                                                    tuning_progress=False))
+    assert any(
+        re.match(r"tuning (\d+)/\1 trials, task \d+/\d+ \S+: best [\d.]+ ms .*done in", line) for line in lines
+    ), lines
+    assert (
+        max(
+            check_against_onnxruntime(TvmRunner.load(tuned), imported, CompileOptions(work_dir=tmp_path / "a")).values()
+        )
+        <= 1e-4
+    )
+    rebuilt = compile_model(
+        imported,
+        host_target(),
+        CompileOptions(work_dir=tmp_path / "b", tuning_cache_dir=cache_dir, tuning_progress=False),
+    )
     assert rebuilt.tuning_trials == 0
     assert rebuilt.tuning_records_applied == tuned.tuning_records_applied
     assert rebuilt.library_path.read_bytes() == tuned.library_path.read_bytes()

@@ -8,7 +8,9 @@ from packager.errors import ModelImportError
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "packager", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "packager", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.fixture
@@ -57,13 +59,17 @@ def test_unknown_output_name_is_one_line(tmp_path, tiny_model, packager_home, ca
     spec["outputs"][0]["name"] = "image_score"
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(spec_path), "--output", str(tmp_path / "out")])
+    code = main(
+        ["build", "--model", str(tiny_model[0]), "--model-spec", str(spec_path), "--output", str(tmp_path / "out")]
+    )
     assert code == ModelImportError.exit_code
     errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("... ")]
     assert len(errors) == 1 and "'image_score'" in errors[0]
 
 
 def test_bad_component_name_names_the_flag(capsys, tiny_model, tmp_path, packager_home):
-    code = main(["build", "--model", str(tiny_model[0]), "--component-name", "no spaces allowed", "--output", str(tmp_path)])
+    code = main(
+        ["build", "--model", str(tiny_model[0]), "--component-name", "no spaces allowed", "--output", str(tmp_path)]
+    )
     assert code == 2
     assert "--component-name" in capsys.readouterr().err

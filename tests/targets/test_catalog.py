@@ -13,8 +13,12 @@ NVIDIA = CompilerOptions(gpu_code="sm_86", cuda_ver="11.4", trt_ver="8.2.1")
 def test_jetson_xavier_is_the_documented_lookout_device():
     t = resolve_target(TargetRequest(target_device="jetson_xavier"))
     assert t.name == "jetson_xavier" and t.device == "cuda"
-    assert t.tvm_target == {"kind": "nvptx", "mcpu": "sm_72", "mtriple": "nvptx64-nvidia-cuda",
-                            "host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "carmel", "mattr": ["+neon"]}}
+    assert t.tvm_target == {
+        "kind": "nvptx",
+        "mcpu": "sm_72",
+        "mtriple": "nvptx64-nvidia-cuda",
+        "host": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "carmel", "mattr": ["+neon"]},
+    }
     assert (t.options.gpu_code, t.options.cuda_ver, t.options.trt_ver) == ("sm_72", "10.2", "7.1.3")
     assert t.host_triple == "aarch64-linux-gnu" and t.cross_compiler == "aarch64-linux-gnu-gcc" and t.is_cross
     assert (t.greengrass.os, t.greengrass.architecture) == ("linux", "aarch64")
@@ -28,8 +32,13 @@ def test_x86_64_cpu_defaults_to_core_avx2_and_takes_mcpu_mattr():
     t = resolve_target(TargetRequest(os="LINUX", arch="X86_64"))
     assert t.tvm_target == {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "core-avx2"}
     assert t.device == "cpu" and t.greengrass.architecture == "amd64" and t.cross_compiler is None
-    t = resolve_target(TargetRequest(os="LINUX", arch="X86_64",
-                                     compiler_options=parse_compiler_options('{"mcpu": "skylake-avx512", "mattr": ["+avx512f"]}').options))
+    t = resolve_target(
+        TargetRequest(
+            os="LINUX",
+            arch="X86_64",
+            compiler_options=parse_compiler_options('{"mcpu": "skylake-avx512", "mattr": ["+avx512f"]}').options,
+        )
+    )
     assert t.tvm_target["mcpu"] == "skylake-avx512" and t.tvm_target["mattr"] == ["+avx512f"]
 
 
@@ -38,11 +47,21 @@ def test_arm64_cpu_defaults_to_neon_and_cross_links_with_debian_gcc():
     assert t.tvm_target == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
     assert t.cross_compiler == "aarch64-linux-gnu-gcc" and t.greengrass.architecture == "aarch64"
     assert t.runtime_needs.cuda_runtime is None and t.max_ptx_isa is None
-    t = resolve_target(TargetRequest(os="LINUX", arch="ARM64", compiler_options=CompilerOptions(mcpu="cortex-a72", num_cores=4)))
-    assert t.tvm_target == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
+    t = resolve_target(
+        TargetRequest(os="LINUX", arch="ARM64", compiler_options=CompilerOptions(mcpu="cortex-a72", num_cores=4))
+    )
+    assert t.tvm_target == {
+        "kind": "llvm",
+        "mtriple": "aarch64-linux-gnu",
+        "mcpu": "cortex-a72",
+        "mattr": ["+neon"],
+        "num-cores": 4,
+    }
 
 
-@pytest.mark.parametrize("arch,triple,gg_arch", [("X86_64", "x86_64-linux-gnu", "amd64"), ("ARM64", "aarch64-linux-gnu", "aarch64")])
+@pytest.mark.parametrize(
+    "arch,triple,gg_arch", [("X86_64", "x86_64-linux-gnu", "amd64"), ("ARM64", "aarch64-linux-gnu", "aarch64")]
+)
 def test_nvidia_accelerator_on_either_architecture(arch, triple, gg_arch):
     t = resolve_target(TargetRequest(os="LINUX", arch=arch, accelerator="NVIDIA", compiler_options=NVIDIA))
     assert t.name == f"LINUX/{arch}/NVIDIA" and t.device == "cuda"
@@ -75,30 +94,102 @@ def test_ptx_table_is_monotonic_and_bounds_isa():
     assert all(min_cuda in CUDA_MAX_PTX_ISA for min_cuda in SM_MIN_CUDA.values())
 
 
-@pytest.mark.parametrize("request_, field, words", [
-    (TargetRequest(target_device="jetson_nano"), "TargetDevice", ["jetson_xavier"]),
-    (TargetRequest(target_device="jetson_xavier", os="LINUX", arch="ARM64"), "TargetDevice", ["mutually exclusive"]),
-    (TargetRequest(target_device="jetson_xavier", compiler_options=CompilerOptions(gpu_code="sm_72")), "CompilerOptions", ["not allowed"]),
-    (TargetRequest(os="WINDOWS", arch="X86_64"), "TargetPlatform.Os", ["LINUX"]),
-    (TargetRequest(os="LINUX", arch="RISCV64"), "TargetPlatform.Arch", ["X86_64", "ARM64"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="AMD"), "TargetPlatform.Accelerator", ["NVIDIA"]),
-    (TargetRequest(os="LINUX", arch="ARM64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_72")),
-     "CompilerOptions", ["trt-ver", "cuda-ver"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm72", cuda_ver="11.4", trt_ver="8")),
-     "gpu-code", ["sm_72"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_99", cuda_ver="12.2", trt_ver="8")),
-     "gpu-code", ["sm_99", "sm_72"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_86", cuda_ver="9.2", trt_ver="8")),
-     "cuda-ver", ["9.2", "10.2"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_90", cuda_ver="11.4", trt_ver="8")),
-     "gpu-code", ["sm_90", "cuda-ver >= 11.8", "11.4"]),
-    (TargetRequest(os="LINUX", arch="ARM64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_87", cuda_ver="10.2", trt_ver="7.1.3")),
-     "gpu-code", ["sm_87", "cuda-ver"]),
-    (TargetRequest(os="LINUX", arch="X86_64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_86", cuda_ver="11.4", trt_ver="eight")),
-     "trt-ver", ["7.1.3"]),
-    (TargetRequest(os="LINUX", arch="ARM64", compiler_options=CompilerOptions(gpu_code="sm_72")), "gpu-code", ["Accelerator NVIDIA"]),
-    (TargetRequest(os="LINUX", arch="X86_64", compiler_options=CompilerOptions(trt_ver="8.2")), "trt-ver", ["Accelerator NVIDIA"]),
-])
+@pytest.mark.parametrize(
+    "request_, field, words",
+    [
+        (TargetRequest(target_device="jetson_nano"), "TargetDevice", ["jetson_xavier"]),
+        (
+            TargetRequest(target_device="jetson_xavier", os="LINUX", arch="ARM64"),
+            "TargetDevice",
+            ["mutually exclusive"],
+        ),
+        (
+            TargetRequest(target_device="jetson_xavier", compiler_options=CompilerOptions(gpu_code="sm_72")),
+            "CompilerOptions",
+            ["not allowed"],
+        ),
+        (TargetRequest(os="WINDOWS", arch="X86_64"), "TargetPlatform.Os", ["LINUX"]),
+        (TargetRequest(os="LINUX", arch="RISCV64"), "TargetPlatform.Arch", ["X86_64", "ARM64"]),
+        (TargetRequest(os="LINUX", arch="X86_64", accelerator="AMD"), "TargetPlatform.Accelerator", ["NVIDIA"]),
+        (
+            TargetRequest(
+                os="LINUX", arch="ARM64", accelerator="NVIDIA", compiler_options=CompilerOptions(gpu_code="sm_72")
+            ),
+            "CompilerOptions",
+            ["trt-ver", "cuda-ver"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="X86_64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm72", cuda_ver="11.4", trt_ver="8"),
+            ),
+            "gpu-code",
+            ["sm_72"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="X86_64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm_99", cuda_ver="12.2", trt_ver="8"),
+            ),
+            "gpu-code",
+            ["sm_99", "sm_72"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="X86_64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm_86", cuda_ver="9.2", trt_ver="8"),
+            ),
+            "cuda-ver",
+            ["9.2", "10.2"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="X86_64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm_90", cuda_ver="11.4", trt_ver="8"),
+            ),
+            "gpu-code",
+            ["sm_90", "cuda-ver >= 11.8", "11.4"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="ARM64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm_87", cuda_ver="10.2", trt_ver="7.1.3"),
+            ),
+            "gpu-code",
+            ["sm_87", "cuda-ver"],
+        ),
+        (
+            TargetRequest(
+                os="LINUX",
+                arch="X86_64",
+                accelerator="NVIDIA",
+                compiler_options=CompilerOptions(gpu_code="sm_86", cuda_ver="11.4", trt_ver="eight"),
+            ),
+            "trt-ver",
+            ["7.1.3"],
+        ),
+        (
+            TargetRequest(os="LINUX", arch="ARM64", compiler_options=CompilerOptions(gpu_code="sm_72")),
+            "gpu-code",
+            ["Accelerator NVIDIA"],
+        ),
+        (
+            TargetRequest(os="LINUX", arch="X86_64", compiler_options=CompilerOptions(trt_ver="8.2")),
+            "trt-ver",
+            ["Accelerator NVIDIA"],
+        ),
+    ],
+)
 def test_rejections_name_the_field_and_the_valid_choices(request_, field, words):
     with pytest.raises(ValidationException) as info:
         resolve_target(request_)
@@ -108,7 +199,9 @@ def test_rejections_name_the_field_and_the_valid_choices(request_, field, words)
 
 
 def test_unknown_target_name_lists_the_valid_ones():
-    with pytest.raises(ValidationException, match="valid targets: jetson_xavier, LINUX/X86_64, LINUX/X86_64/NVIDIA, LINUX/ARM64"):
+    with pytest.raises(
+        ValidationException, match="valid targets: jetson_xavier, LINUX/X86_64, LINUX/X86_64/NVIDIA, LINUX/ARM64"
+    ):
         get_target("LINUX/MIPS")
 
 
@@ -118,23 +211,42 @@ def test_impossible_gpu_code_for_cuda_ver_names_both():
     assert "sm_86" in info.value.message and "10.2" in info.value.message and "11.1" in info.value.message
 
 
-@pytest.mark.parametrize("text,expected", [
-    (None, ParsedCompilerOptions(CompilerOptions())),
-    ("", ParsedCompilerOptions(CompilerOptions())),
-    ('{"mcpu": "cortex-a72", "mattr": "+neon,+crc"}', ParsedCompilerOptions(CompilerOptions(mcpu="cortex-a72", mattr=("+neon", "+crc")))),
-    ("{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': 10.2}",
-     ParsedCompilerOptions(CompilerOptions(gpu_code="sm_72", trt_ver="7.1.3", cuda_ver="10.2"))),
-    ('{"num-cores": 4, "tuning-trials": 16}', ParsedCompilerOptions(CompilerOptions(num_cores=4), tuning_trials=16)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (None, ParsedCompilerOptions(CompilerOptions())),
+        ("", ParsedCompilerOptions(CompilerOptions())),
+        (
+            '{"mcpu": "cortex-a72", "mattr": "+neon,+crc"}',
+            ParsedCompilerOptions(CompilerOptions(mcpu="cortex-a72", mattr=("+neon", "+crc"))),
+        ),
+        (
+            "{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': 10.2}",
+            ParsedCompilerOptions(CompilerOptions(gpu_code="sm_72", trt_ver="7.1.3", cuda_ver="10.2")),
+        ),
+        (
+            '{"num-cores": 4, "tuning-trials": 16}',
+            ParsedCompilerOptions(CompilerOptions(num_cores=4), tuning_trials=16),
+        ),
+    ],
+)
 def test_compiler_options_parse_json_and_the_docs_quoted_form(text, expected):
     assert parse_compiler_options(text) == expected
 
 
-@pytest.mark.parametrize("text,field", [
-    ("{mcpu", "CompilerOptions"), ("[1]", "CompilerOptions"), ('{"opt-level": 3}', "CompilerOptions"),
-    ('{"mattr": ["neon"]}', "mattr"), ('{"num-cores": 0}', "num-cores"), ('{"tuning-trials": -1}', "tuning-trials"),
-    ('{"mcpu": "a b"}', "mcpu"), ('{"gpu-code": true}', "gpu-code"),
-])
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("{mcpu", "CompilerOptions"),
+        ("[1]", "CompilerOptions"),
+        ('{"opt-level": 3}', "CompilerOptions"),
+        ('{"mattr": ["neon"]}', "mattr"),
+        ('{"num-cores": 0}', "num-cores"),
+        ('{"tuning-trials": -1}', "tuning-trials"),
+        ('{"mcpu": "a b"}', "mcpu"),
+        ('{"gpu-code": true}', "gpu-code"),
+    ],
+)
 def test_bad_compiler_options_name_the_key(text, field):
     with pytest.raises(ValidationException) as info:
         parse_compiler_options(text)

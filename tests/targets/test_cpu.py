@@ -44,14 +44,17 @@ CPU part\t: 0xd0c
 """
 
 
-@pytest.mark.parametrize("text,machine,mcpu,isa", [
-    (ZEN3, "x86_64", "znver3", ("avx2", "fma")),
-    (SAPPHIRE_RAPIDS, "x86_64", "sapphirerapids", ("amx", "avx512", "avx2", "fma")),
-    (SKYLAKE_SP, "x86_64", "skylake-avx512", ("avx512", "avx2", "fma")),
-    (HASWELL, "x86_64", "core-avx2", ("avx2", "fma")),
-    (NEOVERSE_N1, "aarch64", "neoverse-n1", ("neon",)),
-    ("", "x86_64", None, ()),
-])
+@pytest.mark.parametrize(
+    "text,machine,mcpu,isa",
+    [
+        (ZEN3, "x86_64", "znver3", ("avx2", "fma")),
+        (SAPPHIRE_RAPIDS, "x86_64", "sapphirerapids", ("amx", "avx512", "avx2", "fma")),
+        (SKYLAKE_SP, "x86_64", "skylake-avx512", ("avx512", "avx2", "fma")),
+        (HASWELL, "x86_64", "core-avx2", ("avx2", "fma")),
+        (NEOVERSE_N1, "aarch64", "neoverse-n1", ("neon",)),
+        ("", "x86_64", None, ()),
+    ],
+)
 def test_host_mcpu_names_the_cpu_as_llvm_does(text, machine, mcpu, isa):
     cpu = parse_cpuinfo(text, machine)
     assert host_mcpu(cpu) == mcpu and cpu.isa == isa
@@ -71,17 +74,20 @@ def test_no_platform_build_targets_this_cpu_and_an_explicit_platform_stays_porta
     assert host_target(CompilerOptions(mcpu="haswell")).tvm_target["mcpu"] == "haswell"
 
 
-@pytest.mark.parametrize("name,options,isa,lanes", [
-    ("LINUX/X86_64", CompilerOptions(), "avx2", 8),
-    ("LINUX/X86_64", CompilerOptions(mcpu="znver3"), "avx2", 8),
-    ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids"), "avx512", 16),
-    ("LINUX/X86_64", CompilerOptions(mcpu="znver4"), "avx512", 16),
-    ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", mattr=("-avx512f",)), "avx2", 8),
-    ("LINUX/X86_64", CompilerOptions(mcpu="x86-64"), "sse", 4),
-    ("LINUX/X86_64", CompilerOptions(mcpu="x86-64", mattr=("+avx512f",)), "avx512", 16),
-    ("LINUX/ARM64", CompilerOptions(), "neon", 4),
-    ("jetson_xavier", None, "neon", 4),
-])
+@pytest.mark.parametrize(
+    "name,options,isa,lanes",
+    [
+        ("LINUX/X86_64", CompilerOptions(), "avx2", 8),
+        ("LINUX/X86_64", CompilerOptions(mcpu="znver3"), "avx2", 8),
+        ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids"), "avx512", 16),
+        ("LINUX/X86_64", CompilerOptions(mcpu="znver4"), "avx512", 16),
+        ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", mattr=("-avx512f",)), "avx2", 8),
+        ("LINUX/X86_64", CompilerOptions(mcpu="x86-64"), "sse", 4),
+        ("LINUX/X86_64", CompilerOptions(mcpu="x86-64", mattr=("+avx512f",)), "avx512", 16),
+        ("LINUX/ARM64", CompilerOptions(), "neon", 4),
+        ("jetson_xavier", None, "neon", 4),
+    ],
+)
 def test_vector_isa_follows_the_target(name, options, isa, lanes):
     got = vector_isa(get_target(name, options).tvm_target)
     assert (got.name, got.lanes) == (isa, lanes)

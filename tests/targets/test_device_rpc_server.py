@@ -20,12 +20,12 @@ import pytest
 
 from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
-from compilers.tvm_compile import compile_model
-from packager.errors import CompilationError
 from compilers.runners import OnnxRuntimeRunner, Runner, TvmRunner
+from compilers.tvm_compile import compile_model
 from compilers.verify import check_against_onnxruntime, random_input
 from packager.build.benchmark import BenchmarkOptions, benchmark
 from packager.build.remote import RemoteDevice, open_device
+from packager.errors import CompilationError
 from targets import CompilerOptions, get_target, host_target
 from targets.emulator import free_port
 
@@ -43,13 +43,20 @@ def _cuda_driver_here() -> bool:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     if _cuda_driver_here():
-        pytest.skip("this machine has an NVIDIA driver: the launcher takes its CUDA branch, which this test does not cover")
+        pytest.skip(
+            "this machine has an NVIDIA driver: the launcher takes its CUDA branch, which this test does not cover"
+        )
     port, log = free_port(), tmp_path_factory.mktemp("rpc-launcher") / "server.log"
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("TVM_USE_RUNTIME_LIB", None)  # the launcher must set it itself
     with open(log, "wb") as out:
-        server = subprocess.Popen(["bash", str(LAUNCHER), "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            ["bash", str(LAUNCHER), "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while f"bind to 127.0.0.1:{port}" not in log.read_text(errors="replace"):
@@ -79,8 +86,11 @@ def test_a_cuda_library_on_a_server_without_tvm_cuda_runtime_names_the_fix(launc
     target = get_target("LINUX/X86_64/NVIDIA", CompilerOptions(gpu_code="sm_75", cuda_ver="10.2", trt_ver="8.6.1"))
     artifact = compile_model(import_model(*tiny_model), target, CompileOptions(work_dir=tmp_path))
     with open_device(RemoteDevice("127.0.0.1", port)) as device:
-        with pytest.raises(CompilationError, match=r"could not load model\.so built for LINUX/X86_64/NVIDIA: .*loader.*; "
-                                                   r"its RPC server has not loaded TVM's CUDA runtime .*start_rpc_server\.sh"):
+        with pytest.raises(
+            CompilationError,
+            match=r"could not load model\.so built for LINUX/X86_64/NVIDIA: .*loader.*; "
+            r"its RPC server has not loaded TVM's CUDA runtime .*start_rpc_server\.sh",
+        ):
             device.load(artifact)
 
 

@@ -13,11 +13,11 @@ import yaml
 
 from compilers.frontends.intake import import_model
 from compilers.model import CompileOptions
-from compilers.tvm_compile import compile_model
-from packager.errors import AccuracyMismatchError, CompilationError
 from compilers.runners import Runner
+from compilers.tvm_compile import compile_model
 from compilers.verify import check_against_onnxruntime
 from packager.build.remote import RemoteDevice, open_device
+from packager.errors import AccuracyMismatchError, CompilationError
 from targets import get_target, host_target
 from targets.emulator import PREPARE_SCRIPT, start_server, start_tracker
 from tests.conftest import with_broken_weights
@@ -53,10 +53,27 @@ def tracked(sysroot, tmp_path_factory):
 
 
 def _build(tiny_model, out: Path, *device_flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "packager", "build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]),
-               "--target-platform", "LINUX/ARM64", "--benchmark-runs", "5", "--output", str(out), *device_flags]
+    command = [
+        sys.executable,
+        "-m",
+        "packager",
+        "build",
+        "--model",
+        str(tiny_model[0]),
+        "--model-spec",
+        str(tiny_model[1]),
+        "--target-platform",
+        "LINUX/ARM64",
+        "--benchmark-runs",
+        "5",
+        "--output",
+        str(out),
+        *device_flags,
+    ]
     env = {**os.environ, "PACKAGER_HOME": str(out.parent / "packager-home")}  # build registers and runs a job there
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2], env=env)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2], env=env
+    )
 
 
 def _check_bundle(out: Path, label: str):
@@ -70,7 +87,9 @@ def _check_bundle(out: Path, label: str):
     report = json.loads((artifact.parent / "benchmark.json").read_text())
     assert report["emulated"] is True and label in report["device"] and "qemu-aarch64-static" in report["device"]
     assert report["tvm"]["runs"] == 5 and report["tvm"]["p50_ms"] > 0 and report["not_measured"] is None
-    assert report["ratio_tvm_to_ort"] is None and report["ratio_not_measured"].startswith("not measured: TVM ran emulated")
+    assert report["ratio_tvm_to_ort"] is None and report["ratio_not_measured"].startswith(
+        "not measured: TVM ran emulated"
+    )
 
 
 def test_build_for_arm64_runs_and_checks_on_the_emulated_device(server, tiny_model, tmp_path):
@@ -78,12 +97,17 @@ def test_build_for_arm64_runs_and_checks_on_the_emulated_device(server, tiny_mod
     done = _build(tiny_model, tmp_path / "gg", "--device-rpc", f"127.0.0.1:{server.port}")
     wall = time.perf_counter() - started
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"checking outputs on rpc 127.0.0.1:{server.port} (qemu-aarch64-static) against ONNX Runtime here" in done.stderr
+    assert (
+        f"checking outputs on rpc 127.0.0.1:{server.port} (qemu-aarch64-static) against ONNX Runtime here"
+        in done.stderr
+    )
     assert "LINUX/ARM64 (rpc 127.0.0.1:" in done.stdout and "emulated: not device timings" in done.stdout
     # qemu's TVM timings against native ONNX Runtime are no ratio (it once printed 84.37x)
     assert "TVM/ORT:     not measured: TVM ran emulated, ONNX Runtime natively" in done.stdout
     _check_bundle(tmp_path / "gg", f"rpc 127.0.0.1:{server.port}")
-    print(f"emulated ARM64 round trip (compile, upload, ORT check, 5+5 timed runs, bundle): {wall:.1f} s", file=sys.stderr)
+    print(
+        f"emulated ARM64 round trip (compile, upload, ORT check, 5+5 timed runs, bundle): {wall:.1f} s", file=sys.stderr
+    )
 
 
 def test_build_through_a_tracker_by_key(tracked, tiny_model, tmp_path):

@@ -6,8 +6,7 @@ import dataclasses
 import pytest
 
 from packager.errors import ValidationException
-from targets import CompilerOptions, Target, TargetRequest, get_target, resolve_target, target_names
-from targets import catalog
+from targets import CompilerOptions, Target, TargetRequest, catalog, get_target, resolve_target, target_names
 from targets.options import ParsedCompilerOptions, check_tuning_trials, format_compiler_options, parse_compiler_options
 
 
@@ -17,14 +16,19 @@ def test_tuning_trials_is_not_a_target_option():
     parsed = parse_compiler_options('{"mcpu": "znver3", "tuning-trials": 64}')
     assert parsed == ParsedCompilerOptions(CompilerOptions(mcpu="znver3"), tuning_trials=64)
     target = resolve_target(TargetRequest(os="LINUX", arch="X86_64", compiler_options=parsed.options))
-    assert target == resolve_target(TargetRequest(os="LINUX", arch="X86_64", compiler_options=CompilerOptions(mcpu="znver3")))
+    assert target == resolve_target(
+        TargetRequest(os="LINUX", arch="X86_64", compiler_options=CompilerOptions(mcpu="znver3"))
+    )
 
 
-@pytest.mark.parametrize("text", [
-    '{"mcpu": "cortex-a72", "mattr": ["+neon", "+crc"], "num-cores": 4, "tuning-trials": 16}',
-    "{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': '10.2'}",
-    '{"tuning-trials": 8}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"mcpu": "cortex-a72", "mattr": ["+neon", "+crc"], "num-cores": 4, "tuning-trials": 16}',
+        "{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': '10.2'}",
+        '{"tuning-trials": 8}',
+    ],
+)
 def test_the_formatted_string_parses_back_to_the_same_options(text):
     parsed = parse_compiler_options(text)
     assert parse_compiler_options(format_compiler_options(parsed)) == parsed
@@ -46,8 +50,13 @@ def test_every_catalog_row_is_found_by_name_and_by_its_typed_key():
     assert target_names() == [entry.name for entry in catalog.CATALOG]
     for entry in catalog.CATALOG:
         options = nvidia if entry.nvidia and entry.key.device is None else CompilerOptions()
-        request = TargetRequest(target_device=entry.key.device, os=None if entry.key.device else "LINUX",
-                                arch=entry.key.arch, accelerator=entry.key.accelerator, compiler_options=options)
+        request = TargetRequest(
+            target_device=entry.key.device,
+            os=None if entry.key.device else "LINUX",
+            arch=entry.key.arch,
+            accelerator=entry.key.accelerator,
+            compiler_options=options,
+        )
         assert resolve_target(request) == get_target(entry.name, options)
 
 

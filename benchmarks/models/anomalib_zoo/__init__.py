@@ -47,9 +47,18 @@ def export_module(module, out_dir: Path, size: int) -> Path:
     path = out_dir / "model.onnx"
     example = torch.zeros((1, 3, size, size))
     with torch.no_grad():
-        torch.onnx.export(module, (example,), str(path), opset_version=OPSET, input_names=["input"],
-                          output_names=module.output_names(), dynamic_shapes=({0: "batch_size"},), dynamo=True,
-                          external_data=True, verbose=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=module.output_names(),
+            dynamic_shapes=({0: "batch_size"},),
+            dynamo=True,
+            external_data=True,
+            verbose=False,
+        )
     return path
 
 

@@ -11,7 +11,9 @@ from benchmarks.models.anomalib_zoo import MODELS, export
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(MODELS) + ["all"])
-    parser.add_argument("out_dir", type=Path, help="directory for model.onnx + model.onnx.data ('all': one folder per model)")
+    parser.add_argument(
+        "out_dir", type=Path, help="directory for model.onnx + model.onnx.data ('all': one folder per model)"
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -85,8 +85,14 @@ class Decoder(nn.Module):
 
     def forward(self, x, image_size):
         h, w = image_size
-        sizes = [(h // 64 - 1, w // 64 - 1), (h // 32, w // 32), (h // 16 - 1, w // 16 - 1), (h // 8, w // 8),
-                 (h // 4 - 1, w // 4 - 1), (h // 2 - 1, w // 2 - 1)]
+        sizes = [
+            (h // 64 - 1, w // 64 - 1),
+            (h // 32, w // 32),
+            (h // 16 - 1, w // 16 - 1),
+            (h // 8, w // 8),
+            (h // 4 - 1, w // 4 - 1),
+            (h // 2 - 1, w // 2 - 1),
+        ]
         for i, s in enumerate(sizes, start=1):
             x = F.interpolate(x, size=s, mode="bilinear")
             x = F.relu(getattr(self, f"deconv{i}")(x))  # dropout is the identity in eval
@@ -152,8 +158,14 @@ def _build(model_size: str, size: int, seed: int) -> AnomalibExport:
         model.mean = teacher.mean(dim=(0, 2, 3), keepdim=True)
         model.std = teacher.std(dim=(0, 2, 3), keepdim=True)
         map_st, map_stae = model.maps(images[:2])
-        model.quantiles = torch.stack([torch.quantile(map_st.flatten()[::7], 0.9), torch.quantile(map_st.flatten()[::7], 0.995),
-                                       torch.quantile(map_stae.flatten()[::7], 0.9), torch.quantile(map_stae.flatten()[::7], 0.995)])
+        model.quantiles = torch.stack(
+            [
+                torch.quantile(map_st.flatten()[::7], 0.9),
+                torch.quantile(map_st.flatten()[::7], 0.995),
+                torch.quantile(map_stae.flatten()[::7], 0.9),
+                torch.quantile(map_stae.flatten()[::7], 0.995),
+            ]
+        )
         model.normalize_maps = True
     wrapper.calibrate(images[2:])
     return wrapper.eval()

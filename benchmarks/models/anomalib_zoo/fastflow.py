@@ -18,8 +18,13 @@ def subnet(kernel_size: int, in_channels: int, out_channels: int) -> nn.Sequenti
     hidden = int(in_channels * HIDDEN_RATIO)
     pad = (kernel_size // 2 - ((1 + kernel_size) % 2), kernel_size // 2)
     padding = (*pad, *pad)
-    return nn.Sequential(nn.ZeroPad2d(padding), nn.Conv2d(in_channels, hidden, kernel_size), nn.ReLU(),
-                         nn.ZeroPad2d(padding), nn.Conv2d(hidden, out_channels, kernel_size))
+    return nn.Sequential(
+        nn.ZeroPad2d(padding),
+        nn.Conv2d(in_channels, hidden, kernel_size),
+        nn.ReLU(),
+        nn.ZeroPad2d(padding),
+        nn.Conv2d(hidden, out_channels, kernel_size),
+    )
 
 
 class AllInOneBlock(nn.Module):
@@ -29,7 +34,9 @@ class AllInOneBlock(nn.Module):
         super().__init__()
         self.splits = [channels - channels // 2, channels // 2]
         global_scale = 2.0 * torch.log(torch.exp(torch.tensor(0.5 * 10.0)) - 1)
-        self.global_scale = nn.Parameter(torch.ones(1, channels, 1, 1) * global_scale + 0.2 * torch.randn(1, channels, 1, 1))
+        self.global_scale = nn.Parameter(
+            torch.ones(1, channels, 1, 1) * global_scale + 0.2 * torch.randn(1, channels, 1, 1)
+        )
         self.global_offset = nn.Parameter(0.05 * torch.randn(1, channels, 1, 1))
         w = torch.zeros(channels, channels)
         w[torch.arange(channels), torch.randperm(channels)] = 1.0
@@ -53,9 +60,12 @@ class FastflowModel(nn.Module):
         self.input_size = (size, size)
         self.feature_extractor = ResNetFeatures("resnet18", ("layer1", "layer2", "layer3"))
         channels, scales = self.feature_extractor.out_dims, (4, 8, 16)
-        self.norms = nn.ModuleList(nn.LayerNorm([c, size // s, size // s], elementwise_affine=True) for c, s in zip(channels, scales))
+        self.norms = nn.ModuleList(
+            nn.LayerNorm([c, size // s, size // s], elementwise_affine=True) for c, s in zip(channels, scales)
+        )
         self.fast_flow_blocks = nn.ModuleList(
-            nn.Sequential(*(AllInOneBlock(c, 1 if i % 2 == 1 else 3) for i in range(FLOW_STEPS))) for c in channels)
+            nn.Sequential(*(AllInOneBlock(c, 1 if i % 2 == 1 else 3) for i in range(FLOW_STEPS))) for c in channels
+        )
 
     def forward(self, x):
         features = [norm(f) for norm, f in zip(self.norms, self.feature_extractor(x).values())]

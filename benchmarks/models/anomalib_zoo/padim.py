@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.models.anomalib_zoo._layers import AnomalibExport, GaussianBlur2d, ResNetFeatures, random_images, settle_batch_norms
+from benchmarks.models.anomalib_zoo._layers import (
+    AnomalibExport,
+    GaussianBlur2d,
+    ResNetFeatures,
+    random_images,
+    settle_batch_norms,
+)
 
 N_FEATURES = 100  # anomalib's default for resnet18
 
@@ -27,7 +33,9 @@ class PadimModel(nn.Module):
         features = self.feature_extractor(x)
         embeddings = features[self.layers[0]]
         for layer in self.layers[1:]:
-            embeddings = torch.cat((embeddings, F.interpolate(features[layer], size=embeddings.shape[-2:], mode="nearest")), 1)
+            embeddings = torch.cat(
+                (embeddings, F.interpolate(features[layer], size=embeddings.shape[-2:], mode="nearest")), 1
+            )
         return torch.index_select(embeddings, 1, self.idx)
 
     def forward(self, x):

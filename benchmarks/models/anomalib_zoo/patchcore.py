@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.models.anomalib_zoo._layers import AnomalibExport, GaussianBlur2d, ResNetFeatures, random_images, settle_batch_norms
+from benchmarks.models.anomalib_zoo._layers import (
+    AnomalibExport,
+    GaussianBlur2d,
+    ResNetFeatures,
+    random_images,
+    settle_batch_norms,
+)
 
 MEMORY_BANK_SIZE = 16384
 NUM_NEIGHBORS = 9
@@ -50,7 +56,9 @@ class PatchcoreModel(nn.Module):
         score = patch_scores[torch.arange(batch_size), max_patches]
         nn_index = locations[torch.arange(batch_size), max_patches]
         nn_sample = self.memory_bank[nn_index, :]
-        _, support_samples = self.nearest_neighbors(nn_sample, n_neighbors=min(NUM_NEIGHBORS, self.memory_bank.shape[0]))
+        _, support_samples = self.nearest_neighbors(
+            nn_sample, n_neighbors=min(NUM_NEIGHBORS, self.memory_bank.shape[0])
+        )
         distances = self.euclidean_dist(max_patches_features.unsqueeze(1), self.memory_bank[support_samples])
         weights = (1 - F.softmax(distances.squeeze(1), 1))[..., 0]
         return weights * score
@@ -75,7 +83,9 @@ def build(size: int = 256, seed: int = 0) -> AnomalibExport:
     wrapper = AnomalibExport(model, size)
     images = random_images(6, size, seed)
     settle_batch_norms(model.feature_extractor, wrapper.pre_processor(images[:2]))
-    with torch.no_grad():  # the memory bank: training patches (a coreset in anomalib), here jittered patches of random images
+    with (
+        torch.no_grad()
+    ):  # the memory bank: training patches (a coreset in anomalib), here jittered patches of random images
         patches = model.embed(wrapper.pre_processor(images[:2]))
         patches = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
         g = torch.Generator().manual_seed(seed + 1)

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.models.anomalib_zoo._layers import AnomalibExport, Bottleneck, GaussianBlur2d, ResNetFeatures, random_images, settle_batch_norms
+from benchmarks.models.anomalib_zoo._layers import (
+    AnomalibExport,
+    Bottleneck,
+    GaussianBlur2d,
+    ResNetFeatures,
+    random_images,
+    settle_batch_norms,
+)
 
 
 def conv3x3(cin, cout, stride=1):
@@ -37,7 +44,9 @@ class OCBE(nn.Module):
 
 
 class DecoderBottleneck(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, upsample: nn.Module | None = None, base_width: int = 128):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, upsample: nn.Module | None = None, base_width: int = 128
+    ):
         super().__init__()
         width = int(planes * (base_width / 64.0))
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
@@ -66,7 +75,9 @@ class ResNetDecoder(nn.Module):
         self.layer3 = self._make_layer(64, 6)
 
     def _make_layer(self, planes: int, blocks: int) -> nn.Sequential:
-        upsample = nn.Sequential(nn.ConvTranspose2d(self.inplanes, planes * 4, 2, 2, bias=False), nn.BatchNorm2d(planes * 4))
+        upsample = nn.Sequential(
+            nn.ConvTranspose2d(self.inplanes, planes * 4, 2, 2, bias=False), nn.BatchNorm2d(planes * 4)
+        )
         layers = [DecoderBottleneck(self.inplanes, planes, 2, upsample)]
         self.inplanes = planes * 4
         layers += [DecoderBottleneck(self.inplanes, planes) for _ in range(1, blocks)]
@@ -94,7 +105,9 @@ class ReverseDistillationModel(nn.Module):
         anomaly_map = torch.zeros([encoder_features[0].shape[0], 1, *self.image_size])
         for student, teacher in zip(encoder_features, decoder_features):
             distance_map = torch.unsqueeze(1 - F.cosine_similarity(student, teacher), dim=1)
-            anomaly_map = anomaly_map + F.interpolate(distance_map, size=self.image_size, mode="bilinear", align_corners=True)
+            anomaly_map = anomaly_map + F.interpolate(
+                distance_map, size=self.image_size, mode="bilinear", align_corners=True
+            )
         anomaly_map = self.blur(anomaly_map)
         return torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map
 

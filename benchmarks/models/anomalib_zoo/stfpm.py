@@ -38,7 +38,9 @@ def build(size: int = 256, seed: int = 0) -> AnomalibExport:
     images = random_images(6, size, seed)
     x = wrapper.pre_processor(images[:2])
     settle_batch_norms(model.teacher_model, x)
-    model.student_model.load_state_dict(model.teacher_model.state_dict())  # a student trained to mimic the teacher, nearly
+    model.student_model.load_state_dict(
+        model.teacher_model.state_dict()
+    )  # a student trained to mimic the teacher, nearly
     with torch.no_grad():
         for p in model.student_model.parameters():
             p.add_(0.05 * p.std() * torch.randn_like(p))

@@ -16,15 +16,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.greengrass.bundle import AGENT_COMPONENT
 from packager.edge.settings import SettingsError, parse_line_settings
 from packager.errors import ValidationException
+from packager.greengrass.bundle import AGENT_COMPONENT
 
 CONFIGURATION_FILE = "configuration.json"
 EDGE_AGENT = "<edge agent>"  # the key of an update given without a component name; never a valid component name
 _FIELD = "--update-config"
-_USAGE = ('--update-config takes {"merge": {...}, "reset": ["/key", ...]} for the Edge Agent, or '
-          '{"ComponentName": {"MERGE": {...}, "RESET": [...]}, ...}')
+_USAGE = (
+    '--update-config takes {"merge": {...}, "reset": ["/key", ...]} for the Edge Agent, or '
+    '{"ComponentName": {"MERGE": {...}, "RESET": [...]}, ...}'
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class ConfigurationUpdate:
 def merge_configuration(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = (merge_configuration(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
-                       else copy.deepcopy(value))
+        merged[key] = (
+            merge_configuration(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else copy.deepcopy(value)
+        )
     return merged
 
 
@@ -47,20 +52,25 @@ def _update(value, where: str) -> ConfigurationUpdate:
     keys = {str(k).lower(): v for k, v in value.items()}
     unknown = sorted(set(keys) - {"merge", "reset"})
     if unknown:
-        raise ValidationException(f"{_FIELD}: {where} has {unknown[0]!r}; a configuration update has only merge and reset",
-                                  field=_FIELD)
+        raise ValidationException(
+            f"{_FIELD}: {where} has {unknown[0]!r}; a configuration update has only merge and reset", field=_FIELD
+        )
     merge = keys.get("merge", {})
     if isinstance(merge, str):  # the Greengrass API carries merge as a JSON document in a string
         try:
             merge = json.loads(merge)
         except json.JSONDecodeError as exc:
-            raise ValidationException(f"{_FIELD}: {where} merge is a string but not JSON: {exc}", field=_FIELD) from None
+            raise ValidationException(
+                f"{_FIELD}: {where} merge is a string but not JSON: {exc}", field=_FIELD
+            ) from None
     if not isinstance(merge, dict):
         raise ValidationException(f"{_FIELD}: {where} merge must be an object", field=_FIELD)
     reset = keys.get("reset", [])
     if not isinstance(reset, list) or not all(isinstance(p, str) and (p == "" or p.startswith("/")) for p in reset):
-        raise ValidationException(f'{_FIELD}: {where} reset must be a list of JSON pointers such as "/Mqtt/Qos" '
-                                  '("" resets everything)', field=_FIELD)
+        raise ValidationException(
+            f'{_FIELD}: {where} reset must be a list of JSON pointers such as "/Mqtt/Qos" ("" resets everything)',
+            field=_FIELD,
+        )
     return ConfigurationUpdate(merge=merge, reset=tuple(reset))
 
 
@@ -82,15 +92,18 @@ def resolve_updates(updates: dict, components: list[str], build_dir: Path) -> di
         if name == EDGE_AGENT:
             agents = [c for c in components if c.startswith(AGENT_COMPONENT)]
             if len(agents) != 1:
-                raise ValidationException(f"{_FIELD}: an update without a component name goes to the Edge Agent, but "
-                                          f"{build_dir} has {len(agents)} Edge Agent components; name the component",
-                                          field=_FIELD)
+                raise ValidationException(
+                    f"{_FIELD}: an update without a component name goes to the Edge Agent, but "
+                    f"{build_dir} has {len(agents)} Edge Agent components; name the component",
+                    field=_FIELD,
+                )
             name = agents[0]
         resolved[name] = update
     unknown = set(resolved) - set(components)
     if unknown:
-        raise ValidationException(f"configuration update names components not in {build_dir}: {', '.join(sorted(unknown))}",
-                                  field=_FIELD)
+        raise ValidationException(
+            f"configuration update names components not in {build_dir}: {', '.join(sorted(unknown))}", field=_FIELD
+        )
     return resolved
 
 
@@ -131,8 +144,10 @@ def effective_configuration(name: str, defaults: dict, kept: dict | None, update
 def check_agent_configuration(name: str, defaults: dict, configuration: dict) -> None:
     unknown = sorted(set(configuration) - set(defaults))
     if unknown:
-        raise ValidationException(f"{name}: {unknown[0]!r} is not a setting of this component; it has "
-                                  f"{', '.join(sorted(defaults))}", field=_FIELD)
+        raise ValidationException(
+            f"{name}: {unknown[0]!r} is not a setting of this component; it has {', '.join(sorted(defaults))}",
+            field=_FIELD,
+        )
     try:
         parse_line_settings(configuration)
     except SettingsError as exc:

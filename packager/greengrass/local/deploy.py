@@ -27,16 +27,24 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from packager.greengrass.local.configuration import effective_configuration, read_configuration, resolve_updates
 from packager.errors import ResourceNotFoundException, ValidationException
+from packager.greengrass.local.configuration import effective_configuration, read_configuration, resolve_updates
 from packager.greengrass.recipe import check_component_identity, recipe_key
 
 THING_NAME = "deploy-local"
 _VARIABLE = re.compile(r"\{(?:([A-Za-z0-9._-]+):)?(artifacts|work|configuration|kernel|iot):([^{}]*)\}")
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _COMPARATOR = re.compile(r"(>=|<=|>|<|=|\^|~)?(\d+\.\d+\.\d+)")
-_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "arm",
-                  "armv8l": "arm", "i686": "x86", "i386": "x86"}
+_ARCHITECTURES = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armv7l": "arm",
+    "armv8l": "arm",
+    "i686": "x86",
+    "i386": "x86",
+}
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,11 @@ def under_root(root: Path, *parts: str) -> Path:
     """root/parts, refused unless it stays strictly inside root once '..' and symlinks are resolved."""
     path = root.joinpath(*parts)
     resolved = path.resolve()
-    if any(p in ("", ".", "..") or "/" in p for p in parts) or resolved == root.resolve() or \
-            not resolved.is_relative_to(root.resolve()):
+    if (
+        any(p in ("", ".", "..") or "/" in p for p in parts)
+        or resolved == root.resolve()
+        or not resolved.is_relative_to(root.resolve())
+    ):
         raise ValidationException(f"{'/'.join(parts)[:200]!r} would leave the deploy-local root {root}", field="root")
     return path
 
@@ -138,11 +149,20 @@ def version_satisfies(version: str, requirement: str) -> bool:
             continue
         match = _COMPARATOR.fullmatch(token)
         if not match:
-            raise ValidationException(f"VersionRequirement {requirement!r}: cannot read {token!r}", field="VersionRequirement")
+            raise ValidationException(
+                f"VersionRequirement {requirement!r}: cannot read {token!r}", field="VersionRequirement"
+            )
         op, bound = match.group(1) or "=", _version(match.group(2), "VersionRequirement")
         upper = {"^": (bound[0] + 1, 0, 0), "~": (bound[0], bound[1] + 1, 0)}.get(op)
-        ok = {">=": have >= bound, "<=": have <= bound, ">": have > bound, "<": have < bound, "=": have == bound,
-              "^": bound <= have < (upper or bound), "~": bound <= have < (upper or bound)}[op]
+        ok = {
+            ">=": have >= bound,
+            "<=": have <= bound,
+            ">": have > bound,
+            "<": have < bound,
+            "=": have == bound,
+            "^": bound <= have < (upper or bound),
+            "~": bound <= have < (upper or bound),
+        }[op]
         if not ok:
             return False
     return True
@@ -152,8 +172,9 @@ def _read_recipes(build_dir: Path) -> dict[str, tuple[dict, Path]]:
     """Newest version of each component among recipes/*.yaml|*.yml|*.json."""
     recipes_dir = build_dir / "recipes"
     if not recipes_dir.is_dir():
-        raise ResourceNotFoundException(f"{build_dir} has no recipes/ directory; give a greengrass-build directory",
-                                        str(build_dir), "Directory")
+        raise ResourceNotFoundException(
+            f"{build_dir} has no recipes/ directory; give a greengrass-build directory", str(build_dir), "Directory"
+        )
     newest: dict[str, tuple[dict, Path]] = {}
     for path in sorted(recipes_dir.iterdir()):
         if path.suffix not in (".yaml", ".yml", ".json"):
@@ -162,11 +183,17 @@ def _read_recipes(build_dir: Path) -> dict[str, tuple[dict, Path]]:
             recipe = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ValidationException(f"{path}: not a readable recipe ({exc})", field=str(path)) from None
-        if not isinstance(recipe, dict) or not recipe_key(recipe, "ComponentName") or not recipe_key(recipe, "ComponentVersion"):
+        if (
+            not isinstance(recipe, dict)
+            or not recipe_key(recipe, "ComponentName")
+            or not recipe_key(recipe, "ComponentVersion")
+        ):
             raise ValidationException(f"{path}: a recipe needs ComponentName and ComponentVersion", field=str(path))
         name, version = recipe_key(recipe, "ComponentName"), recipe_key(recipe, "ComponentVersion")
         check_component_identity(name, version, str(path))
-        if name not in newest or _version(version, str(path)) > _version(recipe_key(newest[name][0], "ComponentVersion"), name):
+        if name not in newest or _version(version, str(path)) > _version(
+            recipe_key(newest[name][0], "ComponentVersion"), name
+        ):
             newest[name] = (recipe, path)
     if not newest:
         raise ResourceNotFoundException(f"{recipes_dir} holds no recipes", str(recipes_dir), "Directory")
@@ -182,13 +209,22 @@ def _artifact_refs(build_dir: Path, name: str, version: str, manifest: dict, whe
             raise ValidationException(f"{where}: artifact URI {uri!r} names no file", field="Uri")
         algorithm = str(recipe_key(artifact, "Algorithm", "SHA-256"))
         if algorithm.upper() != "SHA-256":
-            raise ValidationException(f"{where}: artifact {file_name} uses Algorithm {algorithm}; only SHA-256 is supported",
-                                      field="Algorithm")
+            raise ValidationException(
+                f"{where}: artifact {file_name} uses Algorithm {algorithm}; only SHA-256 is supported",
+                field="Algorithm",
+            )
         permission = recipe_key(artifact, "Permission", {}) or {}
-        refs.append(ArtifactRef(
-            uri=uri, file_name=file_name, source=build_dir / "artifacts" / name / version / file_name,
-            digest_b64=recipe_key(artifact, "Digest"), unarchive=str(recipe_key(artifact, "Unarchive", "NONE")).upper() == "ZIP",
-            read=str(recipe_key(permission, "Read", "OWNER")).upper(), execute=str(recipe_key(permission, "Execute", "NONE")).upper()))
+        refs.append(
+            ArtifactRef(
+                uri=uri,
+                file_name=file_name,
+                source=build_dir / "artifacts" / name / version / file_name,
+                digest_b64=recipe_key(artifact, "Digest"),
+                unarchive=str(recipe_key(artifact, "Unarchive", "NONE")).upper() == "ZIP",
+                read=str(recipe_key(permission, "Read", "OWNER")).upper(),
+                execute=str(recipe_key(permission, "Execute", "NONE")).upper(),
+            )
+        )
     return tuple(refs)
 
 
@@ -200,7 +236,9 @@ def _dependency_order(components: dict[str, LocalComponent]) -> list[LocalCompon
         if any(c.name == name for c in ordered):
             return
         if name in visiting:
-            raise ValidationException(f"dependency cycle: {' -> '.join(chain + (name,))}", field="ComponentDependencies")
+            raise ValidationException(
+                f"dependency cycle: {' -> '.join(chain + (name,))}", field="ComponentDependencies"
+            )
         visiting.add(name)
         for dependency in sorted(components[name].dependencies):
             visit(dependency, chain + (name,))
@@ -219,42 +257,68 @@ def plan_deployment(build_dir: Path, options: DeployOptions) -> DeploymentPlan:
     components: dict[str, LocalComponent] = {}
     for name, (recipe, path) in recipes.items():
         version = str(recipe_key(recipe, "ComponentVersion"))
-        manifest = next((m for m in recipe_key(recipe, "Manifests", []) or [] if _platform_matches(recipe_key(m, "Platform"), here)), None)
+        manifest = next(
+            (
+                m
+                for m in recipe_key(recipe, "Manifests", []) or []
+                if _platform_matches(recipe_key(m, "Platform"), here)
+            ),
+            None,
+        )
         if manifest is None:
-            raise ValidationException(f"{path}: no manifest matches this machine ({here['os']}/{here['architecture']})",
-                                      field="Manifests")
+            raise ValidationException(
+                f"{path}: no manifest matches this machine ({here['os']}/{here['architecture']})", field="Manifests"
+            )
         lifecycle = recipe_key(manifest, "Lifecycle")
         if lifecycle is None:
-            raise ValidationException(f"{path}: the matching manifest has no Lifecycle (Selections are not supported)",
-                                      field="Lifecycle")
+            raise ValidationException(
+                f"{path}: the matching manifest has no Lifecycle (Selections are not supported)", field="Lifecycle"
+            )
         defaults = recipe_key(recipe_key(recipe, "ComponentConfiguration", {}) or {}, "DefaultConfiguration", {}) or {}
         dependencies = {}
         for dep, spec in (recipe_key(recipe, "ComponentDependencies", {}) or {}).items():
             if dep not in recipes:
-                raise ResourceNotFoundException(f"{name} depends on {dep}, which has no recipe in {build_dir / 'recipes'}",
-                                                dep, "Component")
+                raise ResourceNotFoundException(
+                    f"{name} depends on {dep}, which has no recipe in {build_dir / 'recipes'}", dep, "Component"
+                )
             requirement = str(recipe_key(spec, "VersionRequirement", "*"))
             dep_version = str(recipe_key(recipes[dep][0], "ComponentVersion"))
             if not version_satisfies(dep_version, requirement):
-                raise ValidationException(f"{name} needs {dep} {requirement}, but the build has {dep_version}",
-                                          field="VersionRequirement")
+                raise ValidationException(
+                    f"{name} needs {dep} {requirement}, but the build has {dep_version}", field="VersionRequirement"
+                )
             dependencies[dep] = str(recipe_key(spec, "DependencyType", "HARD")).upper()
         components[name] = LocalComponent(
-            name=name, version=version, lifecycle=lifecycle, configuration=effective_configuration(name, defaults, kept.get(name), updates.get(name)),
-            dependencies=dependencies, artifacts=_artifact_refs(build_dir, name, version, manifest, path), recipe_path=path)
-    return DeploymentPlan(build_dir=build_dir, root=Path(options.root).resolve(), platform=here,
-                          components=tuple(_dependency_order(components)), thing_name=options.thing_name)
+            name=name,
+            version=version,
+            lifecycle=lifecycle,
+            configuration=effective_configuration(name, defaults, kept.get(name), updates.get(name)),
+            dependencies=dependencies,
+            artifacts=_artifact_refs(build_dir, name, version, manifest, path),
+            recipe_path=path,
+        )
+    return DeploymentPlan(
+        build_dir=build_dir,
+        root=Path(options.root).resolve(),
+        platform=here,
+        components=tuple(_dependency_order(components)),
+        thing_name=options.thing_name,
+    )
 
 
 def verify_digest(ref: ArtifactRef, component: str) -> bytes:
     if not ref.source.is_file():
-        raise ResourceNotFoundException(f"{component}: artifact {ref.file_name} is missing: expected {ref.source}",
-                                        str(ref.source), "Artifact")
+        raise ResourceNotFoundException(
+            f"{component}: artifact {ref.file_name} is missing: expected {ref.source}", str(ref.source), "Artifact"
+        )
     data = ref.source.read_bytes()
     actual = base64.b64encode(hashlib.sha256(data).digest()).decode()
     if ref.digest_b64 is not None and actual != ref.digest_b64:
-        raise ValidationException(f"{component}: artifact {ref.file_name} has SHA-256 {actual} but the recipe says "
-                                  f"{ref.digest_b64}; refusing to deploy it", field="Digest")
+        raise ValidationException(
+            f"{component}: artifact {ref.file_name} has SHA-256 {actual} but the recipe says "
+            f"{ref.digest_b64}; refusing to deploy it",
+            field="Digest",
+        )
     return data
 
 
@@ -262,16 +326,23 @@ def _check_entry(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
     name = info.filename.replace("\\", "/")
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise ValidationException(f"{archive.name}: entry {info.filename!r} is a symlink; refusing to unarchive", field="Unarchive")
+        raise ValidationException(
+            f"{archive.name}: entry {info.filename!r} is a symlink; refusing to unarchive", field="Unarchive"
+        )
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: the archiver recorded no file type
-        raise ValidationException(f"{archive.name}: entry {info.filename!r} is not a file or directory", field="Unarchive")
+        raise ValidationException(
+            f"{archive.name}: entry {info.filename!r} is not a file or directory", field="Unarchive"
+        )
     if name.startswith("/") or re.match(r"[A-Za-z]:", name):
-        raise ValidationException(f"{archive.name}: entry {info.filename!r} is an absolute path; refusing to unarchive",
-                                  field="Unarchive")
+        raise ValidationException(
+            f"{archive.name}: entry {info.filename!r} is an absolute path; refusing to unarchive", field="Unarchive"
+        )
     path = PurePosixPath(name)
     if ".." in path.parts or not path.parts:
-        raise ValidationException(f"{archive.name}: entry {info.filename!r} escapes the destination (zip-slip); "
-                                  "refusing to unarchive", field="Unarchive")
+        raise ValidationException(
+            f"{archive.name}: entry {info.filename!r} escapes the destination (zip-slip); refusing to unarchive",
+            field="Unarchive",
+        )
     return path
 
 
@@ -314,8 +385,14 @@ def prepare_component(plan: DeploymentPlan, component: LocalComponent) -> None:
         target.write_bytes(data)
         target.chmod(_mode(ref))
         if ref.unarchive:
-            destination = under_root(plan.root, "packages", "artifacts-unarchived", component.name, component.version,
-                                     PurePosixPath(ref.file_name).stem)
+            destination = under_root(
+                plan.root,
+                "packages",
+                "artifacts-unarchived",
+                component.name,
+                component.version,
+                PurePosixPath(ref.file_name).stem,
+            )
             destination.parent.mkdir(parents=True, exist_ok=True)
             safe_unzip(target, destination)
             for path in destination.rglob("*"):
@@ -336,8 +413,9 @@ def _json_pointer(document, pointer: str, where: str):
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
             value = value[int(token)]
         else:
-            raise ValidationException(f"{where}: {{configuration:{pointer}}} is not in the component's configuration",
-                                      field="configuration")
+            raise ValidationException(
+                f"{where}: {{configuration:{pointer}}} is not in the component's configuration", field="configuration"
+            )
     return value
 
 
@@ -348,8 +426,10 @@ def interpolate(text: str, plan: DeploymentPlan, component: LocalComponent) -> s
         owner_name, namespace, key = match.group(1), match.group(2), match.group(3)
         if owner_name and owner_name != component.name:
             if owner_name not in component.dependencies or namespace not in ("artifacts", "work", "configuration"):
-                raise ValidationException(f"{component.name}: {match.group(0)} names {owner_name}, which is not one of its "
-                                          "dependencies", field="Lifecycle")
+                raise ValidationException(
+                    f"{component.name}: {match.group(0)} names {owner_name}, which is not one of its dependencies",
+                    field="Lifecycle",
+                )
             owner = plan.component(owner_name)
         else:
             owner = component
@@ -373,6 +453,9 @@ def interpolate(text: str, plan: DeploymentPlan, component: LocalComponent) -> s
 def environment(plan: DeploymentPlan, component: LocalComponent, step: dict | None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"AWS_IOT_THING_NAME": plan.thing_name, "GG_ROOT_PATH": str(plan.root)})
-    for source in (recipe_key(component.lifecycle, "Setenv", {}) or {}, (recipe_key(step, "Setenv", {}) or {}) if step else {}):
+    for source in (
+        recipe_key(component.lifecycle, "Setenv", {}) or {},
+        (recipe_key(step, "Setenv", {}) or {}) if step else {},
+    ):
         env.update({str(k): interpolate(str(v), plan, component) for k, v in source.items()})
     return env

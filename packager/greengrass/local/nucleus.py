@@ -31,11 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from packager.greengrass.local.configuration import read_configuration, write_configuration
-from packager.greengrass.local.deploy import DeploymentPlan, LocalComponent, environment, interpolate, prepare_component
-from packager.greengrass.recipe import recipe_key
-from packager.greengrass.local.deploy import DeployOptions, plan_deployment
 from packager.errors import ConflictException, InternalServerException, PackagerError
+from packager.greengrass.local.configuration import read_configuration, write_configuration
+from packager.greengrass.local.deploy import (
+    DeploymentPlan,
+    DeployOptions,
+    LocalComponent,
+    environment,
+    interpolate,
+    plan_deployment,
+    prepare_component,
+)
+from packager.greengrass.recipe import recipe_key
 from packager.processes import process_start_time
 
 DEFAULT_TIMEOUTS = {"bootstrap": 120, "install": 120, "startup": 120, "shutdown": 15, "recover": 60}
@@ -111,14 +118,30 @@ class LocalNucleus:
     # -- reporting -------------------------------------------------------------------------------------------
     def _set(self, t: Tracked, state: State, note: str = "") -> None:
         t.state = state
-        print(f"{t.component.name} {t.component.version}: {state.value}{f' ({note})' if note else ''}", file=self.out, flush=True)
+        print(
+            f"{t.component.name} {t.component.version}: {state.value}{f' ({note})' if note else ''}",
+            file=self.out,
+            flush=True,
+        )
         self._write_state()
 
     def _write_state(self) -> None:
-        doc = {"pid": os.getpid(), "build_dir": str(self.plan.build_dir), "root": str(self.plan.root), "components": {
-            t.component.name: {"version": t.component.version, "state": t.state.value, **_run_group(t.process),
-                               "log": str(self.plan.log_path(t.component))} for t in self.tracked},
-            "configuration_generation": self.configuration_generation, "configuration_result": self.configuration_result}
+        doc = {
+            "pid": os.getpid(),
+            "build_dir": str(self.plan.build_dir),
+            "root": str(self.plan.root),
+            "components": {
+                t.component.name: {
+                    "version": t.component.version,
+                    "state": t.state.value,
+                    **_run_group(t.process),
+                    "log": str(self.plan.log_path(t.component)),
+                }
+                for t in self.tracked
+            },
+            "configuration_generation": self.configuration_generation,
+            "configuration_result": self.configuration_result,
+        }
         _write_state(self.plan.root, doc)
 
     def _log(self, t: Tracked, line: str) -> None:
@@ -137,11 +160,21 @@ class LocalNucleus:
         script = interpolate(str(recipe_key(step, "Script", "")), self.plan, t.component)
         env = environment(self.plan, t.component, step)
         if str(recipe_key(step, "RequiresPrivilege", False)).lower() == "true" and os.geteuid() != 0:
-            self._log(t, f"{name} has RequiresPrivilege, which the nucleus runs as root; deploy-local runs it as uid {os.geteuid()}")
+            self._log(
+                t,
+                f"{name} has RequiresPrivilege, which the nucleus runs as root; deploy-local runs it as uid {os.geteuid()}",
+            )
         self._log(t, f"{name}: {script}")
         with open(self.plan.log_path(t.component), "ab") as log:
-            return subprocess.Popen(["sh", "-c", script], cwd=self.plan.work_path(t.component), env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                ["sh", "-c", script],
+                cwd=self.plan.work_path(t.component),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _run_to_end(self, t: Tracked, name: str, required: bool = True, accept: tuple[int, ...] = (0,)) -> int | None:
         """Run a blocking step and return its exit code; None when the recipe has none (or SkipIf says so).
@@ -161,13 +194,17 @@ class LocalNucleus:
                 _end_group(process, 2)
                 self._log(t, f"{name} timed out after {timeout:g} s")
                 if required:
-                    raise StepFailed(f"{t.component.name}: {name} timed out after {timeout:g} s; see {self.plan.log_path(t.component)}")
+                    raise StepFailed(
+                        f"{t.component.name}: {name} timed out after {timeout:g} s; see {self.plan.log_path(t.component)}"
+                    )
                 return process.returncode
             time.sleep(0.05)
         self._log(t, f"{name} exited with {process.returncode}")
         if process.returncode not in accept and required:
-            raise StepFailed(f"{t.component.name}: {name} failed with exit code {process.returncode}; "
-                             f"see {self.plan.log_path(t.component)}")
+            raise StepFailed(
+                f"{t.component.name}: {name} failed with exit code {process.returncode}; "
+                f"see {self.plan.log_path(t.component)}"
+            )
         return process.returncode
 
     def _start_run(self, t: Tracked, step: dict) -> None:
@@ -210,10 +247,14 @@ class LocalNucleus:
         done[t.component.name] = t.component.version
         done_path.write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
         if code == BOOTSTRAP_RESTART:
-            self._log(t, "bootstrap asked for a nucleus restart (exit 100): deploy-local has none to restart, and goes on")
+            self._log(
+                t, "bootstrap asked for a nucleus restart (exit 100): deploy-local has none to restart, and goes on"
+            )
         elif code == BOOTSTRAP_REBOOT:
-            raise StepFailed(f"{t.component.name}: its Bootstrap step asks for a device reboot (exit 101). Reboot, then "
-                             f"run deploy-local again: it goes on from Install. See {self.plan.log_path(t.component)}")
+            raise StepFailed(
+                f"{t.component.name}: its Bootstrap step asks for a device reboot (exit 101). Reboot, then "
+                f"run deploy-local again: it goes on from Install. See {self.plan.log_path(t.component)}"
+            )
 
     def supervise(self) -> None:
         """Watch Run processes until a stop is requested: record exits, restart errors, mark BROKEN at the limit."""
@@ -224,7 +265,11 @@ class LocalNucleus:
             for t in self.tracked:
                 if t.process is None:
                     continue
-                if t.run_timeout is not None and t.process.poll() is None and time.monotonic() - t.started > t.run_timeout:
+                if (
+                    t.run_timeout is not None
+                    and t.process.poll() is None
+                    and time.monotonic() - t.started > t.run_timeout
+                ):
                     self._log(t, f"run timed out after {t.run_timeout:g} s")
                     _end_group(t.process, STOP_GRACE_SECONDS)
                 code = t.process.poll()
@@ -248,9 +293,14 @@ class LocalNucleus:
         changed. A failure is recorded in the state file and changes nothing."""
         generation, _ = read_configuration(self.plan.root)
         try:
-            plan = plan_deployment(self.plan.build_dir, DeployOptions(root=self.plan.root, thing_name=self.plan.thing_name))
-            changed = [t for t in self.tracked
-                       if _filled_in(self.plan, t.component) != _filled_in(plan, plan.component(t.component.name))]
+            plan = plan_deployment(
+                self.plan.build_dir, DeployOptions(root=self.plan.root, thing_name=self.plan.thing_name)
+            )
+            changed = [
+                t
+                for t in self.tracked
+                if _filled_in(self.plan, t.component) != _filled_in(plan, plan.component(t.component.name))
+            ]
         except PackagerError as exc:
             self.configuration_generation, self.configuration_result = generation, {"error": str(exc)}
             self._write_state()
@@ -291,6 +341,7 @@ class LocalNucleus:
 
 def _filled_in(plan: DeploymentPlan, component: LocalComponent):
     """The component's lifecycle with every recipe variable filled in: what a configuration change can restart."""
+
     def fill(value):
         if isinstance(value, dict):
             return {k: fill(v) for k, v in value.items()}
@@ -314,8 +365,12 @@ def update_running(root: Path, updates: dict, build_dir: Path | None = None, tim
         raise ConflictException(f"no deploy-local is running in {root}", str(root), "Deployment")
     running_build = Path(state["build_dir"])
     if build_dir is not None and Path(build_dir).resolve() != running_build.resolve():
-        raise ConflictException(f"deploy-local (pid {pid}) in {root} runs {running_build}, not {build_dir}; stop it to "
-                                "deploy another build", str(root), "Deployment")
+        raise ConflictException(
+            f"deploy-local (pid {pid}) in {root} runs {running_build}, not {build_dir}; stop it to "
+            "deploy another build",
+            str(root),
+            "Deployment",
+        )
     plan = plan_deployment(running_build, DeployOptions(root=root, configuration_updates=updates))
     generation = read_configuration(root)[0] + 1
     write_configuration(root, generation, {c.name: c.configuration for c in plan.components})
@@ -323,12 +378,15 @@ def update_running(root: Path, updates: dict, build_dir: Path | None = None, tim
     deadline = time.monotonic() + timeout
     while (state := read_state(root) or {}).get("configuration_generation", 0) < generation:
         if time.monotonic() > deadline or running_in(root) != pid:
-            raise InternalServerException(f"deploy-local (pid {pid}) in {root} did not apply the configuration update "
-                                          f"within {timeout:g} s")
+            raise InternalServerException(
+                f"deploy-local (pid {pid}) in {root} did not apply the configuration update within {timeout:g} s"
+            )
         time.sleep(0.05)
     result = state.get("configuration_result", {})
     if "error" in result:
-        raise InternalServerException(f"deploy-local in {root} could not apply the configuration update: {result['error']}")
+        raise InternalServerException(
+            f"deploy-local in {root} could not apply the configuration update: {result['error']}"
+        )
     return list(result.get("restarted", []))
 
 
@@ -411,8 +469,11 @@ def claim_root(root: Path) -> Path:
     pid_file = root / PID_FILE
     owner = _live_pid(pid_file)
     if owner is not None and owner != os.getpid():
-        raise ConflictException(f"deploy-local (pid {owner}) is already running in {root}; stop it with deploy-local --stop "
-                                f"--root {root}", str(root), "Deployment")
+        raise ConflictException(
+            f"deploy-local (pid {owner}) is already running in {root}; stop it with deploy-local --stop --root {root}",
+            str(root),
+            "Deployment",
+        )
     pid_file.write_text(f"{os.getpid()}\n")
     return pid_file
 

@@ -14,13 +14,13 @@ overwritten.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from packager.greengrass.bundle import BundleArtifact, ComponentBundle, S3Location
-from packager.errors import ConflictException, ValidationException
 import packager.greengrass.publish.greengrass as greengrass
 import packager.greengrass.publish.s3 as s3
+from packager.errors import ConflictException, ValidationException
+from packager.greengrass.bundle import BundleArtifact, ComponentBundle, S3Location
 from packager.greengrass.publish.aws_errors import aws_error
 from packager.greengrass.publish.s3 import RemoteObject, RemoteState, TransferSettings
 
@@ -88,8 +88,17 @@ def publish(
             greengrass_client, bundle.component_name, bundle.component_version, account_id
         )
         _check_registered_matches(bundle, registered)
-    return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags, register=register,
-                            transfer=transfer, progress=progress)
+    return _publish_checked(
+        bundle,
+        s3_client,
+        greengrass_client,
+        location,
+        registered,
+        tags=tags,
+        register=register,
+        transfer=transfer,
+        progress=progress,
+    )
 
 
 def publish_shared(
@@ -119,20 +128,37 @@ def publish_shared(
         if registered is not None and registered.state != "FAILED" and registered.artifact_digests is None:
             # Its recipe cannot be read (no greengrass:GetComponent). A shared component's version always ships the
             # same bytes (tests/packager/edge/test_agent_version.py pins them), so the version is reused as it is.
-            log.info("reuse %s %s: registered as %s; its digests could not be read",
-                     bundle.component_name, bundle.component_version, registered.arn)
+            log.info(
+                "reuse %s %s: registered as %s; its digests could not be read",
+                bundle.component_name,
+                bundle.component_version,
+                registered.arn,
+            )
             return registered.arn
         if registered is not None and registered.state != "FAILED" and _same_artifacts(bundle, registered):
-            log.info("reuse %s %s: registered as %s with the same digests",
-                     bundle.component_name, bundle.component_version, registered.arn)
+            log.info(
+                "reuse %s %s: registered as %s with the same digests",
+                bundle.component_name,
+                bundle.component_version,
+                registered.arn,
+            )
             return registered.arn
         _check_registered_matches(bundle, registered)
         s3.check_bucket(s3_client, location.bucket, region)
-        return _publish_checked(bundle, s3_client, greengrass_client, location, registered, tags=tags,
-                                register=register, transfer=transfer or TransferSettings(),
-                                progress=progress).component_version_arn
-    return publish(bundle, s3_client, None, tags=tags, register=False, region=region, transfer=transfer,
-                   progress=progress).component_version_arn
+        return _publish_checked(
+            bundle,
+            s3_client,
+            greengrass_client,
+            location,
+            registered,
+            tags=tags,
+            register=register,
+            transfer=transfer or TransferSettings(),
+            progress=progress,
+        ).component_version_arn
+    return publish(
+        bundle, s3_client, None, tags=tags, register=False, region=region, transfer=transfer, progress=progress
+    ).component_version_arn
 
 
 def _publish_checked(
@@ -151,13 +177,18 @@ def _publish_checked(
     then the artifacts, then the recipe that names them, then the registration."""
     recipe = _recipe_object(bundle, location)
     recipe_remote, artifact_remotes = _check_remote(bundle, s3_client, location, recipe, registered, register)
-    artifacts = tuple(_upload_artifact(s3_client, location, bundle, artifact, remote, transfer, progress)
-                      for artifact, remote in zip(bundle.artifacts, artifact_remotes))
+    artifacts = tuple(
+        _upload_artifact(s3_client, location, bundle, artifact, remote, transfer, progress)
+        for artifact, remote in zip(bundle.artifacts, artifact_remotes)
+    )
     recipe_object = _upload_recipe(s3_client, location, recipe, recipe_remote)
     arn, created = None, False
     if register:
-        arn, created = (registered.arn, False) if registered is not None else (
-            greengrass.create_component_version(greengrass_client, bundle.recipe_text, tags), True)
+        arn, created = (
+            (registered.arn, False)
+            if registered is not None
+            else (greengrass.create_component_version(greengrass_client, bundle.recipe_text, tags), True)
+        )
     return PublishedComponent(
         bucket=location.bucket,
         component_name=bundle.component_name,
@@ -180,15 +211,25 @@ class _RecipeObject:
 
 def _recipe_object(bundle: ComponentBundle, location: S3Location) -> _RecipeObject:
     data = bundle.recipe_text.encode("utf-8")
-    return _RecipeObject(data, location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME),
-                         s3.sha256_b64_of(data))
+    return _RecipeObject(
+        data,
+        location.key_for(bundle.component_name, bundle.component_version, RECIPE_FILE_NAME),
+        s3.sha256_b64_of(data),
+    )
 
 
-def _check_remote(bundle: ComponentBundle, s3_client, location: S3Location, recipe: _RecipeObject,
-                  registered: greengrass.RegisteredVersion | None, register: bool) -> tuple[RemoteObject, list[RemoteObject]]:
+def _check_remote(
+    bundle: ComponentBundle,
+    s3_client,
+    location: S3Location,
+    recipe: _RecipeObject,
+    registered: greengrass.RegisteredVersion | None,
+    register: bool,
+) -> tuple[RemoteObject, list[RemoteObject]]:
     """What S3 already holds at each key; a published version whose bytes differ there is a conflict, before any write."""
-    recipe_remote = _inspect(s3_client, location.bucket, recipe.key, recipe.data, recipe.digest, len(recipe.data),
-                             "check recipe")
+    recipe_remote = _inspect(
+        s3_client, location.bucket, recipe.key, recipe.data, recipe.digest, len(recipe.data), "check recipe"
+    )
     published = registered is not None if register else recipe_remote.state in (RemoteState.SAME, RemoteState.DIFFERENT)
     if recipe_remote.state is RemoteState.DIFFERENT and published:
         raise ConflictException(
@@ -201,8 +242,15 @@ def _check_remote(bundle: ComponentBundle, s3_client, location: S3Location, reci
     artifact_remotes = []
     for artifact in bundle.artifacts:
         key = _artifact_key(location, bundle, artifact)
-        remote = _inspect(s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
-                          f"check artifact {artifact.name}")
+        remote = _inspect(
+            s3_client,
+            location.bucket,
+            key,
+            artifact.path,
+            artifact.sha256_b64,
+            artifact.size,
+            f"check artifact {artifact.name}",
+        )
         if remote.state is RemoteState.DIFFERENT and published:
             raise ConflictException(
                 f"check artifact {artifact.name}: s3://{location.bucket}/{key} holds different bytes for the already "
@@ -215,17 +263,40 @@ def _check_remote(bundle: ComponentBundle, s3_client, location: S3Location, reci
     return recipe_remote, artifact_remotes
 
 
-def _upload_artifact(s3_client, location: S3Location, bundle: ComponentBundle, artifact: BundleArtifact,
-                     remote: RemoteObject, transfer: TransferSettings, progress: bool) -> PublishedObject:
+def _upload_artifact(
+    s3_client,
+    location: S3Location,
+    bundle: ComponentBundle,
+    artifact: BundleArtifact,
+    remote: RemoteObject,
+    transfer: TransferSettings,
+    progress: bool,
+) -> PublishedObject:
     """One artifact, verified right after its upload; skipped when S3 already holds the same bytes."""
     key = _artifact_key(location, bundle, artifact)
     if remote.state is RemoteState.SAME:
         log.info("skip s3://%s/%s: same bytes already there", location.bucket, key)
         return PublishedObject(key, artifact.size, artifact.sha256_b64, remote.checksum or artifact.sha256_b64, False)
-    uploaded = s3.upload_file(s3_client, location.bucket, key, artifact.path, artifact.size, transfer, progress=progress,
-                              step=f"upload artifact {artifact.name}")
-    checksum = s3.verify_object(s3_client, location.bucket, key, artifact.path, artifact.sha256_b64, artifact.size,
-                                step=f"verify artifact {artifact.name}", uploaded=uploaded)
+    uploaded = s3.upload_file(
+        s3_client,
+        location.bucket,
+        key,
+        artifact.path,
+        artifact.size,
+        transfer,
+        progress=progress,
+        step=f"upload artifact {artifact.name}",
+    )
+    checksum = s3.verify_object(
+        s3_client,
+        location.bucket,
+        key,
+        artifact.path,
+        artifact.sha256_b64,
+        artifact.size,
+        step=f"verify artifact {artifact.name}",
+        uploaded=uploaded,
+    )
     return PublishedObject(key, artifact.size, artifact.sha256_b64, checksum, True)
 
 
@@ -233,9 +304,19 @@ def _upload_recipe(s3_client, location: S3Location, recipe: _RecipeObject, remot
     """The recipe, written only once every artifact it names is in place."""
     if remote.state is RemoteState.SAME:
         return PublishedObject(recipe.key, len(recipe.data), recipe.digest, remote.checksum or recipe.digest, False)
-    uploaded = s3.put_bytes(s3_client, location.bucket, recipe.key, recipe.data, RECIPE_CONTENT_TYPE, step="upload recipe")
-    checksum = s3.verify_object(s3_client, location.bucket, recipe.key, recipe.data, recipe.digest, len(recipe.data),
-                                step="verify recipe", uploaded=uploaded)
+    uploaded = s3.put_bytes(
+        s3_client, location.bucket, recipe.key, recipe.data, RECIPE_CONTENT_TYPE, step="upload recipe"
+    )
+    checksum = s3.verify_object(
+        s3_client,
+        location.bucket,
+        recipe.key,
+        recipe.data,
+        recipe.digest,
+        len(recipe.data),
+        step="verify recipe",
+        uploaded=uploaded,
+    )
     return PublishedObject(recipe.key, len(recipe.data), recipe.digest, checksum, True)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -58,8 +59,9 @@ def caller_account_id(sts_client) -> str:
         raise aws_error(CHECK_STEP, exc) from None
 
 
-def find_registered_version(greengrass_client, component_name: str, component_version: str,
-                            account_id: str | None = None) -> RegisteredVersion | None:
+def find_registered_version(
+    greengrass_client, component_name: str, component_version: str, account_id: str | None = None
+) -> RegisteredVersion | None:
     """The account's own (PRIVATE) component version with this name and version, or None.
 
     With ``account_id`` the version ARN is built from it and only DescribeComponent (documented) is needed, plus
@@ -94,8 +96,9 @@ def find_registered_version(greengrass_client, component_name: str, component_ve
     )
 
 
-def _described_version(greengrass_client, component_name: str, component_version: str,
-                       account_id: str) -> RegisteredVersion | None:
+def _described_version(
+    greengrass_client, component_name: str, component_version: str, account_id: str
+) -> RegisteredVersion | None:
     partition = greengrass_client.meta.partition
     region = greengrass_client.meta.region_name
     arn = f"arn:{partition}:greengrass:{region}:{account_id}:components:{component_name}:versions:{component_version}"
@@ -112,8 +115,12 @@ def _described_version(greengrass_client, component_name: str, component_version
             raise aws_error(CHECK_STEP, exc, resource_id=arn, resource_type="ComponentVersion") from None
         digests = None  # not granted: the version's existence and state are known, its digests are not
     status = described.get("status", {})
-    return RegisteredVersion(arn=described.get("arn", arn), state=status.get("componentState", ""),
-                             status_message=status.get("message", ""), artifact_digests=digests)
+    return RegisteredVersion(
+        arn=described.get("arn", arn),
+        state=status.get("componentState", ""),
+        status_message=status.get("message", ""),
+        artifact_digests=digests,
+    )
 
 
 def create_component_version(greengrass_client, recipe_text: str, tags: Mapping[str, str] | None) -> str:
@@ -126,5 +133,3 @@ def create_component_version(greengrass_client, recipe_text: str, tags: Mapping[
     except Exception as exc:
         raise aws_error(REGISTER_STEP, exc, resource_type="ComponentVersion") from None
     return response["arn"]
-
-

@@ -153,8 +153,16 @@ def _inspect(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, 
     return RemoteObject(RemoteState.SAME if same else RemoteState.DIFFERENT, composite)
 
 
-def verify_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, size: int, step: str,
-                  uploaded: UploadedChecksum | None = None) -> str:
+def verify_object(
+    s3_client,
+    bucket: str,
+    key: str,
+    source: Source,
+    sha256_b64: str,
+    size: int,
+    step: str,
+    uploaded: UploadedChecksum | None = None,
+) -> str:
     """Raise PublishError unless ``key`` now holds the expected bytes; return S3's checksum for the record.
     ``uploaded``: what S3 answered to the upload, the proof used when reading the object back is refused."""
     try:
@@ -163,15 +171,19 @@ def verify_object(s3_client, bucket: str, key: str, source: Source, sha256_b64: 
         raise aws_error(step, exc) from None
     if remote.state is RemoteState.UNKNOWN:
         if uploaded is None or uploaded.checksum is None:
-            raise PublishError(f"{step}: reading s3://{bucket}/{key} back was refused (s3:GetObject) and S3 returned no "
-                               "SHA-256 for its upload, so its bytes cannot be proven")
+            raise PublishError(
+                f"{step}: reading s3://{bucket}/{key} back was refused (s3:GetObject) and S3 returned no "
+                "SHA-256 for its upload, so its bytes cannot be proven"
+            )
         try:
             same = _matches_upload(source, sha256_b64, uploaded)
         except OSError as exc:
             raise aws_error(step, exc) from None
         if not same:
-            raise PublishError(f"{step}: s3://{bucket}/{key} does not hold the bundle's bytes (S3 checksum "
-                               f"{uploaded.checksum}, bundle SHA-256 {sha256_b64}); was the file changed after bundling?")
+            raise PublishError(
+                f"{step}: s3://{bucket}/{key} does not hold the bundle's bytes (S3 checksum "
+                f"{uploaded.checksum}, bundle SHA-256 {sha256_b64}); was the file changed after bundling?"
+            )
         log.info("verify s3://%s/%s: read-back refused; the checksum S3 returned for the upload matches", bucket, key)
         return uploaded.checksum
     if remote.state is RemoteState.ABSENT:
@@ -215,8 +227,11 @@ def upload_file(
             digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
             answered.append(f"{base64.b64encode(hashlib.sha256(digests).digest()).decode('ascii')}-{len(parts)}")
 
-    events = {"after-call.s3.PutObject": record, "after-call.s3.CompleteMultipartUpload": record,
-              "before-parameter-build.s3.CompleteMultipartUpload": record_parts}
+    events = {
+        "after-call.s3.PutObject": record,
+        "after-call.s3.CompleteMultipartUpload": record,
+        "before-parameter-build.s3.CompleteMultipartUpload": record_parts,
+    }
     for event, handler in events.items():
         s3_client.meta.events.register(event, handler, unique_id=f"packager-upload-{event}")
     bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=not progress)
@@ -237,8 +252,9 @@ def upload_file(
 
 def put_bytes(s3_client, bucket: str, key: str, data: bytes, content_type: str, step: str) -> UploadedChecksum:
     try:
-        response = s3_client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                                        ChecksumAlgorithm="SHA256")
+        response = s3_client.put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=content_type, ChecksumAlgorithm="SHA256"
+        )
     except Exception as exc:
         raise aws_error(step, exc, resource_id=key, resource_type="S3Object") from None
     return UploadedChecksum(response.get("ChecksumSHA256"), max(len(data), 1))

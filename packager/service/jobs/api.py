@@ -6,9 +6,10 @@ is the one table from operation name to implementation, and the names callers im
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from packager.service.jobs.launcher import job_dir
+from packager.service.jobs.operations import service_region
 from packager.service.jobs.packaging import (
     describe_model_packaging_job,
     list_model_packaging_jobs,
@@ -26,12 +27,24 @@ from packager.service.jobs.projects import (
     list_projects,
     register_model,
 )
-from packager.service.jobs.operations import service_region
 
 __all__ = [
-    "create_project", "delete_model", "delete_project", "describe_model", "describe_model_packaging_job", "describe_project",
-    "job_dir", "list_model_packaging_jobs", "list_models", "list_projects", "register_model", "service_region",
-    "start_local_packaging_job", "start_model_packaging_job", "wait_for_model_packaging_job", "OPERATIONS",
+    "create_project",
+    "delete_model",
+    "delete_project",
+    "describe_model",
+    "describe_model_packaging_job",
+    "describe_project",
+    "job_dir",
+    "list_model_packaging_jobs",
+    "list_models",
+    "list_projects",
+    "register_model",
+    "service_region",
+    "start_local_packaging_job",
+    "start_model_packaging_job",
+    "wait_for_model_packaging_job",
+    "OPERATIONS",
 ]
 
 # The one table from operation name to implementation, for the client, the server and the CLI.

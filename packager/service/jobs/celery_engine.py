@@ -16,8 +16,8 @@ import socket
 
 from celery import Celery
 
-from packager.service.jobs.liveness import redelivery_after_s
 from packager.home import packager_home
+from packager.service.jobs.liveness import redelivery_after_s
 from targets import Target
 
 BROKER_URL_VARIABLE = "PACKAGER_BROKER_URL"
@@ -70,22 +70,44 @@ def make_app(url: str) -> Celery:
     def package_job(self, project: str, job_name: str) -> None:
         from packager.service.jobs.worker import run_delivered_job
 
-        run_delivered_job(packager_home(), project, job_name, worker_name=self.request.hostname or socket.gethostname(),
-                          max_deliveries=max_deliveries())
+        run_delivered_job(
+            packager_home(),
+            project,
+            job_name,
+            worker_name=self.request.hostname or socket.gethostname(),
+            max_deliveries=max_deliveries(),
+        )
 
     return app
 
 
 def enqueue(url: str, project: str, job_name: str, queue: str) -> None:
     """Send one job to its queue; raises the broker's connection error when Redis cannot take it."""
-    make_app(url).send_task(TASK_NAME, args=[project, job_name], queue=queue, retry=True,
-                            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+    make_app(url).send_task(
+        TASK_NAME,
+        args=[project, job_name],
+        queue=queue,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
 
 
 def run_worker(url: str, queues: tuple[str, ...], concurrency: int, hostname: str | None) -> None:
     """Run a Celery worker in this process until it is stopped (SIGTERM finishes the running job first)."""
-    argv = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency), "--pool", "prefork",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     if hostname:
         argv += ["--hostname", hostname]
     make_app(url).worker_main(argv)

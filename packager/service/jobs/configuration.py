@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from packager.errors import ValidationException
 from packager.greengrass.bundle import S3Location
-from targets import Target, TargetRequest, resolve_target
 from packager.service.jobs.members import CONFIGURATION_PATH, member_path
+from targets import Target, TargetRequest, resolve_target
 from targets.options import parse_compiler_options
 
 
@@ -22,7 +22,9 @@ class PackagingConfiguration:
     """A packaging job's GreengrassConfiguration, validated and resolved."""
 
     target: Target
-    target_request: TargetRequest  # what was asked for, as the service's TargetDevice / TargetPlatform / CompilerOptions
+    target_request: (
+        TargetRequest  # what was asked for, as the service's TargetDevice / TargetPlatform / CompilerOptions
+    )
     component_name: str
     component_version: str | None  # None: the API defaults it to <ModelVersion>.0.0
     component_description: str | None
@@ -37,18 +39,24 @@ def parse_configuration(configuration: dict) -> PackagingConfiguration:
     gg = configuration["Greengrass"]
     path = CONFIGURATION_PATH
     if "TargetDevice" in gg and "TargetPlatform" in gg:
-        raise ValidationException(f"{path}.TargetDevice and {path}.TargetPlatform are mutually exclusive; give one",
-                                  field=f"{path}.TargetDevice")
+        raise ValidationException(
+            f"{path}.TargetDevice and {path}.TargetPlatform are mutually exclusive; give one",
+            field=f"{path}.TargetDevice",
+        )
     if "TargetDevice" in gg and "CompilerOptions" in gg:
-        raise ValidationException(f"{path}.CompilerOptions is not allowed with {path}.TargetDevice",
-                                  field=f"{path}.CompilerOptions")
+        raise ValidationException(
+            f"{path}.CompilerOptions is not allowed with {path}.TargetDevice", field=f"{path}.CompilerOptions"
+        )
     if gg["ComponentName"] in (".", ".."):  # the service's pattern allows them; as a path part they leave the directory
-        raise ValidationException(f"{path}.ComponentName {gg['ComponentName']!r} names no component",
-                                  field=f"{path}.ComponentName")
+        raise ValidationException(
+            f"{path}.ComponentName {gg['ComponentName']!r} names no component", field=f"{path}.ComponentName"
+        )
     keys: set[str] = set()
     for i, tag in enumerate(gg.get("Tags", ())):
         if tag["Key"] in keys:
-            raise ValidationException(f"{path}.Tags[{i}].Key: duplicate tag key {tag['Key']!r}", field=f"{path}.Tags[{i}].Key")
+            raise ValidationException(
+                f"{path}.Tags[{i}].Key: duplicate tag key {tag['Key']!r}", field=f"{path}.Tags[{i}].Key"
+            )
         keys.add(tag["Key"])
     try:
         return load_configuration(configuration)
@@ -63,8 +71,13 @@ def load_configuration(configuration: dict) -> PackagingConfiguration:
     gg = configuration["Greengrass"]
     parsed = parse_compiler_options(gg.get("CompilerOptions"))
     platform = gg.get("TargetPlatform", {})
-    request = TargetRequest(target_device=gg.get("TargetDevice"), os=platform.get("Os"), arch=platform.get("Arch"),
-                            accelerator=platform.get("Accelerator"), compiler_options=parsed.options)
+    request = TargetRequest(
+        target_device=gg.get("TargetDevice"),
+        os=platform.get("Os"),
+        arch=platform.get("Arch"),
+        accelerator=platform.get("Accelerator"),
+        compiler_options=parsed.options,
+    )
     s3 = gg.get("S3OutputLocation")
     return PackagingConfiguration(
         target=resolve_target(request),

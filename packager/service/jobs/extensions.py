@@ -41,16 +41,19 @@ class JobExtensions:
         return doc
 
     @classmethod
-    def from_dict(cls, doc: dict | None) -> "JobExtensions":
+    def from_dict(cls, doc: dict | None) -> JobExtensions:
         """None (a job the service API started) gives the defaults."""
         if doc is None:
             return cls()
         from packager.build.remote import RemoteDevice
 
         device = doc.get("Device")
-        return cls(output_dir=Path(doc["OutputDir"]) if "OutputDir" in doc else None,
-                   benchmark_runs=int(doc["BenchmarkRuns"]), register=bool(doc["Register"]),
-                   compile_cache_dir=Path(doc["CompileCache"]) if "CompileCache" in doc else None,
-                   use_compile_cache=not doc.get("NoCache", False),
-                   max_ratio=float(doc["MaxRatio"]) if "MaxRatio" in doc else None,
-                   device=RemoteDevice(device["Host"], int(device["Port"]), key=device["Key"]) if device else None)
+        return cls(
+            output_dir=Path(doc["OutputDir"]) if "OutputDir" in doc else None,
+            benchmark_runs=int(doc["BenchmarkRuns"]),
+            register=bool(doc["Register"]),
+            compile_cache_dir=Path(doc["CompileCache"]) if "CompileCache" in doc else None,
+            use_compile_cache=not doc.get("NoCache", False),
+            max_ratio=float(doc["MaxRatio"]) if "MaxRatio" in doc else None,
+            device=RemoteDevice(device["Host"], int(device["Port"]), key=device["Key"]) if device else None,
+        )

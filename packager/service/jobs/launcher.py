@@ -30,8 +30,13 @@ def spawn_worker(home: Path, project: str, job_name: str) -> tuple[int, str | No
     with open(directory / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "packager.service.jobs.worker", "--home", str(home), "--project", project, job_name],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(home),
-            start_new_session=True, close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(home),
+            start_new_session=True,
+            close_fds=True,
         )
     # Reap it when it ends, so a long-lived parent (the REST server) keeps no zombies that look alive.
     threading.Thread(target=proc.wait, name=f"reap-{job_name}", daemon=True).start()

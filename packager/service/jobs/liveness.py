@@ -37,8 +37,10 @@ def _why_queued_job_dead(job: JobRecord, now: float) -> str | None:
         return None
     silent = now - job.heartbeat
     if silent > redelivery_after_s() + heartbeat_timeout_s():
-        return (f"The job's worker ({job.worker}) stopped reporting progress {silent:.0f} s ago and the job was not "
-                "delivered to another worker.")
+        return (
+            f"The job's worker ({job.worker}) stopped reporting progress {silent:.0f} s ago and the job was not "
+            "delivered to another worker."
+        )
     return None
 
 
@@ -53,7 +55,9 @@ def _why_dead(job: JobRecord, now: float) -> str | None:
         return f"The job's worker process (pid {job.pid}) exited before finishing the job; see its worker.log."
     if job.heartbeat is not None and now - job.heartbeat > heartbeat_timeout_s():
         _stop(job.pid)
-        return f"The job's worker process (pid {job.pid}) stopped reporting progress for over {heartbeat_timeout_s():g} s."
+        return (
+            f"The job's worker process (pid {job.pid}) stopped reporting progress for over {heartbeat_timeout_s():g} s."
+        )
     return None
 
 
@@ -80,5 +84,7 @@ def settle(store: Store, job: JobRecord) -> JobRecord:
         return job
     with store.transaction():
         # The worker may have finished between our read and now; only an still-active job is failed.
-        store.update_job(job.project, job.name, only_if_status=ACTIVE_STATES, status="FAILED", status_message=reason, updated=now)
+        store.update_job(
+            job.project, job.name, only_if_status=ACTIVE_STATES, status="FAILED", status_message=reason, updated=now
+        )
     return store.job(job.project, job.name) or job

@@ -61,7 +61,9 @@ def model_files(path: Path) -> list[tuple[str, Path]]:
 
     model = onnx.load_model(str(path), load_external_data=False)
     folder = Path(path).parent.resolve()
-    return [(Path(path).name, Path(path))] + [(f.relative_to(folder).as_posix(), f) for f in external_data_files(model, path)]
+    return [(Path(path).name, Path(path))] + [
+        (f.relative_to(folder).as_posix(), f) for f in external_data_files(model, path)
+    ]
 
 
 def store_model(home: Path, source: Path) -> tuple[str, str]:
@@ -107,8 +109,9 @@ def check_model_file(path: Path) -> None:
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError or ValueError subclasses depending on the damage
-        raise ModelImportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", field="ModelPath") from None
+        raise ModelImportError(
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", field="ModelPath"
+        ) from None
     from compilers.frontends.onnx import external_data_files
 
     external_data_files(model, path)  # every data file the model names is beside it, and long enough
-

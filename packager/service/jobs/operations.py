@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from packager.errors import ConflictException, ResourceNotFoundException
 from packager.service.jobs import pagination
@@ -39,7 +39,7 @@ def arn(resource: str) -> str:
 
 
 def timestamp(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def drop_none(doc: dict) -> dict:
@@ -57,7 +57,9 @@ def model_or_404(store: Store, project: str, version: str) -> ModelRecord:
     model = store.latest_model(project) if version == "latest" else store.model(project, int(version))
     if model is None:
         what = "has no model versions" if version == "latest" else f"has no model version {version}"
-        raise ResourceNotFoundException(f"project {project!r} {what}", resource_id=f"{project}/{version}", resource_type="MODEL")
+        raise ResourceNotFoundException(
+            f"project {project!r} {what}", resource_id=f"{project}/{version}", resource_type="MODEL"
+        )
     return model
 
 
@@ -70,8 +72,11 @@ def idempotent(store: Store, operation: str, params: dict, resource_type: str) -
     if earlier is None:
         return None
     if earlier.params_hash != pagination.params_fingerprint(params):
-        raise ConflictException(f"ClientToken {token!r} was already used with different parameters for {operation}",
-                                resource_id=token, resource_type=resource_type)
+        raise ConflictException(
+            f"ClientToken {token!r} was already used with different parameters for {operation}",
+            resource_id=token,
+            resource_type=resource_type,
+        )
     return earlier.result
 
 
@@ -80,8 +85,15 @@ def remember(store: Store, operation: str, params: dict, result: dict) -> None:
         store.put_token(operation, params["ClientToken"], pagination.params_fingerprint(params), result)
 
 
-def page(store: Store, params: dict, operation: str, scope: str, key: str, fetch: Callable[[int, int], Sequence],
-         render: Callable[[object], dict]) -> dict:
+def page(
+    store: Store,
+    params: dict,
+    operation: str,
+    scope: str,
+    key: str,
+    fetch: Callable[[int, int], Sequence],
+    render: Callable[[object], dict],
+) -> dict:
     """One page of a List operation: ``fetch(after_seq, limit)`` rows after the NextToken, each rendered, under ``key``,
     with a NextToken (signed for this operation and scope) when more rows follow."""
     after = pagination.decode_token(store.pagination_secret(), params.get("NextToken"), operation, scope)
@@ -89,5 +101,7 @@ def page(store: Store, params: dict, operation: str, scope: str, key: str, fetch
     rows = fetch(after, limit + 1)
     response = {key: [render(row) for row in rows[:limit]]}
     if len(rows) > limit:
-        response["NextToken"] = pagination.encode_token(store.pagination_secret(), operation, scope, rows[limit - 1].seq)
+        response["NextToken"] = pagination.encode_token(
+            store.pagination_secret(), operation, scope, rows[limit - 1].seq
+        )
     return response

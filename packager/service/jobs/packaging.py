@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from packager.errors import ConflictException, PackagerError, ResourceNotFoundException, ValidationException
 from packager.service.jobs import liveness
@@ -18,7 +18,14 @@ from packager.service.jobs.configuration import PackagingConfiguration, load_con
 from packager.service.jobs.extensions import JobExtensions
 from packager.service.jobs.launcher import spawn_worker
 from packager.service.jobs.operations import (
-    drop_none, idempotent, model_or_404, opened_store, page, project_or_404, remember, timestamp,
+    drop_none,
+    idempotent,
+    model_or_404,
+    opened_store,
+    page,
+    project_or_404,
+    remember,
+    timestamp,
 )
 from packager.service.jobs.records import ACTIVE_STATES, FINAL_STATES, ClientTokenTaken, JobRecord
 from packager.service.jobs.store import Store
@@ -37,20 +44,33 @@ def register_by_default() -> bool:
 
 
 def _job_metadata(job: JobRecord) -> dict:
-    return drop_none({
-        "JobName": job.name, "ProjectName": job.project, "ModelVersion": job.model_version,
-        "ModelPackagingJobDescription": job.description, "ModelPackagingMethod": PACKAGING_METHOD,
-        "Status": job.status, "StatusMessage": job.status_message,
-        "CreationTimestamp": timestamp(job.created), "LastUpdatedTimestamp": timestamp(job.updated),
-    })
+    return drop_none(
+        {
+            "JobName": job.name,
+            "ProjectName": job.project,
+            "ModelVersion": job.model_version,
+            "ModelPackagingJobDescription": job.description,
+            "ModelPackagingMethod": PACKAGING_METHOD,
+            "Status": job.status,
+            "StatusMessage": job.status_message,
+            "CreationTimestamp": timestamp(job.created),
+            "LastUpdatedTimestamp": timestamp(job.updated),
+        }
+    )
 
 
 def _job_description(job: JobRecord) -> dict:
     doc = _job_metadata(job)
     doc["ModelPackagingConfiguration"] = job.configuration
-    doc["ModelPackagingOutputDetails"] = {"Greengrass": drop_none({
-        "ComponentVersionArn": job.component_arn, "ComponentName": job.component_name, "ComponentVersion": job.component_version,
-    })}
+    doc["ModelPackagingOutputDetails"] = {
+        "Greengrass": drop_none(
+            {
+                "ComponentVersionArn": job.component_arn,
+                "ComponentName": job.component_name,
+                "ComponentVersion": job.component_version,
+            }
+        )
+    }
     return doc
 
 
@@ -70,7 +90,9 @@ def start_local_packaging_job(extensions: JobExtensions, *, home: Path | str | N
     (the job then only writes the local bundle). Same store, names, tokens, conflict rules and worker as the API's."""
     validate_input("StartModelPackagingJob", params, optional=LOCAL_ONLY_OPTIONAL)
     if extensions.output_dir is not None and not extensions.output_dir.is_absolute():
-        raise ValidationException(f"the output directory must be absolute, got {extensions.output_dir}", field="OutputDir")
+        raise ValidationException(
+            f"the output directory must be absolute, got {extensions.output_dir}", field="OutputDir"
+        )
     register = extensions.register and "S3OutputLocation" in params["Configuration"]["Greengrass"]
     return _start_job(home, params, register, extensions)
 
@@ -95,8 +117,14 @@ def _start_job(home: Path | str | None, params: dict, register: bool, extensions
         return {"JobName": job_name}
 
 
-def _insert_job(store: Store, params: dict, fingerprinted: dict, configuration: PackagingConfiguration, register: bool,
-                extensions: JobExtensions | None) -> tuple[str, str]:
+def _insert_job(
+    store: Store,
+    params: dict,
+    fingerprinted: dict,
+    configuration: PackagingConfiguration,
+    register: bool,
+    extensions: JobExtensions | None,
+) -> tuple[str, str]:
     """Record the job as CREATED, in one transaction with its ClientToken; returns (project, job name)."""
     with store.transaction():
         project = project_or_404(store, params["ProjectName"]).name
@@ -105,8 +133,11 @@ def _insert_job(store: Store, params: dict, fingerprinted: dict, configuration: 
         # The token first: a second server racing with the same token waits on it, then retries and finds this job.
         remember(store, "StartModelPackagingJob", fingerprinted, {"JobName": job_name})
         if store.job(project, job_name) is not None:
-            raise ConflictException(f"a packaging job named {job_name!r} already exists in project {project!r}",
-                                    resource_id=job_name, resource_type="MODEL_PACKAGE_JOB")
+            raise ConflictException(
+                f"a packaging job named {job_name!r} already exists in project {project!r}",
+                resource_id=job_name,
+                resource_type="MODEL_PACKAGE_JOB",
+            )
         version = configuration.component_version or f"{model.version}.0.0"
         # Published Greengrass versions are immutable, so only jobs with an S3 output hold or need a component version;
         # a local-only build may be repeated and overwrites its local bundle.
@@ -114,15 +145,34 @@ def _insert_job(store: Store, params: dict, fingerprinted: dict, configuration: 
         if holder is not None:
             raise ConflictException(
                 f"component {configuration.component_name} version {version} was already produced by job "
-                f"{holder.name} in project {holder.project}", resource_id=holder.name, resource_type="MODEL_PACKAGE_JOB")
+                f"{holder.name} in project {holder.project}",
+                resource_id=holder.name,
+                resource_type="MODEL_PACKAGE_JOB",
+            )
         stored_config = {"Greengrass": {**params["Configuration"]["Greengrass"], "ComponentVersion": version}}
         now = time.time()
-        store.insert_job(JobRecord(
-            seq=0, project=project, name=job_name, model_version=str(model.version), configuration=stored_config,
-            description=params.get("Description"), status="CREATED", status_message="Waiting for a worker.",
-            created=now, updated=now, component_name=configuration.component_name, component_version=version,
-            component_arn=None, register=register, pid=None, pid_start=None, heartbeat=None,
-            extensions=extensions.to_dict() if extensions is not None else None))
+        store.insert_job(
+            JobRecord(
+                seq=0,
+                project=project,
+                name=job_name,
+                model_version=str(model.version),
+                configuration=stored_config,
+                description=params.get("Description"),
+                status="CREATED",
+                status_message="Waiting for a worker.",
+                created=now,
+                updated=now,
+                component_name=configuration.component_name,
+                component_version=version,
+                component_arn=None,
+                register=register,
+                pid=None,
+                pid_start=None,
+                heartbeat=None,
+                extensions=extensions.to_dict() if extensions is not None else None,
+            )
+        )
     return project, job_name
 
 
@@ -136,8 +186,14 @@ def _launch_worker(store: Store, project: str, job_name: str, target: Target) ->
         pid, pid_start = spawn_worker(store.home, project, job_name)
     except OSError as exc:
         with store.transaction():
-            store.update_job(project, job_name, only_if_status=ACTIVE_STATES, status="FAILED", updated=time.time(),
-                             status_message=f"Could not start the job's worker process: {exc}")
+            store.update_job(
+                project,
+                job_name,
+                only_if_status=ACTIVE_STATES,
+                status="FAILED",
+                updated=time.time(),
+                status_message=f"Could not start the job's worker process: {exc}",
+            )
         return
     with store.transaction():
         store.update_job(project, job_name, only_if_status=ACTIVE_STATES, pid=pid, pid_start=pid_start)
@@ -148,14 +204,26 @@ def _enqueue(store: Store, broker: str, project: str, job_name: str, target: Tar
 
     queue = celery_engine.queue_for(target)
     with store.transaction():
-        store.update_job(project, job_name, only_if_status=("CREATED",), queue=queue, worker=None,
-                         status_message=f"Queued on {queue}; waiting for a worker.")
+        store.update_job(
+            project,
+            job_name,
+            only_if_status=("CREATED",),
+            queue=queue,
+            worker=None,
+            status_message=f"Queued on {queue}; waiting for a worker.",
+        )
     try:
         celery_engine.enqueue(broker, project, job_name, queue)
     except Exception as exc:  # noqa: BLE001  (kombu raises its own and the socket's errors; any of them means not queued)
         with store.transaction():
-            store.update_job(project, job_name, only_if_status=("CREATED",), status="FAILED", updated=time.time(),
-                             status_message=f"Could not queue the job on {queue}: {type(exc).__name__}: {exc}"[:500])
+            store.update_job(
+                project,
+                job_name,
+                only_if_status=("CREATED",),
+                status="FAILED",
+                updated=time.time(),
+                status_message=f"Could not queue the job on {queue}: {type(exc).__name__}: {exc}"[:500],
+            )
 
 
 def _retry_if_failed(store: Store, project: str, job_name: str) -> None:
@@ -165,10 +233,20 @@ def _retry_if_failed(store: Store, project: str, job_name: str) -> None:
     if job is None or liveness.settle(store, job).status != "FAILED":
         return
     with store.transaction():
-        restarted = store.update_job(project, job_name, only_if_status=("FAILED",), status="CREATED", updated=time.time(),
-                                     status_message="Retrying with the same ClientToken; waiting for a worker.",
-                                     pid=None, pid_start=None, heartbeat=None, error_type=None, component_arn=None,
-                                     deliveries=0)
+        restarted = store.update_job(
+            project,
+            job_name,
+            only_if_status=("FAILED",),
+            status="CREATED",
+            updated=time.time(),
+            status_message="Retrying with the same ClientToken; waiting for a worker.",
+            pid=None,
+            pid_start=None,
+            heartbeat=None,
+            error_type=None,
+            component_arn=None,
+            deliveries=0,
+        )
     if restarted:
         _launch_worker(store, project, job_name, load_configuration(job.configuration).target)
 
@@ -179,8 +257,11 @@ def describe_model_packaging_job(*, home: Path | str | None = None, **params) ->
         project = project_or_404(store, params["ProjectName"]).name
         job = store.job(project, params["JobName"])
         if job is None:
-            raise ResourceNotFoundException(f"packaging job {params['JobName']!r} does not exist in project {project!r}",
-                                            resource_id=params["JobName"], resource_type="MODEL_PACKAGE_JOB")
+            raise ResourceNotFoundException(
+                f"packaging job {params['JobName']!r} does not exist in project {project!r}",
+                resource_id=params["JobName"],
+                resource_type="MODEL_PACKAGE_JOB",
+            )
         return {"ModelPackagingDescription": _job_description(liveness.settle(store, job))}
 
 
@@ -188,18 +269,33 @@ def list_model_packaging_jobs(*, home: Path | str | None = None, **params) -> di
     validate_input("ListModelPackagingJobs", params)
     with opened_store(home) as store:
         project = project_or_404(store, params["ProjectName"]).name
-        return page(store, params, "ListModelPackagingJobs", project, "ModelPackagingJobs",
-                    lambda after, limit: store.jobs(project, after, limit), lambda job: _job_metadata(liveness.settle(store, job)))
+        return page(
+            store,
+            params,
+            "ListModelPackagingJobs",
+            project,
+            "ModelPackagingJobs",
+            lambda after, limit: store.jobs(project, after, limit),
+            lambda job: _job_metadata(liveness.settle(store, job)),
+        )
 
 
-def wait_for_model_packaging_job(project: str, job_name: str, *, home: Path | str | None = None, poll_seconds: float = 1.0,
-                                 timeout_seconds: float | None = None,
-                                 on_update: Callable[[dict], None] | None = None) -> dict:
+def wait_for_model_packaging_job(
+    project: str,
+    job_name: str,
+    *,
+    home: Path | str | None = None,
+    poll_seconds: float = 1.0,
+    timeout_seconds: float | None = None,
+    on_update: Callable[[dict], None] | None = None,
+) -> dict:
     """Poll DescribeModelPackagingJob until SUCCEEDED or FAILED; calls on_update with each changed description."""
     deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     last = None
     while True:
-        description = describe_model_packaging_job(home=home, ProjectName=project, JobName=job_name)["ModelPackagingDescription"]
+        description = describe_model_packaging_job(home=home, ProjectName=project, JobName=job_name)[
+            "ModelPackagingDescription"
+        ]
         seen = (description["Status"], description.get("StatusMessage"))
         if seen != last and on_update is not None:
             on_update(description)
@@ -207,5 +303,7 @@ def wait_for_model_packaging_job(project: str, job_name: str, *, home: Path | st
         if description["Status"] in FINAL_STATES:
             return {"ModelPackagingDescription": description}
         if deadline is not None and time.monotonic() >= deadline:
-            raise PackagerError(f"timed out after {timeout_seconds:g} s waiting for job {job_name}; it is still {seen[0]}")
+            raise PackagerError(
+                f"timed out after {timeout_seconds:g} s waiting for job {job_name}; it is still {seen[0]}"
+            )
         time.sleep(poll_seconds)

@@ -27,8 +27,9 @@ def decode_token(secret: bytes, token: str | None, operation: str, scope: str) -
     """The position a NextToken resumes after (0 for no token)."""
     if token is None:
         return 0
-    invalid = ValidationException("NextToken is invalid or has been tampered with; use the value from the previous response",
-                                  field="NextToken")
+    invalid = ValidationException(
+        "NextToken is invalid or has been tampered with; use the value from the previous response", field="NextToken"
+    )
     try:
         raw = base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError):
@@ -39,12 +40,15 @@ def decode_token(secret: bytes, token: str | None, operation: str, scope: str) -
         raise invalid
     doc = json.loads(payload)
     if doc.get("op") != operation or doc.get("scope") != scope:
-        raise ValidationException(f"NextToken was issued for another request, not {operation} on {scope or 'this account'}",
-                                  field="NextToken")
+        raise ValidationException(
+            f"NextToken was issued for another request, not {operation} on {scope or 'this account'}", field="NextToken"
+        )
     return int(doc["after"])
 
 
 def params_fingerprint(params: dict) -> str:
     """What 'the same parameters' means for a ClientToken: every member except the token itself."""
-    canonical = json.dumps({k: v for k, v in params.items() if k != "ClientToken"}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {k: v for k, v in params.items() if k != "ClientToken"}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()

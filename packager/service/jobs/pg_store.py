@@ -103,9 +103,29 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JOB_COLUMNS = ("project", "name", "model_version", "configuration", "description", "status", "status_message", "created",
-                "updated", "component_name", "component_version", "component_arn", "register", "pid", "pid_start", "heartbeat",
-                "extensions", "error_type", "queue", "worker", "deliveries")
+_JOB_COLUMNS = (
+    "project",
+    "name",
+    "model_version",
+    "configuration",
+    "description",
+    "status",
+    "status_message",
+    "created",
+    "updated",
+    "component_name",
+    "component_version",
+    "component_arn",
+    "register",
+    "pid",
+    "pid_start",
+    "heartbeat",
+    "extensions",
+    "error_type",
+    "queue",
+    "worker",
+    "deliveries",
+)
 
 
 class StoreUnavailable(InternalServerException):
@@ -124,10 +144,16 @@ def _job(row: dict) -> JobRecord:
 def _conflict(exc: pg_errors.UniqueViolation, record: JobRecord) -> ConflictException:
     constraint = exc.diag.constraint_name or ""
     if constraint == "jobs_one_published_component":
-        return ConflictException(f"component {record.component_name} version {record.component_version} is already produced "
-                                 f"by another job", resource_id=record.name, resource_type="MODEL_PACKAGE_JOB")
-    return ConflictException(f"a packaging job named {record.name!r} already exists in project {record.project!r}",
-                             resource_id=record.name, resource_type="MODEL_PACKAGE_JOB")
+        return ConflictException(
+            f"component {record.component_name} version {record.component_version} is already produced by another job",
+            resource_id=record.name,
+            resource_type="MODEL_PACKAGE_JOB",
+        )
+    return ConflictException(
+        f"a packaging job named {record.name!r} already exists in project {record.project!r}",
+        resource_id=record.name,
+        resource_type="MODEL_PACKAGE_JOB",
+    )
 
 
 class PostgresStore:
@@ -167,9 +193,13 @@ class PostgresStore:
     # projects
     def insert_project(self, name: str, arn: str, created: float) -> ProjectRecord:
         try:
-            row = self._one("INSERT INTO projects (name, arn, created) VALUES (%s, %s, %s) RETURNING seq", (name, arn, created))
+            row = self._one(
+                "INSERT INTO projects (name, arn, created) VALUES (%s, %s, %s) RETURNING seq", (name, arn, created)
+            )
         except pg_errors.UniqueViolation:
-            raise ConflictException(f"project {name!r} already exists", resource_id=name, resource_type="PROJECT") from None
+            raise ConflictException(
+                f"project {name!r} already exists", resource_id=name, resource_type="PROJECT"
+            ) from None
         return ProjectRecord(row["seq"], name, arn, created)
 
     def project(self, name: str) -> ProjectRecord | None:
@@ -195,13 +225,18 @@ class PostgresStore:
     def insert_model(self, record: ModelRecord) -> ModelRecord:
         values = vars(record).copy()
         values.pop("seq")
-        row = self._one(f"INSERT INTO models ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING seq",
-                        tuple(values.values()))
+        row = self._one(
+            f"INSERT INTO models ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING seq",
+            tuple(values.values()),
+        )
         return ModelRecord(**{**vars(record), "seq": row["seq"]})
 
     def model_with_files(self, project: str, model_file: str, spec_file: str | None) -> ModelRecord | None:
-        row = self._one("SELECT * FROM models WHERE project = %s AND model_file = %s AND spec_file IS NOT DISTINCT FROM %s "
-                        "ORDER BY version DESC LIMIT 1", (project, model_file, spec_file))
+        row = self._one(
+            "SELECT * FROM models WHERE project = %s AND model_file = %s AND spec_file IS NOT DISTINCT FROM %s "
+            "ORDER BY version DESC LIMIT 1",
+            (project, model_file, spec_file),
+        )
         return ModelRecord(**row) if row else None
 
     def model(self, project: str, version: int) -> ModelRecord | None:
@@ -213,8 +248,9 @@ class PostgresStore:
         return ModelRecord(**row) if row else None
 
     def models(self, project: str, after_seq: int, limit: int) -> list[ModelRecord]:
-        rows = self._execute("SELECT * FROM models WHERE project = %s AND seq > %s ORDER BY seq LIMIT %s",
-                             (project, after_seq, limit))
+        rows = self._execute(
+            "SELECT * FROM models WHERE project = %s AND seq > %s ORDER BY seq LIMIT %s", (project, after_seq, limit)
+        )
         return [ModelRecord(**r) for r in rows]
 
     def delete_model(self, project: str, version: int) -> None:
@@ -227,8 +263,10 @@ class PostgresStore:
         values["extensions"] = Jsonb(values["extensions"]) if values["extensions"] is not None else None
         try:
             with self._db.transaction():  # a savepoint: the caller's transaction survives to report the conflict
-                row = self._one(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) "
-                                "RETURNING seq", tuple(values.values()))
+                row = self._one(
+                    f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING seq",
+                    tuple(values.values()),
+                )
         except pg_errors.UniqueViolation as exc:
             raise _conflict(exc, record) from None
         return JobRecord(**{**vars(record), "seq": row["seq"]})
@@ -238,8 +276,9 @@ class PostgresStore:
         return _job(row) if row else None
 
     def jobs(self, project: str, after_seq: int, limit: int) -> list[JobRecord]:
-        rows = self._execute("SELECT * FROM jobs WHERE project = %s AND seq > %s ORDER BY seq LIMIT %s",
-                             (project, after_seq, limit))
+        rows = self._execute(
+            "SELECT * FROM jobs WHERE project = %s AND seq > %s ORDER BY seq LIMIT %s", (project, after_seq, limit)
+        )
         return [_job(r) for r in rows]
 
     def active_jobs(self, project: str, model_version: int | None = None) -> list[JobRecord]:
@@ -251,9 +290,11 @@ class PostgresStore:
         return [_job(r) for r in self._execute(sql, args)]
 
     def component_job(self, component_name: str, component_version: str) -> JobRecord | None:
-        row = self._one("SELECT * FROM jobs WHERE component_name = %s AND component_version = %s AND status <> 'FAILED' "
-                        "AND (configuration -> 'Greengrass' -> 'S3OutputLocation') IS NOT NULL LIMIT 1",
-                        (component_name, component_version))
+        row = self._one(
+            "SELECT * FROM jobs WHERE component_name = %s AND component_version = %s AND status <> 'FAILED' "
+            "AND (configuration -> 'Greengrass' -> 'S3OutputLocation') IS NOT NULL LIMIT 1",
+            (component_name, component_version),
+        )
         return _job(row) if row else None
 
     def update_job(self, project: str, name: str, *, only_if_status: tuple[str, ...] | None = None, **changes) -> bool:
@@ -265,40 +306,52 @@ class PostgresStore:
         try:
             return self._execute(sql, args).rowcount == 1
         except pg_errors.UniqueViolation:  # a FAILED job coming back while another job took its component version
-            raise ConflictException(f"job {name}'s component version was taken by another job meanwhile",
-                                    resource_id=name, resource_type="MODEL_PACKAGE_JOB") from None
+            raise ConflictException(
+                f"job {name}'s component version was taken by another job meanwhile",
+                resource_id=name,
+                resource_type="MODEL_PACKAGE_JOB",
+            ) from None
 
     def claim_job(self, project: str, name: str, worker: str, stale_before: float) -> JobRecord | None:
         """Take a job for one Celery delivery: it must be waiting, or running on a worker whose heartbeat stopped before
         ``stale_before``. The row lock makes one of two racing workers win; returns the claimed job or None."""
         now = time.time()
-        row = self._one("UPDATE jobs SET status = 'RUNNING', worker = %s, deliveries = deliveries + 1, heartbeat = %s, "
-                        "updated = %s, pid = NULL, pid_start = NULL WHERE project = %s AND name = %s AND "
-                        "(status = 'CREATED' OR (status = 'RUNNING' AND (heartbeat IS NULL OR heartbeat < %s))) RETURNING *",
-                        (worker, now, now, project, name, stale_before))
+        row = self._one(
+            "UPDATE jobs SET status = 'RUNNING', worker = %s, deliveries = deliveries + 1, heartbeat = %s, "
+            "updated = %s, pid = NULL, pid_start = NULL WHERE project = %s AND name = %s AND "
+            "(status = 'CREATED' OR (status = 'RUNNING' AND (heartbeat IS NULL OR heartbeat < %s))) RETURNING *",
+            (worker, now, now, project, name, stale_before),
+        )
         return _job(row) if row else None
 
     # idempotency tokens
     def token(self, operation: str, token: str, newer_than: float) -> TokenRecord | None:
-        row = self._one("SELECT params_hash, result, created FROM client_tokens WHERE operation = %s AND token = %s "
-                        "AND created > %s", (operation, token, newer_than))
+        row = self._one(
+            "SELECT params_hash, result, created FROM client_tokens WHERE operation = %s AND token = %s "
+            "AND created > %s",
+            (operation, token, newer_than),
+        )
         return TokenRecord(row["params_hash"], row["result"], row["created"]) if row else None
 
     def put_token(self, operation: str, token: str, params_hash: str, result: dict) -> None:
         """Record the token; an expired row is replaced, a live one (another server's, committed meanwhile) is not."""
         now = time.time()
-        cur = self._execute("INSERT INTO client_tokens VALUES (%s, %s, %s, %s, %s) ON CONFLICT (operation, token) DO UPDATE "
-                            "SET params_hash = excluded.params_hash, result = excluded.result, created = excluded.created "
-                            "WHERE client_tokens.created <= %s",
-                            (operation, token, params_hash, Jsonb(result), now, now - TOKEN_LIFETIME_S))
+        cur = self._execute(
+            "INSERT INTO client_tokens VALUES (%s, %s, %s, %s, %s) ON CONFLICT (operation, token) DO UPDATE "
+            "SET params_hash = excluded.params_hash, result = excluded.result, created = excluded.created "
+            "WHERE client_tokens.created <= %s",
+            (operation, token, params_hash, Jsonb(result), now, now - TOKEN_LIFETIME_S),
+        )
         if cur.rowcount == 0:
             raise ClientTokenTaken(f"{operation} ClientToken {token!r}")
 
     # settings shared by every server
     def pagination_secret(self) -> bytes:
         """The key that signs NextToken values: one for the whole team, so a page from one server continues on another."""
-        self._execute("INSERT INTO settings VALUES ('pagination-secret', %s) ON CONFLICT (name) DO NOTHING",
-                      (secrets.token_bytes(32),))
+        self._execute(
+            "INSERT INTO settings VALUES ('pagination-secret', %s) ON CONFLICT (name) DO NOTHING",
+            (secrets.token_bytes(32),),
+        )
         return bytes(self._one("SELECT value FROM settings WHERE name = 'pagination-secret'")["value"])
 
     # tuning records shared by every worker
@@ -308,9 +361,12 @@ class PostgresStore:
 
     def put_tuning_export(self, target_key: str, export: dict, records: int) -> None:
         """Keep the larger set: a worker that tuned less than what is stored does not shrink it."""
-        self._execute("INSERT INTO tuning_exports VALUES (%s, %s, %s, %s) ON CONFLICT (target_key) DO UPDATE "
-                      "SET export = excluded.export, records = excluded.records, updated = excluded.updated "
-                      "WHERE tuning_exports.records < excluded.records", (target_key, Jsonb(export), records, time.time()))
+        self._execute(
+            "INSERT INTO tuning_exports VALUES (%s, %s, %s, %s) ON CONFLICT (target_key) DO UPDATE "
+            "SET export = excluded.export, records = excluded.records, updated = excluded.updated "
+            "WHERE tuning_exports.records < excluded.records",
+            (target_key, Jsonb(export), records, time.time()),
+        )
 
 
 def schema_version(db: psycopg.Connection) -> int:
@@ -325,8 +381,10 @@ def upgrade_schema(db: psycopg.Connection) -> int:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         current = schema_version(db)
         if current > SCHEMA_VERSION:
-            raise InternalServerException(f"the job database has schema version {current}, newer than this packager's "
-                                          f"{SCHEMA_VERSION}; upgrade the packager")
+            raise InternalServerException(
+                f"the job database has schema version {current}, newer than this packager's "
+                f"{SCHEMA_VERSION}; upgrade the packager"
+            )
         for script in MIGRATIONS[current:]:
             db.execute(script)
         if current == 0:

@@ -34,6 +34,6 @@ class ProgressReader:
                 data = log.read()
         except FileNotFoundError:
             return []
-        complete = data[:data.rfind(b"\n") + 1]  # a line still being written waits for the next call
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next call
         self._offset += len(complete)
         return complete.decode(errors="replace").splitlines()

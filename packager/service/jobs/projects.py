@@ -12,7 +12,15 @@ from pathlib import Path
 from packager.errors import ConflictException, ValidationException
 from packager.home import packager_home
 from packager.service.jobs.operations import (
-    arn, drop_none, idempotent, model_or_404, opened_store, page, project_or_404, remember, timestamp,
+    arn,
+    drop_none,
+    idempotent,
+    model_or_404,
+    opened_store,
+    page,
+    project_or_404,
+    remember,
+    timestamp,
 )
 from packager.service.jobs.records import ClientTokenTaken, ModelRecord
 from packager.service.jobs.validation import validate_input, validate_shape
@@ -35,7 +43,9 @@ def create_project(*, home: Path | str | None = None, **params) -> dict:
                     # The token first, as for jobs: a racing server with the same token waits on it, then finds this one.
                     remember(store, "CreateProject", params, {"ProjectName": name})
                     if store.project(name) is not None:
-                        raise ConflictException(f"project {name!r} already exists", resource_id=name, resource_type="PROJECT")
+                        raise ConflictException(
+                            f"project {name!r} already exists", resource_id=name, resource_type="PROJECT"
+                        )
                     project = store.insert_project(name, arn(f"project/{name}"), time.time())
                 return {"ProjectMetadata": _project_metadata(project)}
             except ClientTokenTaken:
@@ -66,8 +76,11 @@ def delete_project(*, home: Path | str | None = None, **params) -> dict:
             project = project_or_404(store, params["ProjectName"])
             active = store.active_jobs(project.name)
             if active:
-                raise ConflictException(f"project {project.name!r} has a packaging job in progress ({active[0].name})",
-                                        resource_id=active[0].name, resource_type="MODEL_PACKAGE_JOB")
+                raise ConflictException(
+                    f"project {project.name!r} has a packaging job in progress ({active[0].name})",
+                    resource_id=active[0].name,
+                    resource_type="MODEL_PACKAGE_JOB",
+                )
             store.delete_project(project.name)
             response = {"ProjectArn": project.arn}
             remember(store, "DeleteProject", params, response)
@@ -75,15 +88,29 @@ def delete_project(*, home: Path | str | None = None, **params) -> dict:
 
 
 def _model_metadata(model: ModelRecord) -> dict:
-    return drop_none({
-        "CreationTimestamp": timestamp(model.created), "ModelVersion": str(model.version), "ModelArn": model.arn,
-        "Description": model.description, "Status": "TRAINED", "StatusMessage": "Registered trained model.",
-    })
+    return drop_none(
+        {
+            "CreationTimestamp": timestamp(model.created),
+            "ModelVersion": str(model.version),
+            "ModelArn": model.arn,
+            "Description": model.description,
+            "Status": "TRAINED",
+            "StatusMessage": "Registered trained model.",
+        }
+    )
 
 
-def register_model(project: str, model_path: Path | str, spec_path: Path | str | None = None, *, description: str | None = None,
-                   create_project: bool = False, reuse_identical: bool = False, home: Path | str | None = None,
-                   intake_cache_dir: Path | None = None) -> dict:
+def register_model(
+    project: str,
+    model_path: Path | str,
+    spec_path: Path | str | None = None,
+    *,
+    description: str | None = None,
+    create_project: bool = False,
+    reuse_identical: bool = False,
+    home: Path | str | None = None,
+    intake_cache_dir: Path | None = None,
+) -> dict:
     """Our extension: record a trained ONNX model (plus its spec) as the project's next model version.
     With reuse_identical, the project's newest version with the same model and spec bytes is returned instead.
     With intake_cache_dir (a compile cache directory), an unchanged model's intake check is not run again."""
@@ -95,7 +122,9 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
     if description is not None:
         validate_shape("ModelDescriptionMessage", description, "Description")
     if not isinstance(create_project, bool):
-        raise ValidationException(f"CreateProject must be a boolean, got {type(create_project).__name__}", field="CreateProject")
+        raise ValidationException(
+            f"CreateProject must be a boolean, got {type(create_project).__name__}", field="CreateProject"
+        )
     model_path = Path(model_path)
     check_model_file(model_path)
     # build's intake checks, before any record
@@ -117,9 +146,18 @@ def register_model(project: str, model_path: Path | str, spec_path: Path | str |
             model = store.model_with_files(project, model_file, spec_file) if reuse_identical else None
             if model is None:
                 version = store.next_model_version(project)
-                model = store.insert_model(ModelRecord(
-                    seq=0, project=project, version=version, created=time.time(), description=description,
-                    arn=arn(f"model/{project}/{version}"), model_file=model_file, spec_file=spec_file))
+                model = store.insert_model(
+                    ModelRecord(
+                        seq=0,
+                        project=project,
+                        version=version,
+                        created=time.time(),
+                        description=description,
+                        arn=arn(f"model/{project}/{version}"),
+                        model_file=model_file,
+                        spec_file=spec_file,
+                    )
+                )
         return {"ModelMetadata": _model_metadata(model), "ModelSha256": model_digest}
 
 
@@ -135,8 +173,15 @@ def list_models(*, home: Path | str | None = None, **params) -> dict:
     validate_input("ListModels", params)
     with opened_store(home) as store:
         project = project_or_404(store, params["ProjectName"]).name
-        return page(store, params, "ListModels", project, "Models", lambda after, limit: store.models(project, after, limit),
-                    _model_metadata)
+        return page(
+            store,
+            params,
+            "ListModels",
+            project,
+            "Models",
+            lambda after, limit: store.models(project, after, limit),
+            _model_metadata,
+        )
 
 
 def delete_model(*, home: Path | str | None = None, **params) -> dict:
@@ -150,8 +195,11 @@ def delete_model(*, home: Path | str | None = None, **params) -> dict:
             model = model_or_404(store, project, params["ModelVersion"])
             active = store.active_jobs(project, model.version)
             if active:
-                raise ConflictException(f"model version {model.version} has a packaging job in progress ({active[0].name})",
-                                        resource_id=active[0].name, resource_type="MODEL_PACKAGE_JOB")
+                raise ConflictException(
+                    f"model version {model.version} has a packaging job in progress ({active[0].name})",
+                    resource_id=active[0].name,
+                    resource_type="MODEL_PACKAGE_JOB",
+                )
             store.delete_model(project, model.version)
             response = {"ModelArn": model.arn}
             remember(store, "DeleteModel", params, response)

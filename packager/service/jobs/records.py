@@ -48,8 +48,12 @@ class JobRecord:
     pid: int | None
     pid_start: str | None
     heartbeat: float | None
-    extensions: dict | None = None  # build-only options the service API lacks (see packager.service.jobs.extensions); None for API jobs
-    error_type: str | None = None  # the packager.errors class a FAILED job ended with, so the CLI can exit with its code
+    extensions: dict | None = (
+        None  # build-only options the service API lacks (see packager.service.jobs.extensions); None for API jobs
+    )
+    error_type: str | None = (
+        None  # the packager.errors class a FAILED job ended with, so the CLI can exit with its code
+    )
     queue: str | None = None  # the Celery queue it was sent to; None: a local worker process runs it
     worker: str | None = None  # the Celery worker running (or last running) it
     deliveries: int = 0  # how many times a Celery worker took it up

@@ -31,16 +31,24 @@ class JobResult:
     from_cache: bool = False  # the compile cache supplied the compiled model
 
     @classmethod
-    def from_packaging_result(cls, result) -> "JobResult":
+    def from_packaging_result(cls, result) -> JobResult:
         """From packager.build.pipeline.PackagingResult."""
         bundle, artifact = result.bundle, result.bundle.artifacts[0]
-        return cls(component_name=bundle.component_name, component_version=bundle.component_version,
-                   recipe_path=Path(bundle.recipe_path).absolute(), artifact_path=Path(artifact.path).absolute(),
-                   artifact_size=artifact.size, artifact_sha256_b64=artifact.sha256_b64, benchmark=result.benchmark,
-                   component_version_arn=result.component_version_arn, wall_seconds=result.wall_seconds,
-                   report_path=Path(bundle.reports[0]).absolute() if bundle.reports else None,
-                   max_abs_error=dict(result.max_abs_error), compile_seconds=result.compile_seconds,
-                   from_cache=result.from_cache)
+        return cls(
+            component_name=bundle.component_name,
+            component_version=bundle.component_version,
+            recipe_path=Path(bundle.recipe_path).absolute(),
+            artifact_path=Path(artifact.path).absolute(),
+            artifact_size=artifact.size,
+            artifact_sha256_b64=artifact.sha256_b64,
+            benchmark=result.benchmark,
+            component_version_arn=result.component_version_arn,
+            wall_seconds=result.wall_seconds,
+            report_path=Path(bundle.reports[0]).absolute() if bundle.reports else None,
+            max_abs_error=dict(result.max_abs_error),
+            compile_seconds=result.compile_seconds,
+            from_cache=result.from_cache,
+        )
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -50,14 +58,26 @@ class JobResult:
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "JobResult":
+    def from_json(cls, text: str) -> JobResult:
         doc = json.loads(text)
         report = doc["benchmark"]
-        benchmark = BenchmarkReport(**{
-            **report, "input_shape": tuple(report["input_shape"]), "onnxruntime": LatencyStats(**report["onnxruntime"]),
-            "tvm": LatencyStats(**report["tvm"]) if report["tvm"] is not None else None})
-        return cls(**{**doc, "recipe_path": Path(doc["recipe_path"]), "artifact_path": Path(doc["artifact_path"]),
-                      "report_path": Path(doc["report_path"]) if doc.get("report_path") else None, "benchmark": benchmark})
+        benchmark = BenchmarkReport(
+            **{
+                **report,
+                "input_shape": tuple(report["input_shape"]),
+                "onnxruntime": LatencyStats(**report["onnxruntime"]),
+                "tvm": LatencyStats(**report["tvm"]) if report["tvm"] is not None else None,
+            }
+        )
+        return cls(
+            **{
+                **doc,
+                "recipe_path": Path(doc["recipe_path"]),
+                "artifact_path": Path(doc["artifact_path"]),
+                "report_path": Path(doc["report_path"]) if doc.get("report_path") else None,
+                "benchmark": benchmark,
+            }
+        )
 
 
 def write_result(directory: Path, result: JobResult) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import ModelImportError, PublishError
-from packager.service.jobs.model_files import file_sha256
 from packager.greengrass.publish.aws_errors import aws_error, is_not_found
+from packager.service.jobs.model_files import file_sha256
 
 MODEL_BUCKET_VARIABLE = "PACKAGER_MODEL_BUCKET"
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})(\.[A-Za-z0-9.]*)?$")
@@ -54,7 +54,9 @@ def external_data_files(home: Path, model_file: str) -> list[str]:
             location = (base / ExternalDataInfo(tensor).location).resolve()
             relative = os.path.relpath(location, home.resolve())
             if relative.startswith(".."):
-                raise ModelImportError(f"{model_file}: external data {location} lies outside the model store", field="ModelPath")
+                raise ModelImportError(
+                    f"{model_file}: external data {location} lies outside the model store", field="ModelPath"
+                )
             if relative not in found:
                 found.append(relative)
     return found
@@ -88,7 +90,9 @@ def upload_model_files(s3_client, where: ModelBucket, home: Path, relative_paths
         try:
             try:
                 head = s3_client.head_object(Bucket=where.bucket, Key=key)
-                if head["ContentLength"] == (home / relative).stat().st_size and _HASHED_NAME.match(Path(relative).name):
+                if head["ContentLength"] == (home / relative).stat().st_size and _HASHED_NAME.match(
+                    Path(relative).name
+                ):
                     continue  # the name is the content's hash: the same bytes are there
             except Exception as exc:  # only a missing key means upload; anything else is re-raised
                 if not is_not_found(exc):
@@ -125,12 +129,12 @@ def _fetch(s3_client, where: ModelBucket, home: Path, relative: str) -> bool:
             raise aws_error(f"fetch model file s3://{where.bucket}/{key}", exc) from None
         named = _HASHED_NAME.match(target.name)
         if named and file_sha256(Path(tmp_name)) != named.group(1):
-            raise PublishError(f"fetch model file s3://{where.bucket}/{key}: its bytes do not match the SHA-256 in its name")
+            raise PublishError(
+                f"fetch model file s3://{where.bucket}/{key}: its bytes do not match the SHA-256 in its name"
+            )
         os.chmod(tmp_name, 0o444)
         os.replace(tmp_name, target)  # atomic, so a concurrent job on this host never reads half a file
         return True
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-
-

@@ -14,8 +14,8 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from packager.home import packager_home
 from packager.service.jobs.records import JobRecord, ModelRecord, ProjectRecord, TokenRecord
@@ -136,14 +136,18 @@ class Store:
     def insert_model(self, record: ModelRecord) -> ModelRecord:
         values = vars(record).copy()
         values.pop("seq")
-        cur = self._db.execute(f"INSERT INTO models ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                               tuple(values.values()))
+        cur = self._db.execute(
+            f"INSERT INTO models ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+        )
         return ModelRecord(**{**vars(record), "seq": cur.lastrowid})
 
     def model_with_files(self, project: str, model_file: str, spec_file: str | None) -> ModelRecord | None:
         """The project's newest version registered with exactly these (content-addressed) files."""
-        row = self._db.execute("SELECT * FROM models WHERE project = ? AND model_file = ? AND spec_file IS ? "
-                               "ORDER BY version DESC LIMIT 1", (project, model_file, spec_file)).fetchone()
+        row = self._db.execute(
+            "SELECT * FROM models WHERE project = ? AND model_file = ? AND spec_file IS ? "
+            "ORDER BY version DESC LIMIT 1",
+            (project, model_file, spec_file),
+        ).fetchone()
         return ModelRecord(**dict(row)) if row else None
 
     def model(self, project: str, version: int) -> ModelRecord | None:
@@ -151,12 +155,15 @@ class Store:
         return ModelRecord(**dict(row)) if row else None
 
     def latest_model(self, project: str) -> ModelRecord | None:
-        row = self._db.execute("SELECT * FROM models WHERE project = ? ORDER BY version DESC LIMIT 1", (project,)).fetchone()
+        row = self._db.execute(
+            "SELECT * FROM models WHERE project = ? ORDER BY version DESC LIMIT 1", (project,)
+        ).fetchone()
         return ModelRecord(**dict(row)) if row else None
 
     def models(self, project: str, after_seq: int, limit: int) -> list[ModelRecord]:
-        rows = self._db.execute("SELECT * FROM models WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                (project, after_seq, limit))
+        rows = self._db.execute(
+            "SELECT * FROM models WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?", (project, after_seq, limit)
+        )
         return [ModelRecord(**dict(r)) for r in rows]
 
     def delete_model(self, project: str, version: int) -> None:
@@ -169,8 +176,9 @@ class Store:
         values["configuration"] = json.dumps(values["configuration"], sort_keys=True)
         if values["extensions"] is not None:
             values["extensions"] = json.dumps(values["extensions"], sort_keys=True)
-        cur = self._db.execute(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                               tuple(values.values()))
+        cur = self._db.execute(
+            f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+        )
         return JobRecord(**{**vars(record), "seq": cur.lastrowid})
 
     def job(self, project: str, name: str) -> JobRecord | None:
@@ -178,7 +186,9 @@ class Store:
         return _job(row) if row else None
 
     def jobs(self, project: str, after_seq: int, limit: int) -> list[JobRecord]:
-        rows = self._db.execute("SELECT * FROM jobs WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?", (project, after_seq, limit))
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?", (project, after_seq, limit)
+        )
         return [_job(r) for r in rows]
 
     def active_jobs(self, project: str, model_version: int | None = None) -> list[JobRecord]:
@@ -191,9 +201,11 @@ class Store:
 
     def component_job(self, component_name: str, component_version: str) -> JobRecord | None:
         """The job that published (or is publishing) this component version to S3; failed and local-only jobs do not hold it."""
-        row = self._db.execute("SELECT * FROM jobs WHERE component_name = ? AND component_version = ? AND status != 'FAILED' "
-                               "AND json_extract(configuration, '$.Greengrass.S3OutputLocation') IS NOT NULL LIMIT 1",
-                               (component_name, component_version)).fetchone()
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE component_name = ? AND component_version = ? AND status != 'FAILED' "
+            "AND json_extract(configuration, '$.Greengrass.S3OutputLocation') IS NOT NULL LIMIT 1",
+            (component_name, component_version),
+        ).fetchone()
         return _job(row) if row else None
 
     def update_job(self, project: str, name: str, *, only_if_status: tuple[str, ...] | None = None, **changes) -> bool:
@@ -210,23 +222,31 @@ class Store:
         ``stale_before``; returns the claimed job or None."""
         now = time.time()
         with self.transaction():
-            claimed = self._db.execute(
-                "UPDATE jobs SET status = 'RUNNING', worker = ?, deliveries = deliveries + 1, heartbeat = ?, updated = ?, "
-                "pid = NULL, pid_start = NULL WHERE project = ? AND name = ? AND "
-                "(status = 'CREATED' OR (status = 'RUNNING' AND (heartbeat IS NULL OR heartbeat < ?)))",
-                (worker, now, now, project, name, stale_before)).rowcount == 1
+            claimed = (
+                self._db.execute(
+                    "UPDATE jobs SET status = 'RUNNING', worker = ?, deliveries = deliveries + 1, heartbeat = ?, updated = ?, "
+                    "pid = NULL, pid_start = NULL WHERE project = ? AND name = ? AND "
+                    "(status = 'CREATED' OR (status = 'RUNNING' AND (heartbeat IS NULL OR heartbeat < ?)))",
+                    (worker, now, now, project, name, stale_before),
+                ).rowcount
+                == 1
+            )
         return self.job(project, name) if claimed else None
 
     # idempotency tokens
     def token(self, operation: str, token: str, newer_than: float) -> TokenRecord | None:
-        row = self._db.execute("SELECT params_hash, result, created FROM client_tokens WHERE operation = ? AND token = ? "
-                               "AND created > ?", (operation, token, newer_than)).fetchone()
+        row = self._db.execute(
+            "SELECT params_hash, result, created FROM client_tokens WHERE operation = ? AND token = ? AND created > ?",
+            (operation, token, newer_than),
+        ).fetchone()
         return TokenRecord(row["params_hash"], json.loads(row["result"]), row["created"]) if row else None
 
     def put_token(self, operation: str, token: str, params_hash: str, result: dict) -> None:
         # BEGIN IMMEDIATE serialises writers, so the caller's earlier read still holds: any row here has expired.
-        self._db.execute("INSERT OR REPLACE INTO client_tokens VALUES (?, ?, ?, ?, ?)",
-                         (operation, token, params_hash, json.dumps(result), time.time()))
+        self._db.execute(
+            "INSERT OR REPLACE INTO client_tokens VALUES (?, ?, ?, ?, ?)",
+            (operation, token, params_hash, json.dumps(result), time.time()),
+        )
 
     # tuning records shared by every worker of the store
     def tuning_export(self, target_key: str) -> dict | None:
@@ -235,10 +255,12 @@ class Store:
 
     def put_tuning_export(self, target_key: str, export: dict, records: int) -> None:
         """Keep the larger set: a worker that tuned less than what is stored does not shrink it."""
-        self._db.execute("INSERT INTO tuning_exports VALUES (?, ?, ?, ?) ON CONFLICT (target_key) DO UPDATE "
-                         "SET export = excluded.export, records = excluded.records, updated = excluded.updated "
-                         "WHERE tuning_exports.records < excluded.records",
-                         (target_key, json.dumps(export), records, time.time()))
+        self._db.execute(
+            "INSERT INTO tuning_exports VALUES (?, ?, ?, ?) ON CONFLICT (target_key) DO UPDATE "
+            "SET export = excluded.export, records = excluded.records, updated = excluded.updated "
+            "WHERE tuning_exports.records < excluded.records",
+            (target_key, json.dumps(export), records, time.time()),
+        )
 
     # settings shared by every process of the store
     def pagination_secret(self) -> bytes:
@@ -269,7 +291,9 @@ def open_store(home: Path | str | None = None, *, wait_for_database_s: float = 0
         from packager.service.jobs.pg_store import open_postgres_store  # psycopg is only needed with a database URL
 
         return open_postgres_store(url, root, wait_for_database_s=wait_for_database_s)
-    db = sqlite3.connect(root / "store.sqlite3", timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        root / "store.sqlite3", timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
     db.row_factory = sqlite3.Row
     db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
@@ -279,8 +303,13 @@ def open_store(home: Path | str | None = None, *, wait_for_database_s: float = 0
 
 _SCHEMA_VERSION = 3
 # Columns added after version 1; an older store gains them on open.
-_ADDED_JOB_COLUMNS = {"extensions": "TEXT", "error_type": "TEXT",  # version 2
-                      "queue": "TEXT", "worker": "TEXT", "deliveries": "INTEGER NOT NULL DEFAULT 0"}  # version 3
+_ADDED_JOB_COLUMNS = {
+    "extensions": "TEXT",
+    "error_type": "TEXT",  # version 2
+    "queue": "TEXT",
+    "worker": "TEXT",
+    "deliveries": "INTEGER NOT NULL DEFAULT 0",
+}  # version 3
 
 
 def _create_schema(db: sqlite3.Connection) -> None:

@@ -13,8 +13,8 @@ import re
 import sys
 import unicodedata
 
-from packager.errors import ValidationException, shown
 import packager.service_model as service_model
+from packager.errors import ValidationException, shown
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,19 +27,23 @@ def _unicode_classes() -> dict[str, str]:
             spans[-1][1] = cp
         else:
             spans.append([cp, cp])
-    return {cat: "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in spans)
-            for cat, spans in ranges.items()}
+    return {
+        cat: "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in spans)
+        for cat, spans in ranges.items()
+    }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(pattern: str) -> re.Pattern:
     translated = re.sub(r"\\p\{(\w)\}", lambda m: _unicode_classes()[m.group(1)], pattern)
     return re.compile(translated)
 
 
 def _fail(path: str, value: object, constraint: str) -> ValidationException:
-    return ValidationException(f"1 validation error detected: Value {shown(value)} at '{path}' failed to satisfy constraint: {constraint}",
-                               field=path)
+    return ValidationException(
+        f"1 validation error detected: Value {shown(value)} at '{path}' failed to satisfy constraint: {constraint}",
+        field=path,
+    )
 
 
 def validate_shape(shape_name: str, value: object, path: str, optional: frozenset[str] = frozenset()) -> None:
@@ -48,23 +52,33 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
     kind = s["type"]
     if kind == "structure":
         if not isinstance(value, dict):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
-                                      "valid types: dict", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
+                "valid types: dict",
+                field=path,
+            )
         known = s.get("members", {})
         for name in value:
             if name not in known:
-                raise ValidationException(f"Unknown parameter in {path or 'input'}: {shown(name)}, must be one of: {', '.join(known)}",
-                                          field=_join(path, name))
+                raise ValidationException(
+                    f"Unknown parameter in {path or 'input'}: {shown(name)}, must be one of: {', '.join(known)}",
+                    field=_join(path, name),
+                )
         for name in s.get("required", ()):
             if value.get(name) is None and _join(path, name) not in optional:
-                raise ValidationException(f"Missing required parameter in {path or 'input'}: {shown(name)}", field=_join(path, name))
+                raise ValidationException(
+                    f"Missing required parameter in {path or 'input'}: {shown(name)}", field=_join(path, name)
+                )
         for name, member_value in value.items():
             if member_value is not None:
                 validate_shape(known[name]["shape"], member_value, _join(path, name), optional)
     elif kind == "list":
         if not isinstance(value, (list, tuple)):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
-                                      "valid types: list", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
+                "valid types: list",
+                field=path,
+            )
         if "min" in s and len(value) < s["min"]:
             raise _fail(path, value, f"Member must have length greater than or equal to {s['min']}")
         if "max" in s and len(value) > s["max"]:
@@ -73,8 +87,11 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
             validate_shape(s["member"]["shape"], item, f"{path}[{i}]")
     elif kind == "string":
         if not isinstance(value, str):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
-                                      "valid types: str", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
+                "valid types: str",
+                field=path,
+            )
         if "enum" in s and value not in s["enum"]:
             raise _fail(path, value, f"Member must satisfy enum value set: [{', '.join(s['enum'])}]")
         if "min" in s and len(value) < s["min"]:
@@ -85,18 +102,25 @@ def validate_shape(shape_name: str, value: object, path: str, optional: frozense
             raise _fail(path, value, f"Member must satisfy regular expression pattern: {s['pattern']}")
     elif kind in ("integer", "long"):
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
-                                      "valid types: int", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, type: {type(value).__name__}, "
+                "valid types: int",
+                field=path,
+            )
         if "min" in s and value < s["min"]:
             raise _fail(path, value, f"Member must have value greater than or equal to {s['min']}")
         if "max" in s and value > s["max"]:
             raise _fail(path, value, f"Member must have value less than or equal to {s['max']}")
     elif kind in ("float", "double"):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, valid types: float", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, valid types: float", field=path
+            )
     elif kind == "boolean":
         if not isinstance(value, bool):
-            raise ValidationException(f"Invalid type for parameter {path}, value: {shown(value)}, valid types: bool", field=path)
+            raise ValidationException(
+                f"Invalid type for parameter {path}, value: {shown(value)}, valid types: bool", field=path
+            )
 
 
 def _join(path: str, name: str) -> str:

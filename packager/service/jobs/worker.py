@@ -19,15 +19,15 @@ from pathlib import Path
 
 from compilers.tuning.cache import target_key
 from packager.errors import PackagerError
+from packager.processes import process_start_time
 from packager.service.jobs.configuration import load_configuration
 from packager.service.jobs.extensions import JobExtensions
-from packager.processes import process_start_time
 from packager.service.jobs.launcher import job_dir
 from packager.service.jobs.liveness import HEARTBEAT_INTERVAL_S, takeover_after_s
 from packager.service.jobs.progress import append_progress, start_progress
+from packager.service.jobs.records import FINAL_STATES, JobRecord, ModelRecord
 from packager.service.jobs.results import JobResult, write_result
 from packager.service.jobs.shared_tuning import pull_tuning_records, push_tuning_records
-from packager.service.jobs.records import FINAL_STATES, JobRecord, ModelRecord
 from packager.service.jobs.store import open_store
 
 _MAX_MESSAGE = 1000
@@ -42,7 +42,9 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
 
     config = load_configuration(job.configuration)
     extensions = JobExtensions.from_dict(job.extensions)
-    compile_cache = extensions.compile_cache_dir or default_compile_cache_dir(home) if extensions.use_compile_cache else None
+    compile_cache = (
+        extensions.compile_cache_dir or default_compile_cache_dir(home) if extensions.use_compile_cache else None
+    )
     directory = job_dir(home, job.project, job.name)
     return PackagingRequest(
         model_path=home / model.model_file,
@@ -57,7 +59,9 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
         register=job.register,
         tuning_trials=config.tuning_trials,
         benchmark_runs=extensions.benchmark_runs,
-        work_dir=None if extensions.output_dir else directory / "work",  # a build's scratch is a temp dir, as it was in-process
+        work_dir=None
+        if extensions.output_dir
+        else directory / "work",  # a build's scratch is a temp dir, as it was in-process
         device=extensions.device,
         model_arn=model.arn,
         compile_cache_dir=compile_cache,
@@ -110,10 +114,22 @@ def _heartbeat(home: Path, job: JobRecord, stop: threading.Event) -> None:
         writer.close()
 
 
-def _finish(writer: _Writer, job: JobRecord, status: str, message: str, component_arn: str | None = None,
-            error_type: str | None = None) -> None:
-    writer.update(job, status=status, status_message=message[:_MAX_MESSAGE], component_arn=component_arn,
-                  error_type=error_type, updated=time.time())
+def _finish(
+    writer: _Writer,
+    job: JobRecord,
+    status: str,
+    message: str,
+    component_arn: str | None = None,
+    error_type: str | None = None,
+) -> None:
+    writer.update(
+        job,
+        status=status,
+        status_message=message[:_MAX_MESSAGE],
+        component_arn=component_arn,
+        error_type=error_type,
+        updated=time.time(),
+    )
 
 
 def max_workers() -> int:
@@ -147,9 +163,17 @@ def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = 
         try:
             now = time.time()
             with store.transaction():
-                started = store.update_job(project, job_name, only_if_status=("CREATED",), status="RUNNING",
-                                           status_message="Packaging started.", pid=os.getpid(),
-                                           pid_start=process_start_time(os.getpid()), heartbeat=now, updated=now)
+                started = store.update_job(
+                    project,
+                    job_name,
+                    only_if_status=("CREATED",),
+                    status="RUNNING",
+                    status_message="Packaging started.",
+                    pid=os.getpid(),
+                    pid_start=process_start_time(os.getpid()),
+                    heartbeat=now,
+                    updated=now,
+                )
             if not started:
                 print(f"error: job {job_name} is not waiting to run", file=sys.stderr)
                 return 2
@@ -161,8 +185,9 @@ def run_job(home: Path, project: str, job_name: str, *, clients: tuple | None = 
         store.close()
 
 
-def run_delivered_job(home: Path, project: str, job_name: str, *, worker_name: str, max_deliveries: int,
-                      clients: tuple | None = None) -> None:
+def run_delivered_job(
+    home: Path, project: str, job_name: str, *, worker_name: str, max_deliveries: int, clients: tuple | None = None
+) -> None:
     """One Celery delivery of a job. It runs the job if it is waiting, or if the worker running it stopped beating its
     heartbeat (that worker was lost); it waits while that worker is alive, and returns at once for a finished job."""
     store = open_store(home, wait_for_database_s=DATABASE_PATIENCE_S)
@@ -181,11 +206,18 @@ def run_delivered_job(home: Path, project: str, job_name: str, *, worker_name: s
         writer = _Writer(home)
         try:
             if claimed.deliveries > max_deliveries:
-                _finish(writer, claimed, "FAILED", f"Delivered to a worker {claimed.deliveries} times: each earlier worker "
-                        f"was lost before finishing it (the last was {job.worker}), and a job is not run again after "
-                        f"{max_deliveries} deliveries.")
+                _finish(
+                    writer,
+                    claimed,
+                    "FAILED",
+                    f"Delivered to a worker {claimed.deliveries} times: each earlier worker "
+                    f"was lost before finishing it (the last was {job.worker}), and a job is not run again after "
+                    f"{max_deliveries} deliveries.",
+                )
                 return
-            writer.update(claimed, status_message=f"Packaging started (on {worker_name}, delivery {claimed.deliveries}).")
+            writer.update(
+                claimed, status_message=f"Packaging started (on {worker_name}, delivery {claimed.deliveries})."
+            )
         finally:
             writer.close()
         model = store.model(project, int(claimed.model_version))
@@ -194,8 +226,9 @@ def run_delivered_job(home: Path, project: str, job_name: str, *, worker_name: s
         store.close()
 
 
-def _run_with_heartbeat(home: Path, job: JobRecord, model: ModelRecord | None, clients: tuple | None,
-                        where: str | None) -> None:
+def _run_with_heartbeat(
+    home: Path, job: JobRecord, model: ModelRecord | None, clients: tuple | None, where: str | None
+) -> None:
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(home, job, stop), daemon=True)
     beat.start()
@@ -227,8 +260,10 @@ def _fetch_model(home: Path, model: ModelRecord, s3_client, progress) -> None:
     shared = model_bucket()
     if shared is None:
         if not (home / model.model_file).exists():
-            raise PackagerError(f"model version {model.version} of project {model.project} was registered on another "
-                                f"host ({model.model_file} is not here); set PACKAGER_MODEL_BUCKET to share models")
+            raise PackagerError(
+                f"model version {model.version} of project {model.project} was registered on another "
+                f"host ({model.model_file} is not here); set PACKAGER_MODEL_BUCKET to share models"
+            )
         return
     if (home, model.model_file) in _COMPLETE_MODELS:
         return  # a Celery worker runs many jobs: the graph's external-data scan is paid once per model
@@ -275,14 +310,23 @@ def _run_pipeline(writer: _Writer, home: Path, job: JobRecord, model, clients: t
     if result.component_version_arn:
         where_to = f"registered as {result.component_version_arn}"
     else:
-        where_to = "uploaded; not registered" if request.s3_location else f"written to {request.output_dir}; no S3 output"
+        where_to = (
+            "uploaded; not registered" if request.s3_location else f"written to {request.output_dir}; no S3 output"
+        )
     on = "" if where is None else f" on {where}"
-    _finish(writer, job, "SUCCEEDED", f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s"
-            f"{on}, {where_to}.", component_arn=result.component_version_arn)
+    _finish(
+        writer,
+        job,
+        "SUCCEEDED",
+        f"Packaged {job.component_name} {job.component_version} in {result.wall_seconds:.1f} s{on}, {where_to}.",
+        component_arn=result.component_version_arn,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m packager.service.jobs.worker", description="Run one packaging job.")
+    parser = argparse.ArgumentParser(
+        prog="python -m packager.service.jobs.worker", description="Run one packaging job."
+    )
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("--project", required=True)
     parser.add_argument("job_name")

@@ -36,7 +36,9 @@ class ServerConfig:
     quiet: bool = False
     routes: tuple = field(default_factory=protocol.routes)
     region: str | None = None  # the only region requests may be signed for; None: the store's (api.service_region())
-    register: bool = True  # jobs create their Greengrass component versions after the upload (serve --no-register: False)
+    register: bool = (
+        True  # jobs create their Greengrass component versions after the upload (serve --no-register: False)
+    )
 
 
 class LookoutVisionHandler(BaseHTTPRequestHandler):
@@ -74,8 +76,12 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         error_type = {501: "UnknownOperationException"}.get(code, "ValidationException")
         self.close_connection = True
         body = json.dumps({"Message": (message or explain or "bad request")[:200]}).encode()
-        self._send(404 if code == 501 else code, {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"}, body,
-                   str(uuid.uuid4()))
+        self._send(
+            404 if code == 501 else code,
+            {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"},
+            body,
+            str(uuid.uuid4()),
+        )
 
     def log_message(self, format: str, *args) -> None:
         if not self.config.quiet:
@@ -94,13 +100,19 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         length = self._content_length()
         verify_headers(self.headers, self.config.keys, region=self.config.region)
         found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
-        limit = MAX_MODEL_REQUEST_BYTES if found is not None and found[0].operation == "RegisterModel" else MAX_REQUEST_BYTES
+        limit = (
+            MAX_MODEL_REQUEST_BYTES
+            if found is not None and found[0].operation == "RegisterModel"
+            else MAX_REQUEST_BYTES
+        )
         if length > limit:
             if length <= MAX_DISCARDED_BYTES:  # a client still sending would miss the answer; larger ones lose the link
                 left = length
                 while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
                     left -= len(chunk)
-            raise RequestTooLargeException(f"request body of {length} bytes is over this operation's limit of {limit} bytes")
+            raise RequestTooLargeException(
+                f"request body of {length} bytes is over this operation's limit of {limit} bytes"
+            )
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
@@ -112,11 +124,17 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
             self._send_error(exc, request_id)
             return
         try:
-            verify(SignedRequest(self.command, self.path, self.headers, body), self.config.keys, region=self.config.region)
+            verify(
+                SignedRequest(self.command, self.path, self.headers, body), self.config.keys, region=self.config.region
+            )
             found = protocol.match(self.config.routes, self.command, urlsplit(self.path).path)
             if found is None:
-                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException", "Content-Type": "application/json"},
-                           json.dumps({"Message": f"no operation at {self.command} {urlsplit(self.path).path}"}).encode(), request_id)
+                self._send(
+                    404,
+                    {"x-amzn-ErrorType": "UnknownOperationException", "Content-Type": "application/json"},
+                    json.dumps({"Message": f"no operation at {self.command} {urlsplit(self.path).path}"}).encode(),
+                    request_id,
+                )
                 return
             route, uri_params = found
             if route.operation == "RegisterModel":
@@ -147,7 +165,9 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
         name = _relative_name(doc.get("ModelFileName", "model.onnx"), "ModelFileName")
         external = doc.get("ExternalData") or {}
         if not isinstance(external, dict):
-            raise ValidationException("ExternalData must map each data file's location to its base64 bytes", field="ExternalData")
+            raise ValidationException(
+                "ExternalData must map each data file's location to its base64 bytes", field="ExternalData"
+            )
         with tempfile.TemporaryDirectory(prefix="register-") as scratch:
             model_path = Path(scratch) / "model" / name
             model_path.parent.mkdir(parents=True)
@@ -155,17 +175,28 @@ class LookoutVisionHandler(BaseHTTPRequestHandler):
             for location, encoded in external.items():
                 data_path = model_path.parent / _relative_name(location, f"ExternalData.{location}")
                 data_path.parent.mkdir(parents=True, exist_ok=True)
-                data_path.write_bytes(_base64_field(encoded, f"ExternalData.{location}", "the data file's base64 bytes"))
+                data_path.write_bytes(
+                    _base64_field(encoded, f"ExternalData.{location}", "the data file's base64 bytes")
+                )
             spec_path = None
             if doc.get("Spec") is not None:
                 spec_path = Path(scratch) / "spec.json"
                 spec_path.write_text(json.dumps(doc["Spec"]))
             try:
-                return api.register_model(project, model_path, spec_path, description=doc.get("Description"),
-                                          create_project=doc.get("CreateProject", False), home=self.config.home)
+                return api.register_model(
+                    project,
+                    model_path,
+                    spec_path,
+                    description=doc.get("Description"),
+                    create_project=doc.get("CreateProject", False),
+                    home=self.config.home,
+                )
             except PackagerError as exc:  # name the request's own parts (Model, Spec), not the server's scratch files
-                exc.message = exc.message.replace(str(model_path), "Model").replace(str(spec_path), "Spec") \
+                exc.message = (
+                    exc.message.replace(str(model_path), "Model")
+                    .replace(str(spec_path), "Spec")
                     .replace(f"{scratch}/", "")
+                )
                 raise
 
     def _send_error(self, exc: PackagerError, request_id: str) -> None:
@@ -194,20 +225,26 @@ class LookoutVisionServer(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):
             if not self.quiet:
-                print(f"{client_address[0]}:{client_address[1]} closed the connection: {type(error).__name__}",
-                      file=sys.stderr)
+                print(
+                    f"{client_address[0]}:{client_address[1]} closed the connection: {type(error).__name__}",
+                    file=sys.stderr,
+                )
             return
         super().handle_error(request, client_address)
 
 
 def make_server(host: str, port: int, config: ServerConfig) -> LookoutVisionServer:
     if not config.keys:
-        raise ValidationException("no access key configured: set PACKAGER_ACCESS_KEY_ID and PACKAGER_SECRET_ACCESS_KEY",
-                                  field="PACKAGER_ACCESS_KEY_ID")
+        raise ValidationException(
+            "no access key configured: set PACKAGER_ACCESS_KEY_ID and PACKAGER_SECRET_ACCESS_KEY",
+            field="PACKAGER_ACCESS_KEY_ID",
+        )
     if config.region is None:
         config = replace(config, region=api.service_region())
-    operations = {**api.OPERATIONS,
-                  "StartModelPackagingJob": partial(api.start_model_packaging_job, register=config.register)}
+    operations = {
+        **api.OPERATIONS,
+        "StartModelPackagingJob": partial(api.start_model_packaging_job, register=config.register),
+    }
     handler = type("ConfiguredHandler", (LookoutVisionHandler,), {"config": config, "operations": operations})
     server = LookoutVisionServer((host, port), handler)
     server.quiet = config.quiet

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from packager.errors import PackagerError, ValidationException
 import packager.service_model as service_model
+from packager.errors import PackagerError, ValidationException
 
 EXTENSION_PREFIX = "/x-packager"  # our own routes (register-model) live outside the service's URI space
 
@@ -29,8 +29,11 @@ def _route(operation: str, method: str, uri: str) -> Route:
 
 
 def routes() -> tuple[Route, ...]:
-    table = [_route(name, op.http_method, op.request_uri)
-             for name in service_model.SUPPORTED_OPERATIONS for op in [service_model.operation(name)]]
+    table = [
+        _route(name, op.http_method, op.request_uri)
+        for name in service_model.SUPPORTED_OPERATIONS
+        for op in [service_model.operation(name)]
+    ]
     table.append(_route("RegisterModel", "POST", EXTENSION_PREFIX + "/projects/{projectName}/models"))
     return tuple(table)
 
@@ -123,5 +126,8 @@ def error_body(exc: PackagerError) -> tuple[int, dict[str, str], bytes]:
     error = exc.to_error_dict()
     if len(error["Message"]) > MAX_MESSAGE:  # whatever a message echoes, the answer stays small
         error["Message"] = error["Message"][:MAX_MESSAGE] + "..."
-    doc = {"Message": error["Message"], **{k: v for k, v in error.items() if k not in ("Code", "Message") and v is not None}}
+    doc = {
+        "Message": error["Message"],
+        **{k: v for k, v in error.items() if k not in ("Code", "Message") and v is not None},
+    }
     return exc.http_status, {"x-amzn-ErrorType": exc.code}, json.dumps(doc).encode()

@@ -42,7 +42,9 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return parts
 
 
-def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None) -> str:
+def verify(
+    request: SignedRequest, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None
+) -> str:
     """Return the access key id that signed ``request``; raise AccessDeniedException for anything else.
     ``region``: the only region a request may be signed for (None: any)."""
     access_key, region, amz_date, signed_headers, signature = _check_headers(request.headers, keys, now, region)
@@ -55,7 +57,9 @@ def verify(request: SignedRequest, keys: dict[str, str], now: dt.datetime | None
     return access_key
 
 
-def verify_headers(headers: Message, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None) -> str:
+def verify_headers(
+    headers: Message, keys: dict[str, str], now: dt.datetime | None = None, region: str | None = None
+) -> str:
     """Everything verify() checks that needs no body: a known key, scope and clock. Run before a body is read,
     so a request that cannot be authentic costs the server no body; verify() still checks the signature."""
     return _check_headers(headers, keys, now, region)[0]
@@ -64,7 +68,9 @@ def verify_headers(headers: Message, keys: dict[str, str], now: dt.datetime | No
 def _check_headers(headers: Message, keys: dict[str, str], now: dt.datetime | None, expected_region: str | None):
     authorization = headers.get("Authorization")
     if not authorization:
-        raise AccessDeniedException("Missing Authentication Token: requests must be signed with AWS Signature Version 4")
+        raise AccessDeniedException(
+            "Missing Authentication Token: requests must be signed with AWS Signature Version 4"
+        )
     parts = _parse_authorization(authorization)
     scope = parts["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
@@ -76,14 +82,16 @@ def _check_headers(headers: Message, keys: dict[str, str], now: dt.datetime | No
     if service != SERVICE:
         raise AccessDeniedException(f"Credential should be scoped to the service '{SERVICE}', not '{service}'")
     if expected_region is not None and region != expected_region:
-        raise AccessDeniedException(f"Credential should be scoped to a valid region, not '{shown(region)[1:-1]}'; "
-                                    f"this endpoint serves '{expected_region}'")
+        raise AccessDeniedException(
+            f"Credential should be scoped to a valid region, not '{shown(region)[1:-1]}'; "
+            f"this endpoint serves '{expected_region}'"
+        )
     amz_date = headers.get("X-Amz-Date", "")
     try:
-        signed_at = dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.timezone.utc)
+        signed_at = dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.UTC)
     except ValueError:
         raise AccessDeniedException("X-Amz-Date header is missing or not in the form 20201120T000000Z") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if abs(now - signed_at) > MAX_CLOCK_SKEW:
         raise AccessDeniedException(f"Signature expired: {amz_date} is more than 15 minutes from the server's time")
     if date != amz_date[:8]:
@@ -94,8 +102,12 @@ def _check_headers(headers: Message, keys: dict[str, str], now: dt.datetime | No
     return access_key, region, amz_date, signed_headers, parts["Signature"]
 
 
-def _signature(request: SignedRequest, signed_headers: list[str], access_key: str, secret: str, region: str, amz_date: str) -> str:
-    rebuilt = AWSRequest(method=request.method, url=f"http://{request.headers.get('Host', '')}{request.target}", data=request.body)
+def _signature(
+    request: SignedRequest, signed_headers: list[str], access_key: str, secret: str, region: str, amz_date: str
+) -> str:
+    rebuilt = AWSRequest(
+        method=request.method, url=f"http://{request.headers.get('Host', '')}{request.target}", data=request.body
+    )
     for name in signed_headers:
         values = request.headers.get_all(name)
         if not values:

@@ -16,8 +16,15 @@ from packager.errors import ModelImportError
 SIZE = 32
 
 
-def anomalib_like(path: Path, *, opset: int = 18, external: bool = True, location: str | None = None,
-                  extra_symbolic: bool = False, classification: bool = False) -> Path:
+def anomalib_like(
+    path: Path,
+    *,
+    opset: int = 18,
+    external: bool = True,
+    location: str | None = None,
+    extra_symbolic: bool = False,
+    classification: bool = False,
+) -> Path:
     """conv -> per-pixel map -> anomalib's post-processing (normalise, > 0.5), with anomalib's names and a symbolic
     batch_size axis; the map is reshaped through Shape -> Gather -> Concat -> Reshape, as torch's exporter writes it."""
     import onnx
@@ -26,9 +33,18 @@ def anomalib_like(path: Path, *, opset: int = 18, external: bool = True, locatio
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "conv.weight")
     c = lambda name, value: numpy_helper.from_array(np.asarray(value), name)  # noqa: E731
-    inits = [w, c("zero_i", np.array([0], np.int64)), c("one", np.array([1], np.int64)), c("minus1", np.array([-1], np.int64)),
-             c("axes1", np.array([1], np.int64)), c("axes23", np.array([2, 3], np.int64)), c("half", np.float32(0.5)),
-             c("lo", np.float32(0.0)), c("hi", np.float32(1.0)), c("scale", np.float32(0.05))]
+    inits = [
+        w,
+        c("zero_i", np.array([0], np.int64)),
+        c("one", np.array([1], np.int64)),
+        c("minus1", np.array([-1], np.int64)),
+        c("axes1", np.array([1], np.int64)),
+        c("axes23", np.array([2, 3], np.int64)),
+        c("half", np.float32(0.5)),
+        c("lo", np.float32(0.0)),
+        c("hi", np.float32(1.0)),
+        c("scale", np.float32(0.05)),
+    ]
     nodes = [
         helper.make_node("Conv", ["input", "conv.weight"], ["f"], pads=[1, 1, 1, 1]),
         helper.make_node("Mul", ["f", "f"], ["f2"]),
@@ -51,22 +67,36 @@ def anomalib_like(path: Path, *, opset: int = 18, external: bool = True, locatio
     elif opset < 18:
         nodes[2] = helper.make_node("ReduceMean", ["f2"], ["m"], axes=[1], keepdims=1)
         nodes[10] = helper.make_node("ReduceMax", ["anomaly_map"], ["s4"], axes=[2, 3], keepdims=0)
-    outputs = [helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["batch_size"]),
-               helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["batch_size"])]
+    outputs = [
+        helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["batch_size"]),
+        helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["batch_size"]),
+    ]
     if not classification:
-        outputs += [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch_size", 1, SIZE, SIZE]),
-                    helper.make_tensor_value_info("pred_mask", TensorProto.BOOL, ["batch_size", 1, SIZE, SIZE])]
+        outputs += [
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch_size", 1, SIZE, SIZE]),
+            helper.make_tensor_value_info("pred_mask", TensorProto.BOOL, ["batch_size", 1, SIZE, SIZE]),
+        ]
     height = "height" if extra_symbolic else SIZE
-    graph = helper.make_graph(nodes, "anomalib_like",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", 3, height, SIZE])],
-                              outputs, initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "anomalib_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", 3, height, SIZE])],
+        outputs,
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7 if opset < 15 else 9
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / (location or path.name)).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-              location=location or path.name + ".data", size_threshold=512)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=location or path.name + ".data",
+        size_threshold=512,
+    )
     return path
 
 
@@ -76,8 +106,12 @@ def test_external_data_beside_the_model_imports(tmp_path):
     imported = import_model(path)
     assert imported.input_shape == (1, 3, SIZE, SIZE)
     roles = {o.name: o.role for o in imported.spec.outputs}
-    assert roles == {"pred_score": OutputRole.SCORE, "pred_label": OutputRole.LABEL, "anomaly_map": OutputRole.ANOMALY_MAP,
-                     "pred_mask": OutputRole.MASK}
+    assert roles == {
+        "pred_score": OutputRole.SCORE,
+        "pred_label": OutputRole.LABEL,
+        "anomaly_map": OutputRole.ANOMALY_MAP,
+        "pred_mask": OutputRole.MASK,
+    }
     assert imported.spec.image_threshold == 0.5 and imported.spec.pixel_threshold == 0.5
     assert (imported.spec.normalization.min, imported.spec.normalization.max) == (0.0, 1.0)
 
@@ -116,7 +150,9 @@ def test_missing_or_short_external_data_names_the_tensor_and_file(tmp_path):
     with pytest.raises(ModelImportError, match=r"tensor 'conv.weight' keeps its data in 'model.onnx.data' .*100 bytes"):
         import_model(path)
     data.unlink()
-    with pytest.raises(ModelImportError, match=r"'conv.weight' keeps its data in 'model.onnx.data', which is missing") as info:
+    with pytest.raises(
+        ModelImportError, match=r"'conv.weight' keeps its data in 'model.onnx.data', which is missing"
+    ) as info:
         import_model(path)
     assert "\n" not in info.value.message
 
@@ -143,9 +179,20 @@ def test_a_symbolic_dimension_other_than_batch_is_one_line_naming_input_and_dime
     assert "input 'input'" in info.value.message and "dimension 2 (height)" in info.value.message
     assert "\n" not in info.value.message
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"input": {"name": "input", "shape": [1, 3, SIZE, SIZE]}, "image_threshold": 0.5,
-                                "outputs": [{"name": "pred_score", "role": "score"}, {"name": "pred_label", "role": "label"},
-                                            {"name": "anomaly_map", "role": "anomaly_map"}, {"name": "pred_mask", "role": "mask"}]}))
+    spec.write_text(
+        json.dumps(
+            {
+                "input": {"name": "input", "shape": [1, 3, SIZE, SIZE]},
+                "image_threshold": 0.5,
+                "outputs": [
+                    {"name": "pred_score", "role": "score"},
+                    {"name": "pred_label", "role": "label"},
+                    {"name": "anomaly_map", "role": "anomaly_map"},
+                    {"name": "pred_mask", "role": "mask"},
+                ],
+            }
+        )
+    )
     assert import_model(path, spec).input_shape == (1, 3, SIZE, SIZE)  # the spec fixes it
 
 
@@ -161,7 +208,10 @@ def test_opsets_11_to_21_import(tmp_path, opset):
 def test_classification_only_export_gets_score_and_label(tmp_path):
     imported = import_model(anomalib_like(tmp_path / "model.onnx", classification=True))
     assert imported.spec.is_classification
-    assert [(o.name, o.role) for o in imported.spec.outputs] == [("pred_score", OutputRole.SCORE), ("pred_label", OutputRole.LABEL)]
+    assert [(o.name, o.role) for o in imported.spec.outputs] == [
+        ("pred_score", OutputRole.SCORE),
+        ("pred_label", OutputRole.LABEL),
+    ]
 
 
 def test_bool_outputs_may_differ_only_at_the_threshold():
@@ -179,27 +229,43 @@ def test_bool_outputs_may_differ_only_at_the_threshold():
 def test_postprocess_follows_the_graphs_label_and_mask():
     from packager.edge.model_runner import postprocess
 
-    spec = {"outputs": [{"name": "pred_score", "role": "score"}, {"name": "pred_label", "role": "label"},
-                        {"name": "anomaly_map", "role": "anomaly_map"}, {"name": "pred_mask", "role": "mask"}],
-            "image_threshold": 0.5, "pixel_threshold": 0.5, "normalization": {"min": 0.0, "max": 1.0}}
+    spec = {
+        "outputs": [
+            {"name": "pred_score", "role": "score"},
+            {"name": "pred_label", "role": "label"},
+            {"name": "anomaly_map", "role": "anomaly_map"},
+            {"name": "pred_mask", "role": "mask"},
+        ],
+        "image_threshold": 0.5,
+        "pixel_threshold": 0.5,
+        "normalization": {"min": 0.0, "max": 1.0},
+    }
     mask = np.zeros((1, 1, 4, 4), bool)
     mask[0, 0, 1, 1] = True
-    outputs = {"pred_score": np.array([0.3], np.float32), "pred_label": np.array([True]),
-               "anomaly_map": np.full((1, 1, 4, 4), 0.9, np.float32), "pred_mask": mask}
+    outputs = {
+        "pred_score": np.array([0.3], np.float32),
+        "pred_label": np.array([True]),
+        "anomaly_map": np.full((1, 1, 4, 4), 0.9, np.float32),
+        "pred_mask": mask,
+    }
     result = postprocess(outputs, spec)
     assert result.is_anomalous is True  # the label, though the score is under the threshold
     assert result.score == pytest.approx(0.3) and result.threshold == pytest.approx(0.5)
     assert result.anomaly_map.sum() == 1.0 and result.pixel_threshold == 0.5  # the mask, not the map
-    classification = postprocess({"pred_score": outputs["pred_score"], "pred_label": np.array([False])},
-                                 {**spec, "outputs": spec["outputs"][:2]})
+    classification = postprocess(
+        {"pred_score": outputs["pred_score"], "pred_label": np.array([False])}, {**spec, "outputs": spec["outputs"][:2]}
+    )
     assert classification.anomaly_map is None and classification.is_anomalous is False
 
 
 def test_raw_scores_and_threshold_share_the_normalised_scale():
     from packager.edge.model_runner import postprocess
 
-    spec = {"outputs": [{"name": "score", "role": "score"}, {"name": "map", "role": "anomaly_map"}],
-            "image_threshold": 3.0, "normalization": {"min": 1.0, "max": 5.0}}
+    spec = {
+        "outputs": [{"name": "score", "role": "score"}, {"name": "map", "role": "anomaly_map"}],
+        "image_threshold": 3.0,
+        "normalization": {"min": 1.0, "max": 5.0},
+    }
     result = postprocess({"score": np.array([4.0], np.float32), "map": np.zeros((1, 1, 4, 4), np.float32)}, spec)
     assert (result.score, result.threshold, result.is_anomalous) == (pytest.approx(0.75), pytest.approx(0.5), True)
 

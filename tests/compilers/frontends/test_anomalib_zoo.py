@@ -43,10 +43,27 @@ def zoo_build(tmp_path_factory):
         if name not in builds:
             export_dir, build_dir = root / name / "export", root / name / "gg"
             export(name, export_dir)
-            built = subprocess.run([sys.executable, "-m", "packager", "build", "--model", str(export_dir / "model.onnx"),
-                                    "--output", str(build_dir), "--component-name", COMPONENT, "--benchmark-runs", "1"],
-                                   cwd=REPO, capture_output=True, text=True, timeout=1800,
-                                   env={**os.environ, "PACKAGER_HOME": str(root / name / "home")})
+            built = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "packager",
+                    "build",
+                    "--model",
+                    str(export_dir / "model.onnx"),
+                    "--output",
+                    str(build_dir),
+                    "--component-name",
+                    COMPONENT,
+                    "--benchmark-runs",
+                    "1",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                env={**os.environ, "PACKAGER_HOME": str(root / name / "home")},
+            )
             assert built.returncode == 0, built.stderr[-3000:]
             model_dir = root / name / "unzipped"
             with zipfile.ZipFile(next((build_dir / "artifacts" / COMPONENT).glob("*/model.zip"))) as archive:
@@ -75,12 +92,21 @@ def assert_outputs_match(got: dict, want: dict) -> None:
 # FastFlow's pred_score by 3.5e-4 and 6.3e-4 (TVM is 10x further from a float64 torch run than ORT: 3.8e-4 against
 # 2.7e-5, with direct or Winograd convolutions alike); Reverse Distillation's anomaly_map in 47 of 65536 pixels (up to
 # 7.9e-4; 1 - cosine similarity, normalised). Known and open (issue 14): reported as XFAIL, never as a pass.
-_KNOWN_IMPRECISE = {"fastflow": "TVM's float32 pred_score drifts ~2e-3 relative from ORT through the flow steps (issue 14)",
-                    "reverse_distillation": "47/65536 anomaly_map pixels drift up to 7.9e-4 from ORT (issue 14)"}
+_KNOWN_IMPRECISE = {
+    "fastflow": "TVM's float32 pred_score drifts ~2e-3 relative from ORT through the flow steps (issue 14)",
+    "reverse_distillation": "47/65536 anomaly_map pixels drift up to 7.9e-4 from ORT (issue 14)",
+}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=_KNOWN_IMPRECISE[n], strict=False))
-                                  if n in _KNOWN_IMPRECISE else n for n in sorted(MODELS)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason=_KNOWN_IMPRECISE[n], strict=False))
+        if n in _KNOWN_IMPRECISE
+        else n
+        for n in sorted(MODELS)
+    ],
+)
 def test_zoo_model_builds_from_its_export_and_matches_onnxruntime(name, zoo_build):
     import onnx
     import onnxruntime as ort
@@ -92,7 +118,9 @@ def test_zoo_model_builds_from_its_export_and_matches_onnxruntime(name, zoo_buil
     assert (build.export_dir / "model.onnx.data").is_file()
     assert [i.type.tensor_type.shape.dim[0].dim_param for i in exported.graph.input] == ["batch_size"]
     outputs = [o.name for o in exported.graph.output]
-    expected_outputs = ["pred_score", "pred_label"] + ([] if name in CLASSIFICATION_ONLY else ["anomaly_map", "pred_mask"])
+    expected_outputs = ["pred_score", "pred_label"] + (
+        [] if name in CLASSIFICATION_ONLY else ["anomaly_map", "pred_mask"]
+    )
     assert outputs == expected_outputs
 
     spec = json.loads((build.model_dir / "spec.json").read_text())
@@ -113,7 +141,9 @@ def test_agent_serves_zoo_models_with_masks_at_the_image_size(zoo_build, tmp_pat
     import grpc
     import onnxruntime as ort
 
-    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+    from packager.edge import edge_agent_pb2 as pb
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
+    from packager.edge import registry
     from packager.edge.agent import serve
     from packager.edge.model_host import ModelHost
     from packager.edge.model_runner import preprocess
@@ -134,12 +164,16 @@ def test_agent_serves_zoo_models_with_masks_at_the_image_size(zoo_build, tmp_pat
                 component = f"zoo-{name}"
                 stub.StartModel(pb.StartModelRequest(model_component=component))
                 assert wait_for_status(stub, component, pb.RUNNING).status == pb.RUNNING
-                result = stub.DetectAnomalies(pb.DetectAnomaliesRequest(model_component=component, bitmap=bitmap(image)))
+                result = stub.DetectAnomalies(
+                    pb.DetectAnomaliesRequest(model_component=component, bitmap=bitmap(image))
+                )
                 result = result.detect_anomaly_result
                 build = zoo_build(name)
                 spec = json.loads((build.model_dir / "spec.json").read_text())
                 session = ort.InferenceSession(str(build.onnx_path), providers=["CPUExecutionProvider"])
-                want = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": preprocess(image, spec)})))
+                want = dict(
+                    zip([o.name for o in session.get_outputs()], session.run(None, {"input": preprocess(image, spec)}))
+                )
                 assert result.is_anomalous is bool(want["pred_label"].ravel()[0])
                 assert result.anomaly_score == pytest.approx(float(want["pred_score"].ravel()[0]), abs=1e-3)
                 assert result.anomaly_threshold == pytest.approx(0.5)
@@ -163,20 +197,28 @@ def test_deploy_local_serves_a_zoo_build(zoo_build, tmp_path, name):
     the image's own size for a segmentation model, none (and no anomalies) for a classification one."""
     import grpc
 
+    from packager.edge import edge_agent_pb2 as pb
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
     from packager.greengrass.bundle import AGENT_COMPONENT
-    from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
     from tests.packager.edge.conftest import bitmap, wait_for_status
     from tests.packager.greengrass.local.test_deploy import deploy_local, states, wait_for
 
     build = zoo_build(name)
     root, address = tmp_path / "root", f"unix://{tmp_path}/agent.sock"
     update = json.dumps({AGENT_COMPONENT: {"MERGE": {"Socket": address}}})
-    process = subprocess.Popen(deploy_local(str(build.build_dir), "--root", str(root), "--update-config", update), cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        deploy_local(str(build.build_dir), "--root", str(root), "--update-config", update),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     image = np.random.default_rng(5).integers(0, 256, (150, 220, 3), dtype=np.uint8)
     try:
-        wait_for(lambda: states(root) == {AGENT_COMPONENT: "RUNNING", COMPONENT: "FINISHED"} or process.poll() is not None,
-                 timeout=300)
+        wait_for(
+            lambda: states(root) == {AGENT_COMPONENT: "RUNNING", COMPONENT: "FINISHED"} or process.poll() is not None,
+            timeout=300,
+        )
         assert process.poll() is None, process.stdout.read()
         with grpc.insecure_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
@@ -192,7 +234,9 @@ def test_deploy_local_serves_a_zoo_build(zoo_build, tmp_path, name):
             else:
                 assert (result.anomaly_mask.width, result.anomaly_mask.height) == (220, 150)
                 assert len(result.anomaly_mask.byte_data) == image.size
-        stop = subprocess.run(deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120)
+        stop = subprocess.run(
+            deploy_local("--stop", "--root", str(root)), cwd=REPO, capture_output=True, text=True, timeout=120
+        )
         assert stop.returncode == 0, stop.stderr
         assert process.wait(timeout=60) == 0
     finally:

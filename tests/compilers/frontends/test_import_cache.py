@@ -24,8 +24,14 @@ def external_model(tmp_path) -> tuple[Path, Path]:
     model = onnx.load(str(tmp_path / "single.onnx"))
     folder = tmp_path / "model"
     folder.mkdir()
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict()))
     return folder / "model.onnx", spec

@@ -30,13 +30,28 @@ def test_spec_inferred_from_graph(tiny_model):
 
 def test_spec_from_anomalib_metadata(tmp_path):
     model = make_tiny_autoencoder(tmp_path / "model.onnx")
-    (tmp_path / "metadata.json").write_text(json.dumps({
-        "task": "segmentation", "image_threshold": 12.5, "pixel_threshold": 11.0,
-        "pred_scores.min": 3.0, "pred_scores.max": 30.0,
-        "transform": {"__class_fullname__": "Compose", "transforms": [
-            {"__class_fullname__": "Resize", "height": 64, "width": 64},
-            {"__class_fullname__": "Normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}]},
-    }))
+    (tmp_path / "metadata.json").write_text(
+        json.dumps(
+            {
+                "task": "segmentation",
+                "image_threshold": 12.5,
+                "pixel_threshold": 11.0,
+                "pred_scores.min": 3.0,
+                "pred_scores.max": 30.0,
+                "transform": {
+                    "__class_fullname__": "Compose",
+                    "transforms": [
+                        {"__class_fullname__": "Resize", "height": 64, "width": 64},
+                        {
+                            "__class_fullname__": "Normalize",
+                            "mean": [0.485, 0.456, 0.406],
+                            "std": [0.229, 0.224, 0.225],
+                        },
+                    ],
+                },
+            }
+        )
+    )
     imported = import_model(model)
     assert imported.frontend == "anomalib"
     assert imported.spec.image_threshold == 12.5 and imported.spec.pixel_threshold == 11.0
@@ -69,8 +84,12 @@ def test_unknown_output_name_in_spec(tmp_path, tiny_model):
 
 
 def _single_node_model(path, node, out_shape=(1, 3, 8, 8), in_shape=(1, 3, 8, 8), opset=18, domain_opsets=()):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(in_shape))],
-                              [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, list(out_shape))])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, list(out_shape))],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *domain_opsets])
     model.ir_version = 9
     onnx.save(model, path)
@@ -93,17 +112,28 @@ def test_custom_domain_operator_is_rejected(tmp_path):
 
 def test_missing_input_shape_asks_for_a_spec(tmp_path):
     node = helper.make_node("Relu", ["image"], ["anomaly_map"], name="relu")
-    path = _single_node_model(tmp_path / "dynamic.onnx", node, in_shape=(1, 3, "height", "width"), out_shape=(1, 3, "height", "width"))
+    path = _single_node_model(
+        tmp_path / "dynamic.onnx", node, in_shape=(1, 3, "height", "width"), out_shape=(1, 3, "height", "width")
+    )
     with pytest.raises(ModelImportError, match="dynamic.onnx.*'image'.*dimension 2.*height"):
         import_model(path)
 
 
 def test_missing_input_shape_is_fixed_by_spec(tmp_path):
     node = helper.make_node("Relu", ["image"], ["anomaly_map"], name="relu")
-    path = _single_node_model(tmp_path / "dynamic.onnx", node, in_shape=(1, 3, "height", "width"), out_shape=(1, 3, "height", "width"))
+    path = _single_node_model(
+        tmp_path / "dynamic.onnx", node, in_shape=(1, 3, "height", "width"), out_shape=(1, 3, "height", "width")
+    )
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"input": {"name": "image", "shape": [1, 3, 32, 48]},
-                                "outputs": [{"name": "anomaly_map", "role": "anomaly_map"}], "image_threshold": 1.0}))
+    spec.write_text(
+        json.dumps(
+            {
+                "input": {"name": "image", "shape": [1, 3, 32, 48]},
+                "outputs": [{"name": "anomaly_map", "role": "anomaly_map"}],
+                "image_threshold": 1.0,
+            }
+        )
+    )
     imported = import_model(path, spec)
     fixed = onnx.load_from_string(imported.onnx_bytes)
     assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 48]
@@ -121,20 +151,23 @@ def test_unsupported_format(tmp_path):
         import_model(path)
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda s: s["input"].update(shape=[1, 3, 64]), "input.shape"),
-    (lambda s: s["input"].update(layout="CHWN"), "input.layout"),
-    (lambda s: s["outputs"][0].update(role="heatmap"), "outputs[0].role"),
-    (lambda s: s.update(outputs=[{"name": "anomaly_map", "role": "mask"}]), "outputs"),
-    (lambda s: s["outputs"][1].update(role="score"), "outputs[1].role"),
-    (lambda s: s["outputs"].append({"name": "score", "role": "label"}), "outputs[2].name"),
-    (lambda s: s.pop("image_threshold"), "image_threshold"),
-    (lambda s: s["classes"][0].update(color="red"), "classes"),
-    (lambda s: s["preprocessing"].update(std=[1, 0, 1]), "preprocessing.std"),
-    (lambda s: s["preprocessing"].update(mean=[0, 0]), "preprocessing.mean"),
-    (lambda s: s["preprocessing"].update(resize=[32, 32]), "preprocessing.resize"),
-    (lambda s: s.update(normalization={"min": 2, "max": 1}), "normalization"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda s: s["input"].update(shape=[1, 3, 64]), "input.shape"),
+        (lambda s: s["input"].update(layout="CHWN"), "input.layout"),
+        (lambda s: s["outputs"][0].update(role="heatmap"), "outputs[0].role"),
+        (lambda s: s.update(outputs=[{"name": "anomaly_map", "role": "mask"}]), "outputs"),
+        (lambda s: s["outputs"][1].update(role="score"), "outputs[1].role"),
+        (lambda s: s["outputs"].append({"name": "score", "role": "label"}), "outputs[2].name"),
+        (lambda s: s.pop("image_threshold"), "image_threshold"),
+        (lambda s: s["classes"][0].update(color="red"), "classes"),
+        (lambda s: s["preprocessing"].update(std=[1, 0, 1]), "preprocessing.std"),
+        (lambda s: s["preprocessing"].update(mean=[0, 0]), "preprocessing.mean"),
+        (lambda s: s["preprocessing"].update(resize=[32, 32]), "preprocessing.resize"),
+        (lambda s: s.update(normalization={"min": 2, "max": 1}), "normalization"),
+    ],
+)
 def test_bad_spec_names_the_field(mutate, field):
     spec = tiny_spec_dict()
     mutate(spec)
@@ -195,8 +228,10 @@ def test_registering_a_model_does_not_import_tvm(tmp_path):
     from packager.commands.build import example_model_paths
 
     model, spec = example_model_paths()
-    code = ("import sys; from compilers.frontends.intake import import_model; "
-            f"import_model({str(model)!r}, {str(spec)!r}); print('tvm' in sys.modules)")
+    code = (
+        "import sys; from compilers.frontends.intake import import_model; "
+        f"import_model({str(model)!r}, {str(spec)!r}); print('tvm' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -17,10 +17,12 @@ def onnx_model(nodes, inputs, outputs, initializers):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-        initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()])
+        initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -48,7 +50,8 @@ def compile_and_compare(model, pipeline):
     out = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(p) for p in params])
     outs = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {model.graph.input[0].name: x})
+        None, {model.graph.input[0].name: x}
+    )
     for got, want in zip(outs, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
 
@@ -66,9 +69,14 @@ def conv_relu_model(cin=8, cout=16, size=16, stride=1, kernel=3):
     from onnx import helper
 
     return onnx_model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4, strides=[stride, stride]),
-         helper.make_node("Relu", ["y"], ["z"])],
-        [("x", [1, cin, size, size])], ["z"], {"w": weights(cout, cin, kernel, kernel), "b": weights(cout, seed=2)})
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4, strides=[stride, stride]),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, cin, size, size])],
+        ["z"],
+        {"w": weights(cout, cin, kernel, kernel), "b": weights(cout, seed=2)},
+    )
 
 
 def scheduled_functions(model, target):
@@ -91,20 +99,25 @@ def test_conv_gets_a_parallel_vectorized_register_tiled_schedule(cpu):
 VECTORIZED = r"T\.vectorized\((?:T\.int64\()?(\d+)"
 
 
-@pytest.mark.parametrize("name,options,lanes", [
-    ("LINUX/X86_64", CompilerOptions(num_cores=2), 8),
-    ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", num_cores=2), 16),
-    ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids", num_cores=2), 16),
-    ("LINUX/ARM64", CompilerOptions(num_cores=4), 4),
-])
+@pytest.mark.parametrize(
+    "name,options,lanes",
+    [
+        ("LINUX/X86_64", CompilerOptions(num_cores=2), 8),
+        ("LINUX/X86_64", CompilerOptions(mcpu="skylake-avx512", num_cores=2), 16),
+        ("LINUX/X86_64", CompilerOptions(mcpu="sapphirerapids", num_cores=2), 16),
+        ("LINUX/ARM64", CompilerOptions(num_cores=4), 4),
+    ],
+)
 def test_default_schedules_follow_the_targets_vector_width(name, options, lanes):
     """AVX2 gets 8-float vectors, AVX-512 16 and NEON 4, in convolutions and elementwise work alike."""
     from onnx import helper
 
     model = onnx_model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4),
-         helper.make_node("Sigmoid", ["x"], ["s"])],
-        [("x", [1, 16, 16, 16])], ["y", "s"], {"w": weights(64, 16, 3, 3), "b": weights(64, seed=2)})
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4), helper.make_node("Sigmoid", ["x"], ["s"])],
+        [("x", [1, 16, 16, 16])],
+        ["y", "s"],
+        {"w": weights(64, 16, 3, 3), "b": weights(64, seed=2)},
+    )
     scripts = scheduled_functions(model, get_target(name, options))
     conv = next(text for n, text in scripts.items() if "conv2d" in n)
     sigmoid = next(text for n, text in scripts.items() if "sigmoid" in n)
@@ -122,8 +135,9 @@ def test_pipeline_schedules_every_function_and_reports_it(cpu):
 
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
 def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
-    compile_and_compare(conv_relu_model(cin=3 if kernel == 7 else 8, cout=cout, stride=stride, kernel=kernel),
-                        relax_pipeline(cpu))
+    compile_and_compare(
+        conv_relu_model(cin=3 if kernel == 7 else 8, cout=cout, stride=stride, kernel=kernel), relax_pipeline(cpu)
+    )
 
 
 @pytest.mark.parametrize("kernel,stride,pads,output_padding", [(4, 2, 1, 0), (3, 2, 1, 1), (2, 2, 0, 0), (3, 1, 1, 0)])
@@ -131,18 +145,34 @@ def test_conv_transpose_by_phases_matches_onnxruntime(cpu, kernel, stride, pads,
     from onnx import helper
 
     model = onnx_model(
-        [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride],
-                          pads=[pads] * 4, output_padding=[output_padding] * 2),
-         helper.make_node("Relu", ["y"], ["z"])],
-        [("x", [1, 8, 9, 9])], ["z"], {"w": weights(8, 16, kernel, kernel), "b": weights(16, seed=3)})
+        [
+            helper.make_node(
+                "ConvTranspose",
+                ["x", "w", "b"],
+                ["y"],
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
+                pads=[pads] * 4,
+                output_padding=[output_padding] * 2,
+            ),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, 8, 9, 9])],
+        ["z"],
+        {"w": weights(8, 16, kernel, kernel), "b": weights(16, seed=3)},
+    )
     compile_and_compare(model, relax_pipeline(cpu))
 
 
 def test_conv_transpose_does_no_work_on_dilation_zeros(cpu):
     from onnx import helper
 
-    model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
-                       [("x", [1, 8, 16, 16])], ["y"], {"w": weights(8, 16, 4, 4)})
+    model = onnx_model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
+        [("x", [1, 8, 16, 16])],
+        ["y"],
+        {"w": weights(8, 16, 4, 4)},
+    )
     text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d_transpose" in n)
     assert "data_dilate" not in text and "conv2d_transpose_phases" in text
 
@@ -153,14 +183,18 @@ def test_matmul_pool_and_reductions_match_onnxruntime(cpu):
 
     axes = np.array([1], np.int64)
     model = onnx_model(
-        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
-         helper.make_node("Reshape", ["p", "shape"], ["v"]),  # [P=64, 1, D=12]
-         helper.make_node("MatMul", ["v", "m"], ["d"]),
-         helper.make_node("Mul", ["d", "v"], ["e"]),
-         helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
-         helper.make_node("ReduceMean", ["p"], ["mean"], axes=[1], keepdims=1)],
-        [("x", [1, 12, 16, 16])], ["s", "mean"],
-        {"shape": np.array([64, 1, 12], np.int64), "m": weights(64, 12, 12), "axes": axes})
+        [
+            helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+            helper.make_node("Reshape", ["p", "shape"], ["v"]),  # [P=64, 1, D=12]
+            helper.make_node("MatMul", ["v", "m"], ["d"]),
+            helper.make_node("Mul", ["d", "v"], ["e"]),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+            helper.make_node("ReduceMean", ["p"], ["mean"], axes=[1], keepdims=1),
+        ],
+        [("x", [1, 12, 16, 16])],
+        ["s", "mean"],
+        {"shape": np.array([64, 1, 12], np.int64), "m": weights(64, 12, 12), "axes": axes},
+    )
     compile_and_compare(model, relax_pipeline(cpu))
 
 
@@ -169,10 +203,15 @@ def row_reductions_model():
     from onnx import helper
 
     return onnx_model(
-        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], axis=-1, epsilon=1e-5),
-         helper.make_node("Softmax", ["n"], ["s"], axis=-1),
-         helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1)],
-        [("x", [1, 8, 24, 48])], ["s", "m"], {"g": weights(48), "b": weights(48, seed=2)})
+        [
+            helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], axis=-1, epsilon=1e-5),
+            helper.make_node("Softmax", ["n"], ["s"], axis=-1),
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1),
+        ],
+        [("x", [1, 8, 24, 48])],
+        ["s", "m"],
+        {"g": weights(48), "b": weights(48, seed=2)},
+    )
 
 
 def test_row_reductions_keep_vector_partial_sums_and_match_onnxruntime(cpu):
@@ -200,7 +239,10 @@ def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads):
 
     model = onnx_model(
         [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4), helper.make_node("Relu", ["y"], ["z"])],
-        [("x", [1, channels, size, size])], ["z"], {"w": weights(channels, channels, 3, 3), "b": weights(channels, seed=2)})
+        [("x", [1, channels, size, size])],
+        ["z"],
+        {"w": weights(channels, channels, 3, 3), "b": weights(channels, seed=2)},
+    )
     text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d" in n)
     assert "winograd_bgemm" in text
     compile_and_compare(model, relax_pipeline(cpu))
@@ -229,7 +271,12 @@ def test_padded_convolutions_match_onnxruntime_and_crop_in_their_own_pass(cpu, k
     from onnx import helper
 
     model = onnx_model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pad] * 4, strides=[stride] * 2),
-         helper.make_node("Relu", ["y"], ["z"])],
-        [("x", [1, 16, size, size])], ["z"], {"w": weights(32, 16, kernel, kernel), "b": weights(32, seed=2)})
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pad] * 4, strides=[stride] * 2),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, 16, size, size])],
+        ["z"],
+        {"w": weights(32, 16, kernel, kernel), "b": weights(32, seed=2)},
+    )
     compile_and_compare(model, relax_pipeline(cpu))

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from compilers.tuning import tune as tuning
 from compilers.schedules.pipeline import machine, relax_pipeline, workload
-from compilers.tuning.space import design_space
-from compilers.tuning.tune import extract_tasks, tune
+from compilers.tuning import tune as tuning
 from compilers.tuning.cache import open_tuning_cache, target_key
 from compilers.tuning.measure import InProcessBuilder, InProcessRunner
+from compilers.tuning.space import design_space
+from compilers.tuning.tune import extract_tasks, tune
 from packager.errors import CompilationError, ValidationException
 from targets import get_target, host_target
 from targets.catalog import CompilerOptions
@@ -134,13 +134,18 @@ def test_workload_key_ignores_the_scheduled_flag(model, cpu):
 
     fused = fuse_operators(to_relax(model)[0], tvm.target.Target(cpu.tvm_target))
     func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
-    assert tvm_ffi.structural_hash(workload(func)) == tvm_ffi.structural_hash(workload(func.with_attr("tirx.is_scheduled", True)))
+    assert tvm_ffi.structural_hash(workload(func)) == tvm_ffi.structural_hash(
+        workload(func.with_attr("tirx.is_scheduled", True))
+    )
 
 
 def test_trial_budget_goes_to_the_heaviest_tasks_and_is_never_exceeded():
     from compilers.tuning.tune import TuningTask, _quota
 
-    tasks = [TuningTask(str(i), None, 1, flops, tuple(range(n))) for i, (flops, n) in enumerate([(10, 9), (5, 9), (1, 4), (0.1, 3)])]
+    tasks = [
+        TuningTask(str(i), None, 1, flops, tuple(range(n)))
+        for i, (flops, n) in enumerate([(10, 9), (5, 9), (1, 4), (0.1, 3)])
+    ]
     assert _quota(tasks, 3) == [2, 1, 0, 0]
     assert _quota(tasks, 12) == [5, 3, 2, 2]
     assert _quota(tasks, 100) == [9, 9, 4, 3]  # never more than a task's whole space
@@ -156,8 +161,8 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     from onnx import helper
     from tvm.s_tir import meta_schedule as ms
 
-    from compilers.tuning.space import ReplayDecisions, schedule_candidate
     from compilers.tuning.measure import _arguments
+    from compilers.tuning.space import ReplayDecisions, schedule_candidate
     from tests.compilers.schedules.test_schedules import onnx_model, weights
 
     if kind == "conv":
@@ -165,15 +170,22 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     elif kind == "winograd":
         model = conv_relu_model(cin=16, cout=16, size=32)
     else:
-        model = onnx_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
-                           [("x", [1, 16, 8, 8])], ["y"], {"w": weights(16, 16, 4, 4)})
+        model = onnx_model(
+            [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
+            [("x", [1, 16, 8, 8])],
+            ["y"],
+            {"w": weights(16, 16, 4, 4)},
+        )
     task = max(extract_tasks(to_relax(model)[0], cpu), key=lambda t: t.flops)
     space = design_space(task.workload, machine(cpu))
     assert len(space) >= 4
     args = _arguments(ms.arg_info.ArgInfo.from_prim_func(task.workload["main"]), tvm.cpu())
     results = []
     for decisions in space:
-        executable = tvm.compile(schedule_candidate(task.workload, ReplayDecisions(decisions), machine(cpu)).mod, target=tvm.target.Target(cpu.tvm_target))
+        executable = tvm.compile(
+            schedule_candidate(task.workload, ReplayDecisions(decisions), machine(cpu)).mod,
+            target=tvm.target.Target(cpu.tvm_target),
+        )
         args[-1] = tvm.runtime.tensor(np.zeros(args[-1].shape, "float32"))
         executable.mod["main"](*args)
         results.append(args[-1].numpy())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import packager.service_model as service_model
 from packager.commands.arguments import FLAG_FOR_MEMBER, flag_for_member
 from packager.errors import ValidationException
-import packager.service_model as service_model
 from packager.service.jobs.members import member_path
 
 COMMANDS = Path(__file__).resolve().parents[3] / "packager" / "commands"
@@ -17,7 +17,12 @@ COMMANDS = Path(__file__).resolve().parents[3] / "packager" / "commands"
 def test_one_flag_map_covers_every_member_build_can_set():
     members = [f"Configuration.Greengrass.{m.name}" for m in service_model.members("GreengrassConfiguration")]
     members += [f"Configuration.Greengrass.TargetPlatform.{m.name}" for m in service_model.members("TargetPlatform")]
-    members += ["ProjectName", "ClientToken", "Configuration.Greengrass.Tags[3].Key", "Configuration.Greengrass.S3OutputLocation.Bucket"]
+    members += [
+        "ProjectName",
+        "ClientToken",
+        "Configuration.Greengrass.Tags[3].Key",
+        "Configuration.Greengrass.S3OutputLocation.Bucket",
+    ]
     missing = [member for member in members if flag_for_member(member) is None]
     assert missing == []
     assert flag_for_member("Configuration.Greengrass.TargetPlatform.Accelerator") == "--accelerator"
@@ -26,11 +31,20 @@ def test_one_flag_map_covers_every_member_build_can_set():
     assert flag_for_member("ModelVersion") is None  # build picks it; no flag sets it
 
 
-@pytest.mark.parametrize("field,flag", [
-    ("TargetDevice", "--target-device"), ("TargetPlatform.Os", "--target-platform"), ("TargetPlatform.Arch", "--target-platform"),
-    ("TargetPlatform.Accelerator", "--accelerator"), ("CompilerOptions", "--compiler-options"), ("gpu-code", "--compiler-options"),
-    ("mcpu", "--compiler-options"), ("Target", None), (None, None),  # the target as a whole: no one flag set it
-])
+@pytest.mark.parametrize(
+    "field,flag",
+    [
+        ("TargetDevice", "--target-device"),
+        ("TargetPlatform.Os", "--target-platform"),
+        ("TargetPlatform.Arch", "--target-platform"),
+        ("TargetPlatform.Accelerator", "--accelerator"),
+        ("CompilerOptions", "--compiler-options"),
+        ("gpu-code", "--compiler-options"),
+        ("mcpu", "--compiler-options"),
+        ("Target", None),
+        (None, None),  # the target as a whole: no one flag set it
+    ],
+)
 def test_the_catalogs_fields_reach_a_flag_through_the_same_member_paths(field, flag):
     """The jobs API names the same members (Configuration.Greengrass.TargetPlatform.Arch) for the same catalog errors."""
     assert flag_for_member(member_path(field)) == flag

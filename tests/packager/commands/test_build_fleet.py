@@ -10,6 +10,9 @@ import pytest
 import yaml
 
 from packager.build.benchmark import EMULATED, NO_DEVICE, BenchmarkReport, LatencyStats
+from packager.build.pipeline import check_speed_gate
+from packager.cli import main
+from packager.errors import SpeedGateError
 from packager.greengrass.bundle import (
     AGENT_COMPONENT,
     ComponentIdentity,
@@ -17,10 +20,7 @@ from packager.greengrass.bundle import (
     bundle_targets,
     reproducible_zip,
 )
-from packager.cli import main
 from packager.greengrass.local.deploy import DeployOptions, plan_deployment, this_platform
-from packager.errors import SpeedGateError
-from packager.build.pipeline import check_speed_gate
 from targets import get_target
 from tests.packager.service.jobs.support import home  # noqa: F401  (fixture)
 
@@ -39,29 +39,57 @@ def _lower(value):
 def _report(target_name: str, tvm_ms: float | None, ort_ms: float = 1.0, **fields) -> BenchmarkReport:
     ort = LatencyStats.from_seconds([ort_ms / 1e3] * 3)
     tvm = LatencyStats.from_seconds([tvm_ms / 1e3] * 3) if tvm_ms is not None else None
-    return BenchmarkReport(**{"target": target_name, "device": "host x86_64", "emulated": False, "threads": 2, "warmup": 1,
-                              "tvm": tvm, "onnxruntime": ort, "ratio_tvm_to_ort": tvm_ms / ort_ms if tvm_ms else None,
-                              "input_shape": (1, 3, 8, 8), "not_measured": None if tvm else NO_DEVICE, **fields})
+    return BenchmarkReport(
+        **{
+            "target": target_name,
+            "device": "host x86_64",
+            "emulated": False,
+            "threads": 2,
+            "warmup": 1,
+            "tvm": tvm,
+            "onnxruntime": ort,
+            "ratio_tvm_to_ort": tvm_ms / ort_ms if tvm_ms else None,
+            "input_shape": (1, 3, 8, 8),
+            "not_measured": None if tvm else NO_DEVICE,
+            **fields,
+        }
+    )
 
 
 def _fleet_bundle(tmp_path: Path, names: tuple[str, ...] = ("LINUX/X86_64", "jetson_xavier")):
-    builds = [TargetBuild(target=get_target(name), archive=reproducible_zip([("compiled/model.so", name.encode())]),
-                          report=_report(name, None)) for name in names]
+    builds = [
+        TargetBuild(
+            target=get_target(name),
+            archive=reproducible_zip([("compiled/model.so", name.encode())]),
+            report=_report(name, None),
+        )
+        for name in names
+    ]
     return bundle_targets(builds, ComponentIdentity("com.acme.Fleet", "2.0.0"), tmp_path / "gg")
 
 
 # -- flags -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv,flag,words", [
-    (["--target", "LINUX/X86_64", "--target", "LINUX/X86_64"], "--target", ["LINUX/X86_64", "twice"]),
-    (["--target-device", "jetson_xavier", "--target-platform", "LINUX/ARM64"], "--target",
-     ["jetson_xavier", "LINUX/ARM64", "linux/aarch64", "two components"]),
-    (["--target", "LINUX/X86_64", "--target-platform", "LINUX/ARM64"], "--target", ["cannot be mixed"]),
-    (["--target", "LINUX/X86_64", "--target", "LINUX/ARM64", "--device-rpc", "127.0.0.1:9190"], "--device-rpc",
-     ["one target"]),
-    (["--target", "LINUX/X86_64", "--target", "LINUX/RISCV64"], "--target-platform", ["X86_64, ARM64"]),
-    (["--max-ratio", "0"], "--max-ratio", ["above 0"]),
-])
+
+@pytest.mark.parametrize(
+    "argv,flag,words",
+    [
+        (["--target", "LINUX/X86_64", "--target", "LINUX/X86_64"], "--target", ["LINUX/X86_64", "twice"]),
+        (
+            ["--target-device", "jetson_xavier", "--target-platform", "LINUX/ARM64"],
+            "--target",
+            ["jetson_xavier", "LINUX/ARM64", "linux/aarch64", "two components"],
+        ),
+        (["--target", "LINUX/X86_64", "--target-platform", "LINUX/ARM64"], "--target", ["cannot be mixed"]),
+        (
+            ["--target", "LINUX/X86_64", "--target", "LINUX/ARM64", "--device-rpc", "127.0.0.1:9190"],
+            "--device-rpc",
+            ["one target"],
+        ),
+        (["--target", "LINUX/X86_64", "--target", "LINUX/RISCV64"], "--target-platform", ["X86_64, ARM64"]),
+        (["--max-ratio", "0"], "--max-ratio", ["above 0"]),
+    ],
+)
 def test_bad_fleet_flags_are_one_line_errors(home, tiny_model, capsys, argv, flag, words):  # noqa: F811
     code = main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), *argv])
     err = capsys.readouterr().err.strip().splitlines()
@@ -81,6 +109,7 @@ def test_a_bad_flag_still_writes_a_failed_summary(home, tiny_model, tmp_path, ca
 
 # -- one component, a manifest per platform ------------------------------------------------------------------------
 
+
 def test_fleet_recipe_has_a_manifest_and_artifact_per_platform_and_validates(tmp_path):
     component = _fleet_bundle(tmp_path)
     recipe = yaml.safe_load(component.recipe_path.read_text())
@@ -92,7 +121,10 @@ def test_fleet_recipe_has_a_manifest_and_artifact_per_platform_and_validates(tmp
     assert [m["Artifacts"][0]["Digest"] for m in recipe["Manifests"]] == [digests[u] for u in uris]
     assert len(set(digests.values())) == 2
     roots = [m["Lifecycle"]["Setenv"]["PYTHONPATH"] for m in recipe["Manifests"]]
-    assert roots == ["{artifacts:decompressedPath}/model-linux-x86_64", "{artifacts:decompressedPath}/model-jetson_xavier"]
+    assert roots == [
+        "{artifacts:decompressedPath}/model-linux-x86_64",
+        "{artifacts:decompressedPath}/model-jetson_xavier",
+    ]
     assert [p.name for p in component.reports] == ["benchmark-linux-x86_64.json", "benchmark-jetson_xavier.json"]
     schema = json.loads((SHARED_SCHEMA if SHARED_SCHEMA.exists() else PACKAGED_SCHEMA).read_text())
     for bundle in (component, *component.dependencies):
@@ -134,6 +166,7 @@ def test_deploy_local_plans_this_machines_manifest(tmp_path):
 
 # -- the speed gate --------------------------------------------------------------------------------------------
 
+
 def test_speed_gate_fails_over_the_ratio_and_passes_under_it():
     said = []
     check_speed_gate(_report("LINUX/X86_64", 0.9), 1.0, said.append)
@@ -154,9 +187,22 @@ def test_speed_gate_neither_passes_nor_fails_what_was_not_measured(fields, why):
 
 # -- whole builds ----------------------------------------------------------------------------------------------
 
+
 def _build(tiny_model, out: Path, *argv: str) -> int:
-    return main(["build", "--model", str(tiny_model[0]), "--model-spec", str(tiny_model[1]), "--output", str(out),
-                 "--benchmark-runs", "3", *argv])
+    return main(
+        [
+            "build",
+            "--model",
+            str(tiny_model[0]),
+            "--model-spec",
+            str(tiny_model[1]),
+            "--output",
+            str(out),
+            "--benchmark-runs",
+            "3",
+            *argv,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -180,8 +226,21 @@ def test_fleet_build_then_a_cached_rebuild_with_the_same_bytes(home, tiny_model,
     docs = []
     for run in ("first", "second"):
         out = tmp_path / run
-        assert _build(tiny_model, out, "--target", "LINUX/X86_64", "--target", "LINUX/ARM64", "--max-ratio", "1000",
-                      "--summary-json", str(tmp_path / f"{run}.json")) == 0, capsys.readouterr().err
+        assert (
+            _build(
+                tiny_model,
+                out,
+                "--target",
+                "LINUX/X86_64",
+                "--target",
+                "LINUX/ARM64",
+                "--max-ratio",
+                "1000",
+                "--summary-json",
+                str(tmp_path / f"{run}.json"),
+            )
+            == 0
+        ), capsys.readouterr().err
         text = capsys.readouterr().out
         assert "LINUX/X86_64  linux/amd64" in text and "not measured: no device" in text
         docs.append(json.loads((tmp_path / f"{run}.json").read_text()))

@@ -53,10 +53,22 @@ def test_two_ci_runs_second_hits_the_cache_with_byte_identical_artifacts(home, s
         if runs:  # the CI cache step: only the caches travel between runs
             shutil.copytree(runs[0]["home"] / "compile-cache", run_home / "compile-cache")
         out = tmp_path / f"runner-{run}" / "greengrass-build"
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PACKAGER_HOME": str(run_home), "MODELS_DIR": str(models),
-               "S3_OUTPUT": f"s3://{S3_BUCKET}/vision", "VERSION": "1.0.7", "COMPONENT_PREFIX": "com.factory",
-               "MAX_RATIO": "1000", "BENCHMARK_RUNS": "3", "OUTPUT_DIR": str(out), "NO_REGISTER": "1"}
-        done = subprocess.run(["bash", str(SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "PACKAGER_HOME": str(run_home),
+            "MODELS_DIR": str(models),
+            "S3_OUTPUT": f"s3://{S3_BUCKET}/vision",
+            "VERSION": "1.0.7",
+            "COMPONENT_PREFIX": "com.factory",
+            "MAX_RATIO": "1000",
+            "BENCHMARK_RUNS": "3",
+            "OUTPUT_DIR": str(out),
+            "NO_REGISTER": "1",
+        }
+        done = subprocess.run(
+            ["bash", str(SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         summaries = {name: json.loads((out / f"summary-{name}.json").read_text()) for name in ("pcb", "housing")}
         runs.append({"home": run_home, "out": out, "summaries": summaries})
@@ -77,8 +89,16 @@ def test_two_ci_runs_second_hits_the_cache_with_byte_identical_artifacts(home, s
         assert [m["Platform"]["architecture"] for m in recipe["Manifests"]] == ["aarch64", "amd64"]
         prefix = f"vision/com.factory.{name}/1.0.7/"
         keys = {o["Key"] for o in s3_server.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]}
-        assert keys == {prefix + f for f in ("model-jetson_xavier.zip", "model-linux-x86_64.zip", "recipe.yaml",
-                                             "benchmark-jetson_xavier.json", "benchmark-linux-x86_64.json")}
+        assert keys == {
+            prefix + f
+            for f in (
+                "model-jetson_xavier.zip",
+                "model-linux-x86_64.zip",
+                "recipe.yaml",
+                "benchmark-jetson_xavier.json",
+                "benchmark-linux-x86_64.json",
+            )
+        }
         for target in b["targets"]:
             remote = s3_server.get_object(Bucket=S3_BUCKET, Key=prefix + Path(target["artifact"]).name)["Body"].read()
             assert remote == Path(target["artifact"]).read_bytes()

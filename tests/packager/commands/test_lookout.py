@@ -10,12 +10,18 @@ import pytest
 import yaml
 
 import packager.cli as cli
-from packager.commands import lookout, serve
 import packager.service_model as service_model
+from packager.commands import lookout, serve
 from packager.service.jobs import api
-
 from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
-    REPO_ROOT, S3_BUCKET, cli_argv, cli_env, gg_config, hold_worker_slot, home, s3_server,
+    REPO_ROOT,
+    S3_BUCKET,
+    cli_argv,
+    cli_env,
+    gg_config,
+    hold_worker_slot,
+    home,
+    s3_server,
 )
 
 
@@ -24,8 +30,11 @@ def run(home, monkeypatch, capsys):
     """Run the CLI in-process with the Lookout commands in its table; returns (exit code, stdout, stderr)."""
     listed = cli._command_table()
     names = {c.name for c in listed}
-    monkeypatch.setattr(cli, "_command_table", lambda: listed + tuple(
-        c for c in (*lookout.COMMANDS, serve.COMMAND) if c.name not in names))
+    monkeypatch.setattr(
+        cli,
+        "_command_table",
+        lambda: listed + tuple(c for c in (*lookout.COMMANDS, serve.COMMAND) if c.name not in names),
+    )
 
     def invoke(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))
@@ -42,10 +51,12 @@ def ok(run, *argv: str) -> dict:
 
 
 def test_commands_cover_the_operations():
-    assert {c.name for c in lookout.COMMANDS} == {lookout.command_name(op) for op in service_model.SUPPORTED_OPERATIONS} | {
-        "register-model"}
-    assert lookout.flag_name("ModelVersion") == "--model-version" and lookout.command_name("ListModelPackagingJobs") == (
-        "list-model-packaging-jobs")
+    assert {c.name for c in lookout.COMMANDS} == {
+        lookout.command_name(op) for op in service_model.SUPPORTED_OPERATIONS
+    } | {"register-model"}
+    assert lookout.flag_name("ModelVersion") == "--model-version" and lookout.command_name(
+        "ListModelPackagingJobs"
+    ) == ("list-model-packaging-jobs")
 
 
 def test_every_operation(run, home, tiny_model, monkeypatch):
@@ -53,22 +64,52 @@ def test_every_operation(run, home, tiny_model, monkeypatch):
     created = ok(run, "create-project", "--project-name", "cli-proj")["ProjectMetadata"]
     assert dt.datetime.fromisoformat(created["CreationTimestamp"]).tzinfo is not None
     ok(run, "create-project", "--project-name", "cli-proj-2")
-    assert ok(run, "describe-project", "--project-name", "cli-proj")["ProjectDescription"]["ProjectArn"] == created["ProjectArn"]
+    assert (
+        ok(run, "describe-project", "--project-name", "cli-proj")["ProjectDescription"]["ProjectArn"]
+        == created["ProjectArn"]
+    )
     first = ok(run, "list-projects", "--max-results", "1")
     second = ok(run, "list-projects", "--max-results", "1", "--next-token", first["NextToken"])
     assert [p["ProjectName"] for p in first["Projects"] + second["Projects"]] == ["cli-proj", "cli-proj-2"]
     assert "NextToken" not in second
-    registered = ok(run, "register-model", "--project-name", "cli-proj", "--model", str(model), "--spec", str(spec),
-                    "--description", "v1")
+    registered = ok(
+        run,
+        "register-model",
+        "--project-name",
+        "cli-proj",
+        "--model",
+        str(model),
+        "--spec",
+        str(spec),
+        "--description",
+        "v1",
+    )
     assert registered["ModelMetadata"]["ModelVersion"] == "1"
     ok(run, "register-model", "--project-name", "new-proj", "--model", str(model), "--create-project")
-    assert ok(run, "describe-model", "--project-name", "cli-proj", "--model-version", "latest")["ModelDescription"][
-        "Description"] == "v1"
+    assert (
+        ok(run, "describe-model", "--project-name", "cli-proj", "--model-version", "latest")["ModelDescription"][
+            "Description"
+        ]
+        == "v1"
+    )
     assert [m["ModelVersion"] for m in ok(run, "list-models", "--project-name", "cli-proj")["Models"]] == ["1"]
     with hold_worker_slot(home, monkeypatch):
-        job = ok(run, "start-model-packaging-job", "--project-name", "cli-proj", "--model-version", "1",
-                 "--job-name", "cli-job", "--description", "from the CLI", "--client-token", "cli-token-1",
-                 "--configuration", json.dumps(gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"})))
+        job = ok(
+            run,
+            "start-model-packaging-job",
+            "--project-name",
+            "cli-proj",
+            "--model-version",
+            "1",
+            "--job-name",
+            "cli-job",
+            "--description",
+            "from the CLI",
+            "--client-token",
+            "cli-token-1",
+            "--configuration",
+            json.dumps(gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"})),
+        )
         assert job == {"JobName": "cli-job"}
         described = ok(run, "describe-model-packaging-job", "--project-name", "cli-proj", "--job-name", "cli-job")
         assert described["ModelPackagingDescription"]["ModelPackagingJobDescription"] == "from the CLI"
@@ -92,17 +133,45 @@ def test_input_documents_and_flag_precedence(run, home, tiny_model, tmp_path, mo
     doc_file = tmp_path / "input.json"
     doc_file.write_text(json.dumps(document))
     with hold_worker_slot(home, monkeypatch):
-        ok(run, "start-model-packaging-job", "--project-name", "p", "--model-version", "1",
-           "--configuration", f"file://{config_file}")
-        ok(run, "start-model-packaging-job", "--cli-input-json", f"file://{doc_file}", "--model-version", "1",
-           "--configuration", json.dumps(gg_config(ComponentVersion="4.0.0")))
-        ok(run, "start-model-packaging-job", "--cli-input-yaml", yaml.safe_dump({**document, "JobName": "from-yaml"}),
-           "--configuration", json.dumps(gg_config(ComponentVersion="5.0.0")))
-        jobs = {j["JobName"]: j for j in ok(run, "list-model-packaging-jobs", "--project-name", "p")["ModelPackagingJobs"]}
+        ok(
+            run,
+            "start-model-packaging-job",
+            "--project-name",
+            "p",
+            "--model-version",
+            "1",
+            "--configuration",
+            f"file://{config_file}",
+        )
+        ok(
+            run,
+            "start-model-packaging-job",
+            "--cli-input-json",
+            f"file://{doc_file}",
+            "--model-version",
+            "1",
+            "--configuration",
+            json.dumps(gg_config(ComponentVersion="4.0.0")),
+        )
+        ok(
+            run,
+            "start-model-packaging-job",
+            "--cli-input-yaml",
+            yaml.safe_dump({**document, "JobName": "from-yaml"}),
+            "--configuration",
+            json.dumps(gg_config(ComponentVersion="5.0.0")),
+        )
+        jobs = {
+            j["JobName"]: j for j in ok(run, "list-model-packaging-jobs", "--project-name", "p")["ModelPackagingJobs"]
+        }
     assert jobs["from-doc"]["ModelVersion"] == "1"  # the flag beat the document's "2"
     assert jobs["from-yaml"]["ModelVersion"] == "2"
-    versions = {ok(run, "describe-model-packaging-job", "--project-name", "p", "--job-name", n)["ModelPackagingDescription"]
-                ["ModelPackagingOutputDetails"]["Greengrass"]["ComponentVersion"] for n in jobs}
+    versions = {
+        ok(run, "describe-model-packaging-job", "--project-name", "p", "--job-name", n)["ModelPackagingDescription"][
+            "ModelPackagingOutputDetails"
+        ]["Greengrass"]["ComponentVersion"]
+        for n in jobs
+    }
     assert versions == {"3.0.0", "4.0.0", "5.0.0"}
 
 
@@ -129,23 +198,40 @@ def test_skeleton_round_trips_as_input(run, home, tiny_model, monkeypatch, tmp_p
     gg = doc["Configuration"]["Greengrass"]
     for unused in ("CompilerOptions", "TargetDevice", "ComponentDescription"):
         del gg[unused]
-    gg.update(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, ComponentName="com.example.Skel", ComponentVersion="1.0.0",
-              S3OutputLocation={"Bucket": S3_BUCKET, "Prefix": "skel"}, Tags=[{"Key": "from", "Value": "skeleton"}])
+    gg.update(
+        TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+        ComponentName="com.example.Skel",
+        ComponentVersion="1.0.0",
+        S3OutputLocation={"Bucket": S3_BUCKET, "Prefix": "skel"},
+        Tags=[{"Key": "from", "Value": "skeleton"}],
+    )
     (tmp_path / "in.yaml").write_text(yaml.safe_dump(doc))
     with hold_worker_slot(home, monkeypatch):
-        assert ok(run, "start-model-packaging-job", "--cli-input-yaml", f"file://{tmp_path / 'in.yaml'}") == {"JobName": "skel"}
+        assert ok(run, "start-model-packaging-job", "--cli-input-yaml", f"file://{tmp_path / 'in.yaml'}") == {
+            "JobName": "skel"
+        }
 
 
 def test_errors_are_one_line_with_exit_codes(run, home, tmp_path):
     code, out, err = run("start-model-packaging-job", "--model-version", "1")
-    assert code == 2 and err.strip() == ("error: ValidationException: the following arguments are required: "
-                                         "--project-name, --configuration")
+    assert code == 2 and err.strip() == (
+        "error: ValidationException: the following arguments are required: --project-name, --configuration"
+    )
     code, _, err = run("describe-project", "--project-name", "ghost")
     assert code == 4 and err.startswith("error: ResourceNotFoundException: ") and err.count("\n") == 1
-    code, _, err = run("start-model-packaging-job", "--project-name", "p", "--model-version", "1", "--configuration", "{nope")
+    code, _, err = run(
+        "start-model-packaging-job", "--project-name", "p", "--model-version", "1", "--configuration", "{nope"
+    )
     assert code == 2 and "--configuration: not valid JSON" in err
-    code, _, err = run("start-model-packaging-job", "--project-name", "p", "--model-version", "1",
-                       "--configuration", f"file://{tmp_path / 'missing.json'}")
+    code, _, err = run(
+        "start-model-packaging-job",
+        "--project-name",
+        "p",
+        "--model-version",
+        "1",
+        "--configuration",
+        f"file://{tmp_path / 'missing.json'}",
+    )
     assert code == 2 and "missing.json" in err
     code, _, err = run("list-projects", "--max-results", "0")
     assert code == 2 and "MaxResults" in err
@@ -170,27 +256,81 @@ def test_output_formats(run, home):
 
 def test_wait_shows_progress_and_exits_nonzero_on_failure(home, tiny_model):
     env = cli_env(PACKAGER_HOME=str(home))
-    for argv in (("create-project", "--project-name", "w"), ("register-model", "--project-name", "w", "--model", str(tiny_model[0]))):
+    for argv in (
+        ("create-project", "--project-name", "w"),
+        ("register-model", "--project-name", "w", "--model", str(tiny_model[0])),
+    ):
         assert subprocess.run(cli_argv(*argv), cwd=REPO_ROOT, env=env, capture_output=True, timeout=60).returncode == 0
-    done = subprocess.run(cli_argv("start-model-packaging-job", "--project-name", "w", "--model-version", "1",
-                                   "--configuration", json.dumps(gg_config()), "--wait"),
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        cli_argv(
+            "start-model-packaging-job",
+            "--project-name",
+            "w",
+            "--model-version",
+            "1",
+            "--configuration",
+            json.dumps(gg_config()),
+            "--wait",
+        ),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     final = json.loads(done.stdout)["ModelPackagingDescription"]
     assert final["Status"] == "FAILED" and "region" in final["StatusMessage"]
-    assert "Waiting for job" in done.stderr and "FAILED" in done.stderr and done.stderr.rstrip().endswith(final["StatusMessage"])
+    assert (
+        "Waiting for job" in done.stderr
+        and "FAILED" in done.stderr
+        and done.stderr.rstrip().endswith(final["StatusMessage"])
+    )
 
 
 @pytest.mark.slow
 def test_wait_until_succeeded(home, tiny_model, s3_server):
     env = cli_env(PACKAGER_HOME=str(home))
-    subprocess.run(cli_argv("register-model", "--project-name", "demo", "--model", str(tiny_model[0]), "--spec",
-                            str(tiny_model[1]), "--create-project"), cwd=REPO_ROOT, env=env, check=True, capture_output=True)
-    config = gg_config(component="com.example.Demo", TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
-                       CompilerOptions="{'mcpu': 'core-avx2'}")
-    done = subprocess.run(cli_argv("start-model-packaging-job", "--project-name", "demo", "--model-version", "1",
-                                   "--job-name", "demo-job", "--configuration", json.dumps(config), "--wait"),
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        cli_argv(
+            "register-model",
+            "--project-name",
+            "demo",
+            "--model",
+            str(tiny_model[0]),
+            "--spec",
+            str(tiny_model[1]),
+            "--create-project",
+        ),
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    config = gg_config(
+        component="com.example.Demo",
+        TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+        CompilerOptions="{'mcpu': 'core-avx2'}",
+    )
+    done = subprocess.run(
+        cli_argv(
+            "start-model-packaging-job",
+            "--project-name",
+            "demo",
+            "--model-version",
+            "1",
+            "--job-name",
+            "demo-job",
+            "--configuration",
+            json.dumps(config),
+            "--wait",
+        ),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout)["ModelPackagingDescription"]
     assert final["Status"] == "SUCCEEDED" and "RUNNING" in done.stderr and "SUCCEEDED" in done.stderr

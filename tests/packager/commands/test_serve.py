@@ -8,13 +8,17 @@ from packager.cli import main
 from packager.service.jobs import packaging
 from packager.service.jobs.store import open_store
 from packager.service.server import app
-
 from tests.packager.service.jobs.support import gg_config, home  # noqa: F401  (fixture)
 
 
-@pytest.mark.parametrize("argv,environment,register", [
-    ([], None, True), (["--no-register"], None, False), ([], "1", False),
-])
+@pytest.mark.parametrize(
+    "argv,environment,register",
+    [
+        ([], None, True),
+        (["--no-register"], None, False),
+        ([], "1", False),
+    ],
+)
 def test_serve_hands_its_register_setting_to_the_server(monkeypatch, argv, environment, register):
     seen = []
 

@@ -21,12 +21,40 @@ def run_cli(*argv) -> int:
 def test_tune_then_list_export_and_import(tiny_model, tmp_path, capsys):
     model, spec = tiny_model
     cache = tmp_path / "cache"
-    assert run_cli("--model", str(model), "--model-spec", str(spec), "--trials", "3", "--quiet",
-                   "--compiler-options", '{"num-cores": 2}', "--tuning-cache", str(cache)) == 0
+    assert (
+        run_cli(
+            "--model",
+            str(model),
+            "--model-spec",
+            str(spec),
+            "--trials",
+            "3",
+            "--quiet",
+            "--compiler-options",
+            '{"num-cores": 2}',
+            "--tuning-cache",
+            str(cache),
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 trials in" in out and "0 task(s) already cached" in out
-    assert run_cli("--model", str(model), "--model-spec", str(spec), "--trials", "3", "--quiet",
-                   "--compiler-options", '{"num-cores": 2}', "--tuning-cache", str(cache)) == 0
+    assert (
+        run_cli(
+            "--model",
+            str(model),
+            "--model-spec",
+            str(spec),
+            "--trials",
+            "3",
+            "--quiet",
+            "--compiler-options",
+            '{"num-cores": 2}',
+            "--tuning-cache",
+            str(cache),
+        )
+        == 0
+    )
     assert ": 0 trials in" in capsys.readouterr().out  # the second request is served from the cache
     assert run_cli("--list", "--tuning-cache", str(cache)) == 0
     assert "3 records" in capsys.readouterr().out

@@ -13,7 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
-from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc, registry
+from packager.edge import edge_agent_pb2 as pb
+from packager.edge import edge_agent_pb2_grpc as pb_grpc
+from packager.edge import registry
 from packager.edge.agent import serve
 from packager.edge.model_host import ModelHost
 from tests.conftest import make_tiny_autoencoder, tiny_spec_dict
@@ -25,8 +27,13 @@ def edge_spec_dict() -> dict:
     """The untrained autoencoder reconstructs flat grey with error ~0.95 and a noisy patch with errors up to ~3,
     so these thresholds split a normal image from a defective one."""
     spec = tiny_spec_dict()
-    spec.update(image_threshold=1.5, pixel_threshold=1.2, normalization={"min": 0.9, "max": 3.0},
-                classes=[{"name": "scratch", "color": "#FF0000"}], background_color="#FFFFFF")
+    spec.update(
+        image_threshold=1.5,
+        pixel_threshold=1.2,
+        normalization={"min": 0.9, "max": 3.0},
+        classes=[{"name": "scratch", "color": "#FF0000"}],
+        background_color="#FFFFFF",
+    )
     return spec
 
 
@@ -38,7 +45,7 @@ def defective_image(height: int = 96, width: int = 128) -> np.ndarray:
     image = normal_image(height, width)
     rng = np.random.default_rng(0)
     top, left = height // 3, width // 3
-    image[top:2 * top, left:2 * left] = rng.integers(0, 256, (top, left, 3))
+    image[top : 2 * top, left : 2 * left] = rng.integers(0, 256, (top, left, 3))
     return image
 
 
@@ -100,7 +107,9 @@ def make_agent(tmp_path, compiled_model_dir):
     def start(max_in_flight: int = 32, sinks: tuple = (), thresholds=None, model_arn: str = "") -> RunningAgent:
         registry_dir = tmp_path / f"registry{len(agents)}"
         registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir, model_arn))
-        agent = RunningAgent(registry_dir, f"unix://{tmp_path}/agent{len(agents)}.sock", max_in_flight, sinks, thresholds)
+        agent = RunningAgent(
+            registry_dir, f"unix://{tmp_path}/agent{len(agents)}.sock", max_in_flight, sinks, thresholds
+        )
         agents.append(agent)
         return agent
 
@@ -146,7 +155,9 @@ class Mosquitto:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = free_port()
         self.config = work / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{self.run_as}")
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{self.run_as}"
+        )
         self.log = work / "mosquitto.log"
         self.process: subprocess.Popen | None = None
 
@@ -161,7 +172,7 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port)

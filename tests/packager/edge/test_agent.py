@@ -14,7 +14,8 @@ import grpc
 import numpy as np
 import pytest
 
-from packager.edge import edge_agent_pb2 as pb, registry
+from packager.edge import edge_agent_pb2 as pb
+from packager.edge import registry
 from packager.edge.model_runner import AnomalyDetector
 from tests.packager.edge.conftest import MODEL, bitmap, defective_image, normal_image, wait_for_status
 
@@ -66,12 +67,17 @@ def test_normal_and_defective_images(running_agent, compiled_model_dir):
         assert result.is_anomalous is anomalous
         assert result.anomaly_score == pytest.approx(expected.score, rel=1e-5)
         norm = spec["normalization"]
-        assert result.anomaly_threshold == pytest.approx((spec["image_threshold"] - norm["min"]) / (norm["max"] - norm["min"]))
+        assert result.anomaly_threshold == pytest.approx(
+            (spec["image_threshold"] - norm["min"]) / (norm["max"] - norm["min"])
+        )
         assert result.is_anomalous == (result.anomaly_score > result.anomaly_threshold)
         assert 0.0 <= result.confidence <= 1.0 and result.confidence == pytest.approx(expected.confidence, abs=1e-5)
         mask = np.frombuffer(result.anomaly_mask.byte_data, np.uint8).reshape(image.shape)
         assert (result.anomaly_mask.width, result.anomaly_mask.height) == (image.shape[1], image.shape[0])
-        assert [(a.name, a.pixel_anomaly.hex_color) for a in result.anomalies] == [("background", "#FFFFFF"), ("scratch", "#FF0000")]
+        assert [(a.name, a.pixel_anomaly.hex_color) for a in result.anomalies] == [
+            ("background", "#FFFFFF"),
+            ("scratch", "#FF0000"),
+        ]
         areas = [a.pixel_anomaly.total_percentage_area for a in result.anomalies]
         assert sum(areas) == pytest.approx(1.0, abs=1e-5)
         red = np.all(mask == (255, 0, 0), axis=-1)
@@ -87,16 +93,21 @@ def test_shared_memory_input_and_mask_round_trip(running_agent):
     source = shared_memory.SharedMemory(create=True, size=size + 16)
     target = shared_memory.SharedMemory(create=True, size=size + 32)
     try:
-        source.buf[16:16 + size] = image.tobytes()
+        source.buf[16 : 16 + size] = image.tobytes()
         request = pb.DetectAnomaliesRequest(
             model_component=MODEL,
-            bitmap=pb.Bitmap(width=100, height=80, shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=size, offset=16)),
-            anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=size + 24, offset=8)))
+            bitmap=pb.Bitmap(
+                width=100, height=80, shared_memory_handle=pb.SharedMemoryHandle(name=source.name, size=size, offset=16)
+            ),
+            anomaly_mask_params=pb.AnomalyMaskParams(
+                shared_memory_handle=pb.SharedMemoryHandle(name=target.name, size=size + 24, offset=8)
+            ),
+        )
         result = running_agent.stub.DetectAnomalies(request).detect_anomaly_result
         handle = result.anomaly_mask.shared_memory_handle
         assert result.anomaly_mask.WhichOneof("data") == "shared_memory_handle"
         assert (handle.name, handle.size, handle.offset) == (target.name, size, 8)
-        assert bytes(target.buf[8:8 + size]) == with_inline.anomaly_mask.byte_data
+        assert bytes(target.buf[8 : 8 + size]) == with_inline.anomaly_mask.byte_data
         assert result.anomaly_score == with_inline.anomaly_score and result.is_anomalous
     finally:
         for segment in (source, target):
@@ -104,12 +115,15 @@ def test_shared_memory_input_and_mask_round_trip(running_agent):
             segment.unlink()
 
 
-@pytest.mark.parametrize("width, height, data, field", [
-    (63, 64, bytes(63 * 64 * 3), "bitmap.width"),
-    (64, 4097, bytes(64 * 4097 * 3), "bitmap.height"),
-    (64, 64, bytes(64 * 64 * 3 - 1), "byte_data"),
-    (64, 64, None, "byte_data or shared_memory_handle"),
-])
+@pytest.mark.parametrize(
+    "width, height, data, field",
+    [
+        (63, 64, bytes(63 * 64 * 3), "bitmap.width"),
+        (64, 4097, bytes(64 * 4097 * 3), "bitmap.height"),
+        (64, 64, bytes(64 * 64 * 3 - 1), "byte_data"),
+        (64, 64, None, "byte_data or shared_memory_handle"),
+    ],
+)
 def test_bad_bitmaps_are_invalid_argument(running_agent, width, height, data, field):
     request = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=pb.Bitmap(width=width, height=height))
     if data is not None:
@@ -121,16 +135,29 @@ def test_bad_bitmaps_are_invalid_argument(running_agent, width, height, data, fi
 def test_bad_shared_memory_handles_are_invalid_argument(running_agent):
     image = normal_image(64, 64)
     stub = running_agent.stub
-    missing = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=pb.Bitmap(
-        width=64, height=64, shared_memory_handle=pb.SharedMemoryHandle(name="no-such-segment", size=image.size)))
+    missing = pb.DetectAnomaliesRequest(
+        model_component=MODEL,
+        bitmap=pb.Bitmap(
+            width=64, height=64, shared_memory_handle=pb.SharedMemoryHandle(name="no-such-segment", size=image.size)
+        ),
+    )
     assert "no such shared memory segment" in rpc_error(stub.DetectAnomalies, missing).details()
-    escaping = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=pb.Bitmap(
-        width=64, height=64, shared_memory_handle=pb.SharedMemoryHandle(name="../../etc/passwd", size=image.size)))
+    escaping = pb.DetectAnomaliesRequest(
+        model_component=MODEL,
+        bitmap=pb.Bitmap(
+            width=64, height=64, shared_memory_handle=pb.SharedMemoryHandle(name="../../etc/passwd", size=image.size)
+        ),
+    )
     assert rpc_error(stub.DetectAnomalies, escaping).code() == grpc.StatusCode.INVALID_ARGUMENT
     small = shared_memory.SharedMemory(create=True, size=image.size - 1)
     try:
-        too_small = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image), anomaly_mask_params=pb.AnomalyMaskParams(
-            shared_memory_handle=pb.SharedMemoryHandle(name=small.name, size=image.size - 1)))
+        too_small = pb.DetectAnomaliesRequest(
+            model_component=MODEL,
+            bitmap=bitmap(image),
+            anomaly_mask_params=pb.AnomalyMaskParams(
+                shared_memory_handle=pb.SharedMemoryHandle(name=small.name, size=image.size - 1)
+            ),
+        )
         error = rpc_error(stub.DetectAnomalies, too_small)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "anomaly_mask_params" in error.details()
     finally:
@@ -150,9 +177,14 @@ def test_shared_memory_names_that_are_not_segments_are_refused(running_agent, tm
     try:
         handle = pb.SharedMemoryHandle(name=name, size=image.size)
         for request in (
-            pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image),
-                                      anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=handle)),
-            pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=pb.Bitmap(width=64, height=64, shared_memory_handle=handle)),
+            pb.DetectAnomaliesRequest(
+                model_component=MODEL,
+                bitmap=bitmap(image),
+                anomaly_mask_params=pb.AnomalyMaskParams(shared_memory_handle=handle),
+            ),
+            pb.DetectAnomaliesRequest(
+                model_component=MODEL, bitmap=pb.Bitmap(width=64, height=64, shared_memory_handle=handle)
+            ),
         ):
             error = rpc_error(running_agent.stub.DetectAnomalies, request)
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
@@ -164,27 +196,37 @@ def test_shared_memory_names_that_are_not_segments_are_refused(running_agent, tm
 
 def test_missing_fields_are_invalid_argument(running_agent):
     stub = running_agent.stub
-    for request in (pb.DetectAnomaliesRequest(model_component=MODEL), pb.DetectAnomaliesRequest(bitmap=bitmap(normal_image()))):
+    for request in (
+        pb.DetectAnomaliesRequest(model_component=MODEL),
+        pb.DetectAnomaliesRequest(bitmap=bitmap(normal_image())),
+    ):
         assert rpc_error(stub.DetectAnomalies, request).code() == grpc.StatusCode.INVALID_ARGUMENT
-    for call, request in ((stub.StartModel, pb.StartModelRequest()), (stub.StopModel, pb.StopModelRequest()),
-                          (stub.DescribeModel, pb.DescribeModelRequest())):
+    for call, request in (
+        (stub.StartModel, pb.StartModelRequest()),
+        (stub.StopModel, pb.StopModelRequest()),
+        (stub.DescribeModel, pb.DescribeModelRequest()),
+    ):
         assert rpc_error(call, request).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_unknown_component_is_not_found(agent):
     stub = agent.stub
-    for call, request in ((stub.StartModel, pb.StartModelRequest(model_component="nope")),
-                          (stub.StopModel, pb.StopModelRequest(model_component="nope")),
-                          (stub.DescribeModel, pb.DescribeModelRequest(model_component="nope")),
-                          (stub.DetectAnomalies, pb.DetectAnomaliesRequest(model_component="nope", bitmap=bitmap(normal_image())))):
+    for call, request in (
+        (stub.StartModel, pb.StartModelRequest(model_component="nope")),
+        (stub.StopModel, pb.StopModelRequest(model_component="nope")),
+        (stub.DescribeModel, pb.DescribeModelRequest(model_component="nope")),
+        (stub.DetectAnomalies, pb.DetectAnomaliesRequest(model_component="nope", bitmap=bitmap(normal_image()))),
+    ):
         error = rpc_error(call, request)
         assert error.code() == grpc.StatusCode.NOT_FOUND and "nope" in error.details()
 
 
 def test_wrong_state_is_failed_precondition(agent):
     stub = agent.stub
-    for call, request in ((stub.StopModel, pb.StopModelRequest(model_component=MODEL)),
-                          (stub.DetectAnomalies, pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(normal_image())))):
+    for call, request in (
+        (stub.StopModel, pb.StopModelRequest(model_component=MODEL)),
+        (stub.DetectAnomalies, pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(normal_image()))),
+    ):
         error = rpc_error(call, request)
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "STOPPED" in error.details()
     stub.StartModel(pb.StartModelRequest(model_component=MODEL))
@@ -233,7 +275,10 @@ def test_overload_is_resource_exhausted_not_queued(make_agent):
         error = rpc_error(agent.stub.DetectAnomalies, request)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # control calls keep their own workers
-        assert agent.stub.DescribeModel(pb.DescribeModelRequest(model_component=MODEL)).model_description.status == pb.RUNNING
+        assert (
+            agent.stub.DescribeModel(pb.DescribeModelRequest(model_component=MODEL)).model_description.status
+            == pb.RUNNING
+        )
     assert first.result(timeout=30).detect_anomaly_result.is_anomalous is False
 
 
@@ -282,7 +327,8 @@ def test_sixteen_concurrent_clients_for_ten_seconds(running_agent):
 
 
 def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_agent):
-    from packager.edge import client, edge_agent_pb2_grpc as pb_grpc
+    from packager.edge import client
+    from packager.edge import edge_agent_pb2_grpc as pb_grpc
 
     image = defective_image(1200, 1600)  # its mask is 5.8 MB inline; gRPC clients accept 4 MB by default
     request = pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image))
@@ -290,7 +336,9 @@ def test_client_channel_carries_a_mask_too_big_for_grpcs_default_limit(running_a
     with client.channel(running_agent.address) as channel:
         result = pb_grpc.EdgeAgentStub(channel).DetectAnomalies(request).detect_anomaly_result
     assert result.is_anomalous is True
-    assert len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
+    assert (
+        len(result.anomaly_mask.byte_data) == image.size and result.anomalies[1].pixel_anomaly.total_percentage_area > 0
+    )
 
 
 def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: int) -> tuple[str, str]:
@@ -300,14 +348,31 @@ def _agent_after_one_detection(tmp_path, compiled_model_dir, inference_threads: 
 
     from packager.edge import edge_agent_pb2_grpc as pb_grpc
 
-    registry_dir, address = tmp_path / f"registry-{inference_threads}", f"unix://{tmp_path}/threads-{inference_threads}.sock"
+    registry_dir, address = (
+        tmp_path / f"registry-{inference_threads}",
+        f"unix://{tmp_path}/threads-{inference_threads}.sock",
+    )
     registry.add(registry_dir, registry.ModelRegistration(MODEL, "1.0.0", compiled_model_dir))
     env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "TVM_USE_RUNTIME_LIB")}
     log_path = tmp_path / f"agent-{inference_threads}.log"
     with open(log_path, "wb") as log:
-        agent = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", address, "--registry", str(registry_dir),
-                                  "--inference-threads", str(inference_threads)], cwd=Path(__file__).resolve().parents[3], env=env,
-                                 stdout=log, stderr=subprocess.STDOUT)
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "packager.edge.agent",
+                "--socket",
+                address,
+                "--registry",
+                str(registry_dir),
+                "--inference-threads",
+                str(inference_threads),
+            ],
+            cwd=Path(__file__).resolve().parents[3],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         with grpc.insecure_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)

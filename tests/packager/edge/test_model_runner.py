@@ -30,8 +30,9 @@ def _reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
             x = min(max((j + 0.5) * src_w / width - 0.5, 0), src_w - 1)
             x0, wx = int(np.floor(x)), x - np.floor(x)
             y1, x1 = min(y0 + 1, src_h - 1), min(x0 + 1, src_w - 1)
-            out[i, j] = ((1 - wy) * ((1 - wx) * image[y0, x0] + wx * image[y0, x1])
-                         + wy * ((1 - wx) * image[y1, x0] + wx * image[y1, x1]))
+            out[i, j] = (1 - wy) * ((1 - wx) * image[y0, x0] + wx * image[y0, x1]) + wy * (
+                (1 - wx) * image[y1, x0] + wx * image[y1, x1]
+            )
     return out
 
 
@@ -51,7 +52,12 @@ def test_a_cuda_model_where_tvm_cuda_runtime_cannot_load_names_the_missing_libra
         pass
     else:
         pytest.skip("this machine has the NVIDIA driver's libcuda.so.1, so TVM's CUDA runtime loads")
-    (tmp_path / "manifest.json").write_text(json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]}))
-    with pytest.raises(RuntimeError, match=r"runs on CUDA, but TVM's CUDA runtime \(.*libtvm_runtime_cuda\.so\) did not load: "
-                                           r"libcuda(rt)?\.so\.1?3?: cannot open"):
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"device": "cuda", "entry": "main", "params": [], "outputs": ["score"]})
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"runs on CUDA, but TVM's CUDA runtime \(.*libtvm_runtime_cuda\.so\) did not load: "
+        r"libcuda(rt)?\.so\.1?3?: cannot open",
+    ):
         CompiledModel.load(tmp_path)

@@ -7,7 +7,8 @@ import time
 import grpc
 
 from benchmarks.edge_overhead import floor_servicer
-from packager.edge import edge_agent_pb2 as pb, edge_agent_pb2_grpc as pb_grpc
+from packager.edge import edge_agent_pb2 as pb
+from packager.edge import edge_agent_pb2_grpc as pb_grpc
 from packager.edge.agent import listen
 
 from .conftest import MODEL, bitmap, defective_image

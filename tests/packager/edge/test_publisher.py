@@ -18,7 +18,9 @@ ARN = "arn:aws:lookoutvision:us-east-1:123456789012:model/circuits/3"
 
 
 def publisher_for(broker, **settings) -> ResultPublisher:
-    return ResultPublisher(parse_mqtt({"Enabled": True, "BrokerUrl": broker.url, **settings}), thing_name="line-7").start()
+    return ResultPublisher(
+        parse_mqtt({"Enabled": True, "BrokerUrl": broker.url, **settings}), thing_name="line-7"
+    ).start()
 
 
 def started(make_agent, publisher):
@@ -30,7 +32,9 @@ def started(make_agent, publisher):
 
 
 def detect(stub, image) -> pb.DetectAnomalyResult:
-    return stub.DetectAnomalies(pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image))).detect_anomaly_result
+    return stub.DetectAnomalies(
+        pb.DetectAnomaliesRequest(model_component=MODEL, bitmap=bitmap(image))
+    ).detect_anomaly_result
 
 
 def test_one_message_per_detection_with_the_documented_fields(mosquitto, make_agent):
@@ -49,9 +53,20 @@ def test_one_message_per_detection_with_the_documented_fields(mosquitto, make_ag
     assert {topic for topic, _ in messages} == {f"lookoutvision/line-7/{MODEL}/result"}
     assert len({m["image_id"] for _, m in messages}) == len(images)
     for (_, message), answer, image in zip(messages, answers, images):
-        assert set(message) == {"format", "model_component", "lookout_vision_model_arn", "timestamp", "image_id",
-                                "is_anomalous", "anomaly_score", "anomaly_threshold", "confidence", "anomalies",
-                                "inference_latency_ms", "image"}
+        assert set(message) == {
+            "format",
+            "model_component",
+            "lookout_vision_model_arn",
+            "timestamp",
+            "image_id",
+            "is_anomalous",
+            "anomaly_score",
+            "anomaly_threshold",
+            "confidence",
+            "anomalies",
+            "inference_latency_ms",
+            "image",
+        }
         assert (message["model_component"], message["lookout_vision_model_arn"]) == (MODEL, ARN)
         assert message["timestamp"].endswith("Z") and time.strptime(message["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
         assert message["is_anomalous"] is answer.is_anomalous
@@ -59,9 +74,11 @@ def test_one_message_per_detection_with_the_documented_fields(mosquitto, make_ag
         assert message["anomaly_threshold"] == pytest.approx(answer.anomaly_threshold)
         assert message["confidence"] == pytest.approx(answer.confidence, rel=1e-6)
         assert [(a["name"], a["hex_color"]) for a in message["anomalies"]] == [
-            (a.name, a.pixel_anomaly.hex_color) for a in answer.anomalies]
+            (a.name, a.pixel_anomaly.hex_color) for a in answer.anomalies
+        ]
         assert [a["total_percentage_area"] for a in message["anomalies"]] == pytest.approx(
-            [a.pixel_anomaly.total_percentage_area for a in answer.anomalies], abs=1e-6)
+            [a.pixel_anomaly.total_percentage_area for a in answer.anomalies], abs=1e-6
+        )
         assert 0 < message["inference_latency_ms"] < 10_000
         assert message["image"] == {"width": image.shape[1], "height": image.shape[0]}
     assert [m["is_anomalous"] for _, m in messages] == [False, True, False, True]
@@ -139,13 +156,47 @@ def _tls_files(work) -> tuple[str, str, str]:
     """A throw-away CA and a server certificate for 127.0.0.1, made with the openssl command."""
     import subprocess
 
-    ca_key, ca, key, request, cert = (str(work / n) for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ca_key, ca, key, request, cert = (
+        str(work / n) for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
     (work / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
     for command in (
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout", ca_key, "-out", ca],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+        ],
         ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", request],
-        ["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-         "-extfile", str(work / "san.cnf"), "-out", cert]):
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            request,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(work / "san.cnf"),
+            "-out",
+            cert,
+        ],
+    ):
         subprocess.run(command, check=True, capture_output=True, timeout=60)
     return ca, cert, key
 
@@ -157,28 +208,37 @@ def test_tls_with_a_username_and_password(tmp_path, make_agent):
     from tests.packager.edge.conftest import Mosquitto, free_port
 
     ca, cert, key = _tls_files(tmp_path)
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwords"), "line@7", "s3cret:pw"], check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwords"), "line@7", "s3cret:pw"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     broker = Mosquitto(tmp_path)
     tls_port = free_port()
     broker.config.write_text(
         f"per_listener_settings true\n{broker.run_as}"
         f"listener {broker.port} 127.0.0.1\nallow_anonymous true\n"
         f"listener {tls_port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path / 'passwords'}\n"
-        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+    )
     broker.start()
     subscriber = Subscriber(broker.port, "lookoutvision/#")
     try:
         subscriber.wait_subscribed()
-        wrong = ResultPublisher(parse_mqtt({"Enabled": True, "BrokerUrl": f"mqtts://line%407:wrong@127.0.0.1:{tls_port}",
-                                            "CaFile": ca})).start()
+        wrong = ResultPublisher(
+            parse_mqtt({"Enabled": True, "BrokerUrl": f"mqtts://line%407:wrong@127.0.0.1:{tls_port}", "CaFile": ca})
+        ).start()
         assert not wrong.wait_connected(2)  # refused: the publisher keeps dropping, the agent is unaffected
         wrong.close()
-        publisher = ResultPublisher(parse_mqtt({"Enabled": True, "BrokerUrl": f"mqtts://line%407:s3cret%3Apw@127.0.0.1:{tls_port}",
-                                                "CaFile": ca})).start()
+        publisher = ResultPublisher(
+            parse_mqtt(
+                {"Enabled": True, "BrokerUrl": f"mqtts://line%407:s3cret%3Apw@127.0.0.1:{tls_port}", "CaFile": ca}
+            )
+        ).start()
         agent = started(make_agent, publisher)
         answer = detect(agent.stub, defective_image())
-        (_, message), = subscriber.wait_for(1)
+        ((_, message),) = subscriber.wait_for(1)
         assert message["is_anomalous"] is answer.is_anomalous is True
     finally:
         subscriber.close()

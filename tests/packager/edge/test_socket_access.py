@@ -18,9 +18,9 @@ import grpc
 import pytest
 import yaml
 
-from packager.greengrass.bundle import agent_bundle
 from packager.edge import edge_agent_pb2 as pb
 from packager.edge import edge_agent_pb2_grpc as pb_grpc
+from packager.greengrass.bundle import agent_bundle
 from targets import host_target
 
 REPO = Path(__file__).resolve().parents[3]
@@ -38,10 +38,23 @@ def socket_dir():
 
 def _start_agent(socket_dir: Path, *flags: str) -> tuple[subprocess.Popen, Path]:
     path = socket_dir / "agent.sock"
-    process = subprocess.Popen([sys.executable, "-m", "packager.edge.agent", "--socket", f"unix://{path}",
-                                "--registry", str(socket_dir / "models"), *flags], cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "packager.edge.agent",
+            "--socket",
+            f"unix://{path}",
+            "--registry",
+            str(socket_dir / "models"),
+            *flags,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         if path.exists():
@@ -118,14 +131,33 @@ def test_configured_group_lets_its_members_connect(socket_dir):
         _stop(process)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (("--socket-mode", "999"), "octal permission bits"), (("--socket-mode", "0066"), "own user"),
-    (("--socket-mode", "0660; rm -rf /"), "octal permission bits"),
-    (("--socket-group", "no-such-group-here"), "does not exist")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("--socket-mode", "999"), "octal permission bits"),
+        (("--socket-mode", "0066"), "own user"),
+        (("--socket-mode", "0660; rm -rf /"), "octal permission bits"),
+        (("--socket-group", "no-such-group-here"), "does not exist"),
+    ],
+)
 def test_bad_socket_settings_stop_the_agent_with_one_line(socket_dir, flags, message):
-    done = subprocess.run([sys.executable, "-m", "packager.edge.agent", "--socket", f"unix://{socket_dir}/a.sock",
-                           "--registry", str(socket_dir / "models"), *flags], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packager.edge.agent",
+            "--socket",
+            f"unix://{socket_dir}/a.sock",
+            "--registry",
+            str(socket_dir / "models"),
+            *flags,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (socket_dir / "a.sock").exists()
 

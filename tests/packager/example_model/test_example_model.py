@@ -92,14 +92,14 @@ def test_model_separates_unseen_normal_and_defective_images(session, spec):
     scores, maps = run_model(session, spec, images)
     assert rank_auroc(scores, labels) >= 0.90
     for k, kind in enumerate(DEFECT_KINDS):
-        kind_scores = np.concatenate([scores[labels == 0], scores[40 + k::len(DEFECT_KINDS)]])
+        kind_scores = np.concatenate([scores[labels == 0], scores[40 + k :: len(DEFECT_KINDS)]])
         kind_labels = np.r_[np.zeros(40, int), np.ones(14, int)]
         assert rank_auroc(kind_scores, kind_labels) >= 0.85, kind
     # The map points at the defect: its hottest pixel lies inside the (slightly grown) ground-truth mask mostly.
     hits = []
     for anomaly_map, mask in zip(maps[labels == 1], masks[labels == 1]):
         y, x = np.unravel_index(np.argmax(anomaly_map), anomaly_map.shape)
-        hits.append(mask[max(y - 4, 0):y + 5, max(x - 4, 0):x + 5].any())
+        hits.append(mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5].any())
     assert np.mean(hits) >= 0.8
 
 

@@ -8,21 +8,29 @@ import jsonschema
 import pytest
 import yaml
 
-from packager.greengrass.bundle import AGENT_COMPONENT, ComponentIdentity, S3Location, agent_bundle, bundle
-from packager.greengrass.local.deploy import version_satisfies
+from packager.build.pipeline import PackagingRequest, run_packaging
 from packager.edge import AGENT_VERSION
 from packager.errors import ValidationException
-from packager.build.pipeline import PackagingRequest, run_packaging
+from packager.greengrass.bundle import AGENT_COMPONENT, ComponentIdentity, S3Location, agent_bundle, bundle
+from packager.greengrass.local.deploy import version_satisfies
 from packager.greengrass.recipe import MAX_RECIPE_BYTES, validate_recipe
 from targets import host_target
+
 
 @pytest.fixture(scope="module")
 def packaged(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("gg")
     work = tmp_path_factory.mktemp("work")
-    request = PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(),
-                               component_name="com.acme.Tiny", component_version="3.0.0", output_dir=out,
-                               benchmark_runs=3, work_dir=work)
+    request = PackagingRequest(
+        model_path=tiny_model[0],
+        spec_path=tiny_model[1],
+        target=host_target(),
+        component_name="com.acme.Tiny",
+        component_version="3.0.0",
+        output_dir=out,
+        benchmark_runs=3,
+        work_dir=work,
+    )
     return request, run_packaging(request)
 
 
@@ -71,8 +79,15 @@ def test_zip_holds_library_params_spec_and_runner_and_the_report_lies_beside_it(
     with zipfile.ZipFile(result.bundle.artifacts[0].path) as archive:
         names = archive.namelist()
         assert names == sorted(names)
-        assert {"compiled/model.so", "compiled/params.bin", "compiled/spec.json", "compiled/manifest.json",
-                "requirements.txt", "lookout_edge/classify.py", "lookout_edge/model_runner.py"} <= set(names)
+        assert {
+            "compiled/model.so",
+            "compiled/params.bin",
+            "compiled/spec.json",
+            "compiled/manifest.json",
+            "requirements.txt",
+            "lookout_edge/classify.py",
+            "lookout_edge/model_runner.py",
+        } <= set(names)
         assert "benchmark.json" not in names, "a per-build report inside the ZIP would change its digest every build"
         assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in archive.infolist())
     [report_path] = result.bundle.reports
@@ -85,14 +100,16 @@ def test_zip_holds_library_params_spec_and_runner_and_the_report_lies_beside_it(
 def test_same_inputs_give_byte_identical_zip(packaged, tmp_path):
     """Rebuild the bundle from the same inputs: same bytes, same digest."""
     request, result = packaged
-    from compilers.tvm_compile import compile_model
     from compilers.frontends.intake import import_model
     from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
 
     first = result.bundle.artifacts[0].path.read_bytes()
     imported = import_model(request.model_path, request.spec_path)
     artifact = compile_model(imported, request.target, CompileOptions(work_dir=tmp_path / "work"))
-    again = bundle(artifact, result.benchmark, request.target, ComponentIdentity("com.acme.Tiny", "3.0.0"), tmp_path / "gg")
+    again = bundle(
+        artifact, result.benchmark, request.target, ComponentIdentity("com.acme.Tiny", "3.0.0"), tmp_path / "gg"
+    )
     assert again.artifacts[0].path.read_bytes() == first
     assert again.artifacts[0].sha256_b64 == result.bundle.artifacts[0].sha256_b64
 
@@ -104,16 +121,31 @@ def test_s3_location_sets_artifact_uri(packaged, tmp_path):
     from compilers.model import CompileOptions
     from compilers.tvm_compile import compile_model
 
-    artifact = compile_model(import_model(request.model_path, request.spec_path), request.target, CompileOptions(work_dir=tmp_path / "w"))
-    b = bundle(artifact, result.benchmark, request.target, ComponentIdentity("com.acme.Tiny", "3.0.0"), tmp_path / "gg",
-               S3Location("my-bucket", "models/line1"))
+    artifact = compile_model(
+        import_model(request.model_path, request.spec_path), request.target, CompileOptions(work_dir=tmp_path / "w")
+    )
+    b = bundle(
+        artifact,
+        result.benchmark,
+        request.target,
+        ComponentIdentity("com.acme.Tiny", "3.0.0"),
+        tmp_path / "gg",
+        S3Location("my-bucket", "models/line1"),
+    )
     assert b.artifacts[0].uri == "s3://my-bucket/models/line1/com.acme.Tiny/3.0.0/model.zip"
     assert "s3://my-bucket/models/line1/com.acme.Tiny/3.0.0/model.zip" in b.recipe_text
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("field, value", [("ComponentName", "bad name!"), ("ComponentName", "x" * 129),
-                                          ("ComponentVersion", "1.0"), ("ComponentVersion", "1234567.0.0")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("ComponentName", "bad name!"),
+        ("ComponentName", "x" * 129),
+        ("ComponentVersion", "1.0"),
+        ("ComponentVersion", "1234567.0.0"),
+    ],
+)
 def test_recipe_rejects_names_the_service_rejects(packaged, field, value):
     _, result = packaged
     recipe = yaml.safe_load(result.bundle.recipe_text)
@@ -136,11 +168,16 @@ def test_model_component_depends_on_the_agent_and_registers_with_it(packaged):
     _, result = packaged
     recipe = yaml.safe_load(result.bundle.recipe_text)
     requirement = recipe["ComponentDependencies"][AGENT_COMPONENT]
-    assert requirement["DependencyType"] == "HARD" and version_satisfies(AGENT_VERSION, requirement["VersionRequirement"])
+    assert requirement["DependencyType"] == "HARD" and version_satisfies(
+        AGENT_VERSION, requirement["VersionRequirement"]
+    )
     run = recipe["Manifests"][0]["Lifecycle"]["Run"]["Script"]
     assert "lookout_edge.registry add" in run and f"{{{AGENT_COMPONENT}:work:path}}/models" in run
     assert [d.component_name for d in result.bundle.dependencies] == [AGENT_COMPONENT]
-    assert result.bundle.dependencies[0].recipe_path == result.bundle.root / "recipes" / f"{AGENT_COMPONENT}-{AGENT_VERSION}.yaml"
+    assert (
+        result.bundle.dependencies[0].recipe_path
+        == result.bundle.root / "recipes" / f"{AGENT_COMPONENT}-{AGENT_VERSION}.yaml"
+    )
 
 
 def test_agent_component_is_schema_valid_and_serves_lookouts_socket(tmp_path):
@@ -150,7 +187,10 @@ def test_agent_component_is_schema_valid_and_serves_lookouts_socket(tmp_path):
     jsonschema.validate(_lower(recipe), schema)
     validate_recipe(recipe)
     assert len(agent.recipe_path.read_bytes()) < MAX_RECIPE_BYTES
-    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["Socket"] == "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
+    assert (
+        recipe["ComponentConfiguration"]["DefaultConfiguration"]["Socket"]
+        == "unix:///tmp/aws.iot.lookoutvision.EdgeAgent.sock"
+    )
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
     assert "--system-site-packages" in lifecycle["Install"]["Script"]
     assert '--socket "{configuration:/Socket}"' in lifecycle["Run"]["Script"]
@@ -159,8 +199,13 @@ def test_agent_component_is_schema_valid_and_serves_lookouts_socket(tmp_path):
     assert agent.artifacts[0].path == tmp_path / "artifacts" / AGENT_COMPONENT / AGENT_VERSION / "edge_agent.zip"
     with zipfile.ZipFile(agent.artifacts[0].path) as archive:
         names = set(archive.namelist())
-        assert {"lookout_edge/agent.py", "lookout_edge/edge_agent_pb2.py", "lookout_edge/edge_agent_pb2_grpc.py",
-                "lookout_edge/edge_agent.proto", "requirements.txt"} <= names
+        assert {
+            "lookout_edge/agent.py",
+            "lookout_edge/edge_agent_pb2.py",
+            "lookout_edge/edge_agent_pb2_grpc.py",
+            "lookout_edge/edge_agent.proto",
+            "requirements.txt",
+        } <= names
         requirements = archive.read("requirements.txt").decode().split()
     assert any(r.startswith("apache-tvm==") for r in requirements)
     assert any(r.startswith("grpcio>=") for r in requirements) and any(r.startswith("protobuf>=") for r in requirements)
@@ -186,16 +231,21 @@ def test_cpu_and_jetson_agents_are_separate_components(tmp_path):
 
 
 def test_the_model_arn_reaches_the_agents_registration(tmp_path):
-    from packager.greengrass.bundle import model_lifecycle
     from packager.edge import registry
+    from packager.greengrass.bundle import model_lifecycle
     from targets import host_target
 
     arn = "arn:aws:lookoutvision:us-east-1:123456789012:model/line3/2"
     run = model_lifecycle(ComponentIdentity("com.acme.Tiny", "3.0.0", model_arn=arn), host_target())["Run"]["Script"]
-    assert "--model-arn" not in model_lifecycle(ComponentIdentity("com.acme.Tiny", "3.0.0"), host_target())["Run"]["Script"]
+    assert (
+        "--model-arn"
+        not in model_lifecycle(ComponentIdentity("com.acme.Tiny", "3.0.0"), host_target())["Run"]["Script"]
+    )
     (tmp_path / "model" / "compiled").mkdir(parents=True)
     (tmp_path / "model" / "compiled" / "manifest.json").write_text("{}")
-    run = run.replace("{artifacts:decompressedPath}", str(tmp_path)).replace(f"{{{AGENT_COMPONENT}:work:path}}", str(tmp_path / "agent"))
+    run = run.replace("{artifacts:decompressedPath}", str(tmp_path)).replace(
+        f"{{{AGENT_COMPONENT}:work:path}}", str(tmp_path / "agent")
+    )
     assert registry.main(shlex.split(run)[3:]) == 0  # what follows "python3 -m lookout_edge.registry"
     assert registry.scan(tmp_path / "agent" / "models")["com.acme.Tiny"].model_arn == arn
 
@@ -215,8 +265,11 @@ def test_large_incompressible_entries_are_stored_and_the_rest_deflated():
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         kinds = {info.filename: info.compress_type for info in archive.infolist()}
         assert archive.read("compiled/params.bin") == weights and archive.read("compiled/model.so") == code
-    assert kinds == {"compiled/params.bin": zipfile.ZIP_STORED, "compiled/model.so": zipfile.ZIP_DEFLATED,
-                     "small.txt": zipfile.ZIP_DEFLATED}
+    assert kinds == {
+        "compiled/params.bin": zipfile.ZIP_STORED,
+        "compiled/model.so": zipfile.ZIP_DEFLATED,
+        "small.txt": zipfile.ZIP_DEFLATED,
+    }
     assert reproducible_zip([("compiled/params.bin", weights)]) == reproducible_zip([("compiled/params.bin", weights)])
 
 

@@ -10,7 +10,7 @@ ACCOUNT = "123456789012"
 COMPONENT_ARN = f"arn:aws:greengrass:us-east-1:{ACCOUNT}:components:{COMPONENT_NAME}"
 VERSION_ARN = f"{COMPONENT_ARN}:versions:{COMPONENT_VERSION}"
 TAGS = {"project": "casting-inspection", "owner": "quality-team"}
-WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def expect_not_registered(stub) -> None:

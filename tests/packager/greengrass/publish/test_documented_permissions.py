@@ -10,8 +10,8 @@ import uuid
 import boto3
 import pytest
 
-from packager.greengrass.bundle import S3Location
 from packager.errors import PublishError
+from packager.greengrass.bundle import S3Location
 from packager.greengrass.publish.component import publish
 from packager.greengrass.publish.s3 import TransferSettings
 
@@ -28,16 +28,30 @@ DOCUMENTED_S3_ACTIONS = ["s3:PutObject", "s3:GetBucketLocation"]
 
 def _user_client(aws, actions: list[str]):
     """An S3 client for a new IAM user allowed exactly ``actions`` on the test bucket, and the calls it makes."""
-    iam = boto3.client("iam", endpoint_url=aws.server.endpoint, region_name=REGION, aws_access_key_id=FAKE_ACCESS_KEY_ID,
-                       aws_secret_access_key=FAKE_SECRET_ACCESS_KEY)
+    iam = boto3.client(
+        "iam",
+        endpoint_url=aws.server.endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_ACCESS_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
+    )
     user = f"packager-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions,
-                                                      "Resource": [f"arn:aws:s3:::{aws.bucket}", f"arn:aws:s3:::{aws.bucket}/*"]}]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": [f"arn:aws:s3:::{aws.bucket}", f"arn:aws:s3:::{aws.bucket}/*"],
+            }
+        ],
+    }
     iam.put_user_policy(UserName=user, PolicyName="documented", PolicyDocument=json.dumps(policy))
-    client = boto3.session.Session(region_name=REGION, aws_access_key_id=key["AccessKeyId"],
-                                   aws_secret_access_key=key["SecretAccessKey"]).client("s3", config=TEST_CLIENT_CONFIG)
+    client = boto3.session.Session(
+        region_name=REGION, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    ).client("s3", config=TEST_CLIENT_CONFIG)
     calls: list[str] = []
     client.meta.events.register("before-parameter-build.s3", lambda model, **_: calls.append(model.name))
     return client, calls
@@ -63,8 +77,14 @@ def test_publish_with_exactly_the_documented_s3_actions(aws, tmp_path, enforced,
     aws.server.set_auth(False)
     assert set(result.uploaded_keys) == {a.key for a in result.artifacts} | {result.recipe_key}
     for artifact in bundle.artifacts:
-        assert read_object(aws.s3, aws.bucket, f"{aws.location.prefix}/{bundle.component_name}/{bundle.component_version}/"
-                                                f"{artifact.name}") == artifact.path.read_bytes()
+        assert (
+            read_object(
+                aws.s3,
+                aws.bucket,
+                f"{aws.location.prefix}/{bundle.component_name}/{bundle.component_version}/{artifact.name}",
+            )
+            == artifact.path.read_bytes()
+        )
     assert "HeadBucket" not in calls and calls[0] == "GetBucketLocation"
     assert "PutObject" in calls or "CompleteMultipartUpload" in calls
 
@@ -91,7 +111,10 @@ def test_without_read_back_a_file_changed_after_bundling_still_fails(aws, tmp_pa
     with pytest.raises(PublishError) as caught:
         publish(bundle, client, None, register=False, region=REGION, progress=False)
 
-    assert caught.value.message.startswith("verify artifact model.zip: s3://") and "changed after bundling" in caught.value.message
+    assert (
+        caught.value.message.startswith("verify artifact model.zip: s3://")
+        and "changed after bundling" in caught.value.message
+    )
 
 
 def test_without_read_back_a_multipart_file_changed_after_bundling_still_fails(aws, tmp_path, enforced):
@@ -101,8 +124,15 @@ def test_without_read_back_a_multipart_file_changed_after_bundling_still_fails(a
     enforced()
 
     with pytest.raises(PublishError) as caught:
-        publish(bundle, client, None, register=False, region=REGION, progress=False,
-                transfer=TransferSettings(multipart_threshold=8 << 20, multipart_chunksize=5 << 20))
+        publish(
+            bundle,
+            client,
+            None,
+            register=False,
+            region=REGION,
+            progress=False,
+            transfer=TransferSettings(multipart_threshold=8 << 20, multipart_chunksize=5 << 20),
+        )
 
     assert caught.value.message.startswith("verify artifact model.zip: s3://") and "-3" in caught.value.message
 
@@ -126,32 +156,51 @@ def _version_arn(name: str, version: str) -> str:
 
 
 def _not_found(stub, name: str, version: str) -> None:
-    stub.add_client_error("describe_component", service_error_code="ResourceNotFoundException", http_status_code=404,
-                          expected_params={"arn": _version_arn(name, version)})
+    stub.add_client_error(
+        "describe_component",
+        service_error_code="ResourceNotFoundException",
+        http_status_code=404,
+        expected_params={"arn": _version_arn(name, version)},
+    )
 
 
 def _created(stub, name: str, version: str, tags=None) -> None:
     from botocore.stub import ANY
 
-    stub.add_response("create_component_version", {
-        "arn": _version_arn(name, version), "componentName": name, "componentVersion": version,
-        "creationTimestamp": 0, "status": {"componentState": "REQUESTED"}},
-        {"inlineRecipe": ANY, **({"tags": tags} if tags else {})})
+    stub.add_response(
+        "create_component_version",
+        {
+            "arn": _version_arn(name, version),
+            "componentName": name,
+            "componentVersion": version,
+            "creationTimestamp": 0,
+            "status": {"componentState": "REQUESTED"},
+        },
+        {"inlineRecipe": ANY, **({"tags": tags} if tags else {})},
+    )
 
 
 def _described(stub, name: str, version: str) -> None:
-    stub.add_response("describe_component", {
-        "arn": _version_arn(name, version), "componentName": name, "componentVersion": version, "creationTimestamp": 0,
-        "status": {"componentState": "DEPLOYABLE"}}, {"arn": _version_arn(name, version)})
+    stub.add_response(
+        "describe_component",
+        {
+            "arn": _version_arn(name, version),
+            "componentName": name,
+            "componentVersion": version,
+            "creationTimestamp": 0,
+            "status": {"componentState": "DEPLOYABLE"},
+        },
+        {"arn": _version_arn(name, version)},
+    )
 
 
 @pytest.mark.slow
 def test_two_jobs_with_exactly_the_documented_permissions(aws, tiny_model, tmp_path, enforced, greengrass_stub):
     from botocore.stub import Stubber
 
-    from packager.greengrass.bundle import agent_component_name
-    from packager.edge import AGENT_VERSION
     from packager.build.pipeline import PackagingRequest, run_packaging
+    from packager.edge import AGENT_VERSION
+    from packager.greengrass.bundle import agent_component_name
     from packager.greengrass.publish.clients import make_sts_client
     from targets import host_target
 
@@ -160,37 +209,54 @@ def test_two_jobs_with_exactly_the_documented_permissions(aws, tiny_model, tmp_p
     sts = make_sts_client(REGION, config=TEST_CLIENT_CONFIG)
     sts_stub = Stubber(sts)
     gg_calls: list[str] = []
-    aws.greengrass.meta.events.register("before-parameter-build.greengrassv2", lambda model, **_: gg_calls.append(model.name))
+    aws.greengrass.meta.events.register(
+        "before-parameter-build.greengrassv2", lambda model, **_: gg_calls.append(model.name)
+    )
     tags = {"team": "one"}
 
     def job(name: str, prefix: str):
-        return PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(), component_name=name,
-                                component_version="1.0.0", output_dir=tmp_path / name, s3_location=S3Location(aws.bucket, prefix),
-                                benchmark_runs=2, work_dir=tmp_path / f"work-{name}", tags=tags)
+        return PackagingRequest(
+            model_path=tiny_model[0],
+            spec_path=tiny_model[1],
+            target=host_target(),
+            component_name=name,
+            component_version="1.0.0",
+            output_dir=tmp_path / name,
+            s3_location=S3Location(aws.bucket, prefix),
+            benchmark_runs=2,
+            work_dir=tmp_path / f"work-{name}",
+            tags=tags,
+        )
 
-    sts_stub.add_response("get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/u", "UserId": "U"})
+    sts_stub.add_response(
+        "get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/u", "UserId": "U"}
+    )
     _not_found(greengrass_stub, agent, AGENT_VERSION)
     _created(greengrass_stub, agent, AGENT_VERSION, tags)
     _not_found(greengrass_stub, "com.teamone.Model", "1.0.0")
     _created(greengrass_stub, "com.teamone.Model", "1.0.0", tags)
     enforced()
     with sts_stub:
-        first = run_packaging(job("com.teamone.Model", "teamone"), s3_client=s3_client, greengrass_client=aws.greengrass,
-                              sts_client=sts)
+        first = run_packaging(
+            job("com.teamone.Model", "teamone"), s3_client=s3_client, greengrass_client=aws.greengrass, sts_client=sts
+        )
     greengrass_stub.assert_no_pending_responses()
     assert first.component_version_arn == _version_arn("com.teamone.Model", "1.0.0")
     assert set(gg_calls) <= DOCUMENTED_GREENGRASS
 
     # The next job, to another prefix: the agent's version is registered; reading its recipe is refused.
     gg_calls.clear()
-    sts_stub.add_response("get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/u", "UserId": "U"})
+    sts_stub.add_response(
+        "get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/u", "UserId": "U"}
+    )
     _described(greengrass_stub, agent, AGENT_VERSION)
     greengrass_stub.add_client_error("get_component", service_error_code="AccessDeniedException", http_status_code=403)
     _not_found(greengrass_stub, "com.teamtwo.Model", "1.0.0")
     _created(greengrass_stub, "com.teamtwo.Model", "1.0.0", tags)
     with sts_stub:
-        second = run_packaging(job("com.teamtwo.Model", "teamtwo"), s3_client=s3_client, greengrass_client=aws.greengrass,
-                               sts_client=sts)
+        second = run_packaging(
+            job("com.teamtwo.Model", "teamtwo"), s3_client=s3_client, greengrass_client=aws.greengrass, sts_client=sts
+        )
     greengrass_stub.assert_no_pending_responses()
     assert second.component_version_arn == _version_arn("com.teamtwo.Model", "1.0.0")
     assert set(gg_calls) - DOCUMENTED_GREENGRASS == {"GetComponent"}  # tried, refused, and the job went on
@@ -218,8 +284,11 @@ def test_with_get_component_granted_other_digests_conflict(aws, tmp_path, greeng
     ours = make_bundle(tmp_path / "ours", aws.location, {"model.zip": os.urandom(1000)})
     arn = _version_arn(ours.component_name, ours.component_version)
     _described(greengrass_stub, ours.component_name, ours.component_version)
-    greengrass_stub.add_response("get_component", {"recipeOutputFormat": "YAML", "recipe": registered.recipe_text.encode()},
-                                 {"arn": arn, "recipeOutputFormat": "YAML"})
+    greengrass_stub.add_response(
+        "get_component",
+        {"recipeOutputFormat": "YAML", "recipe": registered.recipe_text.encode()},
+        {"arn": arn, "recipeOutputFormat": "YAML"},
+    )
 
     with pytest.raises(ConflictException) as caught:
         publish(ours, aws.s3, aws.greengrass, progress=False, account_id=ACCOUNT)

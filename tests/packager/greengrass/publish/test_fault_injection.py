@@ -8,8 +8,7 @@ import pytest
 
 from packager.errors import PublishError
 from packager.greengrass.publish.component import RECIPE_FILE_NAME, publish
-from packager.greengrass.publish.s3 import TransferSettings
-from packager.greengrass.publish.s3 import MIB
+from packager.greengrass.publish.s3 import MIB, TransferSettings
 
 from .greengrass_stubs import TAGS, VERSION_ARN, expect_create, expect_not_registered
 from .loopback import COMPONENT_NAME, COMPONENT_VERSION, make_bundle, read_object, sha256_b64

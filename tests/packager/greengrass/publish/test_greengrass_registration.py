@@ -164,4 +164,7 @@ def test_rebuilt_bundle_replaces_an_unregistered_recipe_and_registers(aws, tmp_p
     assert result.component_version_arn == VERSION_ARN
     assert read_object(aws.s3, aws.bucket, result.recipe.key) == rebuilt.recipe_text.encode()
     for artifact in rebuilt.artifacts:
-        assert read_object(aws.s3, aws.bucket, f"{result.recipe.key.rsplit('/', 1)[0]}/{artifact.name}") == artifact.path.read_bytes()
+        assert (
+            read_object(aws.s3, aws.bucket, f"{result.recipe.key.rsplit('/', 1)[0]}/{artifact.name}")
+            == artifact.path.read_bytes()
+        )

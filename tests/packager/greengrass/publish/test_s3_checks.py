@@ -9,8 +9,8 @@ import uuid
 import boto3
 import pytest
 
-from packager.greengrass.bundle import S3Location
 from packager.errors import AccessDeniedException, PackagerError, ResourceNotFoundException, ValidationException
+from packager.greengrass.bundle import S3Location
 from packager.greengrass.publish.clients import make_clients
 from packager.greengrass.publish.component import publish
 

@@ -10,8 +10,7 @@ import yaml
 
 from packager.errors import ConflictException, PublishError, ValidationException
 from packager.greengrass.publish.component import RECIPE_FILE_NAME, publish
-from packager.greengrass.publish.s3 import TransferSettings
-from packager.greengrass.publish.s3 import MIB
+from packager.greengrass.publish.s3 import MIB, TransferSettings
 
 from .loopback import COMPONENT_NAME, COMPONENT_VERSION, make_bundle, read_object, sha256_b64
 

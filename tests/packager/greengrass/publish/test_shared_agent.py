@@ -8,10 +8,10 @@ import time
 import pytest
 from botocore.stub import ANY
 
-from packager.greengrass.bundle import S3Location, agent_bundle, agent_component_name
+from packager.build.pipeline import PackagingRequest, run_packaging
 from packager.edge import AGENT_VERSION
 from packager.errors import ConflictException
-from packager.build.pipeline import PackagingRequest, run_packaging
+from packager.greengrass.bundle import S3Location, agent_bundle, agent_component_name
 from targets import host_target
 
 from .greengrass_stubs import ACCOUNT
@@ -22,17 +22,35 @@ AGENT_VERSION_ARN = f"{AGENT_ARN}:versions:{AGENT_VERSION}"
 
 
 def _created(name: str, version: str) -> dict:
-    return {"arn": f"arn:aws:greengrass:us-east-1:{ACCOUNT}:components:{name}:versions:{version}", "componentName": name,
-            "componentVersion": version, "creationTimestamp": time.time(), "status": {"componentState": "DEPLOYABLE"}}
+    return {
+        "arn": f"arn:aws:greengrass:us-east-1:{ACCOUNT}:components:{name}:versions:{version}",
+        "componentName": name,
+        "componentVersion": version,
+        "creationTimestamp": time.time(),
+        "status": {"componentState": "DEPLOYABLE"},
+    }
 
 
 def _expect_agent_registered(stub, recipe_text: str) -> None:
-    stub.add_response("list_components", {"components": [{"arn": AGENT_ARN, "componentName": AGENT}]}, {"scope": "PRIVATE"})
-    stub.add_response("describe_component", {"arn": AGENT_VERSION_ARN, "componentName": AGENT, "componentVersion": AGENT_VERSION,
-                                             "creationTimestamp": time.time(), "status": {"componentState": "DEPLOYABLE"}},
-                      {"arn": AGENT_VERSION_ARN})
-    stub.add_response("get_component", {"recipeOutputFormat": "YAML", "recipe": recipe_text.encode()},
-                      {"arn": AGENT_VERSION_ARN, "recipeOutputFormat": "YAML"})
+    stub.add_response(
+        "list_components", {"components": [{"arn": AGENT_ARN, "componentName": AGENT}]}, {"scope": "PRIVATE"}
+    )
+    stub.add_response(
+        "describe_component",
+        {
+            "arn": AGENT_VERSION_ARN,
+            "componentName": AGENT,
+            "componentVersion": AGENT_VERSION,
+            "creationTimestamp": time.time(),
+            "status": {"componentState": "DEPLOYABLE"},
+        },
+        {"arn": AGENT_VERSION_ARN},
+    )
+    stub.add_response(
+        "get_component",
+        {"recipeOutputFormat": "YAML", "recipe": recipe_text.encode()},
+        {"arn": AGENT_VERSION_ARN, "recipeOutputFormat": "YAML"},
+    )
 
 
 def _keys(s3_client, bucket: str) -> list[str]:
@@ -46,25 +64,42 @@ def test_second_location_reuses_the_registered_agent(aws, tiny_model, tmp_path, 
     first_location, second_location = S3Location(aws.bucket, "teamone"), S3Location("bkt-two", "teamtwo")
 
     def request(name: str, location: S3Location) -> PackagingRequest:
-        return PackagingRequest(model_path=tiny_model[0], spec_path=tiny_model[1], target=host_target(), component_name=name,
-                                component_version="1.0.0", output_dir=tmp_path / name, s3_location=location,
-                                benchmark_runs=2, work_dir=tmp_path / f"work-{name}")
+        return PackagingRequest(
+            model_path=tiny_model[0],
+            spec_path=tiny_model[1],
+            target=host_target(),
+            component_name=name,
+            component_version="1.0.0",
+            output_dir=tmp_path / name,
+            s3_location=location,
+            benchmark_runs=2,
+            work_dir=tmp_path / f"work-{name}",
+        )
 
     greengrass_stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
     greengrass_stub.add_response("create_component_version", _created(AGENT, AGENT_VERSION), {"inlineRecipe": ANY})
     greengrass_stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
-    greengrass_stub.add_response("create_component_version", _created("com.teamone.Model", "1.0.0"), {"inlineRecipe": ANY})
-    first = run_packaging(request("com.teamone.Model", first_location), s3_client=aws.s3, greengrass_client=aws.greengrass)
+    greengrass_stub.add_response(
+        "create_component_version", _created("com.teamone.Model", "1.0.0"), {"inlineRecipe": ANY}
+    )
+    first = run_packaging(
+        request("com.teamone.Model", first_location), s3_client=aws.s3, greengrass_client=aws.greengrass
+    )
     greengrass_stub.assert_no_pending_responses()
     agent_recipe = first.bundle.dependencies[0].recipe_text
     assert f"s3://{aws.bucket}/teamone/{AGENT}/{AGENT_VERSION}/edge_agent.zip" in agent_recipe
 
     _expect_agent_registered(greengrass_stub, agent_recipe)  # registered with bkt-one's URIs
-    greengrass_stub.add_response("list_components", {"components": [{"arn": AGENT_ARN, "componentName": AGENT}]},
-                                 {"scope": "PRIVATE"})
-    greengrass_stub.add_response("create_component_version", _created("com.teamtwo.Model", "1.0.0"), {"inlineRecipe": ANY})
+    greengrass_stub.add_response(
+        "list_components", {"components": [{"arn": AGENT_ARN, "componentName": AGENT}]}, {"scope": "PRIVATE"}
+    )
+    greengrass_stub.add_response(
+        "create_component_version", _created("com.teamtwo.Model", "1.0.0"), {"inlineRecipe": ANY}
+    )
     api_calls.clear()
-    second = run_packaging(request("com.teamtwo.Model", second_location), s3_client=aws.s3, greengrass_client=aws.greengrass)
+    second = run_packaging(
+        request("com.teamtwo.Model", second_location), s3_client=aws.s3, greengrass_client=aws.greengrass
+    )
 
     greengrass_stub.assert_no_pending_responses()
     assert second.component_version_arn.endswith(":components:com.teamtwo.Model:versions:1.0.0")

@@ -26,8 +26,17 @@ def fresh_home(tmp_path, monkeypatch):
     """The `home` fixture's body, for fixtures that add to it (a PostgreSQL job store)."""
     path = tmp_path / "packager-home"
     monkeypatch.setenv("PACKAGER_HOME", str(path))
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PACKAGER_NO_REGISTER"):
+    for name in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "PACKAGER_NO_REGISTER",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
@@ -57,7 +66,7 @@ def stop_workers(home: Path) -> None:
         except ProcessLookupError:
             pass
     for pid in pids:
-        wait_until(lambda: not pid_alive(pid), timeout=10)
+        wait_until(lambda pid=pid: not pid_alive(pid), timeout=10)
 
 
 @contextlib.contextmanager
@@ -75,7 +84,9 @@ def hold_worker_slot(home: Path, monkeypatch):
 
 
 def gg_config(component: str = "com.example.Tiny", bucket: str = "packager-test-bucket", **extra) -> dict:
-    return {"Greengrass": {"S3OutputLocation": {"Bucket": bucket, "Prefix": "models"}, "ComponentName": component, **extra}}
+    return {
+        "Greengrass": {"S3OutputLocation": {"Bucket": bucket, "Prefix": "models"}, "ComponentName": component, **extra}
+    }
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):

@@ -13,7 +13,6 @@ import pytest
 
 from packager.errors import ConflictException, ModelImportError, ResourceNotFoundException, ValidationException
 from packager.service.jobs import api
-
 from tests.packager.service.jobs.support import gg_config, hold_worker_slot, home, wait_until  # noqa: F401  (fixture)
 
 
@@ -81,7 +80,8 @@ def test_model_files_are_content_addressed(home, tiny_model):
     stored = home / "models" / "sha256" / f"{digest}.onnx"
     assert stored.read_bytes() == model.read_bytes()
     assert sorted(p.name for p in (home / "models" / "sha256").iterdir()) == sorted(
-        [f"{digest}.onnx", hashlib.sha256(spec.read_bytes()).hexdigest() + ".json"])
+        [f"{digest}.onnx", hashlib.sha256(spec.read_bytes()).hexdigest() + ".json"]
+    )
 
 
 def test_register_rejects_bad_input(home, tiny_model, tmp_path):
@@ -108,16 +108,24 @@ def test_start_returns_at_once_and_describes(home, tiny_model, monkeypatch):
     _project(home, tiny_model=tiny_model, versions=2)
     with hold_worker_slot(home, monkeypatch):
         started = time.monotonic()
-        job = api.start_model_packaging_job(ProjectName="p", ModelVersion="latest", Description="first try",
-                                            Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}))
+        job = api.start_model_packaging_job(
+            ProjectName="p",
+            ModelVersion="latest",
+            Description="first try",
+            Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}),
+        )
         assert time.monotonic() - started < 2.0
         assert re.fullmatch(r"[a-zA-Z0-9-]{1,64}", job["JobName"])
-        described = api.describe_model_packaging_job(ProjectName="p", JobName=job["JobName"])["ModelPackagingDescription"]
+        described = api.describe_model_packaging_job(ProjectName="p", JobName=job["JobName"])[
+            "ModelPackagingDescription"
+        ]
     assert described["Status"] == "CREATED"
     assert described["ModelVersion"] == "2"
     assert described["ModelPackagingMethod"] == "Greengrass"
     assert described["ModelPackagingJobDescription"] == "first try"
-    assert described["ModelPackagingOutputDetails"] == {"Greengrass": {"ComponentName": "com.example.Tiny", "ComponentVersion": "2.0.0"}}
+    assert described["ModelPackagingOutputDetails"] == {
+        "Greengrass": {"ComponentName": "com.example.Tiny", "ComponentVersion": "2.0.0"}
+    }
     assert described["ModelPackagingConfiguration"]["Greengrass"]["ComponentVersion"] == "2.0.0"
     assert described["CreationTimestamp"] <= described["LastUpdatedTimestamp"]
     # Without a region the worker fails fast, and says why.
@@ -151,13 +159,18 @@ def test_client_token_idempotency(home, tiny_model, monkeypatch):
 def test_component_and_job_name_conflicts(home, tiny_model, monkeypatch):
     _project(home, tiny_model=tiny_model)
     with hold_worker_slot(home, monkeypatch):
-        first = api.start_model_packaging_job(ProjectName="p", ModelVersion="1", JobName="job-a", Configuration=gg_config())
+        first = api.start_model_packaging_job(
+            ProjectName="p", ModelVersion="1", JobName="job-a", Configuration=gg_config()
+        )
         with pytest.raises(ConflictException) as info:
-            api.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config(ComponentVersion="1.0.0"))
+            api.start_model_packaging_job(
+                ProjectName="p", ModelVersion="1", Configuration=gg_config(ComponentVersion="1.0.0")
+            )
         assert (info.value.resource_id, info.value.resource_type) == ("job-a", "MODEL_PACKAGE_JOB")
         with pytest.raises(ConflictException, match="job-a"):
-            api.start_model_packaging_job(ProjectName="p", ModelVersion="1", JobName="job-a",
-                                          Configuration=gg_config(ComponentVersion="2.0.0"))
+            api.start_model_packaging_job(
+                ProjectName="p", ModelVersion="1", JobName="job-a", Configuration=gg_config(ComponentVersion="2.0.0")
+            )
         with pytest.raises(ConflictException):
             api.delete_project(ProjectName="p")
         with pytest.raises(ConflictException):
@@ -217,12 +230,23 @@ def test_pagination_and_tampered_tokens(home, tiny_model, monkeypatch):
     with pytest.raises(ValidationException, match="another request"):
         api.list_projects(NextToken=model_token)
     with hold_worker_slot(home, monkeypatch):
-        names = [api.start_model_packaging_job(ProjectName="p0", ModelVersion="1",
-                                               Configuration=gg_config(ComponentVersion=f"1.0.{i}"))["JobName"] for i in range(5)]
+        names = [
+            api.start_model_packaging_job(
+                ProjectName="p0", ModelVersion="1", Configuration=gg_config(ComponentVersion=f"1.0.{i}")
+            )["JobName"]
+            for i in range(5)
+        ]
         pages = _pages(api.list_model_packaging_jobs, ProjectName="p0", MaxResults=2)
     assert [len(p["ModelPackagingJobs"]) for p in pages] == [2, 2, 1]
     listed = [j for p in pages for j in p["ModelPackagingJobs"]]
     assert [j["JobName"] for j in listed] == names
-    assert set(listed[0]) >= {"JobName", "ProjectName", "ModelVersion", "ModelPackagingMethod", "Status",
-                              "CreationTimestamp", "LastUpdatedTimestamp"}
+    assert set(listed[0]) >= {
+        "JobName",
+        "ProjectName",
+        "ModelVersion",
+        "ModelPackagingMethod",
+        "Status",
+        "CreationTimestamp",
+        "LastUpdatedTimestamp",
+    }
     assert isinstance(listed[0]["CreationTimestamp"], dt.datetime)

@@ -17,9 +17,14 @@ import pytest
 from packager.edge import AGENT_VERSION
 from packager.service.jobs import api, packaging
 from packager.service.jobs import worker as worker_module
-
 from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
-    S3_BUCKET, gg_config, hold_worker_slot, home, pid_alive, s3_server, wait_until,
+    S3_BUCKET,
+    gg_config,
+    hold_worker_slot,
+    home,
+    pid_alive,
+    s3_server,
+    wait_until,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -100,8 +105,9 @@ def test_worker_that_never_starts(home, project, monkeypatch):
     assert described["Status"] == "FAILED" and "Could not start" in described["StatusMessage"]
     # A job whose starter died before recording a pid is failed once the launch grace has passed.
     with hold_worker_slot(home, monkeypatch):
-        other = api.start_model_packaging_job(ProjectName="p", ModelVersion="1",
-                                              Configuration=gg_config(ComponentVersion="7.0.0"))["JobName"]
+        other = api.start_model_packaging_job(
+            ProjectName="p", ModelVersion="1", Configuration=gg_config(ComponentVersion="7.0.0")
+        )["JobName"]
         with sqlite3.connect(home / "store.sqlite3") as db:
             pid = db.execute("SELECT pid FROM jobs WHERE name = ?", (other,)).fetchone()[0]
             db.execute("UPDATE jobs SET pid = NULL, created = ? WHERE name = ?", (time.time() - 3600, other))
@@ -123,8 +129,17 @@ print(json.dumps(api.start_model_packaging_job(**json.loads(sys.argv[2]))))
 def _start_concurrently(tmp_path: Path, requests: list[dict]) -> list[dict]:
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", _STARTER, str(go), json.dumps(r)], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in requests]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STARTER, str(go), json.dumps(r)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in requests
+    ]
     time.sleep(1.0)  # let every interpreter reach the starting line
     go.touch()
     results = []
@@ -137,13 +152,22 @@ def _start_concurrently(tmp_path: Path, requests: list[dict]) -> list[dict]:
 
 @pytest.mark.slow  # 16 interpreters on a small machine: about 10 s
 def test_eight_processes_start_jobs_at_once(home, project, tmp_path):
-    requests = [{"ProjectName": "p", "ModelVersion": "1", "Configuration": gg_config(ComponentVersion=f"1.0.{i}"),
-                 "Description": f"job {i}"} for i in range(8)]
+    requests = [
+        {
+            "ProjectName": "p",
+            "ModelVersion": "1",
+            "Configuration": gg_config(ComponentVersion=f"1.0.{i}"),
+            "Description": f"job {i}",
+        }
+        for i in range(8)
+    ]
     names = [r["JobName"] for r in _start_concurrently(tmp_path, requests)]
     assert len(set(names)) == 8
     # No region is configured, so each worker fails at client setup: a quick, real, final state for all eight.
-    finals = [api.wait_for_model_packaging_job("p", n, poll_seconds=0.2, timeout_seconds=120)["ModelPackagingDescription"]
-              for n in names]
+    finals = [
+        api.wait_for_model_packaging_job("p", n, poll_seconds=0.2, timeout_seconds=120)["ModelPackagingDescription"]
+        for n in names
+    ]
     for i, final in enumerate(finals):
         assert final["Status"] == "FAILED" and "region" in final["StatusMessage"]
         assert final["ModelPackagingJobDescription"] == f"job {i}"
@@ -168,32 +192,49 @@ def _s3_keys(s3) -> list[str]:
 @pytest.mark.slow
 def test_job_runs_to_succeeded_and_uploads(home, project, s3_server):
     name = api.start_model_packaging_job(
-        ProjectName="p", ModelVersion="latest", JobName="tiny-x86",
-        Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, CompilerOptions="{'mcpu': 'core-avx2'}",
-                                Tags=[{"Key": "team", "Value": "vision"}]))["JobName"]
+        ProjectName="p",
+        ModelVersion="latest",
+        JobName="tiny-x86",
+        Configuration=gg_config(
+            TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+            CompilerOptions="{'mcpu': 'core-avx2'}",
+            Tags=[{"Key": "team", "Value": "vision"}],
+        ),
+    )["JobName"]
     seen = []
-    final = api.wait_for_model_packaging_job("p", name, poll_seconds=0.5, timeout_seconds=300,
-                                             on_update=lambda d: seen.append(d["Status"]))
+    final = api.wait_for_model_packaging_job(
+        "p", name, poll_seconds=0.5, timeout_seconds=300, on_update=lambda d: seen.append(d["Status"])
+    )
     job = final["ModelPackagingDescription"]
     assert job["Status"] == "SUCCEEDED", job.get("StatusMessage")
     assert seen[0] in ("CREATED", "RUNNING") and seen[-1] == "SUCCEEDED"
-    assert job["ModelPackagingOutputDetails"]["Greengrass"] == {"ComponentName": "com.example.Tiny", "ComponentVersion": "1.0.0"}
+    assert job["ModelPackagingOutputDetails"]["Greengrass"] == {
+        "ComponentName": "com.example.Tiny",
+        "ComponentVersion": "1.0.0",
+    }
     keys = _s3_keys(s3_server)
-    assert sorted(keys) == ["models/com.example.Tiny/1.0.0/benchmark.json",  # the build's report, beside the artifact
-                            "models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml",
-                            f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/edge_agent.zip",
-                            f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/recipe.yaml"], keys
+    assert sorted(keys) == [
+        "models/com.example.Tiny/1.0.0/benchmark.json",  # the build's report, beside the artifact
+        "models/com.example.Tiny/1.0.0/model.zip",
+        "models/com.example.Tiny/1.0.0/recipe.yaml",
+        f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/edge_agent.zip",
+        f"models/edgepackager.lookoutvision.EdgeAgent/{AGENT_VERSION}/recipe.yaml",
+    ], keys
     build = home / "jobs" / "p" / name / "greengrass-build"
     assert (build / "recipes").is_dir()
 
 
 @pytest.mark.slow
 def test_eight_concurrent_jobs_all_succeed(home, project, s3_server, tmp_path):
-    requests = [{"ProjectName": "p", "ModelVersion": "1", "Configuration": gg_config(component=f"com.example.Tiny{i}")}
-                for i in range(8)]
+    requests = [
+        {"ProjectName": "p", "ModelVersion": "1", "Configuration": gg_config(component=f"com.example.Tiny{i}")}
+        for i in range(8)
+    ]
     names = [r["JobName"] for r in _start_concurrently(tmp_path, requests)]
-    finals = [api.wait_for_model_packaging_job("p", n, poll_seconds=1, timeout_seconds=900)["ModelPackagingDescription"]
-              for n in names]
+    finals = [
+        api.wait_for_model_packaging_job("p", n, poll_seconds=1, timeout_seconds=900)["ModelPackagingDescription"]
+        for n in names
+    ]
     assert [f["Status"] for f in finals] == ["SUCCEEDED"] * 8, [f.get("StatusMessage") for f in finals]
     keys = _s3_keys(s3_server)
     for i, final in enumerate(finals):
@@ -209,9 +250,13 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
 
     monkeypatch.delenv("PACKAGER_NO_REGISTER")
     with hold_worker_slot(home, monkeypatch):
-        name = api.start_model_packaging_job(ProjectName="p", ModelVersion="1",
-                                             Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
-                                                                     Tags=[{"Key": "team", "Value": "vision"}]))["JobName"]
+        name = api.start_model_packaging_job(
+            ProjectName="p",
+            ModelVersion="1",
+            Configuration=gg_config(
+                TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, Tags=[{"Key": "team", "Value": "vision"}]
+            ),
+        )["JobName"]
         os.kill(_job_row(home, name)["pid"], signal.SIGKILL)  # this test runs the job itself, below
     with sqlite3.connect(home / "store.sqlite3") as db:
         db.execute("UPDATE jobs SET pid = NULL, status = 'CREATED' WHERE name = ?", (name,))
@@ -220,14 +265,29 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
     stub = Stubber(greengrass)
     agent_arn = f"arn:aws:greengrass:us-east-1:123456789012:components:edgepackager.lookoutvision.EdgeAgent:versions:{AGENT_VERSION}"
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
-    stub.add_response("create_component_version", {"arn": agent_arn, "componentName": "edgepackager.lookoutvision.EdgeAgent",
-                                                   "componentVersion": AGENT_VERSION, "creationTimestamp": time.time(),
-                                                   "status": {"componentState": "DEPLOYABLE"}},
-                      {"inlineRecipe": ANY, "tags": {"team": "vision"}})
+    stub.add_response(
+        "create_component_version",
+        {
+            "arn": agent_arn,
+            "componentName": "edgepackager.lookoutvision.EdgeAgent",
+            "componentVersion": AGENT_VERSION,
+            "creationTimestamp": time.time(),
+            "status": {"componentState": "DEPLOYABLE"},
+        },
+        {"inlineRecipe": ANY, "tags": {"team": "vision"}},
+    )
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})
-    stub.add_response("create_component_version", {"arn": arn, "componentName": "com.example.Tiny", "componentVersion": "1.0.0",
-                                                   "creationTimestamp": time.time(), "status": {"componentState": "DEPLOYABLE"}},
-                      {"inlineRecipe": ANY, "tags": {"team": "vision"}})
+    stub.add_response(
+        "create_component_version",
+        {
+            "arn": arn,
+            "componentName": "com.example.Tiny",
+            "componentVersion": "1.0.0",
+            "creationTimestamp": time.time(),
+            "status": {"componentState": "DEPLOYABLE"},
+        },
+        {"inlineRecipe": ANY, "tags": {"team": "vision"}},
+    )
     with stub:
         assert worker_module.run_job(home, "p", name, clients=(s3_server, greengrass)) == 0
         stub.assert_no_pending_responses()
@@ -239,11 +299,17 @@ def test_registered_component_version_arn_is_recorded(home, project, s3_server, 
 def test_unexpected_worker_error_fails_with_short_message_and_logs_traceback(home, project, monkeypatch):
     with hold_worker_slot(home, monkeypatch):
         name = api.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config())["JobName"]
-        with sqlite3.connect(home / "store.sqlite3") as db:  # a record no API call can produce: the worker's own bug path
+        with sqlite3.connect(
+            home / "store.sqlite3"
+        ) as db:  # a record no API call can produce: the worker's own bug path
             db.execute("UPDATE jobs SET configuration = ? WHERE name = ?", ('{"Greengrass": {}}', name))
-    final = api.wait_for_model_packaging_job("p", name, poll_seconds=0.1, timeout_seconds=60)["ModelPackagingDescription"]
+    final = api.wait_for_model_packaging_job("p", name, poll_seconds=0.1, timeout_seconds=60)[
+        "ModelPackagingDescription"
+    ]
     assert final["Status"] == "FAILED"
-    assert final["StatusMessage"].startswith("Internal error: KeyError") and final["StatusMessage"].endswith("(see worker.log)")
+    assert final["StatusMessage"].startswith("Internal error: KeyError") and final["StatusMessage"].endswith(
+        "(see worker.log)"
+    )
     log = (api.job_dir(home, "p", name) / "worker.log").read_text()
     assert "Traceback (most recent call last)" in log and "KeyError" in log
 

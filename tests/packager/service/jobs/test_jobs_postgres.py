@@ -66,7 +66,9 @@ def test_an_older_schema_is_upgraded_on_start(home, database_url, tiny_model):
     assert [p["ProjectName"] for p in api.list_projects()["Projects"]] == ["old"]
     with psycopg.connect(database_url) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (pg_store.SCHEMA_VERSION,)
-        columns = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")}
+        columns = {
+            r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
+        }
     assert {"queue", "worker", "deliveries"} <= columns
 
 
@@ -104,20 +106,30 @@ def test_racing_servers_hold_tokens_names_and_component_versions(home, tiny_mode
     api.register_model("p", *tiny_model)
     with hold_worker_slot(home, monkeypatch):
         for round_ in range(3):
-            same_token = {"ProjectName": "p", "ModelVersion": "1", "ClientToken": f"t{round_}",
-                          "Configuration": gg_config(ComponentVersion=f"1.0.{round_}")}
+            same_token = {
+                "ProjectName": "p",
+                "ModelVersion": "1",
+                "ClientToken": f"t{round_}",
+                "Configuration": gg_config(ComponentVersion=f"1.0.{round_}"),
+            }
             answers = _race([lambda params=same_token: api.start_model_packaging_job(**params)] * 4)
             assert all(isinstance(a, dict) for a in answers), answers
             assert len({a["JobName"] for a in answers}) == 1
-        same_version = [lambda i=i: api.start_model_packaging_job(ProjectName="p", ModelVersion="1",
-                                                                   Configuration=gg_config(ComponentVersion="7.0.0"))
-                        for i in range(4)]
+        same_version = [
+            lambda i=i: api.start_model_packaging_job(
+                ProjectName="p", ModelVersion="1", Configuration=gg_config(ComponentVersion="7.0.0")
+            )
+            for i in range(4)
+        ]
         answers = _race(same_version)
         assert sum(isinstance(a, dict) for a in answers) == 1, answers
         assert all(isinstance(a, ConflictException) for a in answers if not isinstance(a, dict))
-        same_name = [lambda i=i: api.start_model_packaging_job(ProjectName="p", ModelVersion="1", JobName="same",
-                                                                Configuration=gg_config(ComponentVersion=f"8.0.{i}"))
-                     for i in range(4)]
+        same_name = [
+            lambda i=i: api.start_model_packaging_job(
+                ProjectName="p", ModelVersion="1", JobName="same", Configuration=gg_config(ComponentVersion=f"8.0.{i}")
+            )
+            for i in range(4)
+        ]
         answers = _race(same_name)
         assert sum(isinstance(a, dict) for a in answers) == 1, answers
         assert all(isinstance(a, ConflictException) and "same" in str(a) for a in answers if not isinstance(a, dict))
@@ -137,7 +149,10 @@ def test_racing_create_project_with_one_token_creates_it_once(home):
 def test_an_unreachable_database_is_a_retryable_error(home, monkeypatch):
     from tests.servers import free_port
 
-    with monkeypatch.context() as patched, pytest.raises(pg_store.StoreUnavailable, match="database is unavailable") as info:
+    with (
+        monkeypatch.context() as patched,
+        pytest.raises(pg_store.StoreUnavailable, match="database is unavailable") as info,
+    ):
         patched.setenv("PACKAGER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/none")
         api.list_projects()
     assert info.value.code == "InternalServerException" and info.value.http_status == 500

@@ -16,8 +16,8 @@ from botocore.stub import ANY, Stubber
 from packager.edge import AGENT_VERSION
 from packager.service.jobs import api
 from packager.service.jobs import worker as worker_module
-from tests.packager.service.jobs.support import gg_config, hold_worker_slot, home, wait_until  # noqa: F401  (fixture)
 from tests.packager.greengrass.publish.loopback import LoopbackS3
+from tests.packager.service.jobs.support import gg_config, hold_worker_slot, home, wait_until  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +50,30 @@ def _run_in_process(home, name, clients):
 
 
 def _created(name: str, arn: str, version: str = "1.0.0") -> dict:
-    return {"arn": arn, "componentName": name, "componentVersion": version, "creationTimestamp": time.time(),
-            "status": {"componentState": "DEPLOYABLE"}}
+    return {
+        "arn": arn,
+        "componentName": name,
+        "componentVersion": version,
+        "creationTimestamp": time.time(),
+        "status": {"componentState": "DEPLOYABLE"},
+    }
 
 
 def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(home, tiny_model, s3, monkeypatch):
     server, s3_client = s3
     api.create_project(ProjectName="p")
     api.register_model("p", *tiny_model)
-    params = dict(ProjectName="p", ModelVersion="1", ClientToken="line-3-retry",
-                  Configuration=gg_config(bucket=BUCKET, Tags=[{"Key": "line", "Value": "3"}]))
+    params = dict(
+        ProjectName="p",
+        ModelVersion="1",
+        ClientToken="line-3-retry",
+        Configuration=gg_config(bucket=BUCKET, Tags=[{"Key": "line", "Value": "3"}]),
+    )
     greengrass = boto3.client("greengrassv2", region_name="us-east-1")
     calls = []
-    greengrass.meta.events.register("before-parameter-build.greengrassv2.*", lambda model, **_: calls.append(model.name))
+    greengrass.meta.events.register(
+        "before-parameter-build.greengrassv2.*", lambda model, **_: calls.append(model.name)
+    )
 
     # First run: the agent's artifact goes up, then the server stops before the model's artifact.
     puts = []
@@ -79,9 +90,11 @@ def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(
         wait_until(lambda: api.describe_model_packaging_job(ProjectName="p", JobName=name))
     stub = Stubber(greengrass)
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})  # the agent's pre-check
-    stub.add_response("create_component_version", _created(AGENT, f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}",
-                                                        AGENT_VERSION),
-                      {"inlineRecipe": ANY, "tags": {"line": "3"}})
+    stub.add_response(
+        "create_component_version",
+        _created(AGENT, f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}", AGENT_VERSION),
+        {"inlineRecipe": ANY, "tags": {"line": "3"}},
+    )
     stub.add_response("list_components", {"components": []}, {"scope": "PRIVATE"})  # the model's pre-check
     with stub:
         _run_in_process(home, name, (s3_client, greengrass))
@@ -97,20 +110,46 @@ def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(
     calls.clear()
     with hold_worker_slot(home, monkeypatch):
         assert api.start_model_packaging_job(**params) == {"JobName": name}
-        assert api.describe_model_packaging_job(ProjectName="p", JobName=name)["ModelPackagingDescription"]["Status"] == "CREATED"
+        assert (
+            api.describe_model_packaging_job(ProjectName="p", JobName=name)["ModelPackagingDescription"]["Status"]
+            == "CREATED"
+        )
     model_arn = "arn:aws:greengrass:us-east-1:1:components:com.example.Tiny:versions:1.0.0"
-    agent_component = {"arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}", "componentName": AGENT,
-                       "latestVersion": {"arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}",
-                                         "componentVersion": AGENT_VERSION}}
+    agent_component = {
+        "arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}",
+        "componentName": AGENT,
+        "latestVersion": {
+            "arn": f"arn:aws:greengrass:us-east-1:1:components:{AGENT}:versions:{AGENT_VERSION}",
+            "componentVersion": AGENT_VERSION,
+        },
+    }
     stub = Stubber(greengrass)
     stub.add_response("list_components", {"components": [agent_component]}, {"scope": "PRIVATE"})
-    stub.add_response("describe_component", {"arn": agent_component["latestVersion"]["arn"], "componentName": AGENT,
-                                             "componentVersion": AGENT_VERSION, "creationTimestamp": time.time(),
-                                             "status": {"componentState": "DEPLOYABLE"}}, {"arn": ANY})
-    agent_recipe = (home / "jobs" / "p" / name / "greengrass-build" / "recipes" / f"{AGENT}-{AGENT_VERSION}.yaml").read_bytes()
-    stub.add_response("get_component", {"recipeOutputFormat": "YAML", "recipe": agent_recipe}, {"arn": ANY, "recipeOutputFormat": "YAML"})
+    stub.add_response(
+        "describe_component",
+        {
+            "arn": agent_component["latestVersion"]["arn"],
+            "componentName": AGENT,
+            "componentVersion": AGENT_VERSION,
+            "creationTimestamp": time.time(),
+            "status": {"componentState": "DEPLOYABLE"},
+        },
+        {"arn": ANY},
+    )
+    agent_recipe = (
+        home / "jobs" / "p" / name / "greengrass-build" / "recipes" / f"{AGENT}-{AGENT_VERSION}.yaml"
+    ).read_bytes()
+    stub.add_response(
+        "get_component",
+        {"recipeOutputFormat": "YAML", "recipe": agent_recipe},
+        {"arn": ANY, "recipeOutputFormat": "YAML"},
+    )
     stub.add_response("list_components", {"components": [agent_component]}, {"scope": "PRIVATE"})
-    stub.add_response("create_component_version", _created("com.example.Tiny", model_arn), {"inlineRecipe": ANY, "tags": {"line": "3"}})
+    stub.add_response(
+        "create_component_version",
+        _created("com.example.Tiny", model_arn),
+        {"inlineRecipe": ANY, "tags": {"line": "3"}},
+    )
     with stub:
         assert _run_in_process(home, name, (s3_client, greengrass)) == 0
         stub.assert_no_pending_responses()
@@ -122,4 +161,7 @@ def test_outage_mid_upload_fails_the_job_and_the_same_client_token_completes_it(
     assert {"models/com.example.Tiny/1.0.0/model.zip", "models/com.example.Tiny/1.0.0/recipe.yaml"} <= keys
     # A third call with the token is plain idempotency: the job SUCCEEDED, so nothing runs again.
     assert api.start_model_packaging_job(**params) == {"JobName": name}
-    assert api.describe_model_packaging_job(ProjectName="p", JobName=name)["ModelPackagingDescription"]["Status"] == "SUCCEEDED"
+    assert (
+        api.describe_model_packaging_job(ProjectName="p", JobName=name)["ModelPackagingDescription"]["Status"]
+        == "SUCCEEDED"
+    )

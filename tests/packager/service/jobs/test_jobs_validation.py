@@ -12,7 +12,6 @@ from packager.errors import ValidationException
 from packager.service.jobs import api
 from packager.service.jobs.configuration import parse_configuration
 from packager.service.jobs.validation import validate_input
-
 from tests.packager.service.jobs.support import gg_config
 
 
@@ -28,8 +27,13 @@ def _start(**config_extra) -> dict:
 
 
 def test_valid_request_passes_and_resolves():
-    params = _start(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, CompilerOptions="{'mcpu': 'skylake'}",
-                    Tags=[{"Key": "team", "Value": "vision é"}], ComponentVersion="1.2.3", ComponentDescription="Tiny (test)")
+    params = _start(
+        TargetPlatform={"Os": "LINUX", "Arch": "X86_64"},
+        CompilerOptions="{'mcpu': 'skylake'}",
+        Tags=[{"Key": "team", "Value": "vision é"}],
+        ComponentVersion="1.2.3",
+        ComponentDescription="Tiny (test)",
+    )
     validate_input("StartModelPackagingJob", params)
     config = parse_configuration(params["Configuration"])
     assert config.target.name == "LINUX/X86_64"
@@ -39,35 +43,40 @@ def test_valid_request_passes_and_resolves():
     assert config.s3_location.bucket == "packager-test-bucket" and config.s3_location.prefix == "models"
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
-    ({"ProjectName": "p", "Configuration": gg_config()}, "ModelVersion"),
-    ({"ProjectName": "p", "ModelVersion": "1"}, "Configuration"),
-    ({"ProjectName": "-p", "ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
-    ({"ProjectName": "p" * 256, "ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
-    ({"ProjectName": "p", "ModelVersion": "0", "Configuration": gg_config()}, "ModelVersion"),
-    ({"ProjectName": "p", "ModelVersion": "latest2", "Configuration": gg_config()}, "ModelVersion"),
-    ({"ProjectName": "p", "ModelVersion": 1, "Configuration": gg_config()}, "ModelVersion"),
-    ({**_start(), "JobName": "job_1"}, "JobName"),
-    ({**_start(), "Description": "semi;colon is fine but a tab\tis not"}, "Description"),
-    ({**_start(), "ClientToken": "x" * 65}, "ClientToken"),
-    ({**_start(), "Extra": 1}, "Extra"),
-    ({"ProjectName": "p", "ModelVersion": "1", "Configuration": {}}, "Configuration.Greengrass"),
-    (_start(ComponentName="bad name"), "Configuration.Greengrass.ComponentName"),
-    (_start(ComponentVersion="1.0"), "Configuration.Greengrass.ComponentVersion"),
-    (_start(ComponentVersion="1234567.0.0"), "Configuration.Greengrass.ComponentVersion"),
-    (_start(TargetDevice="jetson_nano"), "Configuration.Greengrass.TargetDevice"),
-    (_start(TargetPlatform={"Os": "WINDOWS", "Arch": "X86_64"}), "Configuration.Greengrass.TargetPlatform.Os"),
-    (_start(TargetPlatform={"Os": "LINUX"}), "Configuration.Greengrass.TargetPlatform.Arch"),
-    (_start(TargetPlatform={"Os": "LINUX", "Arch": "X86_64", "Accelerator": "AMD"}),
-     "Configuration.Greengrass.TargetPlatform.Accelerator"),
-    (_start(CompilerOptions="{}"[:1]), "Configuration.Greengrass.CompilerOptions"),
-    (_start(Tags=[{"Key": "k"}]), "Configuration.Greengrass.Tags[0].Value"),
-    (_start(Tags=[{"Key": "", "Value": "v"}]), "Configuration.Greengrass.Tags[0].Key"),
-    (_start(Tags=[{"Key": "k", "Value": "#"}]), "Configuration.Greengrass.Tags[0].Value"),
-    (_start(Tags=[{"Key": "k", "Value": "v"}] * 201), "Configuration.Greengrass.Tags"),
-    (_start(Tags={"k": "v"}), "Configuration.Greengrass.Tags"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
+        ({"ProjectName": "p", "Configuration": gg_config()}, "ModelVersion"),
+        ({"ProjectName": "p", "ModelVersion": "1"}, "Configuration"),
+        ({"ProjectName": "-p", "ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
+        ({"ProjectName": "p" * 256, "ModelVersion": "1", "Configuration": gg_config()}, "ProjectName"),
+        ({"ProjectName": "p", "ModelVersion": "0", "Configuration": gg_config()}, "ModelVersion"),
+        ({"ProjectName": "p", "ModelVersion": "latest2", "Configuration": gg_config()}, "ModelVersion"),
+        ({"ProjectName": "p", "ModelVersion": 1, "Configuration": gg_config()}, "ModelVersion"),
+        ({**_start(), "JobName": "job_1"}, "JobName"),
+        ({**_start(), "Description": "semi;colon is fine but a tab\tis not"}, "Description"),
+        ({**_start(), "ClientToken": "x" * 65}, "ClientToken"),
+        ({**_start(), "Extra": 1}, "Extra"),
+        ({"ProjectName": "p", "ModelVersion": "1", "Configuration": {}}, "Configuration.Greengrass"),
+        (_start(ComponentName="bad name"), "Configuration.Greengrass.ComponentName"),
+        (_start(ComponentVersion="1.0"), "Configuration.Greengrass.ComponentVersion"),
+        (_start(ComponentVersion="1234567.0.0"), "Configuration.Greengrass.ComponentVersion"),
+        (_start(TargetDevice="jetson_nano"), "Configuration.Greengrass.TargetDevice"),
+        (_start(TargetPlatform={"Os": "WINDOWS", "Arch": "X86_64"}), "Configuration.Greengrass.TargetPlatform.Os"),
+        (_start(TargetPlatform={"Os": "LINUX"}), "Configuration.Greengrass.TargetPlatform.Arch"),
+        (
+            _start(TargetPlatform={"Os": "LINUX", "Arch": "X86_64", "Accelerator": "AMD"}),
+            "Configuration.Greengrass.TargetPlatform.Accelerator",
+        ),
+        (_start(CompilerOptions="{}"[:1]), "Configuration.Greengrass.CompilerOptions"),
+        (_start(Tags=[{"Key": "k"}]), "Configuration.Greengrass.Tags[0].Value"),
+        (_start(Tags=[{"Key": "", "Value": "v"}]), "Configuration.Greengrass.Tags[0].Key"),
+        (_start(Tags=[{"Key": "k", "Value": "#"}]), "Configuration.Greengrass.Tags[0].Value"),
+        (_start(Tags=[{"Key": "k", "Value": "v"}] * 201), "Configuration.Greengrass.Tags"),
+        (_start(Tags={"k": "v"}), "Configuration.Greengrass.Tags"),
+    ],
+)
 def test_shape_violations_name_the_field(params, field):
     _fails("StartModelPackagingJob", params, field)
 
@@ -75,14 +84,23 @@ def test_shape_violations_name_the_field(params, field):
 def test_bucket_and_prefix_rules():
     config = gg_config()
     config["Greengrass"]["S3OutputLocation"] = {"Bucket": "ab"}
-    _fails("StartModelPackagingJob", {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
-           "Configuration.Greengrass.S3OutputLocation.Bucket")
+    _fails(
+        "StartModelPackagingJob",
+        {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
+        "Configuration.Greengrass.S3OutputLocation.Bucket",
+    )
     config["Greengrass"]["S3OutputLocation"] = {"Bucket": "abc", "Prefix": "/leading-slash"}
-    _fails("StartModelPackagingJob", {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
-           "Configuration.Greengrass.S3OutputLocation.Prefix")
+    _fails(
+        "StartModelPackagingJob",
+        {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
+        "Configuration.Greengrass.S3OutputLocation.Prefix",
+    )
     config["Greengrass"]["S3OutputLocation"] = {"Prefix": "x"}
-    _fails("StartModelPackagingJob", {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
-           "Configuration.Greengrass.S3OutputLocation.Bucket")
+    _fails(
+        "StartModelPackagingJob",
+        {"ProjectName": "p", "ModelVersion": "1", "Configuration": config},
+        "Configuration.Greengrass.S3OutputLocation.Bucket",
+    )
 
 
 def test_page_size_bounds():
@@ -93,19 +111,44 @@ def test_page_size_bounds():
     validate_input("ListProjects", {"MaxResults": 100})
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"TargetDevice": "jetson_xavier", "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"}}, "Configuration.Greengrass.TargetDevice"),
-    ({"TargetDevice": "jetson_xavier", "CompilerOptions": "{'gpu-code': 'sm_72'}"}, "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetDevice": "jetson_xavier", "CompilerOptions": "{ }"}, "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}, "CompilerOptions": "{'gpu-code': 'sm_72'}"},
-     "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}}, "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": "not json"}, "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": '{"bogus": 1}'}, "Configuration.Greengrass.CompilerOptions"),
-    ({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": '{"mcpu": "a b"}'},
-     "Configuration.Greengrass.CompilerOptions.mcpu"),
-    ({"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]}, "Configuration.Greengrass.Tags[1].Key"),
-])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (
+            {"TargetDevice": "jetson_xavier", "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"}},
+            "Configuration.Greengrass.TargetDevice",
+        ),
+        (
+            {"TargetDevice": "jetson_xavier", "CompilerOptions": "{'gpu-code': 'sm_72'}"},
+            "Configuration.Greengrass.CompilerOptions",
+        ),
+        ({"TargetDevice": "jetson_xavier", "CompilerOptions": "{ }"}, "Configuration.Greengrass.CompilerOptions"),
+        (
+            {
+                "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
+                "CompilerOptions": "{'gpu-code': 'sm_72'}",
+            },
+            "Configuration.Greengrass.CompilerOptions",
+        ),
+        (
+            {"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}},
+            "Configuration.Greengrass.CompilerOptions",
+        ),
+        (
+            {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": "not json"},
+            "Configuration.Greengrass.CompilerOptions",
+        ),
+        (
+            {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": '{"bogus": 1}'},
+            "Configuration.Greengrass.CompilerOptions",
+        ),
+        (
+            {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "CompilerOptions": '{"mcpu": "a b"}'},
+            "Configuration.Greengrass.CompilerOptions.mcpu",
+        ),
+        ({"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]}, "Configuration.Greengrass.Tags[1].Key"),
+    ],
+)
 def test_cross_field_rules(extra, field):
     params = _start(**extra)
     validate_input("StartModelPackagingJob", params)
@@ -116,10 +159,13 @@ def test_cross_field_rules(extra, field):
 
 
 def test_nvidia_accepts_json_and_single_quoted_options():
-    for text in ('{"gpu-code": "sm_72", "trt-ver": "7.1.3", "cuda-ver": "10.2"}',
-                 "{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': '10.2'}"):
-        config = parse_configuration(gg_config(TargetPlatform={"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
-                                               CompilerOptions=text))
+    for text in (
+        '{"gpu-code": "sm_72", "trt-ver": "7.1.3", "cuda-ver": "10.2"}',
+        "{'gpu-code': 'sm_72', 'trt-ver': '7.1.3', 'cuda-ver': '10.2'}",
+    ):
+        config = parse_configuration(
+            gg_config(TargetPlatform={"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}, CompilerOptions=text)
+        )
         assert config.target.device == "cuda" and config.target.options.gpu_code == "sm_72"
     assert parse_configuration(gg_config(TargetDevice="jetson_xavier")).target.name == "jetson_xavier"
 
@@ -139,32 +185,56 @@ def _too_long(allowed: str, limit: int):
 
 
 # Tag keys and values allow \p{L}\p{Z}\p{N} and _.:/=+-@; punctuation, symbols and controls otherwise break them.
-_TAG_BAD = st.tuples(st.text(alphabet=_ALNUM, max_size=5),
-                     st.characters(whitelist_categories=("P", "S", "Cc"), blacklist_characters="_.:/=+-@"),
-                     st.text(alphabet=_ALNUM, max_size=5)).map("".join)
+_TAG_BAD = st.tuples(
+    st.text(alphabet=_ALNUM, max_size=5),
+    st.characters(whitelist_categories=("P", "S", "Cc"), blacklist_characters="_.:/=+-@"),
+    st.text(alphabet=_ALNUM, max_size=5),
+).map("".join)
 
 _MUTATIONS = {
-    "ProjectName": st.one_of(st.just(""), _with_bad_char(_ALNUM + "_-", 1), _too_long(_ALNUM, 255),
-                             st.sampled_from("_-").map(lambda c: c + "p"), st.integers()),
-    "ModelVersion": st.one_of(st.just(""), st.just("0"), st.from_regex(r"0[0-9]{1,5}", fullmatch=True),
-                              _with_bad_char(string.digits, 1), st.just("LATEST"), _too_long(string.digits[1:], 10)),
+    "ProjectName": st.one_of(
+        st.just(""),
+        _with_bad_char(_ALNUM + "_-", 1),
+        _too_long(_ALNUM, 255),
+        st.sampled_from("_-").map(lambda c: c + "p"),
+        st.integers(),
+    ),
+    "ModelVersion": st.one_of(
+        st.just(""),
+        st.just("0"),
+        st.from_regex(r"0[0-9]{1,5}", fullmatch=True),
+        _with_bad_char(string.digits, 1),
+        st.just("LATEST"),
+        _too_long(string.digits[1:], 10),
+    ),
     "JobName": st.one_of(st.just(""), _with_bad_char(_ALNUM + "-"), _too_long(_ALNUM, 64)),
     "Description": st.one_of(st.just(""), _with_bad_char(_ALNUM + "-_. ()':,;?"), _too_long(_ALNUM, 256)),
     "ClientToken": st.one_of(st.just(""), _with_bad_char(_ALNUM + "-"), _too_long(_ALNUM, 64)),
     "ComponentName": st.one_of(st.just(""), _with_bad_char(_ALNUM + "-_."), _too_long(_ALNUM, 128)),
-    "ComponentVersion": st.one_of(st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True),
-                                  st.from_regex(r"[0-9]{7}\.[0-9]\.[0-9]", fullmatch=True), _with_bad_char("0123456789.")),
+    "ComponentVersion": st.one_of(
+        st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True),
+        st.from_regex(r"[0-9]{7}\.[0-9]\.[0-9]", fullmatch=True),
+        _with_bad_char("0123456789."),
+    ),
     "ComponentDescription": st.one_of(st.just(""), _with_bad_char(_ALNUM + "-_. ()':,;?"), _too_long(_ALNUM, 256)),
     "Bucket": st.one_of(st.text(alphabet=_ALNUM, max_size=2), _with_bad_char(_ALNUM + ".-_", 3), _too_long(_ALNUM, 63)),
     "Prefix": st.one_of(st.sampled_from("/ ").map(lambda c: c + "x"), _with_bad_char(_ALNUM + "/!_.*'()-", 1)),
     "TargetDevice": st.text(max_size=20).filter(lambda s: s != "jetson_xavier"),
     "Os": st.text(max_size=10).filter(lambda s: s != "LINUX"),
     "Arch": st.text(max_size=10).filter(lambda s: s not in ("ARM64", "X86_64")),
-    "CompilerOptions": st.one_of(st.text(max_size=2), _too_long("a", 1024), st.just("{'mcpu': 'x', 'nope': 1}"),
-                                 st.just("[1, 2]"), st.just("{'mattr': 'neon'}"), st.just("{'num-cores': 0}")),
-    "Tags": st.one_of(st.lists(st.fixed_dictionaries({"Key": st.just("k"), "Value": st.just("v")}), min_size=201, max_size=201),
-                      st.fixed_dictionaries({"Key": st.one_of(st.just(""), _TAG_BAD), "Value": st.just("v")}).map(lambda t: [t]),
-                      st.fixed_dictionaries({"Key": st.just("k"), "Value": _TAG_BAD}).map(lambda t: [t])),
+    "CompilerOptions": st.one_of(
+        st.text(max_size=2),
+        _too_long("a", 1024),
+        st.just("{'mcpu': 'x', 'nope': 1}"),
+        st.just("[1, 2]"),
+        st.just("{'mattr': 'neon'}"),
+        st.just("{'num-cores': 0}"),
+    ),
+    "Tags": st.one_of(
+        st.lists(st.fixed_dictionaries({"Key": st.just("k"), "Value": st.just("v")}), min_size=201, max_size=201),
+        st.fixed_dictionaries({"Key": st.one_of(st.just(""), _TAG_BAD), "Value": st.just("v")}).map(lambda t: [t]),
+        st.fixed_dictionaries({"Key": st.just("k"), "Value": _TAG_BAD}).map(lambda t: [t]),
+    ),
     "conflict": st.sampled_from(["device+platform", "device+options", "nvidia-missing"]),
     "unknown": st.sampled_from(["", "Greengrass", "Greengrass.S3OutputLocation", "Greengrass.TargetPlatform"]),
 }
@@ -188,7 +258,10 @@ def _mutate(params: dict, which: str, value) -> dict:
         elif value == "device+options":
             gg.update(TargetDevice="jetson_xavier", CompilerOptions="{'mcpu': 'carmel'}")
         else:
-            gg.update(TargetPlatform={"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}, CompilerOptions="{'trt-ver': '8'}")
+            gg.update(
+                TargetPlatform={"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"},
+                CompilerOptions="{'trt-ver': '8'}",
+            )
     elif which == "unknown":
         gg.setdefault("TargetPlatform", {"Os": "LINUX", "Arch": "X86_64"})
         node = params["Configuration"]
@@ -229,11 +302,20 @@ _VALID = {
 
 
 @settings(max_examples=200, deadline=None)
-@given(project=_VALID["ProjectName"], version=_VALID["ModelVersion"], job=_VALID["JobName"],
-       component_version=_VALID["ComponentVersion"], tag=_VALID["TagValue"])
+@given(
+    project=_VALID["ProjectName"],
+    version=_VALID["ModelVersion"],
+    job=_VALID["JobName"],
+    component_version=_VALID["ComponentVersion"],
+    tag=_VALID["TagValue"],
+)
 def test_generated_valid_requests_pass(project, version, job, component_version, tag):
-    params = {"ProjectName": project, "ModelVersion": version, "JobName": job,
-              "Configuration": gg_config(ComponentVersion=component_version, Tags=[{"Key": "k", "Value": tag}])}
+    params = {
+        "ProjectName": project,
+        "ModelVersion": version,
+        "JobName": job,
+        "Configuration": gg_config(ComponentVersion=component_version, Tags=[{"Key": "k", "Value": tag}]),
+    }
     validate_input("StartModelPackagingJob", params)
     assert parse_configuration(params["Configuration"]).component_version == component_version
 
@@ -241,6 +323,13 @@ def test_generated_valid_requests_pass(project, version, job, component_version,
 @pytest.mark.parametrize("name", [".", ".."])
 def test_component_names_that_are_path_parts_are_refused(name):
     with pytest.raises(ValidationException) as caught:
-        parse_configuration({"Greengrass": {"ComponentName": name, "TargetDevice": "jetson_xavier",
-                                            "S3OutputLocation": {"Bucket": "b"}}})
+        parse_configuration(
+            {
+                "Greengrass": {
+                    "ComponentName": name,
+                    "TargetDevice": "jetson_xavier",
+                    "S3OutputLocation": {"Bucket": "b"},
+                }
+            }
+        )
     assert caught.value.field == "Configuration.Greengrass.ComponentName"

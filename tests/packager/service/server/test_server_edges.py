@@ -55,7 +55,9 @@ def test_other_methods_get_aws_style_json_errors(endpoint, method, signed):  # n
 def test_head_leaves_a_keep_alive_connection_in_step(endpoint):  # noqa: F811
     parts = urlsplit(endpoint)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    connection.request("HEAD", "/2020-11-20/projects", headers=_signed_headers(f"{endpoint}/2020-11-20/projects", "HEAD"))
+    connection.request(
+        "HEAD", "/2020-11-20/projects", headers=_signed_headers(f"{endpoint}/2020-11-20/projects", "HEAD")
+    )
     response = connection.getresponse()
     response.read()
     connection.request("GET", "/2020-11-20/projects", headers=_signed_headers(f"{endpoint}/2020-11-20/projects", "GET"))
@@ -70,8 +72,14 @@ def test_a_request_signed_for_another_region_is_refused(endpoint, region):  # no
     from botocore.config import Config
 
     client = lookout(endpoint)
-    other = boto3.client("lookoutvision", endpoint_url=endpoint, region_name=region, aws_access_key_id=ACCESS_KEY,
-                         aws_secret_access_key=SECRET_KEY, config=Config(retries={"max_attempts": 1}))
+    other = boto3.client(
+        "lookoutvision",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"max_attempts": 1}),
+    )
     with pytest.raises(other.exceptions.AccessDeniedException) as caught:
         other.list_projects()
     assert region in caught.value.response["Error"]["Message"]
@@ -87,8 +95,13 @@ def test_the_region_is_the_configured_one(home):  # noqa: F811
         import boto3
 
         for region, allowed in (("eu-central-1", True), ("us-east-1", False)):
-            client = boto3.client("lookoutvision", endpoint_url=url, region_name=region, aws_access_key_id=ACCESS_KEY,
-                                  aws_secret_access_key=SECRET_KEY)
+            client = boto3.client(
+                "lookoutvision",
+                endpoint_url=url,
+                region_name=region,
+                aws_access_key_id=ACCESS_KEY,
+                aws_secret_access_key=SECRET_KEY,
+            )
             if allowed:
                 assert client.list_projects()["Projects"] == []
             else:
@@ -111,8 +124,14 @@ def test_aborted_connections_log_one_line_each(home, capfd):  # noqa: F811
             headers = _signed_headers(f"http://127.0.0.1:{port}/2020-11-20/projects", "GET")
             raw = socket.create_connection(("127.0.0.1", port))
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            raw.sendall(("GET /2020-11-20/projects HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                         + "\r\n").encode() + body[:0])
+            raw.sendall(
+                (
+                    "GET /2020-11-20/projects HTTP/1.1\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                    + "\r\n"
+                ).encode()
+                + body[:0]
+            )
             raw.close()  # SO_LINGER 0: a reset, as a client that crashed
         import time
 
@@ -127,15 +146,26 @@ def test_aborted_connections_log_one_line_each(home, capfd):  # noqa: F811
 def test_register_errors_name_no_server_path(endpoint, tiny_model):  # noqa: F811
     spec = tiny_spec_dict()
     spec["input"]["name"] = "not-the-input"
-    body = json.dumps({"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "Spec": spec,
-                       "CreateProject": True}).encode()
+    body = json.dumps(
+        {"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "Spec": spec, "CreateProject": True}
+    ).encode()
     status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", body)
     assert status == 400 and "not-the-input" in error["Message"]
     assert "/tmp" not in error["Message"] and "register-" not in error["Message"], error["Message"]
     bad_spec = dict(spec, image_threshold="high")
-    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", json.dumps(
-        {"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "Spec": bad_spec, "CreateProject": True}).encode())
+    status, _, error = signed_call(
+        endpoint,
+        "POST",
+        "/x-packager/projects/p/models",
+        json.dumps(
+            {"Model": base64.b64encode(tiny_model[0].read_bytes()).decode(), "Spec": bad_spec, "CreateProject": True}
+        ).encode(),
+    )
     assert status == 400 and "image_threshold" in error["Message"] and "/tmp" not in error["Message"], error["Message"]
-    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/p/models", json.dumps(
-        {"Model": base64.b64encode(b"\x08\x07").decode(), "CreateProject": True}).encode())
+    status, _, error = signed_call(
+        endpoint,
+        "POST",
+        "/x-packager/projects/p/models",
+        json.dumps({"Model": base64.b64encode(b"\x08\x07").decode(), "CreateProject": True}).encode(),
+    )
     assert status == 400 and "/tmp" not in error["Message"] and "register-" not in error["Message"], error["Message"]

@@ -18,9 +18,14 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from packager.service.server.app import ServerConfig, make_server
-
 from tests.packager.service.jobs.support import (  # noqa: F401  (fixtures)
-    REPO_ROOT, cli_argv, cli_env, gg_config, hold_worker_slot, home, wait_until,
+    REPO_ROOT,
+    cli_argv,
+    cli_env,
+    gg_config,
+    hold_worker_slot,
+    home,
+    wait_until,
 )
 
 ACCESS_KEY, SECRET_KEY = "AKIDPACKAGERTEST", "packager-test-secret"
@@ -37,8 +42,14 @@ def endpoint(home):
 
 
 def lookout(endpoint: str, secret: str = SECRET_KEY, key: str = ACCESS_KEY):
-    return boto3.client("lookoutvision", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+    return boto3.client(
+        "lookoutvision",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}),
+    )
 
 
 def signed_call(endpoint: str, method: str, path: str, body: bytes = b"") -> tuple[int, dict, dict]:
@@ -66,8 +77,13 @@ def test_every_operation_over_http(endpoint, home, tiny_model, monkeypatch):
     assert [p["ProjectName"] for p in client.list_projects()["Projects"]] == ["rest-proj"]
 
     model, spec = tiny_model
-    body = json.dumps({"Model": base64.b64encode(model.read_bytes()).decode(), "Spec": json.loads(spec.read_text()),
-                       "Description": "from-rest"}).encode()
+    body = json.dumps(
+        {
+            "Model": base64.b64encode(model.read_bytes()).decode(),
+            "Spec": json.loads(spec.read_text()),
+            "Description": "from-rest",
+        }
+    ).encode()
     for expected in ("1", "2"):
         status, _, registered = signed_call(endpoint, "POST", "/x-packager/projects/rest-proj/models", body)
         assert status == 200 and registered["ModelMetadata"]["ModelVersion"] == expected
@@ -78,18 +94,33 @@ def test_every_operation_over_http(endpoint, home, tiny_model, monkeypatch):
 
     with hold_worker_slot(home, monkeypatch):
         job = client.start_model_packaging_job(
-            ProjectName="rest-proj", ModelVersion="1", JobName="rest-job", Description="over http",
-            Configuration=gg_config(TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, Tags=[{"Key": "k", "Value": "v"}]))
+            ProjectName="rest-proj",
+            ModelVersion="1",
+            JobName="rest-job",
+            Description="over http",
+            Configuration=gg_config(
+                TargetPlatform={"Os": "LINUX", "Arch": "X86_64"}, Tags=[{"Key": "k", "Value": "v"}]
+            ),
+        )
         assert job["JobName"] == "rest-job"
-        description = client.describe_model_packaging_job(ProjectName="rest-proj", JobName="rest-job")["ModelPackagingDescription"]
+        description = client.describe_model_packaging_job(ProjectName="rest-proj", JobName="rest-job")[
+            "ModelPackagingDescription"
+        ]
         assert description["Status"] == "CREATED" and description["ModelPackagingMethod"] == "Greengrass"
         assert description["ModelPackagingConfiguration"]["Greengrass"]["Tags"] == [{"Key": "k", "Value": "v"}]
         assert description["ModelPackagingOutputDetails"]["Greengrass"]["ComponentVersion"] == "1.0.0"
         assert isinstance(description["LastUpdatedTimestamp"], dt.datetime)
         listed = client.list_model_packaging_jobs(ProjectName="rest-proj")["ModelPackagingJobs"]
         assert [j["JobName"] for j in listed] == ["rest-job"]
-    wait_until(lambda: client.describe_model_packaging_job(ProjectName="rest-proj", JobName="rest-job")
-               ["ModelPackagingDescription"]["Status"] == "FAILED", timeout=60)
+    wait_until(
+        lambda: (
+            client.describe_model_packaging_job(ProjectName="rest-proj", JobName="rest-job")[
+                "ModelPackagingDescription"
+            ]["Status"]
+            == "FAILED"
+        ),
+        timeout=60,
+    )
     assert client.delete_project(ProjectName="rest-proj")["ProjectArn"] == created["ProjectArn"]
     assert client.list_projects()["Projects"] == []
 
@@ -113,8 +144,11 @@ def test_service_errors_parse_as_botocore_errors(endpoint, home, tiny_model, mon
     with pytest.raises(client.exceptions.ValidationException, match="NextToken"):
         client.list_projects(NextToken="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
     with pytest.raises(client.exceptions.ValidationException, match="mutually exclusive"):
-        client.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config(
-            TargetDevice="jetson_xavier", TargetPlatform={"Os": "LINUX", "Arch": "ARM64"}))
+        client.start_model_packaging_job(
+            ProjectName="p",
+            ModelVersion="1",
+            Configuration=gg_config(TargetDevice="jetson_xavier", TargetPlatform={"Os": "LINUX", "Arch": "ARM64"}),
+        )
     with pytest.raises(client.exceptions.ResourceNotFoundException) as info:
         client.start_model_packaging_job(ProjectName="p", ModelVersion="1", Configuration=gg_config())
     assert info.value.response["ResourceType"] == "MODEL"
@@ -129,8 +163,12 @@ def test_idempotency_and_pagination_over_http(endpoint, home, tiny_model, monkey
         client.create_project(ProjectName=f"p{i}")
     pages = list(client.get_paginator("list_projects").paginate(PaginationConfig={"PageSize": 3}))
     assert [len(p["Projects"]) for p in pages] == [3, 3, 1]
-    signed_call(endpoint, "POST", "/x-packager/projects/p0/models",
-                json.dumps({"Model": base64.b64encode(tiny_model[0].read_bytes()).decode()}).encode())
+    signed_call(
+        endpoint,
+        "POST",
+        "/x-packager/projects/p0/models",
+        json.dumps({"Model": base64.b64encode(tiny_model[0].read_bytes()).decode()}).encode(),
+    )
     with hold_worker_slot(home, monkeypatch):
         params = dict(ProjectName="p0", ModelVersion="1", Configuration=gg_config(), ClientToken="http-retry")
         first = client.start_model_packaging_job(**params)["JobName"]
@@ -138,15 +176,25 @@ def test_idempotency_and_pagination_over_http(endpoint, home, tiny_model, monkey
         with pytest.raises(client.exceptions.ConflictException):
             client.start_model_packaging_job(**{**params, "Description": "different"})
         # boto3 fills ClientToken itself when it is left out, so plain retries never double-start.
-        second = client.start_model_packaging_job(ProjectName="p0", ModelVersion="1",
-                                                  Configuration=gg_config(ComponentVersion="2.0.0"))["JobName"]
-        jobs = list(client.get_paginator("list_model_packaging_jobs").paginate(ProjectName="p0", PaginationConfig={"PageSize": 1}))
+        second = client.start_model_packaging_job(
+            ProjectName="p0", ModelVersion="1", Configuration=gg_config(ComponentVersion="2.0.0")
+        )["JobName"]
+        jobs = list(
+            client.get_paginator("list_model_packaging_jobs").paginate(
+                ProjectName="p0", PaginationConfig={"PageSize": 1}
+            )
+        )
     assert [j["JobName"] for page in jobs for j in page["ModelPackagingJobs"]] == [first, second]
 
 
 def test_serve_command_end_to_end(home, tmp_path):
-    proc = subprocess.Popen(cli_argv("serve", "--port", "0", "--quiet"), cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(PACKAGER_ACCESS_KEY_ID=ACCESS_KEY, PACKAGER_SECRET_ACCESS_KEY=SECRET_KEY))
+    proc = subprocess.Popen(
+        cli_argv("serve", "--port", "0", "--quiet"),
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(PACKAGER_ACCESS_KEY_ID=ACCESS_KEY, PACKAGER_SECRET_ACCESS_KEY=SECRET_KEY),
+    )
     try:
         line = proc.stderr.readline()
         assert "http://127.0.0.1:" in line, line
@@ -158,9 +206,18 @@ def test_serve_command_end_to_end(home, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    refused = subprocess.run(cli_argv("serve", "--port", "0"), cwd=REPO_ROOT, capture_output=True, text=True,
-                             env={k: v for k, v in cli_env().items() if not k.startswith("PACKAGER_ACCESS")
-                                  and not k.startswith("PACKAGER_SECRET")}, timeout=60)
+    refused = subprocess.run(
+        cli_argv("serve", "--port", "0"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={
+            k: v
+            for k, v in cli_env().items()
+            if not k.startswith("PACKAGER_ACCESS") and not k.startswith("PACKAGER_SECRET")
+        },
+        timeout=60,
+    )
     assert refused.returncode == 2 and "PACKAGER_ACCESS_KEY_ID" in refused.stderr
 
 
@@ -169,14 +226,22 @@ def test_register_model_with_external_data_over_http(endpoint, home, tmp_path):
 
     path = anomalib_like(tmp_path / "export" / "model.onnx")
     data = (tmp_path / "export" / "model.onnx.data").read_bytes()
-    body = {"Model": base64.b64encode(path.read_bytes()).decode(), "CreateProject": True,
-            "ExternalData": {"model.onnx.data": base64.b64encode(data).decode()}}
+    body = {
+        "Model": base64.b64encode(path.read_bytes()).decode(),
+        "CreateProject": True,
+        "ExternalData": {"model.onnx.data": base64.b64encode(data).decode()},
+    }
     status, _, registered = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models", json.dumps(body).encode())
     assert status == 200, registered
     assert (home / "models" / "sha256" / registered["ModelSha256"] / "model.onnx.data").read_bytes() == data
-    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models",
-                                   json.dumps({**body, "ExternalData": {}}).encode())  # the data file left out
+    status, _, error = signed_call(
+        endpoint, "POST", "/x-packager/projects/zoo/models", json.dumps({**body, "ExternalData": {}}).encode()
+    )  # the data file left out
     assert status == 400 and "model.onnx.data" in error["Message"] and "missing" in error["Message"]
-    status, _, error = signed_call(endpoint, "POST", "/x-packager/projects/zoo/models",
-                                   json.dumps({**body, "ExternalData": {"../x.data": "AA=="}}).encode())
+    status, _, error = signed_call(
+        endpoint,
+        "POST",
+        "/x-packager/projects/zoo/models",
+        json.dumps({**body, "ExternalData": {"../x.data": "AA=="}}).encode(),
+    )
     assert status == 400 and "ExternalData" in error["Message"]

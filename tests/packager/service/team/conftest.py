@@ -21,8 +21,13 @@ def s3_loopback():
     server.start()
     # moto keeps buckets in this process across servers; start from an empty account.
     urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST")).close()
-    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket=OUTPUT_BUCKET)
     s3.create_bucket(Bucket=MODEL_BUCKET)
     yield server, s3
@@ -42,8 +47,9 @@ def team(tmp_path, postgres, redis, s3_loopback, greengrass_loopback):
     import redis as redis_client
 
     redis_client.Redis.from_url(redis.url).flushdb()
-    env = team_env(postgres.create_database(), redis.url, s3_loopback[0].endpoint, greengrass_loopback.endpoint,
-                   MODEL_BUCKET)
+    env = team_env(
+        postgres.create_database(), redis.url, s3_loopback[0].endpoint, greengrass_loopback.endpoint, MODEL_BUCKET
+    )
     harness = Team(tmp_path / "team", env)
     yield harness
     harness.stop_all()

@@ -64,7 +64,9 @@ class GreengrassLoopback:
                 with loopback._lock:
                     if path == "/greengrass/v2/components":
                         names = sorted({n for n, _ in loopback.versions})
-                        self._send(200, {"components": [{"arn": loopback.component_arn(n), "componentName": n} for n in names]})
+                        self._send(
+                            200, {"components": [{"arn": loopback.component_arn(n), "componentName": n} for n in names]}
+                        )
                         return
                     arn = path.removeprefix("/greengrass/v2/components/").removesuffix("/metadata")
                     name, _, version = arn.rpartition(":versions:")
@@ -73,11 +75,20 @@ class GreengrassLoopback:
                     if recipe is None:
                         self._send(404, {"message": f"{arn} not found"}, "ResourceNotFoundException")
                     elif path.endswith("/metadata"):
-                        self._send(200, {"arn": arn, "componentName": name, "componentVersion": version,
-                                         "status": {"componentState": "DEPLOYABLE", "message": "ok"}})
+                        self._send(
+                            200,
+                            {
+                                "arn": arn,
+                                "componentName": name,
+                                "componentVersion": version,
+                                "status": {"componentState": "DEPLOYABLE", "message": "ok"},
+                            },
+                        )
                     else:
                         assert parse_qs(url.query).get("recipeOutputFormat") == ["YAML"]
-                        self._send(200, {"recipeOutputFormat": "YAML", "recipe": base64.b64encode(recipe.encode()).decode()})
+                        self._send(
+                            200, {"recipeOutputFormat": "YAML", "recipe": base64.b64encode(recipe.encode()).decode()}
+                        )
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -91,7 +102,15 @@ class GreengrassLoopback:
                         self._send(409, {"message": f"{arn} already exists"}, "ConflictException")
                         return
                     loopback.versions[key] = recipe
-                self._send(201, {"arn": arn, "componentName": key[0], "componentVersion": key[1],
-                                 "creationTimestamp": time.time(), "status": {"componentState": "REQUESTED"}})
+                self._send(
+                    201,
+                    {
+                        "arn": arn,
+                        "componentName": key[0],
+                        "componentVersion": key[1],
+                        "creationTimestamp": time.time(),
+                        "status": {"componentState": "REQUESTED"},
+                    },
+                )
 
         return Handler

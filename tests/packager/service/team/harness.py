@@ -64,14 +64,23 @@ class Team:
     env: dict[str, str]
     processes: list[Process] = field(default_factory=list)
 
-    def _start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None, port: int | None = None) -> Process:
+    def _start(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None, port: int | None = None
+    ) -> Process:
         home = self.root / name
         home.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
         env = {**self.env, "PACKAGER_HOME": str(home), **(extra_env or {})}
         with open(log, "ab") as out:
-            popen = subprocess.Popen([sys.executable, "-m", "packager", *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=home, start_new_session=True)
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "packager", *argv],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=home,
+                start_new_session=True,
+            )
         process = Process(name, popen, home, log, port)
         self.processes.append(process)
         return process
@@ -105,17 +114,31 @@ def popen_done(process: Process) -> bool:
 
 
 def lookout(endpoint: str, attempts: int = 1):
-    return boto3.client("lookoutvision", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY,
-                        config=Config(retries={"mode": "standard", "max_attempts": attempts}, connect_timeout=5, read_timeout=60))
+    return boto3.client(
+        "lookoutvision",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"mode": "standard", "max_attempts": attempts}, connect_timeout=5, read_timeout=60),
+    )
 
 
 def register_model(endpoint: str, project: str, model: Path, spec: Path) -> dict:
     """Our RegisterModel extension over HTTP (boto3 has no method for it), signed like boto3's calls."""
-    body = json.dumps({"Model": base64.b64encode(model.read_bytes()).decode(), "Spec": json.loads(spec.read_text()),
-                       "CreateProject": True}).encode()
-    request = AWSRequest(method="POST", url=f"{endpoint}/x-packager/projects/{project}/models", data=body,
-                         headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "Model": base64.b64encode(model.read_bytes()).decode(),
+            "Spec": json.loads(spec.read_text()),
+            "CreateProject": True,
+        }
+    ).encode()
+    request = AWSRequest(
+        method="POST",
+        url=f"{endpoint}/x-packager/projects/{project}/models",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lookoutvision", REGION).add_auth(request)
     prepared = request.prepare()
     http = urllib.request.Request(prepared.url, data=body, method="POST", headers=dict(prepared.headers))
@@ -128,24 +151,26 @@ def register_model(endpoint: str, project: str, model: Path, spec: Path) -> dict
 
 def team_env(database_url: str, broker_url: str, s3_endpoint: str, greengrass_endpoint: str, model_bucket: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PACKAGER_"))}
-    env.update({
-        "PYTHONPATH": str(REPO_ROOT),
-        "PACKAGER_DATABASE_URL": database_url,
-        "PACKAGER_BROKER_URL": broker_url,
-        "PACKAGER_MODEL_BUCKET": model_bucket,
-        "PACKAGER_ACCESS_KEY_ID": ACCESS_KEY,
-        "PACKAGER_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-        "AWS_ENDPOINT_URL_GREENGRASSV2": greengrass_endpoint,
-        "AWS_ENDPOINT_URL_STS": s3_endpoint,  # moto's server answers GetCallerIdentity (account 123456789012)
-        # Every job compiles: the test kills a worker mid-compile, and a compile-cache hit has no compile to catch.
-        # A cache path that cannot be a directory is read as a miss and never written (compilers/compile_cache.py).
-        "PACKAGER_COMPILE_CACHE": "/dev/null/no-compile-cache",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/nonexistent-aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent-aws-credentials",
-        "PACKAGER_MAX_WORKERS": "1",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(REPO_ROOT),
+            "PACKAGER_DATABASE_URL": database_url,
+            "PACKAGER_BROKER_URL": broker_url,
+            "PACKAGER_MODEL_BUCKET": model_bucket,
+            "PACKAGER_ACCESS_KEY_ID": ACCESS_KEY,
+            "PACKAGER_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL_S3": s3_endpoint,
+            "AWS_ENDPOINT_URL_GREENGRASSV2": greengrass_endpoint,
+            "AWS_ENDPOINT_URL_STS": s3_endpoint,  # moto's server answers GetCallerIdentity (account 123456789012)
+            # Every job compiles: the test kills a worker mid-compile, and a compile-cache hit has no compile to catch.
+            # A cache path that cannot be a directory is read as a miss and never written (compilers/compile_cache.py).
+            "PACKAGER_COMPILE_CACHE": "/dev/null/no-compile-cache",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": "/nonexistent-aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent-aws-credentials",
+            "PACKAGER_MAX_WORKERS": "1",
+        }
+    )
     return env

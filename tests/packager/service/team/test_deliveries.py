@@ -24,10 +24,26 @@ def _job(home, tiny_model, **state) -> JobRecord:
     api.create_project(ProjectName="p")
     api.register_model("p", *tiny_model)
     now = time.time()
-    record = JobRecord(seq=0, project="p", name="j", model_version="1", configuration=gg_config(ComponentVersion="1.0.0"),
-                       description=None, status="CREATED", status_message="Queued on x86_64-cpu; waiting for a worker.",
-                       created=now, updated=now, component_name="com.example.Tiny", component_version="1.0.0",
-                       component_arn=None, register=False, pid=None, pid_start=None, heartbeat=None, queue="x86_64-cpu")
+    record = JobRecord(
+        seq=0,
+        project="p",
+        name="j",
+        model_version="1",
+        configuration=gg_config(ComponentVersion="1.0.0"),
+        description=None,
+        status="CREATED",
+        status_message="Queued on x86_64-cpu; waiting for a worker.",
+        created=now,
+        updated=now,
+        component_name="com.example.Tiny",
+        component_version="1.0.0",
+        component_arn=None,
+        register=False,
+        pid=None,
+        pid_start=None,
+        heartbeat=None,
+        queue="x86_64-cpu",
+    )
     store = open_store(home)
     try:
         store.insert_job(record)

@@ -17,12 +17,18 @@ def home(tmp_path, monkeypatch, postgres):
 
 
 def _build(host_home, tmp_path, name: str, compiler_options: str | None) -> list[str]:
-    configuration = {"Greengrass": {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "ComponentName": "com.example.Tuned",
-                                    "ComponentVersion": "1.0.0",
-                                    **({"CompilerOptions": compiler_options} if compiler_options else {})}}
+    configuration = {
+        "Greengrass": {
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            "ComponentName": "com.example.Tuned",
+            "ComponentVersion": "1.0.0",
+            **({"CompilerOptions": compiler_options} if compiler_options else {}),
+        }
+    }
     extensions = JobExtensions(output_dir=tmp_path / f"out-{name}", benchmark_runs=2, register=False)
-    job = api.start_local_packaging_job(extensions, home=host_home, ProjectName="p", ModelVersion="1", JobName=name,
-                                        Configuration=configuration)["JobName"]
+    job = api.start_local_packaging_job(
+        extensions, home=host_home, ProjectName="p", ModelVersion="1", JobName=name, Configuration=configuration
+    )["JobName"]
     final = api.wait_for_model_packaging_job("p", job, home=host_home, poll_seconds=0.2, timeout_seconds=600)
     assert final["ModelPackagingDescription"]["Status"] == "SUCCEEDED", final
     return (host_home / "jobs" / "p" / job / PROGRESS_FILE).read_text().splitlines()

@@ -20,8 +20,14 @@ FINAL = ("SUCCEEDED", "FAILED")
 
 
 def gg(version: str) -> dict:
-    return {"Greengrass": {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "ComponentName": COMPONENT,
-                           "ComponentVersion": version, "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "team"}}}
+    return {
+        "Greengrass": {
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            "ComponentName": COMPONENT,
+            "ComponentVersion": version,
+            "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "team"},
+        }
+    }
 
 
 def describe(client, job: str) -> dict:
@@ -40,7 +46,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
 
 @pytest.mark.slow
 def test_twenty_jobs_two_servers_two_workers_a_lost_host_and_a_database_restart(
-        team, postgres, example_model, s3_loopback, greengrass_loopback):
+    team, postgres, example_model, s3_loopback, greengrass_loopback
+):
     team.env["PACKAGER_REDELIVERY_AFTER_S"] = "45"  # Redis hands a dead host's job out again after this
     team.env["PACKAGER_TAKEOVER_AFTER_S"] = "15"
     servers = [team.start_server("server-a"), team.start_server("server-b")]
@@ -49,8 +56,9 @@ def test_twenty_jobs_two_servers_two_workers_a_lost_host_and_a_database_restart(
     workers = {"worker-a": team.start_worker("worker-a"), "worker-b": team.start_worker("worker-b")}
 
     # The first job registers the Edge Agent component the others depend on.
-    first = clients[0].start_model_packaging_job(ProjectName="line", ModelVersion="1", Configuration=gg("1.0.0"),
-                                                 ClientToken="token-0")["JobName"]
+    first = clients[0].start_model_packaging_job(
+        ProjectName="line", ModelVersion="1", Configuration=gg("1.0.0"), ClientToken="token-0"
+    )["JobName"]
     wait_for(lambda: describe(clients[1], first)["Status"] in FINAL, 300, "the first job")
 
     # 19 more submissions, alternating servers: 15 new jobs, 3 repeated ClientTokens (sent to the other server)
@@ -60,10 +68,12 @@ def test_twenty_jobs_two_servers_two_workers_a_lost_host_and_a_database_restart(
     for i in range(1, 16):
         version = f"1.0.{i}"
         names[version] = clients[i % 2].start_model_packaging_job(
-            ProjectName="line", ModelVersion="1", Configuration=gg(version), ClientToken=f"token-{i}")["JobName"]
+            ProjectName="line", ModelVersion="1", Configuration=gg(version), ClientToken=f"token-{i}"
+        )["JobName"]
         if i in (2, 5, 9):
             again = clients[(i + 1) % 2].start_model_packaging_job(
-                ProjectName="line", ModelVersion="1", Configuration=gg(version), ClientToken=f"token-{i}")["JobName"]
+                ProjectName="line", ModelVersion="1", Configuration=gg(version), ClientToken=f"token-{i}"
+            )["JobName"]
             repeats.append((names[version], again))
     with pytest.raises(ClientError) as conflict:
         clients[1].start_model_packaging_job(ProjectName="line", ModelVersion="1", Configuration=gg("1.0.7"))
@@ -99,11 +109,14 @@ def test_twenty_jobs_two_servers_two_workers_a_lost_host_and_a_database_restart(
     workers["worker-a2"] = team.start_worker("worker-a2")
     finals = {}
     for version, job in names.items():
-        finals[version] = wait_for(lambda job=job: (d := describe(clients[1], job))["Status"] in FINAL and d, 900,
-                                   f"job {job}")
+        finals[version] = wait_for(
+            lambda job=job: (d := describe(clients[1], job))["Status"] in FINAL and d, 900, f"job {job}"
+        )
     logs = {name: w.log.read_text()[-2000:] for name, w in workers.items()}
     assert all(d["Status"] == "SUCCEEDED" for d in finals.values()), (
-        {v: (d["Status"], d.get("StatusMessage")) for v, d in finals.items()}, logs)
+        {v: (d["Status"], d.get("StatusMessage")) for v, d in finals.items()},
+        logs,
+    )
 
     # The killed job was delivered again and finished on another worker.
     with psycopg.connect(team.env["PACKAGER_DATABASE_URL"]) as db:

@@ -14,8 +14,14 @@ from tests.packager.service.team.harness import lookout, register_model
 
 
 def gg(version: str) -> dict:
-    return {"Greengrass": {"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, "ComponentName": "com.team.Example",
-                           "ComponentVersion": version, "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "c"}}}
+    return {
+        "Greengrass": {
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            "ComponentName": "com.team.Example",
+            "ComponentVersion": version,
+            "S3OutputLocation": {"Bucket": OUTPUT_BUCKET, "Prefix": "c"},
+        }
+    }
 
 
 @pytest.mark.slow
@@ -25,7 +31,9 @@ def test_a_job_runs_on_a_celery_worker_that_fetches_the_model_from_s3(team, exam
     client = lookout(server.endpoint)
     job = client.start_model_packaging_job(ProjectName="line1", ModelVersion="1", Configuration=gg("1.0.0"))["JobName"]
     described = client.describe_model_packaging_job(ProjectName="line1", JobName=job)["ModelPackagingDescription"]
-    assert described["Status"] == "CREATED" and described["StatusMessage"] == "Queued on x86_64-cpu; waiting for a worker."
+    assert (
+        described["Status"] == "CREATED" and described["StatusMessage"] == "Queued on x86_64-cpu; waiting for a worker."
+    )
     worker = team.start_worker("worker-a")
     seen, started = set(), time.monotonic()
     while described["Status"] not in ("SUCCEEDED", "FAILED"):
@@ -60,15 +68,17 @@ def test_a_pool_process_killed_mid_compile_is_a_failed_delivery_run_again_at_onc
     client = lookout(server.endpoint)
     job = client.start_model_packaging_job(ProjectName="line1", ModelVersion="1", Configuration=gg("2.0.0"))["JobName"]
     started = time.monotonic()
-    while "compiling" not in (described := client.describe_model_packaging_job(
-            ProjectName="line1", JobName=job)["ModelPackagingDescription"]).get("StatusMessage", ""):
+    while "compiling" not in (
+        described := client.describe_model_packaging_job(ProjectName="line1", JobName=job)["ModelPackagingDescription"]
+    ).get("StatusMessage", ""):
         assert time.monotonic() - started < 300 and described["Status"] != "FAILED", described
         time.sleep(0.2)
     (pool,) = _children(worker.popen.pid)
     os.kill(pool, signal.SIGKILL)
     killed = time.monotonic()
-    while (described := client.describe_model_packaging_job(
-            ProjectName="line1", JobName=job)["ModelPackagingDescription"])["Status"] not in ("SUCCEEDED", "FAILED"):
+    while (
+        described := client.describe_model_packaging_job(ProjectName="line1", JobName=job)["ModelPackagingDescription"]
+    )["Status"] not in ("SUCCEEDED", "FAILED"):
         assert time.monotonic() - killed < 300, described
         time.sleep(0.5)
     assert described["Status"] == "SUCCEEDED", (described, worker.log.read_text()[-3000:])
