@@ -32,7 +32,7 @@ def write_models(root: Path) -> None:
     from benchmarks.models.export import to_onnx
     from benchmarks.models.padim import build_padim
     from compilers.frontends.intake import import_model
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
 
     for name in MODELS:
         folder = root / name

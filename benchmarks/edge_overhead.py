@@ -45,7 +45,7 @@ FLOOR = "Python gRPC floor: the agent's server, the same bytes, a handler that o
 
 def model_files(scratch: Path) -> tuple[Path, Path, str]:
     """The bundled example model if it is there, else its architecture with random weights."""
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
 
     model, spec = example_model_paths()
     if model.exists() and spec.exists():

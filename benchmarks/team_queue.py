@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
     from packager.service.jobs import api
     from tests.servers import postgres_server, redis_server
 

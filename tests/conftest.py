@@ -118,7 +118,7 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def example_model() -> tuple[Path, Path]:
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
 
     return example_model_paths()
 

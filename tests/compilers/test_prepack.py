@@ -80,7 +80,7 @@ def test_weights_used_as_they_are_keep_their_names(cpu):
 def test_gpu_targets_keep_the_weights_as_imported():
     from compilers.frontends.intake import import_model
     from compilers.tvm_compile import relax_for_target, to_relax
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
     from targets import get_target, host_target
 
     imported = import_model(*example_model_paths())
@@ -94,8 +94,8 @@ def test_a_failing_weight_step_names_the_model(monkeypatch):
     import compilers.prepack
     from compilers.frontends.intake import import_model
     from compilers.tvm_compile import relax_for_target
-    from packager.commands.build import example_model_paths
     from packager.errors import CompilationError
+    from packager.example_model import example_model_paths
     from targets import host_target
 
     def fail(*_):

@@ -225,7 +225,7 @@ def test_registering_a_model_does_not_import_tvm(tmp_path):
     import subprocess
     import sys
 
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
 
     model, spec = example_model_paths()
     code = (

@@ -430,7 +430,7 @@ def example_model_case(tmp_path: Path):
     import numpy as np
     from PIL import Image
 
-    from packager.commands.build import example_model_paths
+    from packager.example_model import example_model_paths
 
     model, spec = example_model_paths()
     if not model.exists():
