@@ -178,6 +178,26 @@ def _channel_innermost(dim: int, ndim: int, lanes: int):
     return index_map
 
 
+def _blocks_matrix(c: Contraction) -> bool:
+    """A matrix weight [K, N] read a vector of N at a time walks K at N's stride: a page per step for a wide N (PatchCore's
+    1536 x 16384 memory bank). Repacked as [N / lanes, K, lanes] each vector block is one contiguous stream; worth
+    the repacking pass when enough output rows reuse it."""
+    rows = 1
+    for i in (*c.outer, *([c.column] if c.column is not None else [])):
+        rows *= c.extents[i]
+    return c.weight_ndim == 2 and c.weight_channel_dim == 1 and rows >= MATRIX_PACK_MIN_ROWS
+
+
+MATRIX_PACK_MIN_ROWS = 64
+
+
+def _packed_weight_layout(dim: int, ndim: int, lanes: int):
+    """Where a packed weight puts its elements: a matrix [K, N] as [N / lanes, K, lanes], others channel innermost."""
+    if ndim == 2 and dim == 1:
+        return lambda k, n: (n // lanes, k, n % lanes)
+    return _channel_innermost(dim, ndim, lanes)
+
+
 def inline_epilogue(sch: s_tir.Schedule, writeback) -> None:
     """Fold bias, activation and other elementwise consumers into the write-back of a register tile.
 
@@ -207,7 +227,7 @@ def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisio
         lane_options = [v for v in (lane, 2 * lane, 4 * lane) if channel_ext % v == 0]
         column_ext = ext[c.column] if c.column is not None else 1
         lanes = decisions.choose(sch, lane_options, _default_lanes(lane_options, column_ext, machine))
-        return _vectorize_channels(sch, c, lanes, decisions, machine, pack=not weight_last)
+        return _vectorize_channels(sch, c, lanes, decisions, machine, pack=not weight_last or _blocks_matrix(c))
     if c.channel is not None and weight_last and 2 <= channel_ext <= 16 * lane:
         return _vectorize_channels(sch, c, channel_ext, decisions, machine, pack=False)
     if c.column is not None and ext[c.column] % lane == 0:
@@ -250,7 +270,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     row_tile = decisions.choose(sch, row_options or [1], 1)
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
-        sch.transform_layout(packed, ("write", 0), _channel_innermost(c.weight_channel_dim, c.weight_ndim, lanes))
+        sch.transform_layout(packed, ("write", 0), _packed_weight_layout(c.weight_channel_dim, c.weight_ndim, lanes))
         sch.parallel(sch.get_loops(packed)[0])
     loops = sch.get_loops(c.block)
     f_o, f_v = sch.split(loops[c.channel], [None, lanes])

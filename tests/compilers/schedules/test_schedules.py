@@ -222,6 +222,23 @@ def test_row_reductions_keep_vector_partial_sums_and_match_onnxruntime(cpu):
     assert re.search(r'for \w+ in T\.vectorized\(T\.int64\(\d+\)\):\s+with T\.sblock\("\w+_rf_init"\)', texts)
 
 
+def test_a_wide_weight_matrix_is_read_as_contiguous_vector_blocks(cpu):
+    """PatchCore's distance GEMM in small: [M, K] x [K, N] with N wide. The weight is repacked as [N / lanes, K, lanes]
+    so each vector block of N streams through K contiguously, and the result still matches ONNX Runtime."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("MatMul", ["x", "bank"], ["d"]), helper.make_node("Sqrt", ["d"], ["y"])],
+        [("x", [128, 96])],
+        ["y"],
+        {"bank": np.abs(weights(96, 256))},
+    )
+    compile_and_compare(model, relax_pipeline(cpu))
+    texts = "\n".join(scheduled_functions(model, cpu).values())
+    blocks = re.findall(r"alloc_buffer\(\(T\.int64\((\d+)\), T\.int64\(96\), T\.int64\((\d+)\)\)", texts)
+    assert blocks and all(int(n) * int(lanes) == 256 for n, lanes in blocks)
+
+
 def test_gpu_target_gets_thread_bindings():
     import tvm
 
