@@ -38,7 +38,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -84,7 +84,7 @@ def model_content_hash(imported: ImportedModel) -> str:
     digest = hashlib.sha256(imported.onnx_bytes)
     for path in external_data_files(imported):
         digest.update(f"\0{path.name}\0".encode())
-        digest.update(_file_sha256(path).encode() if path.is_file() else b"missing")
+        digest.update(file_sha256(path).encode() if path.is_file() else b"missing")
     return digest.hexdigest()
 
 
@@ -145,7 +145,7 @@ class CompileCache:
             if doc.get("format") != ENTRY_FORMAT or doc.get("key") != key.parts:
                 return None
             files = doc["files"]
-            if any(_file_sha256(entry / name) != sha for name, sha in files.items()):
+            if any(file_sha256(entry / name) != sha for name, sha in files.items()):
                 shutil.rmtree(entry, ignore_errors=True)  # damaged: the next build writes it again
                 return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -169,7 +169,7 @@ class CompileCache:
             files = {}
             for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
                 shutil.copyfile(path, staging / path.name)
-                files[path.name] = _file_sha256(staging / path.name)
+                files[path.name] = file_sha256(staging / path.name)
             doc = {
                 "format": ENTRY_FORMAT,
                 "key": key.parts,

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from compilers.compile_cache import compiler_fingerprint, file_sha256
 from compilers.model import ImportedModel
 
 ENTRY_FORMAT = "packager-intake-cache/1"
@@ -26,18 +27,8 @@ GRAPH_FILE = "model.onnx"
 FOLDER = "intake"  # under the compile cache directory
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _tool_versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
-
-    from compilers.compile_cache import compiler_fingerprint
 
     parts = [compiler_fingerprint()]
     for dist in ("onnx", "onnxslim"):
@@ -52,7 +43,7 @@ def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -
     """SHA-256 over everything intake reads; None when a file cannot be read (intake then runs and says why)."""
     digest = hashlib.sha256(_tool_versions().encode())
     try:
-        digest.update(f"\0model{path.suffix.lower()}\0{_file_sha256(path)}".encode())
+        digest.update(f"\0model{path.suffix.lower()}\0{file_sha256(path)}".encode())
         if path.suffix.lower() == ".onnx":
             import onnx
 
@@ -61,11 +52,11 @@ def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -
             graph = onnx.load(str(path), load_external_data=False)
             for data_file in external_data_files(graph, path):
                 digest.update(
-                    f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{_file_sha256(data_file)}".encode()
+                    f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{file_sha256(data_file)}".encode()
                 )
-        digest.update(f"\0spec\0{_file_sha256(spec_path) if spec_path is not None else 'none'}".encode())
+        digest.update(f"\0spec\0{file_sha256(spec_path) if spec_path is not None else 'none'}".encode())
         if spec_path is None and metadata_path is not None and metadata_path.is_file():
-            digest.update(f"\0metadata\0{_file_sha256(metadata_path)}".encode())
+            digest.update(f"\0metadata\0{file_sha256(metadata_path)}".encode())
     except Exception:  # noqa: BLE001 - any unreadable or malformed input: no key, and intake reports it properly
         return None
     return digest.hexdigest()
