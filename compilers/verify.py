@@ -131,13 +131,15 @@ def assert_matches_onnxruntime(
     return results
 
 
-def check_against_onnxruntime(runner: Runner, imported: ImportedModel, options: CompileOptions) -> dict[str, float]:
-    """Run ``runner`` and ONNX Runtime on one random input; fail the build on a mismatch, naming where the model ran.
-    Returns output name -> max abs error."""
+def check_against_onnxruntime(
+    runner: Runner, imported: ImportedModel, options: CompileOptions, reference: Runner | None = None
+) -> dict[str, float]:
+    """Run ``runner`` and ONNX Runtime (``reference``, or a new session) on one random input; fail the build on a
+    mismatch, naming where the model ran. Returns output name -> max abs error."""
     x = random_input(imported)
     results = assert_matches_onnxruntime(
         runner.run(x),
-        OnnxRuntimeRunner.load(imported).run(x),
+        (reference or OnnxRuntimeRunner.load(imported)).run(x),
         options.rtol,
         options.atol,
         where=f"compiled model on {runner.label}",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +48,7 @@ class BenchmarkReport:
     threads: int
     warmup: int
     tvm: LatencyStats | None  # None when no device could run the compiled model (see not_measured)
-    onnxruntime: LatencyStats  # always measured on this host
+    onnxruntime: LatencyStats | None  # measured on this host whenever TVM was timed; None when TVM was not
     ratio_tvm_to_ort: float | None  # p50 / p50; < 1 means TVM is faster. Only when both ran natively on this host
     input_shape: tuple[int, ...]
     not_measured: str | None = None  # why tvm is None, e.g. "not measured: no device"
@@ -87,6 +91,34 @@ class BenchmarkOptions:
     runs: int = 50
     warmup: int = 5
     threads: int | None = None  # for TVM and ONNX Runtime alike; None: every core this process may use
+    lock_path: Path | None = None  # timing_lock's file; None: default_lock_path()
+
+
+def default_lock_path() -> Path:
+    """One file per machine (its cores are what the lock shares), in the system's temporary directory."""
+    return Path(tempfile.gettempdir()) / "packager-benchmark.lock"
+
+
+@contextmanager
+def timing_lock(path: Path | None = None, on_wait: Callable[[], None] = lambda: None):
+    """Hold an exclusive lock on ``path`` while timing, so that builds timing on the same cores at once (a fleet's
+    targets, team workers on one host) take turns instead of slowing each other's figures, and the speed gate.
+    ``on_wait`` is called once when another build holds it."""
+    path = path or default_lock_path()
+    try:  # read-only: flock needs no write access, so any user can share one lock file
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:  # not creatable here: time without it rather than fail the build
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def benchmark(
@@ -94,23 +126,39 @@ def benchmark(
     imported: ImportedModel,
     runner: Runner | None,
     options: BenchmarkOptions = BenchmarkOptions(),
+    reference: OnnxRuntimeRunner | None = None,
+    progress: Callable[[str], None] = lambda message: None,
 ) -> BenchmarkReport:
     """Time the compiled artifact through ``runner`` (here, or on a device) and ONNX Runtime here, on the same input.
 
-    ``runner`` is None for a library nothing here can run (a cross target with no device): only ONNX Runtime
-    is timed, and the report says why TVM was not.
+    ``runner`` is None for a library nothing here can run (a cross target with no device): nothing is timed, and the
+    report says why. ``reference``: an ONNX Runtime session already made with ``options.threads`` (the check's).
+    Timings on this host's cores wait for any other build's timings on them (``timing_lock``).
     """
     threads = options.threads or default_threads()
+    if runner is None:
+        return BenchmarkReport(
+            target=artifact.target_name,
+            device="none",
+            emulated=False,
+            threads=threads,
+            warmup=options.warmup,
+            tvm=None,
+            onnxruntime=None,
+            ratio_tvm_to_ort=None,
+            input_shape=tuple(imported.input_shape),
+            not_measured=NO_DEVICE,
+            ratio_not_measured=NO_DEVICE,
+        )
     set_tvm_threads(threads)
     x = random_input(imported, seed=1)
-    tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs)) if runner is not None else None
-    reference = OnnxRuntimeRunner.load(imported, threads=threads)
-    ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
+    reference = reference or OnnxRuntimeRunner.load(imported, threads=threads)
+    with timing_lock(options.lock_path, lambda: progress("waiting for another build's timings on this host")):
+        tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs))
+        ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
     # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
     # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
-    if runner is None:
-        ratio, why = None, NO_DEVICE
-    elif runner.emulated:
+    if runner.emulated:
         ratio, why = None, EMULATED
     elif not runner.native:
         ratio, why = None, ELSEWHERE.format(device=runner.label)
@@ -118,14 +166,13 @@ def benchmark(
         ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
     return BenchmarkReport(
         target=artifact.target_name,
-        device=runner.label if runner is not None else "none",
-        emulated=runner is not None and runner.emulated,
+        device=runner.label,
+        emulated=runner.emulated,
         threads=threads,
         warmup=options.warmup,
         tvm=tvm_stats,
         onnxruntime=ort_stats,
         ratio_tvm_to_ort=ratio,
         input_shape=tuple(imported.input_shape),
-        not_measured=None if tvm_stats else NO_DEVICE,
         ratio_not_measured=why,
     )

@@ -104,7 +104,7 @@ def run_packaging(
             report, errors = check_and_time(TvmRunner.load(artifact), artifact, imported, options, timing, progress)
         else:
             progress(
-                f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and TVM timings"
+                f"{request.target.name} cannot run here and no device was given: skipping the ONNX Runtime check and the timings"
             )
             report = benchmark(artifact, imported, None, timing)
         check_speed_gate(report, request.max_ratio, progress)
@@ -165,17 +165,19 @@ def check_and_time(
     progress: ProgressCallback,
 ) -> tuple[BenchmarkReport, dict[str, float]]:
     """Check ``runner`` (here or on a device) against ONNX Runtime here, then time both: (report, output -> max abs error)."""
+    from compilers.runners import OnnxRuntimeRunner
     from compilers.verify import check_against_onnxruntime
-    from packager.build.benchmark import benchmark
+    from packager.build.benchmark import benchmark, default_threads
 
     progress(
         "checking outputs against ONNX Runtime"
         if runner.native
         else f"checking outputs on {runner.label} against ONNX Runtime here"
     )
-    errors = check_against_onnxruntime(runner, imported, options)
+    reference = OnnxRuntimeRunner.load(imported, threads=timing.threads or default_threads())  # check and timings
+    errors = check_against_onnxruntime(runner, imported, options, reference)
     progress(f"benchmarking ({timing.runs} runs each{', emulated' if runner.emulated else ''})")
-    return benchmark(artifact, imported, runner, timing), errors
+    return benchmark(artifact, imported, runner, timing, reference, progress), errors
 
 
 def _check_on_device(

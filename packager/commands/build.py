@@ -267,11 +267,9 @@ def print_summary(result, out=None) -> None:
 
 
 def _latency_line(report) -> str:
-    ort = f"ONNX Runtime p50 {report.onnxruntime.p50_ms:.3f} ms"
     if report.tvm is None:
-        return (
-            f"latency:     TVM {report.not_measured}; {ort} ({report.threads} threads, {report.onnxruntime.runs} runs)"
-        )
+        return f"latency:     {report.not_measured} (neither TVM nor ONNX Runtime was timed)"
+    ort = f"ONNX Runtime p50 {report.onnxruntime.p50_ms:.3f} ms"
     where = " (emulated: not device timings)" if report.emulated else ""
     return f"latency:     TVM p50 {report.tvm.p50_ms:.3f} ms{where}, {ort} ({report.threads} threads, {report.tvm.runs} runs)"
 

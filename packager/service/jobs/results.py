@@ -65,7 +65,7 @@ class JobResult:
             **{
                 **report,
                 "input_shape": tuple(report["input_shape"]),
-                "onnxruntime": LatencyStats(**report["onnxruntime"]),
+                "onnxruntime": LatencyStats(**report["onnxruntime"]) if report["onnxruntime"] is not None else None,
                 "tvm": LatencyStats(**report["tvm"]) if report["tvm"] is not None else None,
             }
         )
