@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from compilers.compile_cache import compiler_fingerprint, file_sha256
@@ -41,7 +42,15 @@ def _tool_versions() -> str:
 
 def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -> str | None:
     """SHA-256 over everything intake reads; None when a file cannot be read (intake then runs and says why)."""
+    found = _key_and_data_files(path, spec_path, metadata_path)
+    return found[0] if found is not None else None
+
+
+def _key_and_data_files(
+    path: Path, spec_path: Path | None, metadata_path: Path | None
+) -> tuple[str, list[Path]] | None:
     digest = hashlib.sha256(_tool_versions().encode())
+    data_files: list[Path] = []
     try:
         digest.update(f"\0model{path.suffix.lower()}\0{file_sha256(path)}".encode())
         if path.suffix.lower() == ".onnx":
@@ -50,7 +59,8 @@ def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -
             from compilers.frontends.onnx import external_data_files
 
             graph = onnx.load(str(path), load_external_data=False)
-            for data_file in external_data_files(graph, path):
+            data_files = external_data_files(graph, path)
+            for data_file in data_files:
                 digest.update(
                     f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{file_sha256(data_file)}".encode()
                 )
@@ -59,7 +69,49 @@ def intake_key(path: Path, spec_path: Path | None, metadata_path: Path | None) -
             digest.update(f"\0metadata\0{file_sha256(metadata_path)}".encode())
     except Exception:  # noqa: BLE001 - any unreadable or malformed input: no key, and intake reports it properly
         return None
-    return digest.hexdigest()
+    return digest.hexdigest(), data_files
+
+
+# This process's cache reads, by the stat signatures of every file involved (model, external data, spec, metadata,
+# and the cache entry itself): build reads the model for its own check and again to register it, and a 176 MB model
+# costs a hash and a parse each time. A file that changed in any way (inode, size, modification or change time) is
+# read again, the way make and git's index decide.
+_recent: dict[tuple, tuple[tuple[Path, ...], tuple, ImportedModel]] = {}
+
+
+def _signature(path: Path | None) -> tuple | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("missing", str(path))
+    return (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def cached_intake(
+    cache_dir: Path, path: Path, spec_path: Path | None, metadata_path: Path | None, run_intake
+) -> ImportedModel:
+    """The intake of ``path`` from this process's last read of the same files, the cache, or ``run_intake()``
+    (then kept in the cache)."""
+    signature = (str(cache_dir), _signature(path), _signature(spec_path), _signature(metadata_path))
+    if signature in _recent:
+        watched, signatures, imported = _recent[signature]
+        if signatures == tuple(_signature(f) for f in watched):
+            return replace(imported, source_path=Path(path))
+    found = _key_and_data_files(path, spec_path, metadata_path)
+    if found is None:
+        return run_intake()
+    key, data_files = found
+    imported = load(cache_dir, key, path)
+    if imported is None:
+        imported = run_intake()
+        store(cache_dir, key, imported)
+    entry = Path(cache_dir) / FOLDER / key
+    watched = (*data_files, entry / ENTRY_FILE, entry / GRAPH_FILE)
+    _recent.clear()  # one model at a time: a process that builds many keeps one graph in memory, not all
+    _recent[signature] = (watched, tuple(_signature(f) for f in watched), imported)
+    return imported
 
 
 def load(cache_dir: Path, key: str, source_path: Path) -> ImportedModel | None:

@@ -22,15 +22,9 @@ def import_model(path: Path, spec_path: Path | None = None, *, cache_dir: Path |
         return _import_model(path, spec_path)
     from compilers.frontends import import_cache
 
-    key = import_cache.intake_key(path, spec_path, path.parent / ANOMALIB_METADATA)
-    if key is None:
-        return _import_model(path, spec_path)
-    cached = import_cache.load(cache_dir, key, path)
-    if cached is not None:
-        return cached
-    imported = _import_model(path, spec_path)
-    import_cache.store(cache_dir, key, imported)
-    return imported
+    return import_cache.cached_intake(
+        cache_dir, path, spec_path, path.parent / ANOMALIB_METADATA, lambda: _import_model(path, spec_path)
+    )
 
 
 def _import_model(path: Path, spec_path: Path | None) -> ImportedModel:

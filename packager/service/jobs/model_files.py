@@ -20,9 +20,13 @@ MODEL_SUFFIXES = (".onnx",)
 
 
 def store_file(home: Path, source: Path, suffix: str) -> str:
-    """Copy ``source`` to models/sha256/<hex><suffix> (once per content); returns that path relative to ``home``."""
+    """Copy ``source`` to models/sha256/<hex><suffix> (once per content); returns that path relative to ``home``.
+    Content already stored is found by its hash first, so a model registered again is read once and not copied."""
     target_dir = home / "models" / "sha256"
     target_dir.mkdir(parents=True, exist_ok=True)
+    stored = f"models/sha256/{file_sha256(source)}{suffix}"
+    if (home / stored).exists():
+        return stored
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".incoming-")
     try:

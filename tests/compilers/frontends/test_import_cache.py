@@ -57,6 +57,28 @@ def test_a_hit_is_the_same_model_without_running_intake(external_model, tmp_path
     assert again == fresh
 
 
+def test_a_second_read_in_one_process_hashes_nothing_until_a_file_changes(external_model, tmp_path, monkeypatch):
+    """build checks the model and then registers it in one process: the second intake reuses the first, by the
+    files' stat signatures, until the model, its external data or the cache entry changes."""
+    model, spec = external_model
+    first = import_model(model, spec, cache_dir=tmp_path / "cache")
+    hashed = []
+    key_and_data_files = import_cache._key_and_data_files
+    monkeypatch.setattr(
+        import_cache, "_key_and_data_files", lambda *args: hashed.append(args) or key_and_data_files(*args)
+    )
+    assert import_model(model, spec, cache_dir=tmp_path / "cache") == first
+    assert hashed == []
+    _change_last_byte(model.parent / "model.onnx.data")
+    changed = import_model(model, spec, cache_dir=tmp_path / "cache")
+    assert len(hashed) == 1 and changed.sha256 != first.sha256  # new weights: hashed, and intake ran again
+    assert len(_entries(tmp_path / "cache")) == 2
+    for entry in _entries(tmp_path / "cache"):
+        shutil.rmtree(entry)
+    import_model(model, spec, cache_dir=tmp_path / "cache")
+    assert len(hashed) == 2  # its cache entry went: read again, not remembered
+
+
 def test_a_copy_elsewhere_hits_with_its_own_source_path(external_model, tmp_path):
     model, spec = external_model
     import_model(model, spec, cache_dir=tmp_path / "cache")
