@@ -1,12 +1,15 @@
 """Two CI runs of .ci/package-fleet (docs/ci.md), side by side: the first on an empty compile cache, the second on a
 fresh $PACKAGER_HOME with only the first run's compile cache restored, as a CI cache step would.
 
-3 models (the bundled example, ResNet-18 PaDiM at 224² and 256²) x 2 targets (--targets, default jetson_xavier and
-LINUX/X86_64, the fleet of docs/ci.md), uploaded
-to moto's S3 on loopback with --no-register. Prints and writes benchmarks/results/ci_cache.{json,md,png}: each run's
-wall time, the second/first ratio (goal: < 0.25), every build's time and cache hit, and whether every digest matched.
+3 models x 2 targets (--targets, default jetson_xavier and LINUX/X86_64, the fleet of docs/ci.md), uploaded to moto's
+S3 on loopback with --no-register. --models picks them: ours (example = the bundled autoencoder, padim224 / padim256 =
+our ResNet-18 PaDiM, 176 MB of weights that compile in seconds) or anomalib zoo exports as users bring them
+(benchmarks/models/anomalib_zoo: model.onnx + model.onnx.data, e.g. padim stfpm patchcore). Prints and writes
+<output>/<name>.{json,md,png}: each run's wall time, the second/first ratio (goal: < 0.25), every build's time and
+cache hit, and whether every digest matched.
 
-    python benchmarks/ci_cache.py [--benchmark-runs 20] [--targets "jetson_xavier LINUX/X86_64"] [--output benchmarks/results]
+    python benchmarks/ci_cache.py [--models example padim224 padim256] [--benchmark-runs 20]
+        [--targets "jetson_xavier LINUX/X86_64"] [--output benchmarks/results] [--name ci_cache]
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MODELS = ("example", "padim224", "padim256")
+OURS = ("example", "padim224", "padim256")
 BUCKET = "ci-cache-benchmark"
 
 
-def write_models(root: Path) -> None:
-    """models/<name>/model.onnx + model_spec.json, as a factory's repository holds them."""
+def write_models(root: Path, models=MODELS) -> None:
+    """models/<name>/model.onnx (+ its external data) + model_spec.json, as a factory's repository holds them."""
+    from benchmarks.models.anomalib_zoo import export
     from benchmarks.models.export import to_onnx
     from benchmarks.models.padim import build_padim
     from compilers.frontends.intake import import_model
     from packager.example_model import example_model_paths
 
-    for name in MODELS:
+    for name in models:
         folder = root / name
         folder.mkdir(parents=True)
         if name == "example":
@@ -42,8 +47,11 @@ def write_models(root: Path) -> None:
             shutil.copyfile(model, folder / "model.onnx")
             shutil.copyfile(spec, folder / "model_spec.json")
             continue
-        size = int(name.removeprefix("padim"))
-        (folder / "model.onnx").write_bytes(to_onnx(build_padim(size), size))
+        if name in OURS:
+            size = int(name.removeprefix("padim"))
+            (folder / "model.onnx").write_bytes(to_onnx(build_padim(size), size))
+        else:  # an anomalib zoo model, exported as anomalib writes it (256², seeded weights)
+            export(name, folder, size=256, seed=0)
         (folder / "model_spec.json").write_text(import_model(folder / "model.onnx").spec.to_json())
 
 
@@ -51,6 +59,7 @@ def ci_run(
     workdir: Path,
     run: str,
     models: Path,
+    names: tuple[str, ...],
     s3_endpoint: str,
     benchmark_runs: int,
     targets: str,
@@ -86,7 +95,7 @@ def ci_run(
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{run} run failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    summaries = {name: json.loads((out / f"summary-{name}.json").read_text()) for name in MODELS}
+    summaries = {name: json.loads((out / f"summary-{name}.json").read_text()) for name in names}
     return {
         "run": run,
         "wall_s": wall,
@@ -105,7 +114,7 @@ def ci_run(
                 "ratio": t["ratio_tvm_to_ort"],
                 "ratio_not_measured": t["ratio_not_measured"],
             }
-            for name in MODELS
+            for name in names
             for t in summaries[name]["targets"]
         ],
     }
@@ -117,7 +126,7 @@ def markdown(results: dict) -> str:
         "# Cached CI rebuilds: .ci/package-fleet twice",
         "",
         f"Measured {results['finished']} on {results['cpu']} ({results['cpu_count']} CPUs, shared with other work: load "
-        f"average {first['load_start']:.1f}-{second['load_end']:.1f}). {len(MODELS)} models x {results['targets']}, "
+        f"average {first['load_start']:.1f}-{second['load_end']:.1f}). Models {' '.join(results['models'])} x {results['targets']}, "
         f"{results['benchmark_runs']} benchmark runs per engine, S3 = moto on loopback.",
         f"Command: `{results['command']}`",
         "",
@@ -174,8 +183,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark-runs", type=int, default=20)
     parser.add_argument("--targets", default="jetson_xavier LINUX/X86_64", help="catalog names, space-separated")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), help="ours (example padim224 padim256) or zoo names"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default="ci_cache", help="file name of the results, without extension")
     args = parser.parse_args(argv)
+    names = tuple(args.models)
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -194,11 +208,20 @@ def main(argv=None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="ci-cache-") as tmp:
             workdir = Path(tmp)
-            write_models(workdir / "models")
-            first = ci_run(workdir, "first", workdir / "models", endpoint, args.benchmark_runs, args.targets, None)
+            write_models(workdir / "models", names)
+            first = ci_run(
+                workdir, "first", workdir / "models", names, endpoint, args.benchmark_runs, args.targets, None
+            )
             print(f"first run: {first['wall_s']:.1f} s", flush=True)
             second = ci_run(
-                workdir, "second", workdir / "models", endpoint, args.benchmark_runs, args.targets, Path(first["home"])
+                workdir,
+                "second",
+                workdir / "models",
+                names,
+                endpoint,
+                args.benchmark_runs,
+                args.targets,
+                Path(first["home"]),
             )
             print(f"second run: {second['wall_s']:.1f} s", flush=True)
     finally:
@@ -210,15 +233,16 @@ def main(argv=None) -> int:
         "command": "python benchmarks/ci_cache.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "benchmark_runs": args.benchmark_runs,
         "targets": args.targets,
+        "models": list(names),
         "runs": [first, second],
         "ratio": second["wall_s"] / first["wall_s"],
         "digests_identical": [b["digest"] for b in first["builds"]] == [b["digest"] for b in second["builds"]],
         "all_hits": all(b["compile_cache"] == "hit" for b in second["builds"]),
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "ci_cache.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "ci_cache.md").write_text(markdown(results))
-    plot(results, args.output / "ci_cache.png")
+    (args.output / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output / f"{args.name}.md").write_text(markdown(results))
+    plot(results, args.output / f"{args.name}.png")
     print(markdown(results))
     return 0 if results["digests_identical"] and results["all_hits"] else 1
 
