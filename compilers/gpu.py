@@ -121,7 +121,9 @@ def _gathered_extent(call) -> int:
 
 
 def narrow_indices_to_int32():
-    """A TIR pass: every scheduled kernel whose buffers all fit int32 indices computes them in int32 (see above)."""
+    """A TIR pass: every scheduled kernel whose buffers all fit int32 indices computes them in int32 (see above).
+    A kernel that keeps int64 data (top-k's and argmin's indices, a gather by them) cannot be narrowed; its thread
+    extents become int32 instead (``int32_thread_extents``), which is all the codegen needs."""
     import tvm
     from tvm import tirx
 
@@ -144,11 +146,63 @@ def narrow_indices_to_int32():
     @tvm.transform.module_pass(opt_level=0, name="NarrowIndicesToInt32")
     def _pass(mod, _ctx):
         for gvar, func in list(mod.functions_items()):
-            if isinstance(func, tirx.PrimFunc) and fits(func):
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if fits(func):
                 mod[gvar] = tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gvar: func}))[gvar]
+            else:
+                mod[gvar] = int32_thread_extents(func)
         return mod
 
     return _pass
+
+
+_THREAD_EXTENT = re.compile(r'T\.(launch_thread\("[\w.]+", |thread_binding\()')
+
+
+def int32_thread_extents(func):
+    """``func`` with every int64 thread extent cast to int32, so each thread index is an int32 that TIR widens where
+    int64 arithmetic uses it. TVM 0.27's NVPTX codegen reads threadIdx/blockIdx as i32 and uses them unconverted in
+    a kernel whose thread variables are int64 (``mul i32 %tid, i64 1024``: LLVM refuses the module).
+
+    The Python API has no TIR mutator, so this goes through TVMScript: the kernel is printed, each int64 extent of
+    ``T.launch_thread(tag, extent)`` and ``T.thread_binding(extent, ...)`` is wrapped in ``T.Cast("int32", ...)``,
+    and the text is parsed back. Thread and block counts are far below 2**31, so the cast loses nothing. A kernel
+    that does not print and parse back is returned unchanged."""
+    import tvm
+
+    source = func.script(show_meta=True)
+    pieces, done = [], 0
+    try:
+        for match in _THREAD_EXTENT.finditer(source):
+            start = match.end()
+            end = _extent_end(source, start, stop_at_comma=match.group(1).startswith("thread_binding"))
+            extent = source[start:end]
+            if "int64" in extent:
+                pieces += [source[done:start], f'T.Cast("int32", {extent})']
+                done = end
+        if done == 0:
+            return func
+        pieces.append(source[done:])
+        return tvm.script.from_source("".join(pieces))  # the printed T.func_attr carries the attributes over
+    except Exception:  # noqa: BLE001 - TVMScript could not take its own output back: compile the kernel as it was
+        return func
+
+
+def _extent_end(source: str, start: int, stop_at_comma: bool) -> int:
+    """Where the argument starting at ``start`` ends: its closing parenthesis, or (``stop_at_comma``) its comma."""
+    depth = 0
+    for i in range(start, len(source)):
+        c = source[i]
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            if depth == 0:
+                return i
+            depth -= 1
+        elif c == "," and depth == 0 and stop_at_comma:
+            return i
+    raise ValueError(f"unbalanced TVMScript after offset {start}")
 
 
 def parse_ptx(text: str, kernels: tuple[str, ...] = ()) -> PtxModule:

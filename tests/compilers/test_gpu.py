@@ -241,3 +241,87 @@ def test_int64_gathers_and_resizes_compile_to_ptx_for_jetson_xavier(tmp_path):
     assert set(code.formats) == {"ptx"} and {m.target for m in code.ptx} == {"sm_72"}
     (module,) = code.ptx
     assert_ptxas_compiles_entries(artifact.library_path, module.kernels, "sm_72", tmp_path)
+
+
+def _nearest_neighbour_model(path: Path) -> Path:
+    """PatchCore's tail in small: distances to a memory bank, TopK (k=3, smallest) with int64 indices, the bank rows
+    gathered by them, and ArgMax over patches. Those kernels keep int64 data, so their indices cannot be narrowed."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((8, 64)).astype(np.float32), "bank_t"),
+        numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "bank"),
+        numpy_helper.from_array(np.array([256, 8], dtype=np.int64), "patches"),
+        numpy_helper.from_array(np.array([1, 1, 16, 16], dtype=np.int64), "map_shape"),
+        numpy_helper.from_array(np.array([3], dtype=np.int64), "k"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["image", "w"], ["features"]),
+            helper.make_node("Transpose", ["features"], ["nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", ["nhwc", "patches"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "bank_t"], ["distances"]),
+            helper.make_node("TopK", ["distances", "k"], ["nearest", "rows"], axis=1, largest=0),
+            helper.make_node("ReduceMin", ["nearest"], ["patch_score"], axes=[1], keepdims=0),
+            helper.make_node("Reshape", ["patch_score", "map_shape"], ["anomaly_map"]),
+            helper.make_node("ArgMax", ["patch_score"], ["worst"], axis=0, keepdims=1),
+            helper.make_node("Gather", ["rows", "worst"], ["worst_rows"], axis=0),
+            helper.make_node("Gather", ["bank", "worst_rows"], ["neighbours"], axis=0),
+            helper.make_node("ReduceMax", ["neighbours"], ["score"], keepdims=0),
+        ],
+        "nearest_neighbour",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, 16, 16]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_topk_argmax_and_gathers_by_their_indices_compile_to_ptx_for_jetson_xavier(tmp_path):
+    """The kernels that keep int64 data (GPU sort for TopK, ArgMax, gathers by their indices) get int32 thread
+    extents instead; TVM's NVPTX codegen refused them (`add nsw i32 %1868, i64 %1863`) and PatchCore did not build."""
+    from tests.conftest import tiny_spec_dict
+
+    model = _nearest_neighbour_model(tmp_path / "nn.onnx")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec_dict(16)))
+    artifact = compile_model(
+        import_model(model, spec), get_target("jetson_xavier"), CompileOptions(work_dir=tmp_path / "w")
+    )
+    (module,) = shipped_gpu_code(artifact.library_path).ptx
+    assert any("topk" in k or "sort" in k for k in module.kernels), module.kernels
+    assert_ptxas_compiles_entries(artifact.library_path, module.kernels, "sm_72", tmp_path)
+
+
+def test_int32_thread_extents_makes_thread_indices_int32_and_widens_their_uses():
+    """The TVMScript rewrite: int64 thread extents (nested parentheses included) become int32, every use of a thread
+    index in int64 arithmetic is widened, int64 data stays int64, and a kernel with nothing to do is returned as is."""
+    from tvm.script import tirx as T
+
+    from compilers.gpu import int32_thread_extents
+
+    @T.prim_func(private=True, s_tir=True)
+    def kernel(a: T.Buffer((T.int64(2048),), "int64"), b: T.Buffer((T.int64(2048),), "int64")):
+        for i0 in T.thread_binding(T.int64(2), thread="blockIdx.x"):
+            for i1 in T.thread_binding(T.min(T.int64(1024), T.int64(2048)), thread="threadIdx.x"):
+                with T.sblock("copy"):
+                    v = T.axis.spatial(T.int64(2048), i0 * T.int64(1024) + i1)
+                    b[v] = a[v] + T.int64(1)
+
+    narrowed = int32_thread_extents(kernel)
+    text = narrowed.script()
+    assert 'T.thread_binding(2, thread="blockIdx.x")' in text and 'T.thread_binding(1024, thread="threadIdx.x")' in text
+    assert 'T.Cast("int64", i0) * T.int64(1024) + T.Cast("int64", i1)' in text
+    assert 'b: T.Buffer((T.int64(2048),), "int64")' in text and "b[v] = a[v] + T.int64(1)" in text
+    assert int32_thread_extents(narrowed) is narrowed
