@@ -50,6 +50,11 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
 # Multiply-add equivalents each element of the transformed weights costs per call. compilers.prepack computes them
 # once, at build time, but every call still reads them, (m + 2)^2 / 9 times the size of the 3x3 weights.
 _KERNEL_READ_COST = 2
+# F(4x4) needs enough tiles to feed its 36 batched products: with fewer than 64 (an image under 32x32) each product
+# is a GEMM a few rows tall, and F(2x2) was faster on every such shape measured (AMD EPYC, 2 threads, op_speed-style
+# single convolutions): 512 channels at 8x8 4.8 ms against 5.7 ms (direct 6.4 ms), at 16x16 7.6 against 8.2 ms,
+# 256 channels at 16x16 2.2 against 2.4-3.2 ms; at 32x32 (64 tiles) the two tie, and at 64x64 F(4x4) wins.
+MIN_F4_TILES = 64
 
 
 def tile_size(ci: int, co: int, oh: int, ow: int) -> int | None:
@@ -61,6 +66,8 @@ def tile_size(ci: int, co: int, oh: int, ow: int) -> int | None:
     best, best_cost = None, 0.75 * direct  # below this, Winograd's extra passes are not worth it
     for m in (4, 2):
         alpha, tiles = (m + 2) ** 2, -(-oh // m) * -(-ow // m)
+        if m == 4 and tiles < MIN_F4_TILES:
+            continue
         cost = alpha * ci * co * tiles + _KERNEL_READ_COST * alpha * ci * co + 2 * alpha * ci * tiles
         if cost < best_cost:
             best, best_cost = m, cost

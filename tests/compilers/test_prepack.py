@@ -51,7 +51,7 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
 
     model = conv_model(kernel=3)
     m = tile_size(CHANNELS, CHANNELS, SIZE, SIZE)
-    assert m == 4
+    assert m == 2  # 14x14: too few tiles for F(4x4) (winograd.MIN_F4_TILES)
     mod, params = prepacked(model, cpu)
     assert not [gvar.name_hint for gvar in mod.functions if "winograd_kernel" in gvar.name_hint]
     packed = [

@@ -269,7 +269,9 @@ def test_winograd_is_chosen_only_where_it_saves_work():
     from compilers.schedules.winograd import tile_size
 
     assert tile_size(64, 64, 56, 56) == 4  # ResNet layer1: 4x fewer products
-    assert tile_size(256, 256, 14, 14) == 4  # layer3: its weights are transformed at build time (compilers.prepack)
+    assert tile_size(256, 256, 14, 14) == 2  # layer3: 16 F(4x4) tiles are too few; F(2x2) was faster (MIN_F4_TILES)
+    assert tile_size(128, 128, 32, 32) == 4  # 64 F(4x4) tiles
+    assert tile_size(512, 512, 8, 8) == 2  # ResNet-18 layer4 at 256x256: F(4x4) was 5.7 ms, F(2x2) 4.8, direct 6.4
     assert tile_size(512, 512, 2, 2) is None  # one tile: reading the transformed weights costs more than it saves
 
 
