@@ -136,43 +136,33 @@ def benchmark(
     Timings on this host's cores wait for any other build's timings on them (``timing_lock``).
     """
     threads = options.threads or default_threads()
-    if runner is None:
-        return BenchmarkReport(
-            target=artifact.target_name,
-            device="none",
-            emulated=False,
-            threads=threads,
-            warmup=options.warmup,
-            tvm=None,
-            onnxruntime=None,
-            ratio_tvm_to_ort=None,
-            input_shape=tuple(imported.input_shape),
-            not_measured=NO_DEVICE,
-            ratio_not_measured=NO_DEVICE,
-        )
-    set_tvm_threads(threads)
-    x = random_input(imported, seed=1)
-    reference = reference or OnnxRuntimeRunner.load(imported, threads=threads)
-    with timing_lock(options.lock_path, lambda: progress("waiting for another build's timings on this host")):
-        tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs))
-        ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
-    # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
-    # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
-    if runner.emulated:
-        ratio, why = None, EMULATED
-    elif not runner.native:
-        ratio, why = None, ELSEWHERE.format(device=runner.label)
-    else:
-        ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
+    tvm_stats = ort_stats = ratio = None
+    why = NO_DEVICE
+    if runner is not None:
+        set_tvm_threads(threads)
+        x = random_input(imported, seed=1)
+        reference = reference or OnnxRuntimeRunner.load(imported, threads=threads)
+        with timing_lock(options.lock_path, lambda: progress("waiting for another build's timings on this host")):
+            tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs))
+            ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
+        # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
+        # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
+        if runner.emulated:
+            why = EMULATED
+        elif not runner.native:
+            why = ELSEWHERE.format(device=runner.label)
+        else:
+            ratio, why = tvm_stats.p50_ms / ort_stats.p50_ms, None
     return BenchmarkReport(
         target=artifact.target_name,
-        device=runner.label,
-        emulated=runner.emulated,
+        device=runner.label if runner is not None else "none",
+        emulated=runner is not None and runner.emulated,
         threads=threads,
         warmup=options.warmup,
         tvm=tvm_stats,
         onnxruntime=ort_stats,
         ratio_tvm_to_ort=ratio,
         input_shape=tuple(imported.input_shape),
+        not_measured=None if runner is not None else NO_DEVICE,
         ratio_not_measured=why,
     )
