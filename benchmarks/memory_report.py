@@ -30,8 +30,10 @@ RESULTS = REPO / "benchmarks" / "results"
 GOAL = 1.2
 THREADS = 2
 
+# VmHWM of this process's own memory, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
+# of this (torch-importing, GB-sized) script would report the parent's peak.
 ORT_PROCESS = r"""
-import resource, sys
+import sys
 import numpy as np, onnxruntime as ort
 options = ort.SessionOptions()
 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -41,7 +43,8 @@ shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
 x = np.random.default_rng(0).random(shape, dtype=np.float32)
 for _ in range(int(sys.argv[3])):
     session.run(None, {session.get_inputs()[0].name: x})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+status = open("/proc/self/status").read().splitlines()
+print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")))
 """
 
 
