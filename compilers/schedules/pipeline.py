@@ -188,6 +188,61 @@ def _legalize_conv2d(bb, call):
     return winograd.legalize_conv2d(bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, accumulators))
 
 
+SELECTION_TOPK_MAX_K = 16  # top-k by repeated selection up to this k; k passes over the row cost less than a sort
+
+
+def topk_by_selection():
+    """A Relax pass: ``topk`` with a small k becomes k rounds of argmin/argmax, each masking the element it took.
+
+    On CPU, TVM sorts through ``tvm.contrib.sort``, packed functions of the full compiler library: the Edge Agent loads
+    models with TVM's runtime alone, where they do not exist, and PatchCore failed to load ("Cannot find function
+    tvm.contrib.sort.topk"). PatchCore takes the 1 and 9 nearest of 16384 memory-bank rows: k scans of a row are
+    cheaper than sorting it anyway. Ties go to the lower index, as argmin and ORT's TopK do."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class _Selection(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.topk"):
+                return call
+            data, attrs = call.args[0], call.attrs
+            k, shape = int(attrs.k), getattr(data.ty, "shape", None)
+            if k > SELECTION_TOPK_MAX_K or shape is None or data.ty.dtype not in ("float32", "float16"):
+                return call
+            axis = int(attrs.axis) % len(shape)
+            largest, index_dtype = bool(attrs.largest), str(attrs.dtype)
+            pick = relax.op.argmax if largest else relax.op.argmin
+            taken = relax.const(float("-inf") if largest else float("inf"), data.ty.dtype)
+            remaining, values, indices = data, [], []
+            for _ in range(k):
+                index = self.builder_.emit(pick(remaining, axis=axis, keepdims=True))
+                values.append(self.builder_.emit(relax.op.gather_elements(remaining, index, axis=axis)))
+                indices.append(self.builder_.emit(relax.op.astype(index, index_dtype)))
+                updates = self.builder_.emit(relax.op.broadcast_to(taken, index.ty.shape))
+                remaining = self.builder_.emit(relax.op.scatter_elements(remaining, index, updates, axis=axis))
+            value = relax.op.concat(values, axis=axis) if k > 1 else values[0]
+            index = relax.op.concat(indices, axis=axis) if k > 1 else indices[0]
+            ret_type = str(attrs.ret_type)
+            if ret_type == "values":
+                return value
+            if ret_type == "indices":
+                return index
+            return relax.Tuple([self.builder_.emit(value), self.builder_.emit(index)])
+
+    @tvm.transform.module_pass(opt_level=0, name="TopkBySelection")
+    def _pass(mod, _ctx):
+        mutator_ = _Selection(mod)
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mutator_.builder_.update_func(gvar, mutator_.visit_expr(func))
+        return mutator_.builder_.get()
+
+    return _pass
+
+
 def legalize(mod, tvm_target):
     """Relax operators to TIR, with our own lowerings for convolutions (Winograd, stride phases).
 
@@ -203,6 +258,7 @@ def legalize(mod, tvm_target):
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.FastMathTransform(),
+                topk_by_selection(),
                 relax.backend.DispatchSampling(),
                 relax.backend.DispatchSortScan(),
                 relax.transform.LegalizeOps(

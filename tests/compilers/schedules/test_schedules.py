@@ -324,3 +324,28 @@ def test_exp_tanh_erf_and_softmax_are_polynomials_that_match_onnxruntime(cpu):
     text = "\n".join(scheduled_functions(model, cpu).values())
     assert not re.search(r"T\.(exp|tanh|erf)\(", text), "a libm call is left"
     compile_and_compare(model, relax_pipeline(cpu))
+
+
+@pytest.mark.parametrize("largest", [0, 1])
+def test_topk_is_a_selection_with_no_sort_library_call_and_matches_onnxruntime(cpu, largest):
+    """PatchCore's TopK (k=9 of 16384) compiled to tvm.contrib.sort, which the Edge Agent's runtime-only TVM does not
+    have ("Cannot find function tvm.contrib.sort.topk"): a small k is now k rounds of argmin/argmax in plain TIR."""
+    import tvm
+    from onnx import TensorProto, helper
+
+    from compilers.schedules.pipeline import legalize
+
+    model = onnx_model(
+        [
+            helper.make_node("MatMul", ["x", "bank"], ["d"]),
+            helper.make_node("TopK", ["d", "k"], ["near", "rows"], axis=-1, largest=largest),
+            helper.make_node("Cast", ["rows"], ["rows_f"], to=TensorProto.FLOAT),
+        ],
+        [("x", [1, 16, 8])],
+        ["near", "rows_f"],
+        {"bank": weights(8, 300), "k": np.array([9], np.int64)},
+    )
+    mod, _ = to_relax(model)
+    legalized = legalize(mod, tvm.target.Target(cpu.tvm_target))
+    assert "tvm.contrib.sort" not in legalized.script()
+    compile_and_compare(model, relax_pipeline(cpu))
