@@ -1,6 +1,7 @@
 """GPU code: what a build ships for each NVIDIA target is PTX for gpu-code, at an ISA the target's cuda-ver loads."""
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -325,3 +326,35 @@ def test_int32_thread_extents_makes_thread_indices_int32_and_widens_their_uses()
     assert 'T.Cast("int64", i0) * T.int64(1024) + T.Cast("int64", i1)' in text
     assert 'b: T.Buffer((T.int64(2048),), "int64")' in text and "b[v] = a[v] + T.int64(1)" in text
     assert int32_thread_extents(narrowed) is narrowed
+
+
+@pytest.mark.slow
+def test_a_topk_model_for_this_cpu_runs_on_tvms_runtime_alone(tmp_path):
+    """The Edge Agent runs TVM's runtime without its compiler library (TVM_USE_RUNTIME_LIB=1), where
+    tvm.contrib.sort does not exist: PatchCore's CPU build failed to load there. The same TopK/ArgMax/Gather tail,
+    compiled for this machine, loads and runs in such a process."""
+    import subprocess
+    import sys
+
+    from targets import host_target
+    from tests.conftest import tiny_spec_dict
+
+    model = _nearest_neighbour_model(tmp_path / "nn.onnx")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec_dict(16)))
+    artifact = compile_model(import_model(model, spec), host_target(), CompileOptions(work_dir=tmp_path / "w"))
+    script = (
+        "import numpy as np; from packager.edge.model_runner import CompiledModel; "
+        f"m = CompiledModel.load({str(artifact.model_dir)!r}); "
+        "out = m.run(np.zeros((1, 3, 16, 16), np.float32)); print(sorted(out))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().endswith("['anomaly_map', 'score']")
