@@ -192,33 +192,18 @@ def test_a_blob_without_its_length_is_refused():
         with_kernels_as_entries(struct.pack("<Q", 99) + b"short")
 
 
-def _gather_resize_model(path: Path) -> Path:
-    """PaDiM's tail in small: a Gather of feature channels by int64 indices, then a bilinear Resize and a mirror Pad.
-    TVM 0.27's NVPTX codegen failed on both (`mul nsw i32 %0, i64 1024`) before the GPU pipeline narrowed indices."""
-    import numpy as np
+def _save_image_model(path: Path, nodes, inits, name: str, map_shape: list[int]) -> Path:
+    """An opset-17 model of ``nodes`` from a [1, 3, 16, 16] image to a score and an anomaly map, saved at ``path``."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    inits = [
-        numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 1, 1)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([5, 1, 7, 3], dtype=np.int64), "channels"),
-        numpy_helper.from_array(np.array([1, 4, 64, 64], dtype=np.int64), "sizes"),
-        numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], dtype=np.int64), "pads"),
-    ]
     graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["image", "w"], ["features"]),
-            helper.make_node("Gather", ["features", "channels"], ["picked"], axis=1),
-            helper.make_node("Resize", ["picked", "", "", "sizes"], ["big"], mode="linear"),
-            helper.make_node("Pad", ["big", "pads"], ["padded"], mode="reflect"),
-            helper.make_node("ReduceMean", ["padded"], ["anomaly_map"], axes=[1], keepdims=1),
-            helper.make_node("ReduceMax", ["anomaly_map"], ["score"], keepdims=0),
-        ],
-        "gather_resize",
+        nodes,
+        name,
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
         [
             helper.make_tensor_value_info("score", TensorProto.FLOAT, []),
-            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, 68, 68]),
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, map_shape),
         ],
         initializer=inits,
     )
@@ -226,6 +211,29 @@ def _gather_resize_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def _gather_resize_model(path: Path) -> Path:
+    """PaDiM's tail in small: a Gather of feature channels by int64 indices, then a bilinear Resize and a mirror Pad.
+    TVM 0.27's NVPTX codegen failed on both (`mul nsw i32 %0, i64 1024`) before the GPU pipeline narrowed indices."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([5, 1, 7, 3], dtype=np.int64), "channels"),
+        numpy_helper.from_array(np.array([1, 4, 64, 64], dtype=np.int64), "sizes"),
+        numpy_helper.from_array(np.array([0, 0, 2, 2, 0, 0, 2, 2], dtype=np.int64), "pads"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["features"]),
+        helper.make_node("Gather", ["features", "channels"], ["picked"], axis=1),
+        helper.make_node("Resize", ["picked", "", "", "sizes"], ["big"], mode="linear"),
+        helper.make_node("Pad", ["big", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("ReduceMean", ["padded"], ["anomaly_map"], axes=[1], keepdims=1),
+        helper.make_node("ReduceMax", ["anomaly_map"], ["score"], keepdims=0),
+    ]
+    return _save_image_model(path, nodes, inits, "gather_resize", [1, 1, 68, 68])
 
 
 @pytest.mark.slow
@@ -248,8 +256,7 @@ def _nearest_neighbour_model(path: Path) -> Path:
     """PatchCore's tail in small: distances to a memory bank, TopK (k=3, smallest) with int64 indices, the bank rows
     gathered by them, and ArgMax over patches. Those kernels keep int64 data, so their indices cannot be narrowed."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
@@ -260,32 +267,20 @@ def _nearest_neighbour_model(path: Path) -> Path:
         numpy_helper.from_array(np.array([1, 1, 16, 16], dtype=np.int64), "map_shape"),
         numpy_helper.from_array(np.array([3], dtype=np.int64), "k"),
     ]
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["image", "w"], ["features"]),
-            helper.make_node("Transpose", ["features"], ["nhwc"], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", ["nhwc", "patches"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "bank_t"], ["distances"]),
-            helper.make_node("TopK", ["distances", "k"], ["nearest", "rows"], axis=1, largest=0),
-            helper.make_node("ReduceMin", ["nearest"], ["patch_score"], axes=[1], keepdims=0),
-            helper.make_node("Reshape", ["patch_score", "map_shape"], ["anomaly_map"]),
-            helper.make_node("ArgMax", ["patch_score"], ["worst"], axis=0, keepdims=1),
-            helper.make_node("Gather", ["rows", "worst"], ["worst_rows"], axis=0),
-            helper.make_node("Gather", ["bank", "worst_rows"], ["neighbours"], axis=0),
-            helper.make_node("ReduceMax", ["neighbours"], ["score"], keepdims=0),
-        ],
-        "nearest_neighbour",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [
-            helper.make_tensor_value_info("score", TensorProto.FLOAT, []),
-            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, 16, 16]),
-        ],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["features"]),
+        helper.make_node("Transpose", ["features"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["nhwc", "patches"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "bank_t"], ["distances"]),
+        helper.make_node("TopK", ["distances", "k"], ["nearest", "rows"], axis=1, largest=0),
+        helper.make_node("ReduceMin", ["nearest"], ["patch_score"], axes=[1], keepdims=0),
+        helper.make_node("Reshape", ["patch_score", "map_shape"], ["anomaly_map"]),
+        helper.make_node("ArgMax", ["patch_score"], ["worst"], axis=0, keepdims=1),
+        helper.make_node("Gather", ["rows", "worst"], ["worst_rows"], axis=0),
+        helper.make_node("Gather", ["bank", "worst_rows"], ["neighbours"], axis=0),
+        helper.make_node("ReduceMax", ["neighbours"], ["score"], keepdims=0),
+    ]
+    return _save_image_model(path, nodes, inits, "nearest_neighbour", [1, 1, 16, 16])
 
 
 @pytest.mark.slow
