@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from compilers.files import file_sha256
 from compilers.model import ImportedModel
 from targets.catalog import Target
 
@@ -36,14 +37,6 @@ _SOURCE_SUFFIXES = (".py", ".json")
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,6 +53,10 @@ def external_data_files(imported: ImportedModel) -> list[Path]:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
+    from compilers.frontends.onnx import may_name_external_data
+
+    if not may_name_external_data(imported.onnx_bytes):
+        return []
     model = onnx.load_from_string(imported.onnx_bytes)
     locations = set()
 
@@ -81,7 +78,7 @@ def external_data_files(imported: ImportedModel) -> list[Path]:
 
 def model_content_hash(imported: ImportedModel) -> str:
     """The graph as compiled, and the bytes of every external-data file it names (a missing one hashes as missing)."""
-    digest = hashlib.sha256(imported.onnx_bytes)
+    digest = hashlib.sha256(bytes.fromhex(imported.sha256))  # of onnx_bytes, taken when they were read
     for path in external_data_files(imported):
         digest.update(f"\0{path.name}\0".encode())
         digest.update(file_sha256(path).encode() if path.is_file() else b"missing")
@@ -155,7 +152,11 @@ class CompileCache:
             # A new file, never the old one rewritten: a library this process still has loaded from model_dir stays
             # intact (rewriting it in place changes the pages dlopen mapped, and the next dlopen of it crashes).
             staged = model_dir / f".{name}.incoming"
-            shutil.copyfile(entry / name, staged)
+            staged.unlink(missing_ok=True)
+            try:  # the entry's own file, linked (its bytes were just checked); copied across file systems
+                os.link(entry / name, staged)
+            except OSError:
+                shutil.copyfile(entry / name, staged)
             os.replace(staged, model_dir / name)
         return CachedCompile(
             tuning_records_applied=int(doc["tuning_records_applied"]), compile_seconds=float(doc["compile_seconds"])

@@ -143,6 +143,7 @@ def compile_model(
     and with options.compile_cache_dir an unchanged model, spec, target, records and compiler reuse an earlier compile."""
     require_toolchain(target)
     started = time.perf_counter()
+    model_runner.import_tvm()
     if database is not None or options.compile_cache_dir is None:
         return _compile(imported, target, options, started, database=database, progress=progress)
     return _compile_cached(imported, target, options, started, progress)
@@ -212,6 +213,8 @@ def _compile(
     applied = pipeline.records_applied if isinstance(pipeline, CpuPipeline) else 0
     model_dir = Path(options.work_dir) / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
+    for old in (p for p in model_dir.iterdir() if p.is_file()):
+        old.unlink()  # new files, never old ones rewritten: one may be a compile cache entry's, linked by a hit
     library_path = model_dir / model_runner.LIBRARY
     try:
         _export(executable, target, library_path)

@@ -19,7 +19,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from compilers.compile_cache import compiler_fingerprint, file_sha256
+from compilers.compile_cache import compiler_fingerprint
+from compilers.files import file_sha256, read_with_sha256, stat_signature
 from compilers.model import ImportedModel
 
 ENTRY_FORMAT = "packager-intake-cache/1"
@@ -52,18 +53,15 @@ def _key_and_data_files(
     digest = hashlib.sha256(_tool_versions().encode())
     data_files: list[Path] = []
     try:
-        digest.update(f"\0model{path.suffix.lower()}\0{file_sha256(path)}".encode())
+        data, model_sha256 = read_with_sha256(path)
+        digest.update(f"\0model{path.suffix.lower()}\0{model_sha256}".encode())
         if path.suffix.lower() == ".onnx":
-            import onnx
+            from compilers.frontends.onnx import data_files_of
 
-            from compilers.frontends.onnx import external_data_files
-
-            graph = onnx.load(str(path), load_external_data=False)
-            data_files = external_data_files(graph, path)
-            for data_file in data_files:
-                digest.update(
-                    f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{file_sha256(data_file)}".encode()
-                )
+            data_files = data_files_of(path, data)
+        del data
+        for data_file in data_files:
+            digest.update(f"\0data\0{data_file.relative_to(path.parent.resolve())}\0{file_sha256(data_file)}".encode())
         digest.update(f"\0spec\0{file_sha256(spec_path) if spec_path is not None else 'none'}".encode())
         if spec_path is None and metadata_path is not None and metadata_path.is_file():
             digest.update(f"\0metadata\0{file_sha256(metadata_path)}".encode())
@@ -83,10 +81,9 @@ def _signature(path: Path | None) -> tuple | None:
     if path is None:
         return None
     try:
-        st = os.stat(path)
+        return stat_signature(path)
     except OSError:
         return ("missing", str(path))
-    return (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def cached_intake(

@@ -114,9 +114,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             error.message = f"{fleet_target.target.name}: {error.message}; nothing was bundled"
             error.args = (error.message,)
             raise error
-        builds = [
-            TargetBuild(target=t.target, archive=r.artifact_path.read_bytes(), report=r.benchmark) for t, r in results
-        ]
+        builds = [TargetBuild(target=t.target, archive=r.artifact_path, report=r.benchmark) for t, r in results]
         version = results[0][1].component_version
         model_arn = api.describe_model(ProjectName=request.project, ModelVersion=model_version)["ModelDescription"][
             "ModelArn"

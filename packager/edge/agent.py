@@ -304,7 +304,9 @@ def _keep_freed_memory() -> None:
 def _preload_runtime() -> None:
     """Import the TVM runtime while the agent waits, so the first StartModel does not pay seconds for it."""
     try:
-        import tvm.runtime  # noqa: F401
+        from .model_runner import import_tvm
+
+        import_tvm()
     except Exception:  # StartModel will report the same failure as the model's state
         log.exception("cannot import the TVM runtime")
 

@@ -31,6 +31,22 @@ class AnomalyResult:
     pixel_threshold: float = 0.5  # what anomaly_map is compared with to paint the mask
 
 
+def import_tvm() -> None:
+    """Import TVM without the PyTorch import that tvm_ffi makes for interoperating with torch tensors, which none of
+    ours are: 1.7 s of a worker's ~2 s to load a compiled model, and of the agent's start on a device that has torch.
+    A process that imported torch already, or imports it later, is unaffected."""
+    import sys
+
+    if "tvm" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError while it is there, which tvm_ffi allows for
+    try:
+        import tvm.runtime  # noqa: F401
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+
+
 def load_cuda_runtime() -> None:
     """Load TVM's CUDA runtime (libtvm_runtime_cuda.so), or say why it cannot be loaded.
 
@@ -74,6 +90,7 @@ class CompiledModel:
 
     @classmethod
     def load(cls, model_dir: Path, device=None) -> CompiledModel:
+        import_tvm()
         import tvm.runtime
 
         model_dir = Path(model_dir)

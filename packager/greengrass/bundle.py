@@ -78,7 +78,9 @@ class TargetBuild:
     """One target's share of a component: its compiled model as the artifact ZIP's bytes, and that build's report."""
 
     target: Target
-    archive: bytes  # reproducible_zip(archive_entries(...)): the same compiled model gives the same bytes
+    # reproducible_zip(archive_entries(...)): the same compiled model gives the same bytes. A file holding them (the
+    # archive cache's, or a job's) is linked into the bundle, not read and written again; it is never rewritten.
+    archive: bytes | Path
     report: BuildReport
 
 
@@ -110,6 +112,30 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def archive_sha256_b64(archive: bytes | Path) -> str:
+    """The Greengrass digest of an archive given as bytes or as a file."""
+    from compilers.files import file_sha256
+
+    if isinstance(archive, bytes):
+        return sha256_b64(archive)
+    return base64.b64encode(bytes.fromhex(file_sha256(archive))).decode()
+
+
+def _place(archive: bytes | Path, destination: Path) -> None:
+    """Write the archive's bytes at ``destination`` as a new file: a file archive is hard-linked where the file
+    systems allow (a model's ZIP runs to hundreds of MB), else copied."""
+    import shutil
+
+    destination.unlink(missing_ok=True)
+    if isinstance(archive, bytes):
+        destination.write_bytes(archive)
+        return
+    try:
+        os.link(archive, destination)
+    except OSError:
+        shutil.copyfile(archive, destination)
 
 
 def _edge_sources() -> list[tuple[str, bytes]]:
@@ -167,6 +193,15 @@ def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> byte
     """reproducible_zip(entries), reused from ``cache_dir`` when the same entries were zipped before: compressing a
     large model's weights is most of a cached rebuild's time. A cached ZIP is named by its entries' digest and its own
     SHA-256, which is checked on every read; a damaged or missing one is made again."""
+    archive = cached_zip_file(entries, cache_dir)
+    return archive if isinstance(archive, bytes) else archive.read_bytes()
+
+
+def cached_zip_file(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> bytes | Path:
+    """cached_zip() as the cache's own file, checked (or its bytes, when there is no cache or it cannot be written):
+    a bundle links it rather than writing the bytes again."""
+    from compilers.files import read_with_sha256
+
     if cache_dir is None:
         return reproducible_zip(entries)
     key = hashlib.sha256()
@@ -175,21 +210,22 @@ def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> byte
     cache_dir = Path(cache_dir)
     for path in sorted(cache_dir.glob(f"{key.hexdigest()}-*.zip")):
         try:
-            data = path.read_bytes()
+            _, digest = read_with_sha256(path)  # and file_sha256() knows it from now on
         except OSError:
             continue
-        if hashlib.sha256(data).hexdigest() == path.stem.rsplit("-", 1)[1]:
-            return data
+        if digest == path.stem.rsplit("-", 1)[1]:
+            return path
         path.unlink(missing_ok=True)
     data = reproducible_zip(entries)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache_dir / f".{key.hexdigest()}.{os.getpid()}.partial"
         partial.write_bytes(data)
-        os.replace(partial, cache_dir / f"{key.hexdigest()}-{hashlib.sha256(data).hexdigest()}.zip")
+        path = cache_dir / f"{key.hexdigest()}-{hashlib.sha256(data).hexdigest()}.zip"
+        os.replace(partial, path)
+        return path
     except OSError:
-        pass  # a cache that cannot be written only costs the next build the compression
-    return data
+        return data  # a cache that cannot be written only costs the next build the compression
 
 
 def agent_component_name(target: Target) -> str:
@@ -276,11 +312,12 @@ def agent_archive_entries(target: Target) -> list[tuple[str, bytes]]:
 def _write_component(
     output_dir: Path,
     recipe: dict,
-    files: list[tuple[str, bytes, str]],
+    files: list[tuple[str, bytes | Path, str, str]],
     s3_location: S3Location | None,
     reports: list[tuple[str, bytes]] = (),
 ) -> ComponentBundle:
-    """files: (name, bytes, uri) per artifact, in the recipe's order; reports: (name, bytes) written beside them."""
+    """files: (name, bytes or a file, uri, Greengrass digest) per artifact, in the recipe's order; reports: (name,
+    bytes) written beside them."""
     from packager.greengrass.recipe import recipe_yaml, validate_recipe
 
     validate_recipe(recipe)
@@ -289,12 +326,11 @@ def _write_component(
     artifact_dir = Path(output_dir) / "artifacts" / name / version
     artifact_dir.mkdir(parents=True, exist_ok=True)
     artifacts = []
-    for file_name, data, uri in files:
-        (artifact_dir / file_name).write_bytes(data)
+    for file_name, data, uri, digest in files:
+        _place(data, artifact_dir / file_name)
+        size = (artifact_dir / file_name).stat().st_size
         artifacts.append(
-            BundleArtifact(
-                path=artifact_dir / file_name, name=file_name, sha256_b64=sha256_b64(data), size=len(data), uri=uri
-            )
+            BundleArtifact(path=artifact_dir / file_name, name=file_name, sha256_b64=digest, size=size, uri=uri)
         )
     for file_name, data in reports:
         (artifact_dir / file_name).write_bytes(data)
@@ -342,7 +378,7 @@ def agent_bundle(target: Target, output_dir: Path, s3_location: S3Location | Non
         lifecycle=agent_lifecycle(target),
         configuration=AGENT_CONFIGURATION,
     )
-    return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri)], s3_location)
+    return _write_component(output_dir, recipe, [(AGENT_ARTIFACT_NAME, data, uri, sha256_b64(data))], s3_location)
 
 
 def fleet_agent_bundle(
@@ -375,7 +411,9 @@ def fleet_agent_bundle(
             )
         )
     recipe = component_recipe(name, AGENT_VERSION, AGENT_DESCRIPTION, manifests, configuration=AGENT_CONFIGURATION)
-    return _write_component(output_dir, recipe, [(f, data, uri) for f, (data, uri) in files.items()], s3_location)
+    return _write_component(
+        output_dir, recipe, [(f, data, uri, sha256_b64(data)) for f, (data, uri) in files.items()], s3_location
+    )
 
 
 def _platform(target: Target) -> dict:
@@ -416,7 +454,7 @@ def bundle(
     """Write the model component and the agent component it depends on, in GDK's layout.
     archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
     build = TargetBuild(
-        target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report
+        target=target, archive=cached_zip_file(archive_entries(artifact, target), archive_cache), report=report
     )
     return bundle_targets([build], component, output_dir, s3_location)
 
@@ -438,13 +476,14 @@ def bundle_targets(
         root = f"{ARCHIVE_ROOT}{suffix}"
         file_name = f"{root}.zip"
         uri = location.uri_for(component.name, component.version, file_name)
-        files.append((file_name, build.archive, uri))
+        digest = archive_sha256_b64(build.archive)
+        files.append((file_name, build.archive, uri, digest))
         reports.append((REPORT_NAME.replace(".json", f"{suffix}.json"), build.report.to_json().encode()))
         manifests.append(
             RecipeManifest(
                 platform=_platform(build.target),
                 lifecycle=model_lifecycle(component, build.target, agent.component_name, root),
-                artifacts=[RecipeArtifact(uri=uri, digest_b64=sha256_b64(build.archive))],
+                artifacts=[RecipeArtifact(uri=uri, digest_b64=digest)],
             )
         )
     recipe = component_recipe(

@@ -183,3 +183,30 @@ def test_a_hit_restores_the_same_files_and_a_damaged_entry_compiles_again(import
         open_compile_cache(tmp_path / "cc").load(_key(imported, tuning_dir=tmp_path / "tc"), tmp_path / "sixth")
         is not None
     )
+
+
+def test_a_hit_links_the_entry_and_a_later_compile_there_leaves_the_entry_whole(imported, tmp_path):
+    """A hit links the entry's files (a large model's params.bin is not copied); a compile into the same directory
+    afterwards writes new files, so the entry keeps its bytes and still hits."""
+    from compilers.tvm_compile import compile_model
+
+    def build(cache: bool):
+        return compile_model(
+            imported,
+            host_target(),
+            CompileOptions(
+                work_dir=tmp_path / "work",
+                tuning_cache_dir=tmp_path / "tc",
+                compile_cache_dir=tmp_path / "cc" if cache else None,
+            ),
+        )
+
+    build(True)
+    hit = build(True)
+    [entry] = [p for p in (tmp_path / "cc").iterdir() if not p.name.startswith(".")]
+    assert hit.from_cache and (hit.model_dir / "params.bin").samefile(entry / "params.bin")
+    before = {p.name: p.read_bytes() for p in entry.iterdir()}
+    fresh = build(False)
+    assert not fresh.from_cache and not (fresh.model_dir / "params.bin").samefile(entry / "params.bin")
+    assert {p.name: p.read_bytes() for p in entry.iterdir()} == before
+    assert build(True).from_cache

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from compilers.files import file_sha256
 from packager.errors import ModelImportError
 
 _CHUNK = 1 << 20
@@ -27,14 +28,11 @@ def store_file(home: Path, source: Path, suffix: str) -> str:
     stored = f"models/sha256/{file_sha256(source)}{suffix}"
     if (home / stored).exists():
         return stored
-    digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".incoming-")
+    os.close(fd)
     try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            for chunk in iter(lambda: src.read(_CHUNK), b""):
-                digest.update(chunk)
-                dst.write(chunk)
-        relative = f"models/sha256/{digest.hexdigest()}{suffix}"
+        shutil.copyfile(source, tmp_name)  # in the kernel; the copy is then hashed, so its name is what it holds
+        relative = f"models/sha256/{file_sha256(Path(tmp_name))}{suffix}"
         final = home / relative
         if final.exists():
             os.unlink(tmp_name)
@@ -48,26 +46,12 @@ def store_file(home: Path, source: Path, suffix: str) -> str:
         raise
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (models run to hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_files(path: Path) -> list[tuple[str, Path]]:
     """(path relative to the model's folder, file) for the model and each external data file it names."""
-    import onnx
+    from compilers.frontends.onnx import data_files_of
 
-    from compilers.frontends.onnx import external_data_files
-
-    model = onnx.load_model(str(path), load_external_data=False)
     folder = Path(path).parent.resolve()
-    return [(Path(path).name, Path(path))] + [
-        (f.relative_to(folder).as_posix(), f) for f in external_data_files(model, path)
-    ]
+    return [(Path(path).name, Path(path))] + [(f.relative_to(folder).as_posix(), f) for f in data_files_of(path)]
 
 
 def store_model(home: Path, source: Path) -> tuple[str, str]:
@@ -116,6 +100,6 @@ def check_model_file(path: Path) -> None:
         raise ModelImportError(
             f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", field="ModelPath"
         ) from None
-    from compilers.frontends.onnx import external_data_files
+    from compilers.frontends.onnx import data_files_of
 
-    external_data_files(model, path)  # every data file the model names is beside it, and long enough
+    data_files_of(path, model=model)  # every data file the model names is beside it, and long enough

@@ -15,9 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from compilers.files import file_sha256
 from packager.errors import ModelImportError, PublishError
 from packager.greengrass.publish.aws_errors import aws_error, is_not_found
-from packager.service.jobs.model_files import file_sha256
 
 MODEL_BUCKET_VARIABLE = "PACKAGER_MODEL_BUCKET"
 _HASHED_NAME = re.compile(r"^([0-9a-f]{64})(\.[A-Za-z0-9.]*)?$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +62,25 @@ def test_a_cuda_model_where_tvm_cuda_runtime_cannot_load_names_the_missing_libra
         r"libcuda(rt)?\.so\.1?3?: cannot open",
     ):
         CompiledModel.load(tmp_path)
+
+
+def test_tvm_is_imported_without_pytorch_which_stays_importable():
+    """tvm_ffi imports torch eagerly (1.7 s of loading a compiled model); import_tvm() keeps it out, and a later
+    `import torch` still works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from packager.edge.model_runner import import_tvm\n"
+        "import_tvm()\n"
+        "assert 'tvm' in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+        "import tvm.runtime, numpy as np\n"
+        "assert tvm.runtime.tensor(np.ones(2, 'float32')).numpy().sum() == 2\n"
+        "import torch\n"
+        "assert torch.ones(2).sum().item() == 2\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@ import hashlib
 import json
 import shlex
 import zipfile
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -14,7 +15,7 @@ from packager.errors import ValidationException
 from packager.greengrass.bundle import AGENT_COMPONENT, ComponentIdentity, S3Location, agent_bundle, bundle
 from packager.greengrass.local.deploy import version_satisfies
 from packager.greengrass.recipe import MAX_RECIPE_BYTES, validate_recipe
-from targets import host_target
+from targets import get_target, host_target
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +291,37 @@ def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_pa
     other = bundle_module.cached_zip([*entries[:1], ("requirements.txt", b"numpy<3\n")], tmp_path / "archives")
     assert other != first and len(made) == 3
     assert bundle_module.cached_zip(entries, None) == first and len(made) == 4
+
+
+def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_path):
+    """The archive cache's ZIP (a worker's bundle) and a job's ZIP (the fleet's) are linked into the bundle, not read
+    and written again; the recipe's digest is that of the bytes."""
+    from packager.build.benchmark import BenchmarkReport
+    from packager.greengrass import bundle as bundle_module
+    from packager.greengrass.bundle import ComponentIdentity, TargetBuild, bundle_targets
+
+    entries = [("compiled/params.bin", bytes(range(256)) * 8192), ("requirements.txt", b"numpy\n")]
+    cached = bundle_module.cached_zip_file(entries, tmp_path / "archives")
+    assert isinstance(cached, Path) and cached.read_bytes() == bundle_module.reproducible_zip(entries)
+    report = BenchmarkReport(
+        target="LINUX/X86_64",
+        device="none",
+        emulated=False,
+        threads=2,
+        warmup=0,
+        tvm=None,
+        onnxruntime=None,
+        ratio_tvm_to_ort=None,
+        input_shape=(1, 3, 8, 8),
+        not_measured="not measured: no device",
+    )
+    made = bundle_targets(
+        [TargetBuild(get_target("LINUX/X86_64"), cached, report)],
+        ComponentIdentity("com.acme.Linked", "1.0.0"),
+        tmp_path / "gg",
+    )
+    [artifact] = made.artifacts
+    assert artifact.path.samefile(cached) and artifact.size == cached.stat().st_size
+    digest = base64.b64encode(hashlib.sha256(cached.read_bytes()).digest()).decode()
+    assert artifact.sha256_b64 == digest and f"Digest: {digest}" in made.recipe_text
+    assert bundle_module.cached_zip_file(entries, None) == cached.read_bytes(), "no cache: the bytes"
