@@ -152,7 +152,7 @@ def _column_tiles(extent: int, vectors_per_row: int, machine: Machine) -> tuple[
     return fits, max(fits)
 
 
-def _default_lanes(options: list[int], column_extent: int, machine: Machine) -> int:
+def default_lanes(options: list[int], column_extent: int, machine: Machine) -> int:
     """The vector width whose best register tile holds the most accumulators, measured preference on ties.
 
     Two vectors are best when their tile reaches all but four of the accumulators (8 of AVX2's 12); four-vector
@@ -176,6 +176,21 @@ def _channel_innermost(dim: int, ndim: int, lanes: int):
         return (*head, idx[dim] % lanes)
 
     return index_map
+
+
+PREPACKED_LANES = "packager.prepacked_lanes"  # block annotation: this block unpacks weights blocked by that many lanes
+
+
+def prepacked_weight(sch: s_tir.Schedule, c: Contraction):
+    """(block, lanes) when the contraction's weights come unpacked from a [O / lanes, ..., lanes] parameter, which
+    the build computed once from the real weights (pipeline.legalize; compilers/prepack.py); else None."""
+    weight = sch.get(c.block).reads[c.weight_index].source
+    for producer in sch.get_producers(c.block):
+        block = sch.get(producer)
+        lanes = block.annotations.get(PREPACKED_LANES)
+        if lanes is not None and any(w.source.same_as(weight) for w in block.writes):
+            return producer, int(lanes)
+    return None
 
 
 def _blocks_matrix(c: Contraction) -> bool:
@@ -226,7 +241,11 @@ def schedule_contraction(sch: s_tir.Schedule, c: Contraction, decisions: Decisio
     if c.channel is not None and channel_ext % lane == 0:
         lane_options = [v for v in (lane, 2 * lane, 4 * lane) if channel_ext % v == 0]
         column_ext = ext[c.column] if c.column is not None else 1
-        lanes = decisions.choose(sch, lane_options, _default_lanes(lane_options, column_ext, machine))
+        prepacked = prepacked_weight(sch, c)
+        if prepacked is not None and channel_ext % prepacked[1] == 0:
+            sch.compute_inline(prepacked[0])  # reads the build-time blocks directly: [o // L, ..., o % L]
+            return _vectorize_channels(sch, c, prepacked[1], decisions, machine, pack=False)
+        lanes = decisions.choose(sch, lane_options, default_lanes(lane_options, column_ext, machine))
         return _vectorize_channels(sch, c, lanes, decisions, machine, pack=not weight_last or _blocks_matrix(c))
     if c.channel is not None and weight_last and 2 <= channel_ext <= 16 * lane:
         return _vectorize_channels(sch, c, channel_ext, decisions, machine, pack=False)

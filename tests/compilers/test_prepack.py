@@ -11,7 +11,7 @@ from tests.compilers.schedules.test_schedules import ATOL, RTOL, onnx_model, wei
 CHANNELS, SIZE = 32, 14
 
 
-def conv_model(kernel: int):
+def conv_model(kernel: int, out_channels: int = CHANNELS):
     from onnx import helper
 
     return onnx_model(
@@ -21,7 +21,7 @@ def conv_model(kernel: int):
         ],
         [("x", [1, CHANNELS, SIZE, SIZE])],
         ["z"],
-        {"w": weights(CHANNELS, CHANNELS, kernel, kernel), "b": weights(CHANNELS, seed=2)},
+        {"w": weights(out_channels, CHANNELS, kernel, kernel), "b": weights(out_channels, seed=2)},
     )
 
 
@@ -70,11 +70,40 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
 
 
 def test_weights_used_as_they_are_keep_their_names(cpu):
-    _, params = prepacked(conv_model(kernel=1), cpu)  # a 1x1 conv has no Winograd form: its weight passes through
+    # 1x1, 4 output channels: no Winograd form, no vector-wide blocks of output channels; the weight passes through
+    _, params = prepacked(conv_model(kernel=1, out_channels=4), cpu)
     names = [name for name, _ in params]
     assert "w" in names
     assert [name for name in names if name.startswith(PREPACKED)]  # the bias, reshaped once for broadcasting
     assert len(set(names)) == len(names)
+
+
+def test_direct_convolutions_get_their_weight_blocks_at_build_time(cpu):
+    """A direct convolution's weights are blocked by output channel ([O / L, I, KH, KW, L]) once, at build time: the
+    per-call function reads the blocks and repacks nothing (GANomaly's 134 MB convolution repacked on every call),
+    and the model still matches ONNX Runtime."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from compilers.schedules.pipeline import CpuPipeline
+    from tests.compilers.schedules.test_schedules import scheduled_functions
+
+    model = conv_model(kernel=1)
+    mod, params = prepacked(model, cpu)
+    assert not [gvar.name_hint for gvar in mod.functions if "weight_blocks" in gvar.name_hint], "lifted out of main"
+    [blocks] = [value.numpy() for _, value in params if value.ndim == 5]
+    lanes = blocks.shape[-1]
+    w = weights(CHANNELS, CHANNELS, 1, 1)
+    np.testing.assert_array_equal(blocks, w.reshape(CHANNELS // lanes, lanes, CHANNELS, 1, 1).transpose(0, 2, 3, 4, 1))
+    conv = next(text for name, text in scheduled_functions(model, cpu).items() if name.startswith("fused_conv2d"))
+    assert "_global" not in conv and "weight_unblocked" not in conv, "the call reads the blocks; it packs nothing"
+
+    executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
+    x = np.random.default_rng(0).random((1, CHANNELS, SIZE, SIZE), dtype=np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *[value for _, value in params])
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
 
 
 def test_gpu_targets_keep_the_weights_as_imported():
