@@ -66,6 +66,17 @@ CASES = {
         "size": 8,
         "stride": 2,
     },
+    # GANomaly's decoder start: 2048 -> 1024 channels, 4x4 / 2 from a 4x4 map (134 MB of weights)
+    "gan_deconv_4x4_s2": {
+        "name": "gan_deconv_4x4_s2",
+        "kind": "deconv",
+        "ci": 2048,
+        "co": 1024,
+        "k": 4,
+        "size": 4,
+        "stride": 2,
+        "pad": 1,
+    },
     "deconv_2x2_s2_256": {
         "name": "deconv_2x2_s2_256",
         "kind": "deconv",
@@ -111,7 +122,14 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
             w = weight("w", (ci, co, k, k), (ci * k * k) ** -0.5)
             b = weight("b", (co,), 0.1)
             nodes.append(
-                helper.make_node("ConvTranspose", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2)
+                helper.make_node(
+                    "ConvTranspose",
+                    ["x", w, b],
+                    ["c"],
+                    kernel_shape=[k, k],
+                    strides=[case["stride"]] * 2,
+                    pads=[case.get("pad", 0)] * 4,
+                )
             )
         nodes.append(
             helper.make_node("Relu", ["c"], ["y"])

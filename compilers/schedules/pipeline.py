@@ -45,10 +45,14 @@ def _conv2d_transpose_phases(bb, call):
     which for stride 2 spends three of every four multiply-adds on zeros. Output row
     ``s*i + r`` only meets kernel rows ``kh = s*a + (r + pad) % s``, at input row
     ``i + (r + pad) // s - a``; computing out[n, co, i, r, j, q] that way touches only real taps,
-    and the [..., i, r, j, q] order is already NCHW memory order.
+    and the [..., i, r, j, q] order is already NCHW memory order. On CPU the weights come blocked by output channel
+    from a step of their own that compile's prepacking runs once at build time (see _conv2d_direct).
     """
+    import tvm
     from tvm import te, tirx
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d_transpose
+
+    from compilers.schedules.templates import PREPACKED_LANES
 
     attrs = call.attrs
     data_shape = [int(d) for d in call.args[0].ty.shape]
@@ -70,6 +74,26 @@ def _conv2d_transpose_phases(bb, call):
     taps_h, taps_w = -(-kh // sh), -(-kw // sw)
     rows, cols = -(-oh // sh), -(-ow // sw)
     pad_h, pad_w = rows + (sh - 1 + pt) // sh + taps_h - 1, cols + (sw - 1 + pl) // sw + taps_w - 1
+    lanes = _prepack_lanes(tvm.target.Target.current(), co, cols)
+
+    def padded_weight(weight, c, o, y, x):
+        if kh % sh == 0 and kw % sw == 0:
+            return weight[c, o, y, x]
+        return tirx.if_then_else(tirx.all(y < kh, x < kw), weight[c, o, y, x], tirx.const(0.0, "float32"))
+
+    weight_arg = call.args[1]
+    if lanes is not None:
+        weight_arg = bb.emit(
+            bb.call_te(
+                lambda w: te.compute(
+                    (co // lanes, ci, taps_h * sh, taps_w * sw, lanes),
+                    lambda b, c, y, x, v: padded_weight(w, c, b * lanes + v, y, x),
+                    name="weight_blocks",
+                ),
+                weight_arg,
+                primfunc_name_hint="conv2d_transpose_weight_blocks",
+            )
+        )
 
     def compute(data, weight):
         data_pad = te.compute(
@@ -81,7 +105,14 @@ def _conv2d_transpose_phases(bb, call):
             ),
             name="data_pad",
         )
-        if kh % sh or kw % sw:
+        if lanes is not None:
+            weight = te.compute(
+                (ci, co, taps_h * sh, taps_w * sw),
+                lambda c, o, y, x: weight[o // lanes, c, y, x, o % lanes],
+                name="weight_unblocked",
+                attrs={PREPACKED_LANES: lanes},
+            )
+        elif kh % sh or kw % sw:
             weight = te.compute(
                 (ci, co, taps_h * sh, taps_w * sw),
                 lambda c, o, y, x: tirx.if_then_else(
@@ -105,7 +136,7 @@ def _conv2d_transpose_phases(bb, call):
             (n, co, oh, ow), lambda b, o, y, x: phases[b, o, y // sh, y % sh, x // sw, x % sw], name="T_phases_nchw"
         )
 
-    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="conv2d_transpose")
+    return bb.call_te(compute, call.args[0], weight_arg, primfunc_name_hint="conv2d_transpose")
 
 
 _MAX_PAD_WASTE = 0.08  # extra columns computed, as a share of the real ones

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from compilers.prepack import PREPACKED, prepack_weights
 from tests.compilers.schedules.test_schedules import ATOL, RTOL, onnx_model, weights
@@ -78,10 +79,37 @@ def test_weights_used_as_they_are_keep_their_names(cpu):
     assert len(set(names)) == len(names)
 
 
-def test_direct_convolutions_get_their_weight_blocks_at_build_time(cpu):
-    """A direct convolution's weights are blocked by output channel ([O / L, I, KH, KW, L]) once, at build time: the
-    per-call function reads the blocks and repacks nothing (GANomaly's 134 MB convolution repacked on every call),
-    and the model still matches ONNX Runtime."""
+def deconv_model(kernel: int, stride: int):
+    from onnx import helper
+
+    return onnx_model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2)],
+        [("x", [1, CHANNELS, SIZE, SIZE])],
+        ["y"],
+        {"w": weights(CHANNELS, CHANNELS, kernel, kernel)},  # IOHW
+    )
+
+
+@pytest.mark.parametrize(
+    "model,blocks_of",
+    [
+        (lambda: conv_model(kernel=1), lambda w, lanes: w.reshape(-1, lanes, *w.shape[1:]).transpose(0, 2, 3, 4, 1)),
+        # 3x3 / 2: its kernel is padded to 4x4 (two taps per phase) inside the same build-time step
+        (
+            lambda: deconv_model(kernel=3, stride=2),
+            lambda w, lanes: (
+                np.pad(w, ((0, 0), (0, 0), (0, 1), (0, 1)))
+                .reshape(w.shape[0], -1, lanes, 4, 4)
+                .transpose(1, 0, 3, 4, 2)
+            ),
+        ),
+    ],
+    ids=["conv", "conv_transpose"],
+)
+def test_convolution_weight_blocks_are_made_at_build_time(cpu, model, blocks_of):
+    """A direct convolution's (and a transposed one's) weights are blocked by output channel ([O / L, I, KH, KW, L])
+    once, at build time: the per-call function reads the blocks and repacks nothing (GANomaly's 134 MB convolutions
+    repacked on every call), and the model still matches ONNX Runtime."""
     import onnxruntime as ort
     import tvm
     from tvm import relax
@@ -89,14 +117,14 @@ def test_direct_convolutions_get_their_weight_blocks_at_build_time(cpu):
     from compilers.schedules.pipeline import CpuPipeline
     from tests.compilers.schedules.test_schedules import scheduled_functions
 
-    model = conv_model(kernel=1)
+    model = model()
     mod, params = prepacked(model, cpu)
     assert not [gvar.name_hint for gvar in mod.functions if "weight_blocks" in gvar.name_hint], "lifted out of main"
     [blocks] = [value.numpy() for _, value in params if value.ndim == 5]
-    lanes = blocks.shape[-1]
-    w = weights(CHANNELS, CHANNELS, 1, 1)
-    np.testing.assert_array_equal(blocks, w.reshape(CHANNELS // lanes, lanes, CHANNELS, 1, 1).transpose(0, 2, 3, 4, 1))
-    conv = next(text for name, text in scheduled_functions(model, cpu).items() if name.startswith("fused_conv2d"))
+    w = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w"))
+    np.testing.assert_array_equal(blocks, blocks_of(w, blocks.shape[-1]))
+    scripts = scheduled_functions(model, cpu)
+    conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
     assert "_global" not in conv and "weight_unblocked" not in conv, "the call reads the blocks; it packs nothing"
 
     executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
