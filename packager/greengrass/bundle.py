@@ -189,17 +189,12 @@ def reproducible_zip(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> bytes:
+def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> bytes | Path:
     """reproducible_zip(entries), reused from ``cache_dir`` when the same entries were zipped before: compressing a
     large model's weights is most of a cached rebuild's time. A cached ZIP is named by its entries' digest and its own
-    SHA-256, which is checked on every read; a damaged or missing one is made again."""
-    archive = cached_zip_file(entries, cache_dir)
-    return archive if isinstance(archive, bytes) else archive.read_bytes()
-
-
-def cached_zip_file(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> bytes | Path:
-    """cached_zip() as the cache's own file, checked (or its bytes, when there is no cache or it cannot be written):
-    a bundle links it rather than writing the bytes again."""
+    SHA-256, which is checked on every read; a damaged or missing one is made again. Returned as the cache's own file
+    (a bundle links it rather than writing the bytes again), or as the bytes when there is no cache or it cannot be
+    written."""
     from compilers.files import read_with_sha256
 
     if cache_dir is None:
@@ -454,7 +449,7 @@ def bundle(
     """Write the model component and the agent component it depends on, in GDK's layout.
     archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
     build = TargetBuild(
-        target=target, archive=cached_zip_file(archive_entries(artifact, target), archive_cache), report=report
+        target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report
     )
     return bundle_targets([build], component, output_dir, s3_location)
 

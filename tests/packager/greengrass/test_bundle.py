@@ -277,20 +277,24 @@ def test_large_incompressible_entries_are_stored_and_the_rest_deflated():
 def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_path, monkeypatch):
     from packager.greengrass import bundle as bundle_module
 
+    def cached_zip(entries, cache_dir) -> bytes:
+        archive = bundle_module.cached_zip(entries, cache_dir)
+        return archive if isinstance(archive, bytes) else archive.read_bytes()
+
     entries = [("compiled/params.bin", bytes(range(256)) * 4096), ("requirements.txt", b"numpy\n")]
     made = []
     real = bundle_module.reproducible_zip
     monkeypatch.setattr(bundle_module, "reproducible_zip", lambda e: made.append(1) or real(e))
-    first = bundle_module.cached_zip(entries, tmp_path / "archives")
-    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first == real(entries) and len(made) == 1
+    first = cached_zip(entries, tmp_path / "archives")
+    assert cached_zip(entries, tmp_path / "archives") == first == real(entries) and len(made) == 1
     [cached] = (tmp_path / "archives").glob("*.zip")
     damaged = bytearray(first)
     damaged[len(first) // 2] ^= 0xFF
     cached.write_bytes(bytes(damaged))
-    assert bundle_module.cached_zip(entries, tmp_path / "archives") == first and len(made) == 2, "damage is caught"
-    other = bundle_module.cached_zip([*entries[:1], ("requirements.txt", b"numpy<3\n")], tmp_path / "archives")
+    assert cached_zip(entries, tmp_path / "archives") == first and len(made) == 2, "damage is caught"
+    other = cached_zip([*entries[:1], ("requirements.txt", b"numpy<3\n")], tmp_path / "archives")
     assert other != first and len(made) == 3
-    assert bundle_module.cached_zip(entries, None) == first and len(made) == 4
+    assert bundle_module.cached_zip(entries, None) == first and len(made) == 4, "no cache: the bytes"
 
 
 def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_path):
@@ -301,7 +305,7 @@ def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_p
     from packager.greengrass.bundle import ComponentIdentity, TargetBuild, bundle_targets
 
     entries = [("compiled/params.bin", bytes(range(256)) * 8192), ("requirements.txt", b"numpy\n")]
-    cached = bundle_module.cached_zip_file(entries, tmp_path / "archives")
+    cached = bundle_module.cached_zip(entries, tmp_path / "archives")
     assert isinstance(cached, Path) and cached.read_bytes() == bundle_module.reproducible_zip(entries)
     report = BenchmarkReport(
         target="LINUX/X86_64",
@@ -324,4 +328,3 @@ def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_p
     assert artifact.path.samefile(cached) and artifact.size == cached.stat().st_size
     digest = base64.b64encode(hashlib.sha256(cached.read_bytes()).digest()).decode()
     assert artifact.sha256_b64 == digest and f"Digest: {digest}" in made.recipe_text
-    assert bundle_module.cached_zip_file(entries, None) == cached.read_bytes(), "no cache: the bytes"
