@@ -27,14 +27,19 @@ class Runner(Protocol):
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Output name -> value, for one input."""
 
-    def time(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
-        """Seconds per run, measured where the model runs, after ``warmup`` untimed runs."""
+    def time(self, x: np.ndarray, warmup: int, runs: int, warmup_s: float | None = None) -> list[float]:
+        """Seconds per run, measured where the model runs, after ``warmup`` untimed runs (fewer, at least one, once
+        they have taken ``warmup_s``)."""
 
 
-def wall_clock_runs(run: Callable[[], object], warmup: int, runs: int) -> list[float]:
-    """Seconds per call of ``run``, by this process's clock."""
+def wall_clock_runs(run: Callable[[], object], warmup: int, runs: int, warmup_s: float | None = None) -> list[float]:
+    """Seconds per call of ``run``, by this process's clock, after ``warmup`` untimed calls: fewer (at least one) once
+    they have taken ``warmup_s`` seconds, so a 0.6 s model is not warmed up for 3 s."""
+    started = time.perf_counter()
     for _ in range(warmup):
         run()
+        if warmup_s is not None and time.perf_counter() - started >= warmup_s:
+            break
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -60,8 +65,8 @@ class TvmRunner:
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self.model.run(x)
 
-    def time(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
-        return wall_clock_runs(lambda: self.model.run(x), warmup, runs)
+    def time(self, x: np.ndarray, warmup: int, runs: int, warmup_s: float | None = None) -> list[float]:
+        return wall_clock_runs(lambda: self.model.run(x), warmup, runs, warmup_s)
 
 
 class OnnxRuntimeRunner:
@@ -92,6 +97,6 @@ class OnnxRuntimeRunner:
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x})))
 
-    def time(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+    def time(self, x: np.ndarray, warmup: int, runs: int, warmup_s: float | None = None) -> list[float]:
         feed = {self.input_name: x}
-        return wall_clock_runs(lambda: self.session.run(None, feed), warmup, runs)
+        return wall_clock_runs(lambda: self.session.run(None, feed), warmup, runs, warmup_s)

@@ -46,7 +46,7 @@ class BenchmarkReport:
     device: str  # where the TVM numbers were measured, e.g. "host x86_64" or "rpc 127.0.0.1:9190"
     emulated: bool  # True when the TVM numbers come from an emulator: they are not device timings
     threads: int
-    warmup: int
+    warmup: int  # untimed runs per engine before the timed ones, at most (BenchmarkOptions.warmup_s cuts them short)
     tvm: LatencyStats | None  # None when no device could run the compiled model (see not_measured)
     onnxruntime: LatencyStats | None  # measured on this host whenever TVM was timed; None when TVM was not
     ratio_tvm_to_ort: float | None  # p50 / p50; < 1 means TVM is faster. Only when both ran natively on this host
@@ -89,7 +89,8 @@ ELSEWHERE = "not measured: TVM ran on {device}, ONNX Runtime on this host"
 @dataclass(frozen=True)
 class BenchmarkOptions:
     runs: int = 50
-    warmup: int = 5
+    warmup: int = 5  # untimed runs per engine before the timed ones; fewer once they take warmup_s
+    warmup_s: float | None = 1.0  # a model that takes 0.6 s a run is warm after two (and the check ran it once)
     threads: int | None = None  # for TVM and ONNX Runtime alike; None: every core this process may use
     lock_path: Path | None = None  # timing_lock's file; None: default_lock_path()
 
@@ -143,8 +144,8 @@ def benchmark(
         x = random_input(imported, seed=1)
         reference = reference or OnnxRuntimeRunner.load(imported, threads=threads)
         with timing_lock(options.lock_path, lambda: progress("waiting for another build's timings on this host")):
-            tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs))
-            ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs))
+            tvm_stats = LatencyStats.from_seconds(runner.time(x, options.warmup, options.runs, options.warmup_s))
+            ort_stats = LatencyStats.from_seconds(reference.time(x, options.warmup, options.runs, options.warmup_s))
         # A ratio compares like with like: TVM and ONNX Runtime on this host's own cores. An emulator's or another
         # device's TVM timings against this host's ORT say nothing about the model, so those builds get no ratio.
         if runner.emulated:

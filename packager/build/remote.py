@@ -93,10 +93,15 @@ class RpcRunner:
         values = list(result) if isinstance(result, tuple) else [result]
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 
-    def time(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+    def time(self, x: np.ndarray, warmup: int, runs: int, warmup_s: float | None = None) -> list[float]:
+        import time
+
         self._set_input(x)
+        started = time.perf_counter()
         for _ in range(warmup):
             self._vm.invoke_stateful(self.manifest["entry"])
+            if warmup_s is not None and time.perf_counter() - started >= warmup_s:
+                break
         timer = self._vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=runs, min_repeat_ms=0)
         return list(timer(self.manifest["entry"]).results)
 

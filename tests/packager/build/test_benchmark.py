@@ -18,7 +18,7 @@ class FixedTimeRunner:
     def run(self, x):
         raise AssertionError("the benchmark only times the runner")
 
-    def time(self, x, warmup, runs):
+    def time(self, x, warmup, runs, warmup_s=None):
         return [0.08] * runs
 
 
@@ -101,3 +101,33 @@ def test_timings_on_this_host_take_turns(tiny_model, tmp_path):
         assert said == ["waiting for another build's timings on this host"]
     worker.join(30)
     assert done.is_set()
+
+
+def test_warm_up_stops_once_it_has_taken_its_budget_but_runs_at_least_once(monkeypatch):
+    """A 0.6 s model is not warmed up five times (3 s per engine, per build): the warm-up ends after warmup_s; a fast
+    model still gets every warm-up run, and a budget of zero still warms up once. The clock is a fake one that each
+    call of the model moves on."""
+    from compilers import runners
+
+    now = [0.0]
+    monkeypatch.setattr(runners.time, "perf_counter", lambda: now[0])
+    calls = []
+
+    def model(seconds: float):
+        def run():
+            calls.append(1)
+            now[0] += seconds
+
+        return run
+
+    assert runners.wall_clock_runs(model(0.6), warmup=5, runs=2, warmup_s=1.0) == pytest.approx([0.6, 0.6])
+    assert len(calls) == 2 + 2  # warm after 1.2 s
+    calls.clear()
+    runners.wall_clock_runs(model(0.03), warmup=5, runs=2, warmup_s=1.0)
+    assert len(calls) == 5 + 2
+    calls.clear()
+    runners.wall_clock_runs(model(0.6), warmup=5, runs=1, warmup_s=0.0)
+    assert len(calls) == 1 + 1
+    calls.clear()
+    runners.wall_clock_runs(model(0.6), warmup=5, runs=1)  # no budget: every warm-up run
+    assert len(calls) == 5 + 1
