@@ -16,7 +16,6 @@ from pathlib import Path
 from compilers.files import file_sha256
 from packager.errors import ModelImportError
 
-_CHUNK = 1 << 20
 MODEL_SUFFIXES = (".onnx",)
 
 

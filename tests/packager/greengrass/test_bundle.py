@@ -300,25 +300,14 @@ def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_pa
 def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_path):
     """The archive cache's ZIP (a worker's bundle) and a job's ZIP (the fleet's) are linked into the bundle, not read
     and written again; the recipe's digest is that of the bytes."""
-    from packager.build.benchmark import BenchmarkReport
     from packager.greengrass import bundle as bundle_module
     from packager.greengrass.bundle import ComponentIdentity, TargetBuild, bundle_targets
+    from tests.packager.commands.test_build_fleet import _report
 
     entries = [("compiled/params.bin", bytes(range(256)) * 8192), ("requirements.txt", b"numpy\n")]
     cached = bundle_module.cached_zip(entries, tmp_path / "archives")
     assert isinstance(cached, Path) and cached.read_bytes() == bundle_module.reproducible_zip(entries)
-    report = BenchmarkReport(
-        target="LINUX/X86_64",
-        device="none",
-        emulated=False,
-        threads=2,
-        warmup=0,
-        tvm=None,
-        onnxruntime=None,
-        ratio_tvm_to_ort=None,
-        input_shape=(1, 3, 8, 8),
-        not_measured="not measured: no device",
-    )
+    report = _report("LINUX/X86_64", None)  # what bundling writes beside the ZIP; its figures do not matter
     made = bundle_targets(
         [TargetBuild(get_target("LINUX/X86_64"), cached, report)],
         ComponentIdentity("com.acme.Linked", "1.0.0"),
