@@ -7,7 +7,9 @@ and ONNX Runtime itself (OnnxRuntimeRunner). Each runner is made by its own ``lo
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -59,8 +61,23 @@ class TvmRunner:
         self.label = f"host {platform.machine()}"
 
     @classmethod
-    def load(cls, artifact: CompiledArtifact) -> TvmRunner:
-        return cls(CompiledModel.load(artifact.model_dir))
+    def load(cls, artifact: CompiledArtifact, runtime_only: bool = False) -> TvmRunner:
+        """``runtime_only``: when this process has not imported TVM yet, load TVM's runtime library alone, as the Edge
+        Agent does (0.5 s instead of 1.5 s for the compiler library). Only for a process that compiles nothing
+        afterwards: TVM stays as it was first loaded."""
+        if not runtime_only or "tvm" in sys.modules:
+            return cls(CompiledModel.load(artifact.model_dir))
+        before = os.environ.get("TVM_USE_RUNTIME_LIB")
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # read by tvm.base when it loads its library, and only then
+        try:
+            runner = cls(CompiledModel.load(artifact.model_dir))
+            runner.label += " (TVM runtime library)"
+            return runner
+        finally:
+            if before is None:
+                del os.environ["TVM_USE_RUNTIME_LIB"]
+            else:
+                os.environ["TVM_USE_RUNTIME_LIB"] = before
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self.model.run(x)

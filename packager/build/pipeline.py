@@ -42,6 +42,9 @@ class PackagingRequest:
         None  # reuse earlier compiles kept there (compilers/compile_cache.py); None: compile
     )
     max_ratio: float | None = None  # speed gate: fail, bundling nothing, when a measured TVM/ORT p50 ratio is above it
+    # The process runs this build alone and then exits (a job worker): after a compile cache hit it loads TVM's runtime
+    # library only, as the Edge Agent does, since nothing in it compiles. Never for a process that builds again.
+    single_build_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,11 @@ def run_packaging(
             tuning_cache_dir=tuning_cache_dir(),
             compile_cache_dir=request.compile_cache_dir,
         )
+        timing = BenchmarkOptions(runs=request.benchmark_runs)
+        checked = request.device is not None or runs_on_this_host(request.target)
+        # Made while the model compiles or comes from the cache (under a second, like a 176 MB model's session); not
+        # beside tuning, whose measurements would share the cores with it.
+        reference = reference_in_background(imported, timing) if checked and not request.tuning_trials else None
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.from_cache:
@@ -99,13 +107,10 @@ def run_packaging(
                 f"tuning: {artifact.tuning_trials} new trials; tuned records applied to {artifact.tuning_records_applied} kernels"
             )
         errors: dict = {}
-        timing = BenchmarkOptions(runs=request.benchmark_runs)
         if request.device is not None:
-            reference = reference_in_background(imported, timing)
             report, errors = _check_on_device(request, artifact, imported, options, timing, progress, reference)
-        elif runs_on_this_host(request.target):
-            reference = reference_in_background(imported, timing)
-            runner = TvmRunner.load(artifact)
+        elif checked:
+            runner = TvmRunner.load(artifact, runtime_only=artifact.from_cache and request.single_build_process)
             report, errors = check_and_time(runner, artifact, imported, options, timing, progress, reference)
         else:
             progress(

@@ -31,6 +31,7 @@ from packager.service.jobs.shared_tuning import pull_tuning_records, push_tuning
 from packager.service.jobs.store import open_store
 
 _MAX_MESSAGE = 1000
+_SINGLE_JOB_PROCESS = False  # set by main(): this process runs one job and exits
 DATABASE_PATIENCE_S = 300.0  # how long a worker waits for an unreachable database before giving up on a write
 
 
@@ -66,6 +67,7 @@ def packaging_request(home: Path, job: JobRecord, model: ModelRecord):
         model_arn=model.arn,
         compile_cache_dir=compile_cache,
         max_ratio=extensions.max_ratio,
+        single_build_process=_SINGLE_JOB_PROCESS,
     )
 
 
@@ -334,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     # The store keeps every model as ONNX, so a job never needs torch; apache-tvm-ffi imports it eagerly whenever it is
     # installed, which costs seconds per job, most of a compile-cache hit's time.
     sys.modules.setdefault("torch", None)
+    global _SINGLE_JOB_PROCESS
+    _SINGLE_JOB_PROCESS = True
     return run_job(args.home, args.project, args.job_name)
 
 
