@@ -50,13 +50,13 @@ class CacheKey:
 
 def external_data_files(imported: ImportedModel) -> list[Path]:
     """The files beside the model that its graph's tensors keep their data in (ONNX external data), sorted."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
     from compilers.frontends.onnx import may_name_external_data
 
     if not may_name_external_data(imported.onnx_bytes):
-        return []
+        return []  # and a build whose compile is a hit never imports onnx
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
     model = onnx.load_from_string(imported.onnx_bytes)
     locations = set()
 

@@ -114,7 +114,15 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             error.message = f"{fleet_target.target.name}: {error.message}; nothing was bundled"
             error.args = (error.message,)
             raise error
-        builds = [TargetBuild(target=t.target, archive=r.artifact_path, report=r.benchmark) for t, r in results]
+        builds = [
+            TargetBuild(
+                target=t.target,
+                archive=r.artifact_path,
+                report=r.benchmark,
+                known_digest=(r.artifact_sha256_b64, r.artifact_size),
+            )
+            for t, r in results
+        ]
         version = results[0][1].component_version
         model_arn = api.describe_model(ProjectName=request.project, ModelVersion=model_version)["ModelDescription"][
             "ModelArn"

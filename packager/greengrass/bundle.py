@@ -82,6 +82,9 @@ class TargetBuild:
     # archive cache's, or a job's) is linked into the bundle, not read and written again; it is never rewritten.
     archive: bytes | Path
     report: BuildReport
+    # The archive file's Greengrass digest and size as the job that wrote it reported them (JobResult): a fleet's
+    # component then does not read each target's ZIP again. Used only while the file still has that size.
+    known_digest: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,14 @@ def archive_sha256_b64(archive: bytes | Path) -> str:
     if isinstance(archive, bytes):
         return sha256_b64(archive)
     return base64.b64encode(bytes.fromhex(file_sha256(archive))).decode()
+
+
+def _digest_of(build: TargetBuild) -> str:
+    if build.known_digest is not None and isinstance(build.archive, Path):
+        digest, size = build.known_digest
+        if build.archive.stat().st_size == size:
+            return digest
+    return archive_sha256_b64(build.archive)
 
 
 def _place(archive: bytes | Path, destination: Path) -> None:
@@ -471,7 +482,7 @@ def bundle_targets(
         root = f"{ARCHIVE_ROOT}{suffix}"
         file_name = f"{root}.zip"
         uri = location.uri_for(component.name, component.version, file_name)
-        digest = archive_sha256_b64(build.archive)
+        digest = _digest_of(build)
         files.append((file_name, build.archive, uri, digest))
         reports.append((REPORT_NAME.replace(".json", f"{suffix}.json"), build.report.to_json().encode()))
         manifests.append(

@@ -317,3 +317,28 @@ def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_p
     assert artifact.path.samefile(cached) and artifact.size == cached.stat().st_size
     digest = base64.b64encode(hashlib.sha256(cached.read_bytes()).digest()).decode()
     assert artifact.sha256_b64 == digest and f"Digest: {digest}" in made.recipe_text
+
+
+def test_a_digest_the_job_reported_is_used_while_the_file_keeps_its_size(tmp_path):
+    """A fleet's component takes each target's digest from its job's result instead of reading the ZIP again; a file
+    whose size is no longer the one reported is hashed."""
+    from packager.greengrass.bundle import ComponentIdentity, TargetBuild, bundle_targets
+    from tests.packager.commands.test_build_fleet import _report
+
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(b"PK" + bytes(1000))
+    reported = "cmVwb3J0ZWQgYnkgdGhlIGpvYg=="  # not the bytes' digest, so the test tells which one was used
+    actual = base64.b64encode(hashlib.sha256(archive.read_bytes()).digest()).decode()
+    report = _report("LINUX/X86_64", None)
+
+    def digest(known) -> str:
+        made = bundle_targets(
+            [TargetBuild(get_target("LINUX/X86_64"), archive, report, known_digest=known)],
+            ComponentIdentity("com.acme.Reported", "1.0.0"),
+            tmp_path / f"gg-{len(list(tmp_path.iterdir()))}",
+        )
+        return made.artifacts[0].sha256_b64
+
+    assert digest((reported, 1002)) == reported
+    assert digest((reported, 999)) == actual, "the file changed size since the job reported it"
+    assert digest(None) == actual
