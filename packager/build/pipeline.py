@@ -136,6 +136,7 @@ def run_packaging(
             tags=request.tags,
             register=request.register,
             sts_client=sts_client,
+            archive_cache=archives,
         )
     return PackagingResult(
         bundle=result_bundle,
@@ -232,21 +233,25 @@ def publish_component(
     tags: dict[str, str],
     register: bool,
     sts_client=None,
+    archive_cache: Path | None = None,
 ) -> str | None:
     """The agent it depends on first, then the component, then its reports; returns the component version's ARN.
 
     The Edge Agent is shared by every job: a version registered with the same digests is reused wherever its bytes live.
+    ``archive_cache``: where the archives' S3 checksums are kept for the next publish of the same bytes.
     """
     from packager.greengrass.publish.component import publish, publish_shared
     from packager.greengrass.publish.greengrass import caller_account_id
+    from packager.greengrass.publish.s3 import composites_kept_in
 
     greengrass_client = greengrass_client if register else None
     account = caller_account_id(sts_client) if register and sts_client is not None else None
-    for dependency in component_bundle.dependencies:
-        publish_shared(dependency, s3_client, greengrass_client, tags=tags, register=register, account_id=account)
-    published = publish(
-        component_bundle, s3_client, greengrass_client, tags=tags, register=register, account_id=account
-    )
+    with composites_kept_in(archive_cache):
+        for dependency in component_bundle.dependencies:
+            publish_shared(dependency, s3_client, greengrass_client, tags=tags, register=register, account_id=account)
+        published = publish(
+            component_bundle, s3_client, greengrass_client, tags=tags, register=register, account_id=account
+        )
     upload_reports(component_bundle, s3_client)
     return published.component_version_arn
 
@@ -263,9 +268,10 @@ def package_targets(
     greengrass_client=None,
     sts_client=None,
     progress: ProgressCallback = lambda message: None,
+    archive_cache: Path | None = None,
 ) -> tuple[ComponentBundle, str | None]:
     """Several targets' builds (packager.greengrass.bundle.TargetBuild) -> one component with a manifest per platform, published
-    when an S3 location is given: (bundle, component version ARN or None)."""
+    when an S3 location is given: (bundle, component version ARN or None). ``archive_cache``: as publish_component's."""
     from packager.greengrass.bundle import bundle_targets
 
     progress(f"bundling {component.name} {component.version} for {', '.join(b.target.name for b in builds)}")
@@ -274,7 +280,13 @@ def package_targets(
     if s3_location is not None:
         progress(f"publishing to {s3_location.uri_for(component.name, component.version, '')}")
         arn = publish_component(
-            result_bundle, s3_client, greengrass_client, tags=tags or {}, register=register, sts_client=sts_client
+            result_bundle,
+            s3_client,
+            greengrass_client,
+            tags=tags or {},
+            register=register,
+            sts_client=sts_client,
+            archive_cache=archive_cache,
         )
     return result_bundle, arn
 

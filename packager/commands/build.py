@@ -20,7 +20,14 @@ from packager.commands.arguments import (
     target_from_args,
 )
 from packager.commands.build_fleet import fleet_from_args, fleet_target, run_fleet
-from packager.commands.build_jobs import BuildRequest, interrupted, progress, start_build_job, wait_for_build_job
+from packager.commands.build_jobs import (
+    BuildRequest,
+    compile_cache_dir,
+    interrupted,
+    progress,
+    start_build_job,
+    wait_for_build_job,
+)
 from packager.commands.build_summary import failed_document, row_from_job, succeeded_document, write_summary_json
 from packager.commands.build_summary import shown as _shown
 from packager.commands.command import Command
@@ -282,7 +289,7 @@ def register_build_model(request: BuildRequest) -> str:
     from packager.service.jobs import api
 
     progress(f"reading {request.model_path}")
-    cache_dir = _compile_cache_dir(request.extensions)
+    cache_dir = compile_cache_dir(request.extensions)
     imported = import_model(request.model_path, request.spec_path, cache_dir=cache_dir)
     with tempfile.TemporaryDirectory(prefix="packager-build-") as scratch:
         model_file, spec_file = request.model_path, request.spec_path
@@ -303,16 +310,6 @@ def register_build_model(request: BuildRequest) -> str:
     version = registered["ModelMetadata"]["ModelVersion"]
     progress(f"model version {version} of project {request.project} (sha256 {registered['ModelSha256'][:12]})")
     return version
-
-
-def _compile_cache_dir(extensions: JobExtensions) -> Path | None:
-    """Where the job's compile cache is, so that build's own intake of the model is kept there too (None: --no-cache)."""
-    from compilers.compile_cache import default_compile_cache_dir
-    from packager.home import packager_home
-
-    if not extensions.use_compile_cache:
-        return None
-    return extensions.compile_cache_dir or default_compile_cache_dir(packager_home())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from packager.commands.arguments import TargetSelection
 from packager.commands.build_jobs import (
     BuildRequest,
     FleetTarget,
+    compile_cache_dir,
     interrupted,
     progress,
     start_build_job,
@@ -149,6 +150,7 @@ def run_fleet(request: BuildRequest, model_version: str, summary_json: str | Non
             greengrass_client=greengrass_client,
             sts_client=sts_client,
             progress=progress,
+            archive_cache=cache / "archives" if (cache := compile_cache_dir(request.extensions)) else None,
         )
     rows = [
         row_from_job(r, f"{t.target.greengrass.os}/{t.target.greengrass.architecture}", artifact, report_path)

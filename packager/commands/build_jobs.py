@@ -41,6 +41,16 @@ class BuildRequest:
     tuning_trials: int = 0  # the one target's (also in the configuration's CompilerOptions, as the API records it)
 
 
+def compile_cache_dir(extensions: JobExtensions) -> Path | None:
+    """Where the job's compile cache is, so that build's own intake of the model (and what publishing learns about
+    the archives) is kept there too; None with --no-cache."""
+    from compilers.compile_cache import default_compile_cache_dir
+
+    if not extensions.use_compile_cache:
+        return None
+    return extensions.compile_cache_dir or default_compile_cache_dir(packager_home())
+
+
 def progress(message: str) -> None:
     print(f"... {message}", file=sys.stderr, flush=True)
 

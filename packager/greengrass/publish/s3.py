@@ -21,6 +21,11 @@ import base64
 import hashlib
 import io
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,6 +46,51 @@ S3_MIN_PART_SIZE = 5 * MIB
 _READ_SIZE = MIB
 
 Source = Path | bytes  # a local file, or in-memory bytes such as the recipe
+
+# A composite is a function of the bytes and the part size alone, so it is kept by the bytes' full SHA-256 (the bundle
+# digest) in a folder publishing is given (the compile cache's archives): a later publish of the same ZIP (a CI rebuild)
+# proves a multipart object against it without reading the local file again. A composite is kept only once one pass
+# over a file has shown that file's full SHA-256 is the digest.
+_composites: ContextVar[Path | None] = ContextVar("composites", default=None)
+
+
+@contextmanager
+def composites_kept_in(directory: Path | None) -> Iterator[None]:
+    """Within this block, remember and reuse multipart SHA-256 composites in ``directory`` (None: compute each)."""
+    token = _composites.set(directory)
+    try:
+        yield
+    finally:
+        _composites.reset(token)
+
+
+def _composite_file(sha256_b64: str, part_size: int) -> Path | None:
+    directory = _composites.get()
+    if directory is None:
+        return None
+    return Path(directory) / f"{base64.b64decode(sha256_b64).hex()}-{part_size}.sha256-composite"
+
+
+def _known_composite(sha256_b64: str, part_size: int) -> str | None:
+    path = _composite_file(sha256_b64, part_size)
+    try:
+        return path.read_text().strip() or None if path is not None else None
+    except OSError:
+        return None
+
+
+def _remember_composite(sha256_b64: str, part_size: int, composite: str) -> None:
+    path = _composite_file(sha256_b64, part_size)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".composite-")
+        with os.fdopen(fd, "w") as f:
+            f.write(composite + "\n")
+        os.replace(partial, path)
+    except OSError:
+        pass  # a folder that cannot be written only costs the next publish one read of the file
 
 
 @dataclass(frozen=True)
@@ -148,7 +198,12 @@ def _inspect(s3_client, bucket: str, key: str, source: Source, sha256_b64: str, 
     part_size = first_part["ContentLength"]
     if part_size <= 0 or -(-size // part_size) != parts:
         return _by_download(s3_client, bucket, key, sha256_b64, composite)
+    known = _known_composite(sha256_b64, part_size)
+    if known is not None:
+        return RemoteObject(RemoteState.SAME if known == value else RemoteState.DIFFERENT, composite)
     full, local_composite = _full_and_composite_sha256(source, part_size)
+    if full == sha256_b64:
+        _remember_composite(sha256_b64, part_size, local_composite)
     same = full == sha256_b64 and local_composite == value
     return RemoteObject(RemoteState.SAME if same else RemoteState.DIFFERENT, composite)
 

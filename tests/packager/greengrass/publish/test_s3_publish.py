@@ -130,6 +130,35 @@ def test_large_artifact_goes_multipart_and_its_composite_checksum_is_verified(aw
     assert again.uploaded_keys == () and "GetObject" not in api_calls
 
 
+def test_a_kept_composite_proves_a_rerun_without_reading_the_file(aws, tmp_path, monkeypatch):
+    """Composites kept by the bundle digest (the compile cache's archives in a build): a CI rebuild proves the
+    multipart object from S3's HeadObject alone; the value kept is what one pass over the file computed."""
+    from packager.greengrass.publish import s3
+
+    big = os.urandom(11 * MIB)
+    bundle = make_bundle(tmp_path, aws.location, {"model.zip": big})
+    settings = TransferSettings(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, max_concurrency=2)
+    kept = tmp_path / "archives"
+    with s3.composites_kept_in(kept):
+        (artifact,) = publish(bundle, aws.s3, None, register=False, transfer=settings, progress=False).artifacts
+    [memo] = kept.iterdir()
+    assert memo.name == f"{hashlib.sha256(big).hexdigest()}-{5 * MIB}.sha256-composite"
+    assert memo.read_text().strip() == artifact.s3_checksum.split("-")[0]
+
+    reads = []
+    real = s3._full_and_composite_sha256
+    monkeypatch.setattr(s3, "_full_and_composite_sha256", lambda *a: reads.append(a) or real(*a))
+    with s3.composites_kept_in(kept):
+        again = publish(bundle, aws.s3, None, register=False, transfer=settings, progress=False)
+    assert again.uploaded_keys == () and reads == []
+    publish(bundle, aws.s3, None, register=False, transfer=settings, progress=False)
+    assert len(reads) == 1, "outside the block the file is read, as before"
+
+    memo.write_text("d3Jvbmc=\n")  # a kept composite that S3's does not match: the object is not taken as the same
+    with s3.composites_kept_in(kept), pytest.raises(ConflictException):
+        publish(bundle, aws.s3, None, register=False, transfer=settings, progress=False)
+
+
 def test_verify_catches_a_file_changed_after_bundling(aws, tmp_path, api_calls):
     files = _files()
     bundle = make_bundle(tmp_path, aws.location, files)
