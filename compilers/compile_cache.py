@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -125,6 +125,7 @@ class CachedCompile:
 
     tuning_records_applied: int
     compile_seconds: float  # of the compile that filled the entry
+    files: dict = field(default_factory=dict)  # on a hit: each file's SHA-256 (hex), as just checked
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ class CompileCache:
                 shutil.copyfile(entry / name, staged)
             os.replace(staged, model_dir / name)
         return CachedCompile(
-            tuning_records_applied=int(doc["tuning_records_applied"]), compile_seconds=float(doc["compile_seconds"])
+            tuning_records_applied=int(doc["tuning_records_applied"]),
+            compile_seconds=float(doc["compile_seconds"]),
+            files=dict(files),
         )
 
     def store(self, key: CacheKey, model_dir: Path, compiled: CachedCompile) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compilers.frontends.spec import ModelSpec
@@ -64,3 +64,5 @@ class CompiledArtifact:
     tuning_trials: int  # trials run for this build (0 for a cache hit or untuned)
     tuning_records_applied: int
     from_cache: bool = False  # True when the compile cache supplied model_dir's files
+    # SHA-256 (hex) of model_dir's files by name, as the compile cache checked them on a hit; {} when not known.
+    file_sha256: dict = field(default_factory=dict)

@@ -174,6 +174,7 @@ def _compile_cached(
             tuning_trials=trials,
             tuning_records_applied=hit.tuning_records_applied,
             from_cache=True,
+            file_sha256=hit.files,
         )
     artifact = _compile(imported, target, options, started, prepared=prepared, progress=progress)
     cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))

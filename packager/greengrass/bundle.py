@@ -161,12 +161,38 @@ def _edge_sources() -> list[tuple[str, bytes]]:
 def archive_entries(artifact: CompiledArtifact, target: Target) -> list[tuple[str, bytes]]:
     """What the model's ZIP holds. Only what the build produced deterministically: the benchmark report, whose
     timings differ per build, is written beside the ZIP (REPORT_NAME), so the digest depends on the model alone."""
-    entries = [
-        (f"{COMPILED_DIR}/{p.name}", p.read_bytes()) for p in sorted(artifact.model_dir.iterdir()) if p.is_file()
-    ]
-    entries.append(("requirements.txt", ("\n".join(pip_requirements(target)) + "\n").encode()))
-    entries.extend(_edge_sources())
-    return sorted(entries)
+    entries = [(f"{COMPILED_DIR}/{p.name}", p.read_bytes()) for p in _compiled_files(artifact)]
+    return sorted(entries + _fixed_entries(target))
+
+
+def _compiled_files(artifact: CompiledArtifact) -> list[Path]:
+    return sorted(p for p in artifact.model_dir.iterdir() if p.is_file())
+
+
+def _fixed_entries(target: Target) -> list[tuple[str, bytes]]:
+    """The ZIP's entries besides the compiled model: the device's pip requirements and the edge runtime's sources."""
+    return [("requirements.txt", ("\n".join(pip_requirements(target)) + "\n").encode()), *_edge_sources()]
+
+
+def _entries_key(digests: list[tuple[str, bytes]]) -> str:
+    """The archive cache's key: every entry's name and raw SHA-256, in name order."""
+    key = hashlib.sha256()
+    for name, digest in sorted(digests):
+        key.update(name.encode() + b"\0" + digest)
+    return key.hexdigest()
+
+
+def model_archive(artifact: CompiledArtifact, target: Target, cache_dir: Path | None) -> bytes | Path:
+    """cached_zip(archive_entries(artifact, target), cache_dir), without reading the compiled files when their
+    digests are known (a compile cache hit checked them) and the archive cache holds their ZIP."""
+    files = _compiled_files(artifact)
+    if cache_dir is not None and files and all(p.name in artifact.file_sha256 for p in files):
+        digests = [(f"{COMPILED_DIR}/{p.name}", bytes.fromhex(artifact.file_sha256[p.name])) for p in files]
+        digests += [(name, hashlib.sha256(data).digest()) for name, data in _fixed_entries(target)]
+        found = _cached_zip_file(Path(cache_dir), _entries_key(digests))
+        if found is not None:
+            return found
+    return cached_zip(archive_entries(artifact, target), cache_dir)
 
 
 _SAMPLE_BYTES = 1 << 20
@@ -206,32 +232,39 @@ def cached_zip(entries: list[tuple[str, bytes]], cache_dir: Path | None) -> byte
     SHA-256, which is checked on every read; a damaged or missing one is made again. Returned as the cache's own file
     (a bundle links it rather than writing the bytes again), or as the bytes when there is no cache or it cannot be
     written."""
-    from compilers.files import read_with_sha256
-
     if cache_dir is None:
         return reproducible_zip(entries)
-    key = hashlib.sha256()
-    for name, data in sorted(entries):
-        key.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    key = _entries_key([(name, hashlib.sha256(data).digest()) for name, data in entries])
     cache_dir = Path(cache_dir)
-    for path in sorted(cache_dir.glob(f"{key.hexdigest()}-*.zip")):
+    found = _cached_zip_file(cache_dir, key)
+    if found is not None:
+        return found
+    data = reproducible_zip(entries)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f".{key}.{os.getpid()}.partial"
+        partial.write_bytes(data)
+        path = cache_dir / f"{key}-{hashlib.sha256(data).hexdigest()}.zip"
+        os.replace(partial, path)
+        return path
+    except OSError:
+        return data  # a cache that cannot be written only costs the next build the compression
+
+
+def _cached_zip_file(cache_dir: Path, key: str) -> Path | None:
+    """The archive cache's ZIP for ``key`` when its bytes still hash to the SHA-256 in its name; a damaged one is
+    removed."""
+    from compilers.files import file_sha256
+
+    for path in sorted(cache_dir.glob(f"{key}-*.zip")):
         try:
-            _, digest = read_with_sha256(path)  # and file_sha256() knows it from now on
+            digest = file_sha256(path)  # and archive_sha256_b64() knows it from now on
         except OSError:
             continue
         if digest == path.stem.rsplit("-", 1)[1]:
             return path
         path.unlink(missing_ok=True)
-    data = reproducible_zip(entries)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = cache_dir / f".{key.hexdigest()}.{os.getpid()}.partial"
-        partial.write_bytes(data)
-        path = cache_dir / f"{key.hexdigest()}-{hashlib.sha256(data).hexdigest()}.zip"
-        os.replace(partial, path)
-        return path
-    except OSError:
-        return data  # a cache that cannot be written only costs the next build the compression
+    return None
 
 
 def agent_component_name(target: Target) -> str:
@@ -459,9 +492,7 @@ def bundle(
 ) -> ComponentBundle:
     """Write the model component and the agent component it depends on, in GDK's layout.
     archive_cache: where to keep (and find) the model's ZIP by its entries (cached_zip); None zips every time."""
-    build = TargetBuild(
-        target=target, archive=cached_zip(archive_entries(artifact, target), archive_cache), report=report
-    )
+    build = TargetBuild(target=target, archive=model_archive(artifact, target, archive_cache), report=report)
     return bundle_targets([build], component, output_dir, s3_location)
 
 

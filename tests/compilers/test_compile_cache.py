@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -167,6 +168,10 @@ def test_a_hit_restores_the_same_files_and_a_damaged_entry_compiles_again(import
     assert (first.from_cache, second.from_cache) == (False, True)
     for name in ("model.so", "params.bin", "manifest.json", "spec.json"):
         assert (first.model_dir / name).read_bytes() == (second.model_dir / name).read_bytes(), name
+    # The hit says what each file's checked SHA-256 is, so bundling need not read them to find its ZIP.
+    assert first.file_sha256 == {} and second.file_sha256 == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in second.model_dir.iterdir()
+    }
     [entry] = [p for p in (tmp_path / "cc").iterdir() if not p.name.startswith(".")]
     (entry / "params.bin").write_bytes(b"damaged")
     third = build("third")

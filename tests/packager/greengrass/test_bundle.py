@@ -297,6 +297,44 @@ def test_cached_zip_reuses_the_same_entries_zip_and_remakes_a_damaged_one(tmp_pa
     assert bundle_module.cached_zip(entries, None) == first and len(made) == 4, "no cache: the bytes"
 
 
+def test_a_hits_known_digests_find_its_zip_without_reading_the_compiled_files(tmp_path, monkeypatch):
+    """After a compile cache hit the compiled files' digests are known (the cache checked them): the archive cache's
+    ZIP is found by them, and the files are read only when it is not there or a digest is not theirs."""
+    from compilers.model import CompiledArtifact
+    from packager.greengrass import bundle as bundle_module
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    files = {"params.bin": bytes(range(256)) * 4096, "model.so": b"\x7fELF library", "manifest.json": b"{}"}
+    for name, data in files.items():
+        (model_dir / name).write_bytes(data)
+    target = get_target("LINUX/X86_64")
+
+    def artifact(digests: dict) -> CompiledArtifact:
+        return CompiledArtifact(
+            model_dir,
+            target.name,
+            "cpu",
+            *(model_dir / n for n in ("model.so", "params.bin", "manifest.json")),
+            compile_seconds=0.0,
+            tuning_trials=0,
+            tuning_records_applied=0,
+            from_cache=True,
+            file_sha256=digests,
+        )
+
+    cache = tmp_path / "archives"
+    made = bundle_module.model_archive(artifact({}), target, cache)  # not known: read, zipped, kept
+    expected = bundle_module.reproducible_zip(bundle_module.archive_entries(artifact({}), target))
+    assert made.read_bytes() == expected
+    known = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    read, real_entries = [], bundle_module.archive_entries
+    monkeypatch.setattr(bundle_module, "archive_entries", lambda *a: read.append(1) or real_entries(*a))
+    assert bundle_module.model_archive(artifact(known), target, cache) == made and read == []
+    wrong = {**known, "params.bin": hashlib.sha256(b"other").hexdigest()}
+    assert bundle_module.model_archive(artifact(wrong), target, cache) == made and read == [1], "read when not theirs"
+
+
 def test_an_archive_given_as_a_file_is_linked_with_the_digest_of_its_bytes(tmp_path):
     """The archive cache's ZIP (a worker's bundle) and a job's ZIP (the fleet's) are linked into the bundle, not read
     and written again; the recipe's digest is that of the bytes."""
