@@ -317,3 +317,12 @@ def test_unexpected_worker_error_fails_with_short_message_and_logs_traceback(hom
 def test_store_is_sqlite_in_wal_mode(home, project):
     with sqlite3.connect(home / "store.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Commits do not wait for fsync (the WAL is synced at checkpoints): a job's progress write after a build wrote
+    # hundreds of MB otherwise waited for the file system to flush them.
+    from packager.service.jobs.store import open_store
+
+    store = open_store(home)
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    finally:
+        store.close()
