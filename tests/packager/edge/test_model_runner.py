@@ -84,3 +84,42 @@ def test_tvm_is_imported_without_pytorch_which_stays_importable():
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tiny_model, tmp_path):
+    """The agent loads a CPU model through tvm_ffi and TVM's runtime library alone (the tvm package imports its IR,
+    targets and RPC: 38 MB of resident memory); the outputs are the package's, and no run's output aliases the next."""
+    import subprocess
+    import sys
+
+    import tvm.runtime
+
+    from compilers.frontends.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
+    from targets import host_target
+
+    artifact = compile_model(import_model(*tiny_model), host_target(), CompileOptions(work_dir=tmp_path / "work"))
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np\n"
+        "from packager.edge.model_runner import CompiledModel, num_threads\n"
+        f"model = CompiledModel.load({str(artifact.model_dir)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "first, second = model.run(x), model.run(x * 0)\n"
+        "assert 'tvm' not in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'tvm' in m)\n"
+        "assert num_threads() >= 1\n"
+        f"np.savez({str(tmp_path / 'out.npz')!r}, **{{'first/' + k: v for k, v in first.items()}}, "
+        "**{'second/' + k: v for k, v in second.items()})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = np.load(tmp_path / "out.npz")
+    package = CompiledModel.load(artifact.model_dir, tvm.runtime.cpu(0))
+    for name, value in package.run(x).items():
+        np.testing.assert_array_equal(outputs[f"first/{name}"], value)
+    for name, value in package.run(x * 0).items():
+        np.testing.assert_array_equal(outputs[f"second/{name}"], value)
