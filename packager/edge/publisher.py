@@ -1,8 +1,8 @@
 """Every DetectAnomalies result as one JSON message to an MQTT broker, from a thread of its own (paho-mqtt).
 
 The detection thread only puts the record on a bounded queue. When the queue is full, or the broker is down, the
-message is dropped, counted, and logged at most every LOG_EVERY_S seconds; paho reconnects in the background and
-publishing resumes by itself.
+message is dropped, counted, and logged at most every LOG_EVERY_S seconds, and at once when the reason changes (a full
+queue, then the broker gone); paho reconnects in the background and publishing resumes by itself.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ResultPublisher:
         self._queue: queue.Queue[Detection | None] = queue.Queue(maxsize=settings.queue_size)
         self._connected = threading.Event()
         self._lock = threading.Lock()
-        self._drops_unlogged, self._last_drop_log, self._last_reason = 0, 0.0, ""
+        self._drops_unlogged, self._last_drop_log, self._last_reason, self._logged_reason = 0, 0.0, "", ""
         self._client = None
         self._thread: threading.Thread | None = None
 
@@ -48,9 +48,10 @@ class ResultPublisher:
             self._drops_unlogged += 1
             self._last_reason = reason
             now = time.monotonic()
-            if now - self._last_drop_log < LOG_EVERY_S:
+            if now - self._last_drop_log < LOG_EVERY_S and reason == self._logged_reason:
                 return
             count, self._drops_unlogged, self._last_drop_log = self._drops_unlogged, 0, now
+            self._logged_reason = reason
         log.warning(
             "dropped %d result message(s) for %s:%d (%s); %d dropped since start",
             count,

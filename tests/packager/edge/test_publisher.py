@@ -243,3 +243,29 @@ def test_tls_with_a_username_and_password(tmp_path, make_agent):
     finally:
         subscriber.close()
         broker.stop()
+
+
+def test_drops_are_logged_at_most_every_interval_and_at_once_when_their_reason_changes(caplog, monkeypatch):
+    """A full queue and then a broker that went away are two warnings, not one that hides the second for 10 s."""
+    from packager.edge import publisher as module
+    from packager.edge.settings import MqttSettings
+
+    caplog.set_level(logging.WARNING, logger="lookout_edge.publisher")
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    publisher = ResultPublisher(MqttSettings("broker.invalid", 1883, False, "t", 0))
+
+    def drop(reason: str, after_s: float = 1.0) -> None:
+        clock[0] += after_s
+        publisher._drop(reason)
+
+    drop("the queue is full")
+    drop("the queue is full")
+    drop("not connected")
+    drop("not connected")
+    drop("not connected", after_s=module.LOG_EVERY_S)
+    logged = [r.getMessage() for r in caplog.records]
+    reasons = [m.split(" (")[1].split(");")[0] for m in logged]  # "... for HOST:PORT (REASON); N dropped since start"
+    assert reasons == ["the queue is full", "not connected", "not connected"]
+    assert logged[1].startswith("dropped 2 result message(s)") and logged[2].startswith("dropped 2 result message(s)")
+    assert publisher.dropped == 5
