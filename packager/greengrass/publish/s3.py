@@ -5,7 +5,8 @@ How a key is proven to hold the bundle's bytes (the Greengrass ``Digest``, base6
 - multipart objects: S3 keeps a COMPOSITE SHA-256 (the SHA-256 of the parts' raw SHA-256s, shown as ``<b64>-<parts>``;
   S3 offers FULL_OBJECT checksums for CRC algorithms only). The part size comes from ``HeadObject(PartNumber=1)``,
   and one pass over the local file yields both its full SHA-256 (must equal the bundle digest) and the composite
-  (must equal S3's), which together prove the stored bytes are the bundle's;
+  (must equal S3's), which together prove the stored bytes are the bundle's. Within composites_kept_in(folder) that
+  composite is kept by the digest, and a later publish of the same digest compares S3's with it without the pass;
 - objects with no SHA-256 checksum, or with parts of uneven size: download and hash.
 
 Reading back needs s3:GetObject, which StartModelPackagingJob's documented permissions (s3:PutObject,
@@ -73,8 +74,10 @@ def _composite_file(sha256_b64: str, part_size: int) -> Path | None:
 
 def _known_composite(sha256_b64: str, part_size: int) -> str | None:
     path = _composite_file(sha256_b64, part_size)
+    if path is None:
+        return None
     try:
-        return path.read_text().strip() or None if path is not None else None
+        return path.read_text().strip() or None
     except OSError:
         return None
 
