@@ -104,6 +104,19 @@ def load_runtime() -> None:
 
 _runtime_library = None
 _KDL_CPU, _POOLED_ALLOCATOR = 1, 2  # DLPack's CPU device type; the Relax VM's pooled allocator (as VirtualMachine's)
+_ALIGNMENT = 64  # TVM's allocation alignment, which compiled kernels assume of their arguments (aligned vector loads)
+
+
+def _aligned(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when TVM may read it in place, else a copy at a 64-byte boundary: numpy aligns small arrays to 16
+    bytes only, and a kernel's aligned AVX load of a DLPack view of one crashes (TVMBackendParallelLaunch, SIGSEGV)."""
+    if x.ctypes.data % _ALIGNMENT == 0:
+        return x
+    buffer = np.empty(x.nbytes + _ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _ALIGNMENT
+    copy = buffer[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+    copy[...] = x
+    return copy
 
 
 def num_threads() -> int:
@@ -167,7 +180,7 @@ class CompiledModel:
         if self.device is None:
             import tvm_ffi
 
-            result = self._entry(tvm_ffi.from_dlpack(x), *self._params)
+            result = self._entry(tvm_ffi.from_dlpack(_aligned(x)), *self._params)
             values = [result] if len(self.output_names) == 1 else list(result)
             # Copies: an output's memory belongs to the VM's pool, which the next run reuses.
             return {name: np.from_dlpack(value).copy() for name, value in zip(self.output_names, values)}

@@ -88,7 +88,8 @@ def test_tvm_is_imported_without_pytorch_which_stays_importable():
 
 def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tiny_model, tmp_path):
     """The agent loads a CPU model through tvm_ffi and TVM's runtime library alone (the tvm package imports its IR,
-    targets and RPC: 38 MB of resident memory); the outputs are the package's, and no run's output aliases the next."""
+    targets and RPC: 38 MB of resident memory); the outputs are the package's, no run's output aliases the next, and
+    an input off TVM's alignment is copied (read in place, a kernel's aligned vector load of it crashes)."""
     import subprocess
     import sys
 
@@ -108,6 +109,11 @@ def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tin
         f"model = CompiledModel.load({str(artifact.model_dir)!r})\n"
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         "first, second = model.run(x), model.run(x * 0)\n"
+        "raw = np.empty(x.nbytes + 4, np.uint8)\n"  # an input 4 bytes off any vector boundary: copied, never read in place
+        "shifted = raw[4:].view(np.float32).reshape(x.shape)\n"
+        "shifted[...] = x\n"
+        "assert shifted.ctypes.data % 32 != 0\n"
+        "assert all(np.array_equal(v, first[k]) for k, v in model.run(shifted).items())\n"
         "assert 'tvm' not in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'tvm' in m)\n"
         "assert num_threads() >= 1\n"
         f"np.savez({str(tmp_path / 'out.npz')!r}, **{{'first/' + k: v for k, v in first.items()}}, "
