@@ -302,11 +302,12 @@ def _keep_freed_memory() -> None:
 
 
 def _preload_runtime() -> None:
-    """Import the TVM runtime while the agent waits, so the first StartModel does not pay seconds for it."""
+    """Load the TVM runtime while the agent waits, so the first StartModel does not pay for it (a CUDA model's first
+    StartModel still imports the tvm package, which a CPU device never needs)."""
     try:
-        from .model_runner import import_tvm
+        from .model_runner import load_runtime
 
-        import_tvm()
+        load_runtime()
     except Exception:  # StartModel will report the same failure as the model's state
         log.exception("cannot import the TVM runtime")
 

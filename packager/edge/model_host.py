@@ -83,13 +83,13 @@ def _first_line(exc: BaseException) -> str:
 
 def load_and_warm(model_dir: Path) -> AnomalyDetector:
     """Load, then run once so the first request does not pay for lazy initialisation. Runs on the model's thread."""
-    import tvm.runtime
+    from .model_runner import num_threads
 
     detector = AnomalyDetector.load(model_dir)
     height, width = detector.spec["preprocessing"]["resize"]
     detector.detect(np.zeros((height, width, 3), np.uint8))
     # TVM's CPU thread pool belongs to the thread that first runs a model: this one, which serves every request.
-    log.info("%s runs on %d TVM CPU threads", model_dir, tvm.runtime.num_threads())
+    log.info("%s runs on %d TVM CPU threads", model_dir, num_threads())
     return detector
 
 

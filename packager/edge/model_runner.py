@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -72,41 +74,132 @@ def load_cuda_runtime() -> None:
         ) from error
 
 
+def load_runtime() -> None:
+    """TVM's runtime library and tvm_ffi, without the ``tvm`` Python package, which imports its IR, target, RPC and
+    script modules even when it loads the runtime library alone: 38 MB of the agent's resident memory, more than a
+    small model's weights. Enough to run a CPU model (CompiledModel). PyTorch is kept out as import_tvm() does.
+
+    Safe to call from several threads (the agent preloads on one while a model starts on another): one loads, the
+    others wait for it."""
+    with _runtime_lock:
+        _load_runtime_once()
+
+
+def _load_runtime_once() -> None:
+    import importlib.util
+    import sys
+
+    global _runtime_library
+    if _runtime_library is not None or "tvm" in sys.modules:  # the package loads the same library itself
+        return
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None
+    try:
+        # The package first: it loads libtvm_ffi.so, which TVM's runtime library links against. Importing only its
+        # libinfo can return while another thread is still importing the package, before that library is loaded.
+        import tvm_ffi  # noqa: F401
+        from tvm_ffi.libinfo import load_lib_ctypes
+
+        spec = importlib.util.find_spec("tvm")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("apache-tvm is not installed: no TVM runtime library to load")
+        package = Path(next(iter(spec.submodule_search_locations)))
+        paths = [Path(os.environ["TVM_LIBRARY_PATH"])] if os.environ.get("TVM_LIBRARY_PATH") else []
+        paths += [package / "lib", package.parents[1] / "build" / "lib", package.parents[1] / "lib"]
+        # RTLD_GLOBAL, as the package loads it: a compiled model's library resolves TVM's symbols against it.
+        _runtime_library = load_lib_ctypes("tvm", "tvm_runtime", "RTLD_GLOBAL", extra_lib_paths=paths)
+    finally:
+        if hidden and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+_runtime_library = None
+_runtime_lock = threading.Lock()
+_KDL_CPU, _POOLED_ALLOCATOR = 1, 2  # DLPack's CPU device type; the Relax VM's pooled allocator (as VirtualMachine's)
+_ALIGNMENT = 64  # TVM's allocation alignment, which compiled kernels assume of their arguments (aligned vector loads)
+
+
+def _aligned(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when TVM may read it in place, else a copy at a 64-byte boundary: numpy aligns small arrays to 16
+    bytes only, and a kernel's aligned AVX load of a DLPack view of one crashes (TVMBackendParallelLaunch, SIGSEGV)."""
+    if x.ctypes.data % _ALIGNMENT == 0:
+        return x
+    buffer = np.empty(x.nbytes + _ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _ALIGNMENT
+    copy = buffer[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+    copy[...] = x
+    return copy
+
+
+def num_threads() -> int:
+    """The TVM CPU thread pool's size, as the thread that first ran a model started it."""
+    import tvm_ffi
+
+    return int(tvm_ffi.get_global_func("runtime.NumThreads")())
+
+
 class CompiledModel:
-    """A Relax VM executable plus its weights, on one TVM device."""
+    """A Relax VM executable plus its weights, on one TVM device.
 
-    def __init__(self, module, device, manifest: dict, params: dict):
-        from tvm.runtime.vm import VirtualMachine
+    A CPU model is loaded through tvm_ffi and TVM's runtime library alone (load_runtime); a CUDA model, or one given a
+    device, through the ``tvm`` package's runtime API."""
 
+    def __init__(self, vm, entry, params: list, manifest: dict, device=None):
         self.manifest = manifest
-        self.device = device
-        self._vm = VirtualMachine(module, device)
-        self._entry = self._vm[manifest["entry"]]
-        self._params = [
-            params[name].copyto(device) if device.dlpack_device_type() != 1 else params[name]
-            for name in manifest["params"]
-        ]
+        self.device = device  # a tvm.runtime.Device; None for the CPU through tvm_ffi
+        self._vm = vm  # keeps the executable and its memory pools alive
+        self._entry = entry
+        self._params = params
         self.output_names = list(manifest["outputs"])
 
     @classmethod
     def load(cls, model_dir: Path, device=None) -> CompiledModel:
-        import_tvm()
-        import tvm.runtime
-
         model_dir = Path(model_dir)
         manifest = json.loads((model_dir / MANIFEST).read_text())
+        if device is None and manifest["device"] != "cuda":
+            return cls._load_cpu(model_dir, manifest)
+        import_tvm()
+        import tvm.runtime
+        from tvm.runtime.vm import VirtualMachine
+
         if manifest["device"] == "cuda":
             load_cuda_runtime()
         if device is None:
-            device = tvm.runtime.cuda(0) if manifest["device"] == "cuda" else tvm.runtime.cpu(0)
+            device = tvm.runtime.cuda(0)
         module = tvm.runtime.load_module(str(model_dir / LIBRARY))
         params = tvm.runtime.load_param_dict_from_file(str(model_dir / PARAMS)) if manifest["params"] else {}
-        return cls(module, device, manifest, params)
+        vm = VirtualMachine(module, device)
+        on_device = [
+            params[name].copyto(device) if device.dlpack_device_type() != _KDL_CPU else params[name]
+            for name in manifest["params"]
+        ]
+        return cls(vm, vm[manifest["entry"]], on_device, manifest, device)
+
+    @classmethod
+    def _load_cpu(cls, model_dir: Path, manifest: dict) -> CompiledModel:
+        load_runtime()
+        import tvm_ffi
+
+        vm = tvm_ffi.load_module(str(model_dir / LIBRARY))["vm_load_executable"]()
+        vm["vm_initialization"](_KDL_CPU, 0, _POOLED_ALLOCATOR)
+        params = (
+            tvm_ffi.get_global_func("runtime.LoadParamsFromFile")(str(model_dir / PARAMS)) if manifest["params"] else {}
+        )
+        return cls(vm, vm[manifest["entry"]], [params[name] for name in manifest["params"]], manifest)
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.device is None:
+            import tvm_ffi
+
+            result = self._entry(tvm_ffi.from_dlpack(_aligned(x)), *self._params)
+            values = [result] if len(self.output_names) == 1 else list(result)
+            # Copies: an output's memory belongs to the VM's pool, which the next run reuses.
+            return {name: np.from_dlpack(value).copy() for name, value in zip(self.output_names, values)}
         import tvm.runtime
 
-        result = self._entry(tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), self.device), *self._params)
+        result = self._entry(tvm.runtime.tensor(x, self.device), *self._params)
         values = [result] if len(self.output_names) == 1 else list(result)
         return {name: value.numpy() for name, value in zip(self.output_names, values)}
 

@@ -18,6 +18,7 @@ RELEASED = {
     "1.2.1": "cc1d9c4d6bb58baad5036f85fc5b8608b823e1f1efef1b321cf3ca86213265aa",  # one bilinear axis for the map and the mask; runner.py is classify.py; ruff-formatted
     "1.2.2": "642cff83cd73ea7074e2c066fb342fbd1da1e1c1ec9c12a369fe54490ea09d96",  # TVM imported without tvm_ffi's PyTorch import
     "1.2.3": "9209920286a9a9b4668720569467cc07cd71b6d72c65da7fe0da300a914e142d",  # the MQTT publisher logs a drop at once when its reason changes
+    "1.2.4": "186260a45ba800edb6dba61873c36ad111f583d2e4a56ccc1f5ed15b784626b6",  # a CPU model runs through tvm_ffi and libtvm_runtime.so, without the tvm package
 }
 
 

@@ -84,3 +84,85 @@ def test_tvm_is_imported_without_pytorch_which_stays_importable():
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tiny_model, tmp_path):
+    """The agent loads a CPU model through tvm_ffi and TVM's runtime library alone (the tvm package imports its IR,
+    targets and RPC: 38 MB of resident memory); the outputs are the package's, no run's output aliases the next, and
+    an input off TVM's alignment is copied (read in place, a kernel's aligned vector load of it crashes)."""
+    import subprocess
+    import sys
+
+    import tvm.runtime
+
+    from compilers.frontends.intake import import_model
+    from compilers.model import CompileOptions
+    from compilers.tvm_compile import compile_model
+    from targets import host_target
+
+    artifact = compile_model(import_model(*tiny_model), host_target(), CompileOptions(work_dir=tmp_path / "work"))
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np\n"
+        "from packager.edge.model_runner import CompiledModel, num_threads\n"
+        f"model = CompiledModel.load({str(artifact.model_dir)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "first, second = model.run(x), model.run(x * 0)\n"
+        "raw = np.empty(x.nbytes + 4, np.uint8)\n"  # an input 4 bytes off any vector boundary: copied, never read in place
+        "shifted = raw[4:].view(np.float32).reshape(x.shape)\n"
+        "shifted[...] = x\n"
+        "assert shifted.ctypes.data % 32 != 0\n"
+        "assert all(np.array_equal(v, first[k]) for k, v in model.run(shifted).items())\n"
+        "assert 'tvm' not in sys.modules and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'tvm' in m)\n"
+        "assert num_threads() >= 1\n"
+        f"np.savez({str(tmp_path / 'out.npz')!r}, **{{'first/' + k: v for k, v in first.items()}}, "
+        "**{'second/' + k: v for k, v in second.items()})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = np.load(tmp_path / "out.npz")
+    package = CompiledModel.load(artifact.model_dir, tvm.runtime.cpu(0))
+    for name, value in package.run(x).items():
+        np.testing.assert_array_equal(outputs[f"first/{name}"], value)
+    for name, value in package.run(x * 0).items():
+        np.testing.assert_array_equal(outputs[f"second/{name}"], value)
+
+
+def test_two_threads_loading_the_runtime_at_once_both_get_it():
+    """The agent preloads the runtime on a thread while a model that was running starts on its own: the second caller
+    must not dlopen TVM's runtime while the first is still loading libtvm_ffi.so, which it needs (it found the
+    half-imported tvm_ffi's libinfo and failed with "libtvm_ffi.so: cannot open shared object file"). The window is
+    widened here by slowing the first load of libtvm_ffi.so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, threading, time\n"
+        "real = ctypes.CDLL.__init__\n"
+        "def slow(self, name, *args, **kwargs):\n"
+        "    if str(name).endswith('libtvm_ffi.so'):\n"
+        "        time.sleep(0.5)\n"
+        "    real(self, name, *args, **kwargs)\n"
+        "ctypes.CDLL.__init__ = slow\n"
+        "from packager.edge.model_runner import load_runtime, num_threads\n"
+        "errors = []\n"
+        "def load():\n"
+        "    try:\n"
+        "        load_runtime()\n"
+        "    except Exception as error:\n"
+        "        errors.append(repr(error))\n"
+        "first = threading.Thread(target=load)\n"
+        "first.start()\n"
+        "time.sleep(0.2)\n"
+        "load()\n"
+        "first.join()\n"
+        "assert not errors, errors\n"
+        "assert num_threads() >= 1\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
