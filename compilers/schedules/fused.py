@@ -164,6 +164,21 @@ def _existing(sch: s_tir.Schedule, names: list[str]):
             continue
 
 
+def _is_plain_copy(sch: s_tir.Schedule, block_rv) -> bool:
+    """A block that copies a buffer element for element (a convolution's padding of zero width): reading it in place
+    costs nothing, where a copy is a pass over the whole input."""
+    block = sch.get(block_rv)
+    body = block.body
+    if not isinstance(body, tirx.BufferStore) or len(block.reads) != 1:
+        return False
+    load = body.value  # a TensorLoad, whose buffer is its ``source``
+    if type(load).__name__ != "TensorLoad":
+        return False
+    source, target = load.source, body.buffer
+    same_shape = [int(d) for d in source.shape] == [int(d) for d in target.shape]
+    return same_shape and all(a.same_as(b) for a, b in zip(body.indices, load.indices, strict=True))
+
+
 def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machine) -> bool:
     """Schedule every block of a fused PrimFunc; returns False when nothing was recognised."""
     from tvm.s_tir.dlight.analysis import get_root_block
@@ -178,8 +193,15 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machin
             if not _is_spatial(sch, block_rv):
                 keep |= _window_producers(sch, block_rv)
             continue
+        copies = [p for p in sch.get_producers(block_rv) if _is_plain_copy(sch, p)]
+        while copies:  # read what they copy in place; a padding it copies is then the producer to keep
+            sch.compute_inline(copies[0])
+            copies = [p for p in sch.get_producers(block_rv) if _is_plain_copy(sch, p)]
         for producer in sch.get_producers(block_rv):
             keep.add(sch.get(producer).name_hint)
+        c = analyze_contraction(sch, block_rv)
+        if c is None:
+            continue
         name = sch.get(block_rv).name_hint
         if schedule_contraction(sch, c, decisions, machine):
             done.add(name)

@@ -287,6 +287,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
     )
     row_tile = decisions.choose(sch, row_options or [1], 1)
+    staged_rows = not channel_block and _pointwise_rows(sch, c) and decisions.choose(sch, [0, 1], 1) == 1
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
         sch.transform_layout(packed, ("write", 0), _packed_weight_layout(c.weight_channel_dim, c.weight_ndim, lanes))
@@ -300,17 +301,23 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     if row_tile > 1:
         y_o, y_i = sch.split(loops[row], [None, row_tile])
         loops = [y_o if i == row else loop for i, loop in enumerate(loops)]
-    # leading dims, then the channel block, then rows: each thread owns whole output rows
+    # leading dims, then the channel block, then rows: each thread owns whole output rows. With staged rows, the
+    # threads share out rows only, and every channel block of a row reads the row's one staged copy.
     lead = [i for i in c.outer if i < c.channel]
     rest = [i for i in c.outer if i > c.channel]
-    par_loops = [loops[i] for i in lead] + [f_o] + [loops[i] for i in rest]
-    par_ext = (
-        [ext[i] for i in lead] + [ext[c.channel] // lanes] + [ext[i] // (row_tile if i == row else 1) for i in rest]
-    )
+    rows_ext = [ext[i] // (row_tile if i == row else 1) for i in rest]
+    if staged_rows:
+        par_loops = [loops[i] for i in lead] + [loops[i] for i in rest]
+        par_ext = [ext[i] for i in lead] + rows_ext
+    else:
+        par_loops = [loops[i] for i in lead] + [f_o] + [loops[i] for i in rest]
+        par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes] + rows_ext
     reductions = [loops[i] for i in c.reductions]
     if channel_block:
         r_o, r_i = sch.split(reductions[0], [None, channel_block])
         order = par_loops + [r_o, x_o, r_i] + reductions[1:]
+    elif staged_rows:
+        order = par_loops + [f_o, x_o] + reductions
     else:
         order = par_loops + ([x_o] if x_o is not None else []) + reductions
     sch.reorder(*order, *([y_i] if y_i is not None else []), *([x_i] if x_i is not None else []), f_v)
@@ -327,8 +334,36 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     if lanes % machine.lanes == 0:
         sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
     parallel_outer(sch, par_loops, par_ext, machine.cores)
+    if staged_rows:
+        _stage_rows(sch, c, f_o, tile)
     sch.decompose_reduction(c.block, r_o if channel_block else reductions[0])
     return True
+
+
+def _pointwise_rows(sch: s_tir.Schedule, c: Contraction) -> bool:
+    """A 1x1, stride-1 NCHW convolution (a ResNet bottleneck's): it reads input channel ``rc`` of a tile at
+    [rc, y, x : x + tile], a whole row of the image apart from the next, a new page for every input channel. Staged
+    per output row as [x / tile, rc, tile], the tile's reads are one contiguous stream (_stage_rows)."""
+    block = sch.get(c.block)
+    data, out = block.reads[c.data_index].source, block.writes[0].source
+    if len(data.shape) != 4 or len(out.shape) != 4 or c.column is None or c.out_channel_dim != 1:
+        return False
+    if any(c.extents[i] != 1 for i in c.reductions[1:]) or c.column != len(c.extents) - len(c.reductions) - 1:
+        return False
+    input_channel = block.iter_vars[c.reductions[0]].var
+    if not block.reads[c.data_index].region[1].min.same_as(input_channel):  # data[n, rc, y, x]
+        return False
+    return [int(d) for d in data.shape[2:]] == [int(d) for d in out.shape[2:]]
+
+
+def _stage_rows(sch: s_tir.Schedule, c: Contraction, channel_outer, tile: int) -> None:
+    """Copy the input rows an output row needs into a [row, x / tile, rc, tile] buffer, once per row, before the
+    channel blocks that all read them: a register tile then streams its inputs from consecutive addresses."""
+    staged = sch.cache_read(c.block, c.data_index, "global")
+    loops = sch.get_loops(c.block)
+    position = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(channel_outer)))
+    sch.compute_at(staged, loops[position - 1], preserve_unit_loops=True)
+    sch.transform_layout(staged, ("write", 0), lambda n, ch, y, x: (n, y, x // tile, ch, x % tile))
 
 
 def _vectorize_columns(sch, c: Contraction, decisions: Decisions, machine: Machine) -> bool:

@@ -133,6 +133,22 @@ def test_pipeline_schedules_every_function_and_reports_it(cpu):
     assert pipeline.default_scheduled >= 1 and pipeline.records_applied == 0 and pipeline.unscheduled == []
 
 
+@pytest.mark.parametrize("size", [24, 14])
+def test_a_pointwise_convolution_reads_its_input_in_place_and_stages_one_row_at_a_time(cpu, size):
+    """A 1x1, stride-1 convolution (a ResNet bottleneck's) has no padding pass, and copies each input row it needs once,
+    inside the parallel loop, as [row, x / tile, input channel, tile]: a register tile then reads consecutive addresses
+    instead of one page per input channel; every output channel block of the row reads the copy."""
+    model = conv_relu_model(cin=32, cout=32, size=size, kernel=1)
+    scripts = scheduled_functions(model, cpu)
+    conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
+    assert 'T.sblock("pad_temp")' not in conv
+    [(name, shape)] = re.findall(r"(\w+_global) = T\.sblock_alloc_buffer(.*)", conv)
+    dims = [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)]
+    assert dims[:2] == [1, size] and dims[3] == 32 and dims[2] * dims[4] == size, dims
+    assert conv.index("T.parallel") < conv.index(f'T.sblock("{name}")'), "staged inside the rows' parallel loop"
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
 def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
     compile_and_compare(
