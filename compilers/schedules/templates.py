@@ -287,7 +287,8 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
     )
     row_tile = decisions.choose(sch, row_options or [1], 1)
-    staged_rows = not channel_block and _pointwise_rows(sch, c) and decisions.choose(sch, [0, 1], 1) == 1
+    stride = _pointwise_stride(sch, c) if not channel_block else 0
+    staged_rows = stride > 0 and decisions.choose(sch, [0, 1], 1) == 1
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
         sch.transform_layout(packed, ("write", 0), _packed_weight_layout(c.weight_channel_dim, c.weight_ndim, lanes))
@@ -335,30 +336,34 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         sch.vectorize(f_v)  # other widths are left to LLVM's loop vectorizer: odd-width vector types spill
     parallel_outer(sch, par_loops, par_ext, machine.cores)
     if staged_rows:
-        _stage_rows(sch, c, f_o, tile)
+        _stage_rows(sch, c, f_o, tile * stride)
     sch.decompose_reduction(c.block, r_o if channel_block else reductions[0])
     return True
 
 
-def _pointwise_rows(sch: s_tir.Schedule, c: Contraction) -> bool:
-    """A 1x1, stride-1 NCHW convolution (a ResNet bottleneck's): it reads input channel ``rc`` of a tile at
-    [rc, y, x : x + tile], a whole row of the image apart from the next, a new page for every input channel. Staged
-    per output row as [x / tile, rc, tile], the tile's reads are one contiguous stream (_stage_rows)."""
+def _pointwise_stride(sch: s_tir.Schedule, c: Contraction) -> int:
+    """The stride of a 1x1 NCHW convolution (a ResNet bottleneck's, stride 1, or its downsampling shortcut's, stride 2),
+    0 for any other contraction. A register tile of one reads input channel ``rc`` at [rc, y * s, (x : x + tile) * s],
+    a whole input row apart from the next channel's, a new page for every multiply-add step. Staged per output row as
+    [x / tile, rc, tile * s], the tile's reads are one contiguous stream (_stage_rows)."""
     block = sch.get(c.block)
     data, out = block.reads[c.data_index].source, block.writes[0].source
     if len(data.shape) != 4 or len(out.shape) != 4 or c.column is None or c.out_channel_dim != 1:
-        return False
+        return 0
     if any(c.extents[i] != 1 for i in c.reductions[1:]) or c.column != len(c.extents) - len(c.reductions) - 1:
-        return False
+        return 0
     input_channel = block.iter_vars[c.reductions[0]].var
     if not block.reads[c.data_index].region[1].min.same_as(input_channel):  # data[n, rc, y, x]
-        return False
-    return [int(d) for d in data.shape[2:]] == [int(d) for d in out.shape[2:]]
+        return 0
+    (height, width), (out_height, out_width) = [[int(d) for d in b.shape[2:]] for b in (data, out)]
+    stride = width // out_width
+    return stride if stride >= 1 and (height, width) == (stride * out_height, stride * out_width) else 0
 
 
 def _stage_rows(sch: s_tir.Schedule, c: Contraction, channel_outer, tile: int) -> None:
-    """Copy the input rows an output row needs into a [row, x / tile, rc, tile] buffer, once per row, before the
-    channel blocks that all read them: a register tile then streams its inputs from consecutive addresses."""
+    """Copy the input row an output row needs into a [row, x / tile, rc, tile] buffer (``tile`` input columns: the
+    register tile's times the stride), once per row, before the channel blocks that all read it: a register tile then
+    streams its inputs from consecutive addresses."""
     staged = sch.cache_read(c.block, c.data_index, "global")
     loops = sch.get_loops(c.block)
     position = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(channel_outer)))

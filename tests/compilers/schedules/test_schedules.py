@@ -133,12 +133,13 @@ def test_pipeline_schedules_every_function_and_reports_it(cpu):
     assert pipeline.default_scheduled >= 1 and pipeline.records_applied == 0 and pipeline.unscheduled == []
 
 
-@pytest.mark.parametrize("size", [24, 14])
-def test_a_pointwise_convolution_reads_its_input_in_place_and_stages_one_row_at_a_time(cpu, size):
-    """A 1x1, stride-1 convolution (a ResNet bottleneck's) has no padding pass, and copies each input row it needs once,
-    inside the parallel loop, as [row, x / tile, input channel, tile]: a register tile then reads consecutive addresses
-    instead of one page per input channel; every output channel block of the row reads the copy."""
-    model = conv_relu_model(cin=32, cout=32, size=size, kernel=1)
+@pytest.mark.parametrize("size,stride", [(24, 1), (14, 1), (24, 2), (14, 2)])
+def test_a_pointwise_convolution_reads_its_input_in_place_and_stages_one_row_at_a_time(cpu, size, stride):
+    """A 1x1 convolution (a ResNet bottleneck's, or its downsampling shortcut's at stride 2) has no padding pass, and
+    copies each input row it needs once, inside the parallel loop, as [row, x / tile, input channel, tile]: a register
+    tile then reads consecutive addresses instead of one page per input channel; every output channel block of the row
+    reads the copy."""
+    model = conv_relu_model(cin=32, cout=32, size=size, kernel=1, stride=stride)
     scripts = scheduled_functions(model, cpu)
     conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
     assert 'T.sblock("pad_temp")' not in conv
