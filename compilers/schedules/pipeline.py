@@ -96,15 +96,18 @@ def _conv2d_transpose_phases(bb, call):
         )
 
     def compute(data, weight):
-        data_pad = te.compute(
-            (n, ci, pad_h, pad_w),
-            lambda b, c, y, x: tirx.if_then_else(
-                tirx.all(y >= taps_h - 1, y < h + taps_h - 1, x >= taps_w - 1, x < w + taps_w - 1),
-                data[b, c, y - (taps_h - 1), x - (taps_w - 1)],
-                tirx.const(0.0, "float32"),
-            ),
-            name="data_pad",
-        )
+        if (pad_h, pad_w, taps_h, taps_w) == (h, w, 1, 1):
+            data_pad = data  # one tap per phase and no border (a 2x2 / 2 decoder step): the phases read the input
+        else:
+            data_pad = te.compute(
+                (n, ci, pad_h, pad_w),
+                lambda b, c, y, x: tirx.if_then_else(
+                    tirx.all(y >= taps_h - 1, y < h + taps_h - 1, x >= taps_w - 1, x < w + taps_w - 1),
+                    data[b, c, y - (taps_h - 1), x - (taps_w - 1)],
+                    tirx.const(0.0, "float32"),
+                ),
+                name="data_pad",
+            )
         if lanes is not None:
             weight = te.compute(
                 (ci, co, taps_h * sh, taps_w * sw),

@@ -181,6 +181,27 @@ def test_conv_transpose_by_phases_matches_onnxruntime(cpu, kernel, stride, pads,
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def test_a_transposed_convolution_without_a_border_reads_its_input_in_place(cpu):
+    """A 2x2 / 2 ConvTranspose (Reverse Distillation's decoder) has one tap per output phase and no border: its
+    phases read the input itself, with no padding pass and no `if_then_else` in the multiply-add. A convolution with a
+    real padding keeps its condition (in a pass of its own, or in the Winograd input)."""
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+        [("x", [1, 16, 8, 8])],
+        ["y"],
+        {"w": weights(16, 32, 2, 2), "b": weights(32, seed=3)},
+    )
+    scripts = scheduled_functions(model, cpu)
+    deconv = next(text for name, text in scripts.items() if "conv2d_transpose" in name and "weight" not in name)
+    assert 'T.sblock("data_pad")' not in deconv and "if_then_else" not in deconv
+    compile_and_compare(model, relax_pipeline(cpu))
+    padded = scheduled_functions(conv_relu_model(cin=8, cout=16, size=16, kernel=3), cpu)
+    conv = next(text for name, text in padded.items() if "conv2d" in name and "weight_blocks" not in name)
+    assert "if_then_else" in conv  # the real padding: computed in a pass of its own, or in the Winograd input
+
+
 def test_conv_transpose_does_no_work_on_dilation_zeros(cpu):
     from onnx import helper
 
