@@ -1,7 +1,9 @@
-"""3x3 stride-1 convolutions by Winograd's minimal filtering: fewer multiplications, same result.
+"""3x3 and 4x4 stride-1 convolutions by Winograd's minimal filtering: fewer multiplications, same result.
 
-F(m x m, 3 x 3) computes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
-multiplications per channel pair instead of 9 m^2: 2.25x fewer for m = 2, 4x for m = 4.
+F(m x m, r x r) computes an m x m output tile from an (m+r-1) x (m+r-1) input tile with (m+r-1)^2
+multiplications per channel pair instead of r^2 m^2: for 3x3 kernels 2.25x fewer with m = 2, 4x with m = 4;
+for 4x4 kernels (EfficientAD's PDN) 2.56x with m = 2, 4x with m = 3. The largest tiles used (6 x 6) interpolate
+at the same points for both kernel sizes, so they round alike.
 The work becomes a batched matrix product (scheduled by the contraction template) between
 transforms of the input and of the weights, and an inverse transform back to NCHW.
 Transforms are written out term by term from the constant matrices, so after unrolling
@@ -17,12 +19,18 @@ from tvm import s_tir, te, tirx
 KIND = "packager.schedule"  # block annotation naming the schedule a block needs
 
 
+KERNEL_SIZES = (3, 4)
+# Output tile sizes m tried per kernel size, largest first: both largest make a 6 x 6 input tile.
+TILE_SIZES = {3: (4, 2), 4: (3, 2)}
+LARGEST_ALPHA = 6
+
+
 @cache
-def transform_matrices(m: int):
-    """(A, B, G) of F(m x m, 3 x 3), as TOPI's Cook-Toom construction gives them (numpy float64)."""
+def transform_matrices(m: int, r: int = 3):
+    """(A, B, G) of F(m x m, r x r), as TOPI's Cook-Toom construction gives them (numpy float64)."""
     from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
-    return _cook_toom_convolution(_interpolation_points(m + 1), m, 3)
+    return _cook_toom_convolution(_interpolation_points(m + r - 2), m, r)
 
 
 def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
@@ -31,7 +39,8 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
     return (
         dtype == "float32"
         and n == 1
-        and kh == kw == 3
+        and kh == kw
+        and kh in KERNEL_SIZES
         and attrs.data_layout == "NCHW"
         and attrs.kernel_layout == "OIHW"
         and attrs.out_layout == "NCHW"
@@ -50,23 +59,24 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
 # Multiply-add equivalents each element of the transformed weights costs per call. compilers.prepack computes them
 # once, at build time, but every call still reads them, (m + 2)^2 / 9 times the size of the 3x3 weights.
 _KERNEL_READ_COST = 2
-# F(4x4) needs enough tiles to feed its 36 batched products: with fewer than 64 (an image under 32x32) each product
+# F(4x4, 3x3) needs enough tiles to feed its 36 batched products: with fewer than 64 (an image under 32x32) each product
 # is a GEMM a few rows tall, and F(2x2) was faster on every such shape measured (AMD EPYC, 2 threads, op_speed-style
 # single convolutions): 512 channels at 8x8 4.8 ms against 5.7 ms (direct 6.4 ms), at 16x16 7.6 against 8.2 ms,
 # 256 channels at 16x16 2.2 against 2.4-3.2 ms; at 32x32 (64 tiles) the two tie, and at 64x64 F(4x4) wins.
+# The same holds for the 6 x 6 tiles of F(3x3, 4x4).
 MIN_F4_TILES = 64
 
 
-def tile_size(ci: int, co: int, oh: int, ow: int) -> int | None:
-    """The F(m x m, 3 x 3) tile with the lowest estimated cost, or None when direct convolution is cheaper.
+def tile_size(ci: int, co: int, oh: int, ow: int, r: int = 3) -> int | None:
+    """The F(m x m, r x r) tile with the lowest estimated cost, or None when direct convolution is cheaper.
 
     With many channels and a small image, reading the larger transformed weights outweighs the saved products.
     """
-    direct = 9 * ci * co * oh * ow
+    direct = r * r * ci * co * oh * ow
     best, best_cost = None, 0.75 * direct  # below this, Winograd's extra passes are not worth it
-    for m in (4, 2):
-        alpha, tiles = (m + 2) ** 2, -(-oh // m) * -(-ow // m)
-        if m == 4 and tiles < MIN_F4_TILES:
+    for m in TILE_SIZES[r]:
+        alpha, tiles = (m + r - 1) ** 2, -(-oh // m) * -(-ow // m)
+        if alpha == LARGEST_ALPHA**2 and tiles < MIN_F4_TILES:
             continue
         cost = alpha * ci * co * tiles + _KERNEL_READ_COST * alpha * ci * co + 2 * alpha * ci * tiles
         if cost < best_cost:
@@ -95,18 +105,18 @@ def _combine(terms):
 
 
 def winograd_kernel(weight, m: int):
-    """The weights of F(m x m, 3 x 3): (alpha, alpha, ci, co), G g G^T per channel pair. It depends on the weights
+    """The weights of F(m x m, r x r): (alpha, alpha, ci, co), G g G^T per channel pair. It depends on the weights
     alone, so compile's prepacking step computes it once, at build time."""
-    co, ci = int(weight.shape[0]), int(weight.shape[1])
-    alpha = m + 2
-    _, _, g_mat = transform_matrices(m)
+    co, ci, r = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
+    alpha = m + r - 1
+    _, _, g_mat = transform_matrices(m, r)
     weight_t = te.compute(
-        (ci, 3, 3, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"}
+        (ci, r, r, co), lambda c, y, x, o: weight[o, c, y, x], name="winograd_weight", attrs={KIND: "winograd_weight"}
     )
     kernel_rows = te.compute(
-        (alpha, 3, ci, co),
+        (alpha, r, ci, co),
         lambda e1, kx, c, o: _select(
-            e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(3)]) for i in range(alpha)]
+            e1, [_combine([(g_mat[i, ky], weight_t[c, ky, kx, o]) for ky in range(r)]) for i in range(alpha)]
         ),
         name="winograd_kernel_rows",
         attrs={KIND: "winograd_rows"},
@@ -114,7 +124,7 @@ def winograd_kernel(weight, m: int):
     return te.compute(
         (alpha, alpha, ci, co),
         lambda e1, e2, c, o: _select(
-            e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(3)]) for j in range(alpha)]
+            e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(r)]) for j in range(alpha)]
         ),
         name="winograd_kernel_pack",
         attrs={KIND: "winograd_kernel"},
@@ -122,23 +132,23 @@ def winograd_kernel(weight, m: int):
 
 
 def conv2d_winograd(data, packed_kernel, padding, m: int, tiles_padded: int | None = None):
-    """TE compute of a 3x3 stride-1 NCHW conv (batch 1) by F(m x m, 3 x 3), from winograd_kernel's weights.
+    """TE compute of an r x r stride-1 NCHW conv (batch 1) by F(m x m, r x r), from winograd_kernel's weights.
 
     ``tiles_padded``: how many tiles the batched product computes (at least the real count), so that its register
     tile divides them; the extra tiles read zeros and are never read back."""
     _, ci, h, w = [int(d) for d in data.shape]
-    co = int(packed_kernel.shape[3])
+    alpha, co = int(packed_kernel.shape[0]), int(packed_kernel.shape[3])
+    r = alpha - m + 1
     pt, pl, pb, pr = [int(p) for p in padding]
-    oh, ow = h + pt + pb - 2, w + pl + pr - 2
+    oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
     n_h, n_w = -(-oh // m), -(-ow // m)
     n_p = max(tiles_padded or 0, n_h * n_w)
     n_h_image = -(-n_p // n_w)
-    alpha = m + 2
-    a_mat, b_mat, _ = transform_matrices(m)
+    a_mat, b_mat, _ = transform_matrices(m, r)
     zero = tirx.const(0.0, "float32")
 
     image = te.compute(  # padded to whole tiles, channels last so transforms vectorize over channels
-        (n_h_image * m + 2, n_w * m + 2, ci),
+        (n_h_image * m + r - 1, n_w * m + r - 1, ci),
         lambda y, x, c: tirx.if_then_else(
             tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl), data[0, c, y - pt, x - pl], zero
         ),
@@ -208,7 +218,7 @@ def legalize_conv2d(bb, call, direct=None, padded=None):
     if not eligible(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype):
         return _nn_conv2d(bb, call)
     out_shape = [int(d) for d in call.ty.shape]
-    m = tile_size(data_shape[1], weight_shape[0], out_shape[2], out_shape[3])
+    m = tile_size(data_shape[1], weight_shape[0], out_shape[2], out_shape[3], r=weight_shape[2])
     if m is None:
         return _nn_conv2d(bb, call)
     padding = [int(p) for p in call.attrs.padding]

@@ -288,15 +288,19 @@ def test_gpu_target_gets_thread_bindings():
     assert texts and all("threadIdx.x" in t for t in texts)
 
 
-@pytest.mark.parametrize("channels,size,pads", [(16, 32, 1), (16, 30, 1), (16, 33, 1), (24, 34, 0)])
-def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads):
+@pytest.mark.parametrize(
+    "channels,size,pads,kernel",
+    [(16, 32, 1, 3), (16, 30, 1, 3), (16, 33, 1, 3), (24, 34, 0, 3), (16, 32, 3, 4), (16, 31, 0, 4), (24, 17, 3, 4)],
+)
+def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads, kernel):
+    """3x3 kernels, and EfficientAD's 4x4 ones (with its padding of 3 and of 0), on widths that tile and that do not."""
     from onnx import helper
 
     model = onnx_model(
         [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4), helper.make_node("Relu", ["y"], ["z"])],
         [("x", [1, channels, size, size])],
         ["z"],
-        {"w": weights(channels, channels, 3, 3), "b": weights(channels, seed=2)},
+        {"w": weights(channels, channels, kernel, kernel), "b": weights(channels, seed=2)},
     )
     text = next(t for n, t in scheduled_functions(model, cpu).items() if "conv2d" in n)
     assert "winograd_bgemm" in text
@@ -311,6 +315,10 @@ def test_winograd_is_chosen_only_where_it_saves_work():
     assert tile_size(128, 128, 32, 32) == 4  # 64 F(4x4) tiles
     assert tile_size(512, 512, 8, 8) == 2  # ResNet-18 layer4 at 256x256: F(4x4) was 5.7 ms, F(2x2) 4.8, direct 6.4
     assert tile_size(512, 512, 2, 2) is None  # one tile: reading the transformed weights costs more than it saves
+    # EfficientAD's PDN 4x4 convolutions at 256x256: F(3x3, 4x4), 4x fewer products
+    assert tile_size(128, 256, 133, 133, r=4) == 3
+    assert tile_size(256, 384, 64, 64, r=4) == 3
+    assert tile_size(256, 256, 6, 6, r=4) == 2  # 4 tiles of 3x3: too few for the 6x6 input tiles
 
 
 def test_widths_without_a_full_register_tile_are_padded():

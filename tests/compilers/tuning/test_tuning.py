@@ -153,7 +153,7 @@ def test_trial_budget_goes_to_the_heaviest_tasks_and_is_never_exceeded():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "winograd"])
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "winograd", "winograd_4x4"])
 def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
     """Tuning may pick any candidate, so each one must equal the default schedule's output."""
     import numpy as np
@@ -169,6 +169,8 @@ def test_every_point_of_the_design_space_computes_the_same_result(cpu, kind):
         model = conv_relu_model(cin=32, cout=32, size=14)
     elif kind == "winograd":
         model = conv_relu_model(cin=16, cout=16, size=32)
+    elif kind == "winograd_4x4":
+        model = conv_relu_model(cin=16, cout=16, size=32, kernel=4)
     else:
         model = onnx_model(
             [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)],
