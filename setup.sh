@@ -19,7 +19,7 @@ else
   echo "setup.sh: no apt-get; install an aarch64-linux-gnu gcc and qemu-user-static yourself for ARM64 targets" >&2
 fi
 
-python3 -m pip install --disable-pip-version-check -q -e ".[torch,test,team]"
+python3 -m pip install --disable-pip-version-check -q -e ".[torch,test,team,bench]"
 
 # The emulated ARM64 device used by the tests and by --device-rpc on this machine: Debian arm64 Python and the
 # aarch64 wheels of apache-tvm, apache-tvm-ffi and numpy in .cache/arm64-sysroot (idempotent; about 530 MB).
