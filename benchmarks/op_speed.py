@@ -52,6 +52,9 @@ CASES = {
     # the downsampling shortcuts: 1x1 / 2 (resnet18's layer2, wide_resnet50_2's layer2)
     "rn_1x1_s2_64_128": _conv("rn_1x1_s2_64_128", 64, 128, 1, 64, stride=2, relu=False),
     "rn_1x1_s2_256_512": _conv("rn_1x1_s2_256_512", 256, 512, 1, 64, stride=2, relu=False),
+    # GANomaly's encoder pyramid: 4x4 / 2, channels doubling as the map halves (1.07 GFLOP each)
+    "gan_4x4_s2_128": _conv("gan_4x4_s2_128", 64, 128, 4, 128, stride=2, pad=1),
+    "gan_4x4_s2_512": _conv("gan_4x4_s2_512", 256, 512, 4, 32, stride=2, pad=1),
     # GANomaly's encoder end: 1024 -> 2048 channels, 4x4 / 2 on an 8x8 map; 134 MB of weights for 16 output pixels
     "gan_4x4_s2_2048": _conv("gan_4x4_s2_2048", 1024, 2048, 4, 8, stride=2, pad=1),
     "rn_3x3_256_s2": _conv("rn_3x3_256_s2", 256, 256, 3, 64, stride=2, pad=1),

@@ -19,9 +19,11 @@ from tvm import s_tir, te, tirx
 KIND = "packager.schedule"  # block annotation naming the schedule a block needs
 
 
-KERNEL_SIZES = (3, 4)
-# Output tile sizes m tried per kernel size, largest first: both largest make a 6 x 6 input tile.
-TILE_SIZES = {3: (4, 2), 4: (3, 2)}
+KERNEL_SIZES = (2, 3, 4)
+# Output tile sizes m tried per kernel size, largest first: the 6 x 6 input tiles interpolate at the same 5 points,
+# and 2x2 kernels (stride-2 convolutions split into phases, space_to_depth.py) stop at 5 x 5. TOPI's Cook-Toom
+# construction needs at least 3 interpolation points, m + r - 2.
+TILE_SIZES = {2: (4, 3), 3: (4, 2), 4: (3, 2)}
 LARGEST_ALPHA = 6
 
 
@@ -34,6 +36,27 @@ def transform_matrices(m: int, r: int = 3):
 
 
 def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
+    return (
+        plain_nchw(attrs)
+        and all(int(s) == 1 for s in attrs.strides)
+        and shapes_eligible(data_shape, weight_shape, dtype)
+    )
+
+
+def plain_nchw(attrs) -> bool:
+    """An ungrouped, undilated NCHW / OIHW convolution."""
+    return (
+        attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "OIHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and all(int(d) == 1 for d in attrs.dilation)
+    )
+
+
+def shapes_eligible(data_shape, weight_shape, dtype: str) -> bool:
+    """Shapes a stride-1 Winograd convolution handles: one image, square kernels of KERNEL_SIZES, whole vectors of
+    channels."""
     n, ci, h, w = data_shape
     co, _, kh, kw = weight_shape
     return (
@@ -41,12 +64,6 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
         and n == 1
         and kh == kw
         and kh in KERNEL_SIZES
-        and attrs.data_layout == "NCHW"
-        and attrs.kernel_layout == "OIHW"
-        and attrs.out_layout == "NCHW"
-        and int(attrs.groups) == 1
-        and all(int(s) == 1 for s in attrs.strides)
-        and all(int(d) == 1 for d in attrs.dilation)
         and ci >= 16
         and co >= 16
         and co % 8 == 0
@@ -56,9 +73,12 @@ def eligible(data_shape, weight_shape, attrs, dtype: str) -> bool:
     )
 
 
-# Multiply-add equivalents each element of the transformed weights costs per call. compilers.prepack computes them
-# once, at build time, but every call still reads them, (m + 2)^2 / 9 times the size of the 3x3 weights.
-_KERNEL_READ_COST = 2
+# Multiply-add equivalents each weight read from memory costs per call: about 20 GB/s of DRAM against 157 GFLOP/s
+# of FMA on 2 cores. compilers.prepack computes the transformed weights once, at build time, but every call still
+# reads them, (m + r - 1)^2 / r^2 times the size of the direct weights. With few tiles that read decides: GANomaly's
+# 512 -> 1024 4x4 / 2 convolution at 8x8 (4 tiles of F(4x4, 2x2), 210 MB of transformed weights) took 19 ms
+# against 11 ms direct. With 2 the estimate picked it; with 16 every choice measured before stays as it was.
+_KERNEL_READ_COST = 16
 # F(4x4, 3x3) needs enough tiles to feed its 36 batched products: with fewer than 64 (an image under 32x32) each product
 # is a GEMM a few rows tall, and F(2x2) was faster on every such shape measured (AMD EPYC, 2 threads, op_speed-style
 # single convolutions): 512 channels at 8x8 4.8 ms against 5.7 ms (direct 6.4 ms), at 16x16 7.6 against 8.2 ms,
@@ -72,7 +92,7 @@ def tile_size(ci: int, co: int, oh: int, ow: int, r: int = 3) -> int | None:
 
     With many channels and a small image, reading the larger transformed weights outweighs the saved products.
     """
-    direct = r * r * ci * co * oh * ow
+    direct = r * r * ci * co * oh * ow + _KERNEL_READ_COST * r * r * ci * co
     best, best_cost = None, 0.75 * direct  # below this, Winograd's extra passes are not worth it
     for m in TILE_SIZES[r]:
         alpha, tiles = (m + r - 1) ** 2, -(-oh // m) * -(-ow // m)

@@ -72,6 +72,23 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu):
     np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
 
 
+def test_a_stride_2_convolution_splits_its_kernel_into_phases_at_build_time(cpu):
+    from onnx import helper
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4, strides=[2, 2])],
+        [("x", [1, CHANNELS, 64, 64])],
+        ["y"],
+        {"w": weights(CHANNELS, CHANNELS, 4, 4)},
+    )
+    mod, params = prepacked(model, cpu)
+    names = [gvar.name_hint for gvar in mod.functions]
+    assert "phase_data" in " ".join(names)
+    assert not [name for name in names if "phase_weight" in name or "winograd_kernel" in name]
+    # F(4x4, 2x2) of the 2x2 phase kernels over 4 x 32 channels: 5 x 5 x 128 x 32
+    assert [value.shape for _, value in params if value.shape[:2] == (5, 5)] == [(5, 5, 4 * CHANNELS, CHANNELS)]
+
+
 def test_weights_used_as_they_are_keep_their_names(cpu):
     # 1x1, 4 output channels: no Winograd form, no vector-wide blocks of output channels; the weight passes through
     _, params = prepacked(conv_model(kernel=1, out_channels=4), cpu)

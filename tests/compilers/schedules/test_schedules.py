@@ -307,6 +307,49 @@ def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads, kernel):
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+@pytest.mark.parametrize("channels,size,pads", [(16, 48, 1), (16, 49, 1), (24, 46, 0), (16, 47, 2)])
+def test_a_stride_2_convolution_is_split_into_phases_for_winograd_and_matches_onnxruntime(cpu, channels, size, pads):
+    """GANomaly's 4x4 / 2 convolutions: even and odd padded sizes (an odd one's last row is never read)."""
+    from onnx import helper
+
+    model = onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4, strides=[2, 2]),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, channels, size, size])],
+        ["z"],
+        {"w": weights(2 * channels, channels, 4, 4), "b": weights(2 * channels, seed=2)},
+    )
+    texts = scheduled_functions(model, cpu)
+    assert "phase_data" in texts
+    assert any("winograd_bgemm" in text for text in texts.values())
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
+def test_only_even_stride_2_kernels_with_enough_tiles_are_split_into_phases():
+    from types import SimpleNamespace
+
+    from compilers.schedules.space_to_depth import applies, phase_shapes
+
+    def attrs(stride):
+        return SimpleNamespace(
+            data_layout="NCHW",
+            kernel_layout="OIHW",
+            out_layout="NCHW",
+            groups=1,
+            strides=(stride,) * 2,
+            dilation=(1, 1),
+            padding=(1,) * 4,
+        )
+
+    assert phase_shapes((1, 64, 128, 128), (128, 64, 4, 4), (1, 1, 1, 1)) == ((1, 256, 65, 65), (128, 256, 2, 2))
+    assert applies((1, 64, 128, 128), (128, 64, 4, 4), attrs(2), "float32", (1, 128, 64, 64))
+    assert not applies((1, 64, 128, 128), (128, 64, 3, 3), attrs(2), "float32", (1, 128, 64, 64))  # odd kernel
+    assert not applies((1, 64, 128, 128), (128, 64, 4, 4), attrs(1), "float32", (1, 128, 127, 127))
+    assert not applies((1, 512, 16, 16), (1024, 512, 4, 4), attrs(2), "float32", (1, 1024, 8, 8))  # 4 tiles
+
+
 def test_winograd_is_chosen_only_where_it_saves_work():
     from compilers.schedules.winograd import tile_size
 
@@ -318,7 +361,11 @@ def test_winograd_is_chosen_only_where_it_saves_work():
     # EfficientAD's PDN 4x4 convolutions at 256x256: F(3x3, 4x4), 4x fewer products
     assert tile_size(128, 256, 133, 133, r=4) == 3
     assert tile_size(256, 384, 64, 64, r=4) == 3
-    assert tile_size(256, 256, 6, 6, r=4) == 2  # 4 tiles of 3x3: too few for the 6x6 input tiles
+    assert tile_size(256, 256, 12, 12, r=4) == 2  # 16 tiles of 3x3: too few for the 6x6 input tiles
+    # GANomaly's 4x4 / 2 pyramid as 2x2 stride-1 convolutions over 4 ci phase channels (space_to_depth.py)
+    assert tile_size(256, 128, 64, 64, r=2) == 4
+    # 512 -> 1024 at 8x8: 4 tiles would read 210 MB of transformed weights per call, 6x the direct ones
+    assert tile_size(2048, 1024, 8, 8, r=2) is None
 
 
 def test_widths_without_a_full_register_tile_are_padded():
