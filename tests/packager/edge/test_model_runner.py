@@ -12,6 +12,17 @@ from PIL import Image
 
 from packager.edge.model_runner import CompiledModel, resize_bilinear
 
+REPO = Path(__file__).resolve().parents[3]
+
+
+def run_fresh_python(code: str) -> None:
+    """Run ``code`` in a new interpreter at the repository root, where no test has imported anything yet."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
 
 @pytest.mark.parametrize("source, size", [((16, 24), (64, 80)), ((64, 64), (224, 224)), ((5, 7), (64, 65))])
 def test_upscaling_matches_pil(source, size):
@@ -67,8 +78,6 @@ def test_a_cuda_model_where_tvm_cuda_runtime_cannot_load_names_the_missing_libra
 def test_tvm_is_imported_without_pytorch_which_stays_importable():
     """tvm_ffi imports torch eagerly (1.7 s of loading a compiled model); import_tvm() keeps it out, and a later
     `import torch` still works."""
-    import subprocess
-    import sys
 
     code = (
         "import sys\n"
@@ -80,18 +89,13 @@ def test_tvm_is_imported_without_pytorch_which_stays_importable():
         "import torch\n"
         "assert torch.ones(2).sum().item() == 2\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    run_fresh_python(code)
 
 
 def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tiny_model, tmp_path):
     """The agent loads a CPU model through tvm_ffi and TVM's runtime library alone (the tvm package imports its IR,
     targets and RPC: 38 MB of resident memory); the outputs are the package's, no run's output aliases the next, and
     an input off TVM's alignment is copied (read in place, a kernel's aligned vector load of it crashes)."""
-    import subprocess
-    import sys
 
     import tvm.runtime
 
@@ -119,10 +123,7 @@ def test_a_cpu_model_runs_without_the_tvm_package_and_as_the_package_runs_it(tin
         f"np.savez({str(tmp_path / 'out.npz')!r}, **{{'first/' + k: v for k, v in first.items()}}, "
         "**{'second/' + k: v for k, v in second.items()})\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    run_fresh_python(code)
     outputs = np.load(tmp_path / "out.npz")
     package = CompiledModel.load(artifact.model_dir, tvm.runtime.cpu(0))
     for name, value in package.run(x).items():
@@ -136,8 +137,6 @@ def test_two_threads_loading_the_runtime_at_once_both_get_it():
     must not dlopen TVM's runtime while the first is still loading libtvm_ffi.so, which it needs (it found the
     half-imported tvm_ffi's libinfo and failed with "libtvm_ffi.so: cannot open shared object file"). The window is
     widened here by slowing the first load of libtvm_ffi.so."""
-    import subprocess
-    import sys
 
     code = (
         "import ctypes, threading, time\n"
@@ -162,7 +161,4 @@ def test_two_threads_loading_the_runtime_at_once_both_get_it():
         "assert not errors, errors\n"
         "assert num_threads() >= 1\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    run_fresh_python(code)
