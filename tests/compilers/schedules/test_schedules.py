@@ -307,6 +307,31 @@ def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads, kernel):
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+@pytest.mark.parametrize("size,pads,kernel", [(40, 1, 3), (37, 3, 4), (38, 0, 4)])
+def test_a_winograd_convolution_over_its_workspace_budget_runs_in_bands_of_rows(cpu, monkeypatch, size, pads, kernel):
+    """EfficientAD-M's PDN needed 224 MB of working memory in one call; bands of whole tile rows, the last one short,
+    with the padding at the top and bottom bands only."""
+    from onnx import helper
+
+    from compilers.schedules import winograd
+
+    monkeypatch.setattr(winograd, "WORKSPACE_BUDGET", 64 * 2**10)
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[pads] * 4), helper.make_node("Relu", ["y"], ["z"])],
+        [("x", [1, 16, size, size])],
+        ["z"],
+        {"w": weights(16, 16, kernel, kernel), "b": weights(16, seed=2)},
+    )
+    out = size + 2 * pads - kernel + 1
+    m = winograd.tile_size(16, 16, out, out, r=kernel)
+    bands = winograd.row_bands(16, 16, out, out, m, kernel)
+    assert len(bands) > 2 and sum(rows for _, rows in bands) == out
+    assert all(rows % m == 0 for _, rows in bands[:-1])
+    texts = scheduled_functions(model, cpu)
+    assert sum("winograd_bgemm" in text for text in texts.values()) == len(bands)
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("channels,size,pads", [(16, 48, 1), (16, 49, 1), (24, 46, 0), (16, 47, 2)])
 def test_a_stride_2_convolution_is_split_into_phases_for_winograd_and_matches_onnxruntime(cpu, channels, size, pads):
     """GANomaly's 4x4 / 2 convolutions: even and odd padded sizes (an odd one's last row is never read)."""
