@@ -45,6 +45,9 @@ CASES = {
     "pdn_m_conv2": _conv("pdn_m_conv2", 256, 512, 4, 130, pad=3),
     # wide_resnet50_2 bottlenecks at 256x256
     "rn_1x1_256_128": _conv("rn_1x1_256_128", 256, 128, 1, 64),
+    # resnet50's layer1 expansion (DFM, and wide_resnet50_2's at half the inner width): few inputs, many outputs
+    "rn_1x1_64_256": _conv("rn_1x1_64_256", 64, 256, 1, 64),
+    "rn_1x1_128_512": _conv("rn_1x1_128_512", 128, 512, 1, 32),
     "rn_1x1_512_256": _conv("rn_1x1_512_256", 512, 256, 1, 32),
     "rn_1x1_1024_512": _conv("rn_1x1_1024_512", 1024, 512, 1, 16),
     "rn_1x1_512_1024": _conv("rn_1x1_512_1024", 512, 1024, 1, 16, relu=False),
@@ -80,6 +83,17 @@ CASES = {
         "co": 1024,
         "k": 4,
         "size": 4,
+        "stride": 2,
+        "pad": 1,
+    },
+    # GANomaly's decoder pyramid: 4x4 / 2, 1.07 GFLOP each
+    "gan_deconv_4x4_s2_256": {
+        "name": "gan_deconv_4x4_s2_256",
+        "kind": "deconv",
+        "ci": 512,
+        "co": 256,
+        "k": 4,
+        "size": 16,
         "stride": 2,
         "pad": 1,
     },

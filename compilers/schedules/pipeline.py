@@ -67,6 +67,8 @@ def _conv2d_transpose_phases(bb, call):
     )
     if not plain or call.args[0].ty.dtype != "float32":
         return _nn_conv2d_transpose(bb, call)
+    if space_to_depth.transpose_applies(data_shape, w_shape, attrs, call.args[0].ty.dtype, out_shape):
+        return space_to_depth.legalize_conv2d_transpose(bb, call, _legalize_conv2d)
     (sh, sw), (pt, pl) = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding[:2]]
     n, ci, h, w = data_shape
     _, co, kh, kw = w_shape

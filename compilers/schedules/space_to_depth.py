@@ -97,3 +97,96 @@ def legalize_conv2d(bb, call, legalize_stride_one):
         )
     )
     return legalize_stride_one(bb, stride_one)
+
+
+def transpose_phase_padding(pad: int, phase: int) -> tuple[int, int]:
+    """(before, after) padding of the input for output phase ``phase`` of a 4x4 / 2 transposed convolution with
+    padding ``pad``: output row 2u + phase meets input rows u + (phase + pad) // 2 - a at kernel row
+    2a + (phase + pad) % 2, a 2-tap correlation over the input padded by 1 - (phase + pad) // 2 before."""
+    before = 1 - (phase + pad) // 2
+    return before, 2 - pad - before
+
+
+def transpose_applies(data_shape, weight_shape, attrs, dtype: str, out_shape) -> bool:
+    """A 4x4 / 2 transposed convolution (GANomaly's and DCGAN's decoders) whose four output phases, each a 2x2
+    stride-1 convolution of the input, Winograd computes with fewer products."""
+    _, ci, h, w = data_shape
+    _, co, kh, kw = weight_shape
+    if not (
+        attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "IOHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and all(int(d) == 1 for d in attrs.dilation)
+        and all(int(s) == 2 for s in attrs.strides)
+        and all(int(p) == 0 for p in attrs.output_padding)
+        and (kh, kw) == (4, 4)
+        and len({int(p) for p in attrs.padding}) == 1
+        and int(attrs.padding[0]) <= 2
+    ):
+        return False
+    pad = int(attrs.padding[0])
+    rows, cols = h + 1 - pad, w + 1 - pad  # each phase's output: the transposed output is 2 h + 2 - 2 pad
+    return winograd.shapes_eligible((1, ci, rows + 1, cols + 1), (co, ci, 2, 2), dtype) and (
+        winograd.tile_size(ci, co, rows, cols, r=2) is not None
+    )
+
+
+def transpose_phase_weight(weight, row_phase: int, col_phase: int, pad: int):
+    """Output phase (row_phase, col_phase)'s 2x2 correlation kernel, OIHW, from the IOHW 4x4 transposed kernel."""
+    from tvm import te
+
+    ci, co = int(weight.shape[0]), int(weight.shape[1])
+    row, col = (row_phase + pad) % 2, (col_phase + pad) % 2
+    return te.compute(
+        (co, ci, 2, 2),
+        lambda o, c, t, s: weight[c, o, 2 * (1 - t) + row, 2 * (1 - s) + col],
+        name="transpose_phase_weight",
+    )
+
+
+def interleave_phases(phases, out_shape):
+    """The transposed output from its four phases: [n, c, 2u + r, 2v + q] = phases[2 r + q][n, c, u, v]."""
+    from tvm import te, tirx
+
+    def value(n, c, y, x):
+        parts = [phase[n, c, y // 2, x // 2] for phase in phases]
+        row, col = y % 2, x % 2
+        return tirx.Select(
+            row == 0, tirx.Select(col == 0, parts[0], parts[1]), tirx.Select(col == 0, parts[2], parts[3])
+        )
+
+    return te.compute(out_shape, value, name="interleave_phases")
+
+
+def legalize_conv2d_transpose(bb, call, legalize_conv2d):
+    """relax.nn.conv2d_transpose (4x4 / 2) as ``legalize_conv2d`` of its four phase convolutions, interleaved."""
+    from tvm import relax
+
+    pad = int(call.attrs.padding[0])
+    out_shape = [int(d) for d in call.ty.shape]
+    phases = []
+    for row_phase in (0, 1):
+        for col_phase in (0, 1):
+            weight = bb.emit(
+                bb.call_te(
+                    lambda w, r=row_phase, q=col_phase: transpose_phase_weight(w, r, q, pad),
+                    call.args[1],
+                    primfunc_name_hint="transpose_phase_weight",
+                )
+            )
+            top, bottom = transpose_phase_padding(pad, row_phase)
+            left, right = transpose_phase_padding(pad, col_phase)
+            conv = bb.normalize(
+                relax.op.nn.conv2d(
+                    call.args[0],
+                    weight,
+                    strides=(1, 1),
+                    padding=(top, left, bottom, right),
+                    out_dtype=call.attrs.out_dtype,
+                )
+            )
+            phases.append(bb.emit(legalize_conv2d(bb, conv)))
+    return bb.call_te(
+        lambda *parts: interleave_phases(parts, out_shape), *phases, primfunc_name_hint="interleave_phases"
+    )

@@ -352,6 +352,26 @@ def test_a_stride_2_convolution_is_split_into_phases_for_winograd_and_matches_on
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+@pytest.mark.parametrize("pads", [0, 1, 2])
+def test_a_4x4_stride_2_transposed_convolution_runs_as_four_winograd_phases_and_matches_onnxruntime(cpu, pads):
+    """GANomaly's decoder steps: each output phase is a 2x2 correlation of the input, padded by the phase."""
+    from onnx import helper
+
+    model = onnx_model(
+        [
+            helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[pads] * 4),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [1, 32, 32, 32])],
+        ["z"],
+        {"w": weights(32, 16, 4, 4), "b": weights(16, seed=2)},
+    )
+    texts = scheduled_functions(model, cpu)
+    assert any("winograd_bgemm" in text for text in texts.values())  # phases with the same padding share one
+    assert any("interleave_phases" in name for name in texts)
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 def test_only_even_stride_2_kernels_with_enough_tiles_are_split_into_phases():
     from types import SimpleNamespace
 
