@@ -247,18 +247,15 @@ def legalize_conv2d(bb, call, direct=None, padded=None):
     padding = [int(p) for p in call.attrs.padding]
     packed = bb.emit(bb.call_te(lambda w: winograd_kernel(w, m), call.args[1], primfunc_name_hint="winograd_kernel"))
     bands = row_bands(data_shape[1], weight_shape[0], out_shape[2], out_shape[3], m, weight_shape[2])
-    if len(bands) == 1:
-        return _band(bb, call.args[0], packed, padding, m, None, padded)
-    parts = [bb.emit(_band(bb, call.args[0], packed, padding, m, rows, padded)) for rows in bands]
-    return relax.op.concat(parts, axis=2)
+    parts = [_band(bb, call.args[0], packed, padding, m, rows, out_shape[3], padded) for rows in bands]
+    if len(parts) == 1:
+        return parts[0]
+    return relax.op.concat([bb.emit(part) for part in parts], axis=2)
 
 
-def _band(bb, data, packed, padding, m: int, rows, padded):
-    width = int(data.ty.shape[3]) + padding[1] + padding[3] - (int(packed.ty.shape[0]) - m)
-    height = (
-        rows[1] if rows is not None else int(data.ty.shape[2]) + padding[0] + padding[2] - (int(packed.ty.shape[0]) - m)
-    )
-    tiles = -(-height // m) * -(-width // m)
+def _band(bb, data, packed, padding, m: int, rows: tuple[int, int], width: int, padded):
+    """The call computing output rows rows[0] .. rows[0] + rows[1] - 1 (all ``width`` columns)."""
+    tiles = -(-rows[1] // m) * -(-width // m)
     tiles_padded = padded(tiles) if padded is not None else None
     return bb.call_te(
         lambda d, k: conv2d_winograd(d, k, padding, m, tiles_padded, rows), data, packed, primfunc_name_hint="conv2d"
