@@ -1,12 +1,15 @@
-"""Stride-2 convolutions as stride-1 ones over the input's four phases (space to depth), so that Winograd applies.
+"""Stride-2 convolutions and transposed convolutions as stride-1 ones over four phases, so that Winograd applies.
 
-A k x k stride-2 convolution reads input row 2y + i for output row y. Splitting the padded input into its four
-phases (even/odd rows x even/odd columns) stacked as 4 ci channels, and each kernel the same way into
-ceil(k/2) x ceil(k/2) taps per phase (zeros where an odd k runs out), gives a stride-1 convolution with the same
-output: out[o, y, x] = sum over phase (a, b), c, i, j of w[o, c, 2i + a, 2j + b] * x[c, 2(y + i) + a, 2(x + j) + b].
+A k x k stride-2 convolution (k even) reads input row 2y + i for output row y. Splitting the padded input into its
+four phases (even/odd rows x even/odd columns) stacked as 4 ci channels, and each kernel the same way into
+k/2 x k/2 taps per phase, gives a stride-1 convolution with the same output:
+out[o, y, x] = sum over phase (a, b), c, i, j of w[o, c, 2i + a, 2j + b] * x[c, 2(y + i) + a, 2(x + j) + b].
 GANomaly's 4x4 / 2 encoder becomes 2x2 stride-1 convolutions over 4 ci channels, which F(4x4, 2x2) computes with
 25 products per 16 outputs instead of 64. The phase split is one pass over the input; the kernel's is made at
 build time, with the Winograd kernel after it.
+
+A 4x4 / 2 transposed convolution (GANomaly's decoder) is the other way round: each of its four output phases is a
+2x2 stride-1 convolution of the input, and one pass interleaves them.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from compilers.schedules import winograd
 
 
 def phase_shapes(data_shape, weight_shape, padding):
-    """(data, weight) shapes of the stride-1 convolution: ((1, 4 ci, hp, wp), (co, 4 ci, kp, kp)).
+    """(data, weight) shapes of the stride-1 convolution: ((1, 4 ci, hp, wp), (co, 4 ci, k/2, k/2)).
 
-    A padded height or width that is odd drops its last row or column: with an even kernel no output reads it, and
-    with an odd one the zero tap added for the phase split is the only one that would."""
+    A padded height or width that is odd drops its last row or column, which no output of an even kernel reads."""
     _, ci, h, w = data_shape
     co, _, k, _ = weight_shape
     pt, pl, pb, pr = padding
-    kp = -(-k // 2)
+    kp = k // 2
     oh, ow = (h + pt + pb - k) // 2 + 1, (w + pl + pr - k) // 2 + 1
     return (1, 4 * ci, oh + kp - 1, ow + kp - 1), (co, 4 * ci, kp, kp)
 
@@ -54,16 +56,14 @@ def phase_data(data, padding, shape):
 
 
 def phase_weight(weight, shape):
-    """The kernel split the same way: [o, (2a + b) ci + c, i, j] = w[o, c, 2i + a, 2j + b] (0 past an odd k)."""
-    from tvm import te, tirx
+    """The kernel split the same way: [o, (2a + b) ci + c, i, j] = w[o, c, 2i + a, 2j + b]."""
+    from tvm import te
 
-    ci, k = int(weight.shape[1]), int(weight.shape[2])
-    zero = tirx.const(0.0, weight.dtype)
+    ci = int(weight.shape[1])
 
     def value(o, p, i, j):
         phase, c = p // ci, p % ci
-        row, col = 2 * i + phase // 2, 2 * j + phase % 2
-        return tirx.if_then_else(tirx.all(row < k, col < k), weight[o, c, row, col], zero)
+        return weight[o, c, 2 * i + phase // 2, 2 * j + phase % 2]
 
     return te.compute(shape, value, name="phase_weight")
 
