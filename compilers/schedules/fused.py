@@ -11,7 +11,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr, get_sblockrealize
 
-from compilers.schedules import winograd
+from compilers.schedules import pointwise, winograd
 from compilers.schedules.templates import (
     Decisions,
     Machine,
@@ -203,7 +203,11 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machin
         if c is None:
             continue
         name = sch.get(block_rv).name_hint
-        if schedule_contraction(sch, c, decisions, machine):
+        if pointwise.applies(sch, c, machine) and decisions.choose(sch, [0, 1], 1) == 1:
+            pointwise.schedule(sch, c, decisions, machine)
+            done.add(name)
+            changed = True
+        elif schedule_contraction(sch, c, decisions, machine):
             done.add(name)
             changed = True
     blocks = sch.get_child_blocks(root)

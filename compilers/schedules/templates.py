@@ -140,13 +140,13 @@ def _iter_bindings(sch: s_tir.Schedule, block_rv):
     return list(values) if all(isinstance(v, tirx.Var) for v in values) else None
 
 
-def _divisors(n: int, limit: int) -> list[int]:
+def divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
 def _column_tiles(extent: int, vectors_per_row: int, machine: Machine) -> tuple[list[int], int]:
     """Register tile widths that divide the column loop, and the default: most accumulators that fit."""
-    fits = [d for d in _divisors(extent, 32) if d * vectors_per_row <= machine.accumulators]
+    fits = [d for d in divisors(extent, 32) if d * vectors_per_row <= machine.accumulators]
     if not fits:
         return [1], 1
     return fits, max(fits)
@@ -284,10 +284,10 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]
     row = rows_at[-1] if rows_at else None
     row_options = (
-        [d for d in _divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
+        [d for d in divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
     )
     row_tile = decisions.choose(sch, row_options or [1], 1)
-    stride = _pointwise_stride(sch, c) if not channel_block else 0
+    stride = pointwise_stride(sch, c) if not channel_block else 0
     staged_rows = stride > 0 and decisions.choose(sch, [0, 1], 1) == 1
     if pack:
         packed = sch.cache_read(c.block, c.weight_index, "global")
@@ -341,7 +341,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     return True
 
 
-def _pointwise_stride(sch: s_tir.Schedule, c: Contraction) -> int:
+def pointwise_stride(sch: s_tir.Schedule, c: Contraction) -> int:
     """The stride of a 1x1 NCHW convolution (a ResNet bottleneck's, stride 1, or its downsampling shortcut's, stride 2),
     0 for any other contraction. A register tile of one reads input channel ``rc`` at [rc, y * s, (x : x + tile) * s],
     a whole input row apart from the next channel's, a new page for every multiply-add step. Staged per output row as
@@ -379,7 +379,7 @@ def _vectorize_columns(sch, c: Contraction, decisions: Decisions, machine: Machi
     lane_options = [v for v in (lane, 2 * lane, 4 * lane) if width % v == 0]
     lanes = decisions.choose(sch, lane_options, 2 * lane if 2 * lane in lane_options else lane)
     loops = sch.get_loops(c.block)
-    chan_tiles = _divisors(ext[c.channel], 4) if c.channel is not None else [1]
+    chan_tiles = divisors(ext[c.channel], 4) if c.channel is not None else [1]
     ctile = decisions.choose(sch, chan_tiles, max(d for d in chan_tiles if d * lanes // lane <= machine.accumulators))
     x_o, x_v = sch.split(loops[c.column], [None, lanes])
     lead = [loops[i] for i in c.outer]

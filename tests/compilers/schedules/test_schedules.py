@@ -150,6 +150,39 @@ def test_a_pointwise_convolution_reads_its_input_in_place_and_stages_one_row_at_
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+@pytest.mark.parametrize("batch,cin,cout,size", [(1, 64, 32, 16), (2, 24, 40, 32)])
+def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_its_pixels(cpu, batch, cin, cout, size):
+    """A 1x1 convolution whose output rows fill pairs of vectors runs as a GEMM along NCHW's rows: its register tile
+    (output channels by 16 pixels) is written back, with the bias, the residual of a second convolution and the relu,
+    as whole vectors of one output row, and each panel of input rows is staged as [y, x / 16, input channel, 16]."""
+    from onnx import helper
+
+    model = onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w1", "b1"], ["a"]),
+            helper.make_node("Conv", ["x", "w2", "b2"], ["c"]),
+            helper.make_node("Add", ["c", "a"], ["y"]),
+            helper.make_node("Relu", ["y"], ["z"]),
+        ],
+        [("x", [batch, cin, size, size])],
+        ["z"],
+        {
+            "w1": weights(cout, cin, 1, 1),
+            "b1": weights(cout, seed=2),
+            "w2": weights(cout, cin, 1, 1, seed=3),
+            "b2": weights(cout, seed=4),
+        },
+    )
+    scripts = scheduled_functions(model, cpu)
+    residual = next(text for name, text in scripts.items() if re.search(r"conv2d\d*_add\d*_add", name))
+    [shape] = re.findall(r"\w+_global = T\.sblock_alloc_buffer(.*)", residual)
+    assert [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)] == [batch, size, size // 16, cin, 16]
+    write_back = residual[residual.rindex("T.vectorized") :]
+    assert "T.max" in write_back and write_back.count("T.reads(") == 1, "bias, residual and relu in one vector store"
+    assert "T.vectorized(T.int64(16))" in residual[residual.rindex("T.unroll") - 200 :]
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
 def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
     compile_and_compare(
