@@ -204,6 +204,15 @@ def _blocks_matrix(c: Contraction) -> bool:
 
 
 MATRIX_PACK_MIN_ROWS = 64
+WEIGHT_BLOCK_CACHED = 256 * 1024  # bytes of one output channel block's weights that stay cached from row to row
+WEIGHT_BLOCK_L1 = 16 * 1024  # bytes of weights an input channel block keeps in L1 across the whole output
+
+
+def _product(values) -> int:
+    total = 1
+    for v in values:
+        total *= v
+    return total
 
 
 def _packed_weight_layout(dim: int, ndim: int, lanes: int):
@@ -276,10 +285,17 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     # Input-channel blocking: with the channel loop split outside the column tiles, a block of weights
     # stays in L1 across a whole output row; the row's accumulators then live in a stack buffer.
     red0 = c.reductions[0]
+    rest = [i for i in c.outer if i > c.channel]
     splits = [0]
-    if c.column is not None and column_ext // tile > 1:
+    if c.column is not None and (column_ext // tile > 1 or any(ext[i] > 1 for i in rest)):
         splits += [b for b in (8, 16, 32, 64) if ext[red0] % b == 0 and b < ext[red0]]
-    channel_block = decisions.choose(sch, splits, 0)
+    weight_block = lanes * _product(ext[i] for i in c.reductions) * 4  # bytes of weights one channel block reads
+    streams = weight_block > WEIGHT_BLOCK_CACHED and any(ext[i] > 1 for i in rest) and len(splits) > 1
+    taps = _product(ext[i] for i in c.reductions[1:])
+    default_block = (
+        max((b for b in splits if b and lanes * b * taps * 4 <= WEIGHT_BLOCK_L1), default=0) if streams else 0
+    )
+    channel_block = decisions.choose(sch, splits, default_block)
     # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
     rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]
     row = rows_at[-1] if rows_at else None
@@ -287,6 +303,11 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         [d for d in divisors(ext[row], 4) if d * tile * vectors <= machine.accumulators] if row is not None else [1]
     )
     row_tile = decisions.choose(sch, row_options or [1], 1)
+    # Rows inside the channel blocks: each block of weights is read once for the whole output, not once per row
+    # (GANomaly's 512 -> 1024 4x4 / 2 convolution re-read its 512 KB per output channel block for each of 8 rows).
+    rows_inside = (
+        bool(channel_block) and any(ext[i] > 1 for i in rest) and decisions.choose(sch, [0, 1], int(streams)) == 1
+    )
     stride = pointwise_stride(sch, c) if not channel_block else 0
     staged_rows = stride > 0 and decisions.choose(sch, [0, 1], 1) == 1
     if pack:
@@ -305,9 +326,11 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     # leading dims, then the channel block, then rows: each thread owns whole output rows. With staged rows, the
     # threads share out rows only, and every channel block of a row reads the row's one staged copy.
     lead = [i for i in c.outer if i < c.channel]
-    rest = [i for i in c.outer if i > c.channel]
     rows_ext = [ext[i] // (row_tile if i == row else 1) for i in rest]
-    if staged_rows:
+    if rows_inside:
+        par_loops = [loops[i] for i in lead] + [f_o]
+        par_ext = [ext[i] for i in lead] + [ext[c.channel] // lanes]
+    elif staged_rows:
         par_loops = [loops[i] for i in lead] + [loops[i] for i in rest]
         par_ext = [ext[i] for i in lead] + rows_ext
     else:
@@ -316,7 +339,8 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     reductions = [loops[i] for i in c.reductions]
     if channel_block:
         r_o, r_i = sch.split(reductions[0], [None, channel_block])
-        order = par_loops + [r_o, x_o, r_i] + reductions[1:]
+        rows = [loops[i] for i in rest] if rows_inside else []
+        order = par_loops + [r_o, *rows, x_o, r_i] + reductions[1:]
     elif staged_rows:
         order = par_loops + [f_o, x_o] + reductions
     else:

@@ -183,6 +183,22 @@ def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_once_for_all_output_rows(cpu):
+    """512 input channels by 3x3 taps make 295 KB of weights per block of 16 output channels: the threads share out
+    channel blocks only, and inside one, each block of 16 input channels (9 KB of weights, in L1) runs over every
+    output row before the next is read (GANomaly's 512 -> 1024 4x4 / 2 convolution re-read its blocks once per row)."""
+    model = conv_relu_model(cin=512, cout=32, size=8, stride=2)
+    scripts = scheduled_functions(model, cpu)
+    conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
+    parallel = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\):\n(?=\s+for yy_init)", conv)
+    assert parallel and int(parallel.group(2)) == 2, "one parallel iteration per block of 16 output channels"
+    grid = re.search(r"for (rc_0, yy, [\w, ]+) in T\.grid\((.*)\):", conv)
+    assert grid, conv
+    extents = [int(e) for e in re.findall(r"T\.int64\((\d+)\)", grid.group(2))]
+    assert grid.group(1).split(", ")[:4] == ["rc_0", "yy", "xx_0", "rc_1"] and extents[:4] == [32, 4, 1, 16]
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
 def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
     compile_and_compare(
