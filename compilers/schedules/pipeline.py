@@ -67,8 +67,9 @@ def _conv2d_transpose_phases(bb, call):
     )
     if not plain or call.args[0].ty.dtype != "float32":
         return _nn_conv2d_transpose(bb, call)
-    if space_to_depth.transpose_applies(data_shape, w_shape, attrs, call.args[0].ty.dtype, out_shape):
-        return space_to_depth.legalize_conv2d_transpose(bb, call, _legalize_conv2d)
+    if space_to_depth.transpose_applies(data_shape, w_shape, attrs, call.args[0].ty.dtype):
+        lanes = target_isa(tvm.target.Target.current()).lanes
+        return space_to_depth.legalize_conv2d_transpose(bb, call, _legalize_conv2d, lanes)
     (sh, sw), (pt, pl) = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding[:2]]
     n, ci, h, w = data_shape
     _, co, kh, kw = w_shape
@@ -171,9 +172,14 @@ def padded_extent(extent: int, accumulators: int) -> int | None:
     return best if _tile_accumulators(best, accumulators) > have else None
 
 
+def target_isa(tvm_target):
+    """The vector ISA of a tvm.target.Target (AVX2 when legalizing outside any target)."""
+    return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"})
+
+
 def target_accumulators(tvm_target) -> int:
     """Register-tile accumulators of a tvm.target.Target (AVX2's when legalizing outside any target)."""
-    return vector_isa(dict(tvm_target.export()) if tvm_target is not None else {"mcpu": "core-avx2"}).accumulators
+    return target_isa(tvm_target).accumulators
 
 
 def _conv2d_direct(bb, call):

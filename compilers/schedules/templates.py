@@ -289,9 +289,12 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     splits = [0]
     if c.column is not None and (column_ext // tile > 1 or any(ext[i] > 1 for i in rest)):
         splits += [b for b in (8, 16, 32, 64) if ext[red0] % b == 0 and b < ext[red0]]
-    weight_block = lanes * _product(ext[i] for i in c.reductions) * 4  # bytes of weights one channel block reads
+    # The weights per output and input channel, from the weight buffer: a transposed convolution's phases together
+    # read all of its kernel's taps, though each phase's reduction covers a quarter of them.
+    weight = sch.get(c.block).reads[c.weight_index].source
+    taps = _product(int(d) for d in weight.shape) // (ext[c.channel] * ext[red0])
+    weight_block = lanes * ext[red0] * taps * 4  # bytes of weights one output channel block reads
     streams = weight_block > WEIGHT_BLOCK_CACHED and any(ext[i] > 1 for i in rest) and len(splits) > 1
-    taps = _product(ext[i] for i in c.reductions[1:])
     default_block = (
         max((b for b in splits if b and lanes * b * taps * 4 <= WEIGHT_BLOCK_L1), default=0) if streams else 0
     )

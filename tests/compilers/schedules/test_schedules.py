@@ -230,21 +230,30 @@ def test_conv_transpose_by_phases_matches_onnxruntime(cpu, kernel, stride, pads,
     compile_and_compare(model, relax_pipeline(cpu))
 
 
-def test_a_transposed_convolution_without_a_border_reads_its_input_in_place(cpu):
-    """A 2x2 / 2 ConvTranspose (Reverse Distillation's decoder) has one tap per output phase and no border: its
-    phases read the input itself, with no padding pass and no `if_then_else` in the multiply-add. A convolution with a
-    real padding keeps its condition (in a pass of its own, or in the Winograd input)."""
+@pytest.mark.parametrize("size", [8, 16])
+def test_a_2x2_stride_2_transposed_convolution_is_1x1_convolutions_that_read_the_input_in_place(cpu, size):
+    """A 2x2 / 2 ConvTranspose (Reverse Distillation's decoder) has one tap per output phase and no border: each
+    phase is a 1x1 convolution of the input itself, with no padding pass and no `if_then_else` in the multiply-add.
+    Rows of whole vector pairs (16) make one GEMM to all four phases' channels, which the pixel template runs along
+    the rows; narrower ones four convolutions. A convolution with a real padding keeps its condition (in a pass of its
+    own, or in the Winograd input)."""
     from onnx import helper
 
     model = onnx_model(
         [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
-        [("x", [1, 16, 8, 8])],
+        [("x", [1, 16, size, size])],
         ["y"],
         {"w": weights(16, 32, 2, 2), "b": weights(32, seed=3)},
     )
     scripts = scheduled_functions(model, cpu)
-    deconv = next(text for name, text in scripts.items() if "conv2d_transpose" in name and "weight" not in name)
-    assert 'T.sblock("data_pad")' not in deconv and "if_then_else" not in deconv
+    convs = [text for name, text in scripts.items() if "conv2d" in name and "weight" not in name]
+    channels = 4 * 32 if size == 16 else 32  # one convolution to all four phases, or one per phase (a shared PrimFunc)
+    assert [f"T.int64({channels}), T.int64({size}), T.int64({size})" in conv for conv in convs] == [True]
+    assert any("interleave_phases" in name for name in scripts)
+    for conv in convs:
+        assert 'T.sblock("data_pad")' not in conv and "if_then_else" not in conv
+    if size == 16:  # the pixel template's staged panel of input rows
+        assert re.search(r"x_global = T\.sblock_alloc_buffer\(\(T\.int64\(1\), T\.int64\(16\), T\.int64\(1\)", convs[0])
     compile_and_compare(model, relax_pipeline(cpu))
     padded = scheduled_functions(conv_relu_model(cin=8, cout=16, size=16, kernel=3), cpu)
     conv = next(text for name, text in padded.items() if "conv2d" in name and "weight_blocks" not in name)
