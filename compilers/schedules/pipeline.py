@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compilers.schedules import space_to_depth, winograd
+from compilers.schedules import pointwise, space_to_depth, winograd
 from compilers.schedules.fused import schedule_function
 from compilers.schedules.templates import DefaultDecisions, Machine
 from targets.catalog import Target
@@ -271,6 +271,9 @@ def _legalize_conv2d(bb, call):
     out_shape = [int(d) for d in call.ty.shape]
     if space_to_depth.applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape):
         return space_to_depth.legalize_conv2d(bb, call, _legalize_conv2d)
+    lanes = target_isa(tvm.target.Target.current()).lanes
+    if pointwise.strided_applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape, lanes):
+        return pointwise.legalize_strided(bb, call, _legalize_conv2d)
     accumulators = target_accumulators(tvm.target.Target.current())
     return winograd.legalize_conv2d(bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, accumulators))
 

@@ -80,3 +80,40 @@ def schedule(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine:
     sch.vectorize(sch.split(sch.get_loops(copy)[-1], [None, vec])[1])
     sch.decompose_reduction(c.block, reductions[0])
     return True
+
+
+def strided_applies(data_shape, weight_shape, attrs, dtype: str, out_shape, lanes: int) -> bool:
+    """A strided 1x1 NCHW convolution without padding (a ResNet downsampling shortcut) whose output rows fill pairs of
+    vectors: it reads one pixel in stride x stride, which a pass of its own gathers, and then it is this template's
+    stride-1 convolution."""
+    strides = [int(s) for s in attrs.strides]
+    return (
+        attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "OIHW"
+        and attrs.out_layout == "NCHW"
+        and int(attrs.groups) == 1
+        and dtype == "float32"
+        and all(int(d) == 1 for d in attrs.dilation)
+        and all(int(p) == 0 for p in attrs.padding)
+        and tuple(weight_shape[2:]) == (1, 1)
+        and max(strides) > 1
+        and out_shape[3] % (2 * lanes) == 0
+    )
+
+
+def legalize_strided(bb, call, legalize_conv2d):
+    """relax.nn.conv2d (strided 1x1) as a gather of the pixels it reads, then ``legalize_conv2d`` of a stride-1 one."""
+    from tvm import relax, te
+
+    sh, sw = [int(s) for s in call.attrs.strides]
+    n, ci = [int(d) for d in call.args[0].ty.shape][:2]
+    oh, ow = [int(d) for d in call.ty.shape][2:]
+    picked = bb.emit(
+        bb.call_te(
+            lambda x: te.compute((n, ci, oh, ow), lambda b, c, y, x_: x[b, c, sh * y, sw * x_], name="strided_pixels"),
+            call.args[0],
+            primfunc_name_hint="strided_pixels",
+        )
+    )
+    conv = bb.normalize(relax.op.nn.conv2d(picked, call.args[1], out_dtype=call.attrs.out_dtype))
+    return legalize_conv2d(bb, conv)

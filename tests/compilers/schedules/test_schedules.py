@@ -183,6 +183,18 @@ def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def test_a_strided_pointwise_convolution_gathers_its_pixels_then_runs_as_a_gemm_along_the_rows(cpu):
+    """A ResNet downsampling shortcut (1x1 / 2) whose output rows fill vector pairs reads one pixel in four: a pass of
+    its own gathers them, and the stride-1 GEMM along the rows computes the rest."""
+    model = conv_relu_model(cin=24, cout=32, size=32, kernel=1, stride=2)
+    scripts = scheduled_functions(model, cpu)
+    assert any("strided_pixels" in text for text in scripts.values())
+    conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
+    [shape] = re.findall(r"\w+_global = T\.sblock_alloc_buffer(.*)", conv)
+    assert [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)] == [1, 16, 1, 24, 16]
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_once_for_all_output_rows(cpu):
     """512 input channels by 3x3 taps make 295 KB of weights per block of 16 output channels: the threads share out
     channel blocks only, and inside one, each block of 16 input channels (9 KB of weights, in L1) runs over every
