@@ -7,6 +7,8 @@ scalar per channel plane, as computing it. Here the tile runs along the output r
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir
 
 from compilers.schedules import templates
@@ -50,9 +52,7 @@ def schedule(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine:
     ctiles = [d for d in templates.divisors(channels, 16) if 2 * d <= machine.accumulators]
     ctile = decisions.choose(sch, ctiles, max(ctiles))
     lead = [i for i in c.outer if i < c.channel]
-    leading = 1
-    for i in lead:
-        leading *= ext[i]
+    leading = math.prod(ext[i] for i in lead)
     panels, default_panel = row_panels(height, width, depth, leading, machine.cores)
     panel = decisions.choose(sch, panels, default_panel)
     prepacked = templates.prepacked_weight(sch, c)

@@ -9,6 +9,7 @@ MetaSchedule's trace records it and a tuning record replays exactly the schedule
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -208,13 +209,6 @@ WEIGHT_BLOCK_CACHED = 256 * 1024  # bytes of one output channel block's weights 
 WEIGHT_BLOCK_L1 = 16 * 1024  # bytes of weights an input channel block keeps in L1 across the whole output
 
 
-def _product(values) -> int:
-    total = 1
-    for v in values:
-        total *= v
-    return total
-
-
 def _packed_weight_layout(dim: int, ndim: int, lanes: int):
     """Where a packed weight puts its elements: a matrix [K, N] as [N / lanes, K, lanes], others channel innermost."""
     if ndim == 2 and dim == 1:
@@ -292,7 +286,7 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     # The weights per output and input channel, from the weight buffer: a transposed convolution's phases together
     # read all of its kernel's taps, though each phase's reduction covers a quarter of them.
     weight = sch.get(c.block).reads[c.weight_index].source
-    taps = _product(int(d) for d in weight.shape) // (ext[c.channel] * ext[red0])
+    taps = math.prod(int(d) for d in weight.shape) // (ext[c.channel] * ext[red0])
     weight_block = lanes * ext[red0] * taps * 4  # bytes of weights one output channel block reads
     streams = weight_block > WEIGHT_BLOCK_CACHED and any(ext[i] > 1 for i in rest) and len(splits) > 1
     default_block = (
