@@ -2,7 +2,8 @@
 
 The contraction template (templates.py) vectorizes a convolution along its output channels, which suits kernels with
 many taps; a 1x1 convolution with 64-256 input channels then spends as long writing each register tile back, one
-scalar per channel plane, as computing it. Here the tile runs along the output row, the way NCHW stores it.
+scalar per channel plane, as computing it. Here the tile runs along the output row, the way NCHW stores it. A strided
+one (a downsampling shortcut) gathers the pixels it reads at legalization (``legalize_strided``) and is then stride 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def row_panels(height: int, width: int, depth: int, leading: int, cores: int) ->
     return fits, max(balanced)
 
 
-def schedule(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine: Machine) -> bool:
+def schedule(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine: Machine) -> None:
     """A 1x1 convolution as a GEMM vectorized along the output's rows, the way NCHW stores them.
 
     out[co, y, x : x + V] += w[co, rc] * in[rc, y, x : x + V]: a register tile of ``ctile`` output channels by ``V``
@@ -79,7 +80,6 @@ def schedule(sch: s_tir.Schedule, c: Contraction, decisions: Decisions, machine:
     # whole vectors in and out: a contiguous read along an input row, a contiguous [rc, V] write
     sch.vectorize(sch.split(sch.get_loops(copy)[-1], [None, vec])[1])
     sch.decompose_reduction(c.block, reductions[0])
-    return True
 
 
 def strided_applies(data_shape, weight_shape, attrs, dtype: str, out_shape, lanes: int) -> bool:
