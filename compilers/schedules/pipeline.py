@@ -271,11 +271,12 @@ def _legalize_conv2d(bb, call):
     out_shape = [int(d) for d in call.ty.shape]
     if space_to_depth.applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape):
         return space_to_depth.legalize_conv2d(bb, call, _legalize_conv2d)
-    lanes = target_isa(tvm.target.Target.current()).lanes
-    if pointwise.strided_applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape, lanes):
+    isa = target_isa(tvm.target.Target.current())
+    if pointwise.strided_applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape, isa.lanes):
         return pointwise.legalize_strided(bb, call, _legalize_conv2d)
-    accumulators = target_accumulators(tvm.target.Target.current())
-    return winograd.legalize_conv2d(bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, accumulators))
+    return winograd.legalize_conv2d(
+        bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, isa.accumulators)
+    )
 
 
 SELECTION_TOPK_MAX_K = 16  # top-k by repeated selection up to this k; k passes over the row cost less than a sort

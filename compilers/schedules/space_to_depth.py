@@ -100,7 +100,7 @@ def legalize_conv2d(bb, call, legalize_stride_one):
     return legalize_stride_one(bb, stride_one)
 
 
-def transpose_phase_padding(pad: int, phase: int, taps: int = 2) -> tuple[int, int]:
+def transpose_phase_padding(pad: int, phase: int, taps: int) -> tuple[int, int]:
     """(before, after) padding of the input for output phase ``phase`` of a 2 taps x 2 transposed convolution with
     padding ``pad``: output row 2u + phase meets input rows u + (phase + pad) // 2 - a at kernel row
     2a + (phase + pad) % 2, a ``taps``-tap correlation over the input padded by taps - 1 - (phase + pad) // 2 before."""
