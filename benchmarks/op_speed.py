@@ -2,11 +2,16 @@
 
     python benchmarks/op_speed.py                       # every case, writes benchmarks/results/op_speed.{json,md}
     python benchmarks/op_speed.py --cases pdn_conv2 rn_1x1_1024_256 --rounds 20
+    python benchmarks/op_speed.py --model /tmp/zoo/stfpm/model.onnx   # every distinct convolution of one model
 
 Each case is one small ONNX graph (random weights) of an op class the zoo's time goes to: EfficientAD's PDN
 convolutions, wide_resnet50_2's bottleneck 1x1 convolutions, strided stems, ConvTranspose, PatchCore's
 nearest-neighbour GEMM + min, LayerNorm, bilinear Resize and Where/Greater. Engines alternate within every
 round, so load from other processes on a shared machine falls on both alike; figures are medians.
+
+With ``--model``, the cases are every distinct Conv and ConvTranspose of that ONNX model instead (its shapes,
+strides, pads and groups; random weights), each with how many times the model runs it, so the layers where TVM
+loses to ORT show up one by one, weighted by their count.
 """
 
 from __future__ import annotations
@@ -128,18 +133,20 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
 
     if kind in ("conv", "deconv"):
         ci, co, k, s = case["ci"], case["co"], case["k"], case["size"]
-        shape = (1, ci, s, s)
+        shape = (1, ci, s, case.get("width", s))
+        group = case.get("group", 1)
+        pads = case.get("pads", [case.get("pad", 0)] * 4)
+        extra = {"group": group, "dilations": [case.get("dilation", 1)] * 2} if group > 1 or "dilation" in case else {}
         if kind == "conv":
-            w = weight("w", (co, ci, k, k), (ci * k * k) ** -0.5)
+            w = weight("w", (co, ci // group, k, k), (ci // group * k * k) ** -0.5)
             b = weight("b", (co,), 0.1)
-            p = case["pad"]
             nodes.append(
                 helper.make_node(
-                    "Conv", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2, pads=[p] * 4
+                    "Conv", ["x", w, b], ["c"], kernel_shape=[k, k], strides=[case["stride"]] * 2, pads=pads, **extra
                 )
             )
         else:
-            w = weight("w", (ci, co, k, k), (ci * k * k) ** -0.5)
+            w = weight("w", (ci, co // group, k, k), (ci * k * k) ** -0.5)
             b = weight("b", (co,), 0.1)
             nodes.append(
                 helper.make_node(
@@ -148,7 +155,8 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
                     ["c"],
                     kernel_shape=[k, k],
                     strides=[case["stride"]] * 2,
-                    pads=[case.get("pad", 0)] * 4,
+                    pads=pads,
+                    **extra,
                 )
             )
         nodes.append(
@@ -217,13 +225,88 @@ def _model(case: dict) -> tuple[bytes, tuple[int, ...]]:
     return model.SerializeToString(), shape
 
 
+def model_cases(path: Path) -> list[dict]:
+    """Every distinct 2-D Conv and ConvTranspose of a model as `build` takes it in (shapes fixed and folded by
+    intake), with how often it runs."""
+    import onnx
+    from onnx import shape_inference
+
+    from compilers.frontends.intake import import_model
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(import_model(path).onnx_bytes))
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)
+    }
+    cases: dict[tuple, dict] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not x or len(x) != 4 or not all(x) or not y or len(y) != 4 or not y[1]:
+            print(
+                f"skipped {node.op_type} {node.name or node.output[0]}: its shape is not known statically", flush=True
+            )
+            continue
+        k = attrs.get("kernel_shape", [None])[0]
+        if k is None or len(set(attrs["kernel_shape"])) != 1 or len(set(attrs.get("strides", [1]))) != 1:
+            print(f"skipped {node.op_type} {node.name or node.output[0]}: not a square kernel and stride", flush=True)
+            continue
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            print(f"skipped {node.op_type} {node.name or node.output[0]}: auto_pad", flush=True)
+            continue
+        case = {
+            "kind": "conv" if node.op_type == "Conv" else "deconv",
+            "ci": x[1],
+            "co": y[1],
+            "k": k,
+            "size": x[2],
+            "width": x[3],
+            "stride": attrs.get("strides", [1])[0],
+            "pads": list(attrs.get("pads", [0, 0, 0, 0])),
+            "group": attrs.get("group", 1),
+            "dilation": attrs.get("dilations", [1])[0],
+            "relu": False,
+        }
+        key = tuple(sorted((n, str(v)) for n, v in case.items()))
+        if key in cases:
+            cases[key]["count"] += 1
+            continue
+        p = case["pads"]
+        case["name"] = (
+            f"{'conv' if case['kind'] == 'conv' else 'deconv'}_{k}x{k}_s{case['stride']}_{x[1]}_{y[1]}_{x[2]}"
+            + (f"x{x[3]}" if x[3] != x[2] else "")
+            + (f"_p{''.join(map(str, p))}" if any(p) else "")
+            + (f"_g{case['group']}" if case["group"] > 1 else "")
+        )
+        case["count"] = 1
+        cases[key] = case
+    return list(cases.values())
+
+
+def _out(size: int, k: int, stride: int, pad_before: int, pad_after: int, dilation: int = 1) -> int:
+    return (size + pad_before + pad_after - dilation * (k - 1) - 1) // stride + 1
+
+
 def flops(case: dict) -> float:
     kind = case["kind"]
     if kind == "conv":
-        o = (case["size"] + 2 * case["pad"] - case["k"]) // case["stride"] + 1
-        return 2.0 * case["ci"] * case["co"] * case["k"] ** 2 * o * o
+        p = case.get("pads", [case.get("pad", 0)] * 4)
+        d = case.get("dilation", 1)
+        oh = _out(case["size"], case["k"], case["stride"], p[0], p[2], d)
+        ow = _out(case.get("width", case["size"]), case["k"], case["stride"], p[1], p[3], d)
+        return 2.0 * case["ci"] * case["co"] // case.get("group", 1) * case["k"] ** 2 * oh * ow
     if kind == "deconv":
-        return 2.0 * case["ci"] * case["co"] * case["k"] ** 2 * case["size"] ** 2
+        return (
+            2.0
+            * case["ci"]
+            * case["co"]
+            // case.get("group", 1)
+            * case["k"] ** 2
+            * case["size"]
+            * case.get("width", case["size"])
+        )
     if kind == "nn":
         return 2.0 * case["queries"] * case["bank"] * case["dim"]
     return 0.0
@@ -264,7 +347,10 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=None, choices=list(CASES))
+    parser.add_argument(
+        "--model", type=Path, default=None, help="an ONNX model: its distinct convolutions are the cases"
+    )
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--calls", type=int, default=3)
@@ -283,9 +369,13 @@ def main(argv=None) -> int:
         f"{args.threads} cores",
         flush=True,
     )
+    if args.model and args.cases:
+        parser.error("--model and --cases are exclusive")
+    cases = model_cases(args.model) if args.model else [CASES[n] for n in args.cases or CASES]
     rows = []
-    for name in args.cases:
-        row = run_case(CASES[name], target, args.threads, args.rounds, args.calls)
+    for case in cases:
+        row = run_case(case, target, args.threads, args.rounds, args.calls)
+        row["count"] = case.get("count", 1)
         rows.append(row)
         rate = (
             f"  TVM {row['tvm_gflops']:6.1f} GFLOP/s ({100 * row['tvm_gflops'] / peak:4.1f}% of peak), ORT {row['ort_gflops']:6.1f}"
@@ -293,10 +383,18 @@ def main(argv=None) -> int:
             else ""
         )
         print(
-            f"{name:20s} ORT {row['ort_ms']:9.3f} ms  TVM {row['tvm_ms']:9.3f} ms  x{row['ratio']:.2f}{rate}"
+            f"{row['count']:2d} x {case['name']:28s} ORT {row['ort_ms']:9.3f} ms  TVM {row['tvm_ms']:9.3f} ms  x{row['ratio']:.2f}{rate}"
             f"  err {row['max_abs_error']:.1e}",
             flush=True,
         )
+    if args.model:
+        ort_ms = sum(r["count"] * r["ort_ms"] for r in rows)
+        tvm_ms = sum(r["count"] * r["tvm_ms"] for r in rows)
+        print(
+            f"all convolutions of {args.model}, weighted by count: ORT {ort_ms:.2f} ms  TVM {tvm_ms:.2f} ms", flush=True
+        )
+        for r in sorted(rows, key=lambda r: -r["count"] * (r["tvm_ms"] - r["ort_ms"]))[:8]:
+            print(f"  TVM behind by {r['count'] * (r['tvm_ms'] - r['ort_ms']):6.2f} ms: {r['count']} x {r['case']}")
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         doc = {
