@@ -107,16 +107,19 @@ def compiler_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def compile_cache_key(imported: ImportedModel, target: Target, tuning_records_digest: str) -> CacheKey:
-    return CacheKey(
-        {
-            "model": model_content_hash(imported),
-            "spec": _sha256(imported.spec.to_json().encode()),
-            "target": _sha256(json.dumps(asdict(target), sort_keys=True, default=str).encode()),
-            "tuning": tuning_records_digest,
-            "compiler": compiler_fingerprint(),
-        }
-    )
+def compile_cache_key(
+    imported: ImportedModel, target: Target, tuning_records_digest: str, precise: bool = False
+) -> CacheKey:
+    parts = {
+        "model": model_content_hash(imported),
+        "spec": _sha256(imported.spec.to_json().encode()),
+        "target": _sha256(json.dumps(asdict(target), sort_keys=True, default=str).encode()),
+        "tuning": tuning_records_digest,
+        "compiler": compiler_fingerprint(),
+    }
+    if precise:  # only then, so that the keys of every earlier (fast) compile stay as they were
+        parts["precise"] = "winograd F(2x2) tiles"
+    return CacheKey(parts)
 
 
 @dataclass(frozen=True)

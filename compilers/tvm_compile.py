@@ -144,9 +144,12 @@ def compile_model(
     require_toolchain(target)
     started = time.perf_counter()
     model_runner.import_tvm()
-    if database is not None or options.compile_cache_dir is None:
-        return _compile(imported, target, options, started, database=database, progress=progress)
-    return _compile_cached(imported, target, options, started, progress)
+    from compilers.schedules import winograd
+
+    with winograd.precise_tiles(options.precise):  # prepacking legalizes the convolutions too, so around all of it
+        if database is not None or options.compile_cache_dir is None:
+            return _compile(imported, target, options, started, database=database, progress=progress)
+        return _compile_cached(imported, target, options, started, progress)
 
 
 def _compile_cached(
@@ -159,7 +162,7 @@ def _compile_cached(
         prepared = (mod, params, database)
     cache = open_compile_cache(options.compile_cache_dir)
     records = open_tuning_cache(options.tuning_cache_dir).records_digest(target) if options.tuning_cache_dir else ""
-    key = compile_cache_key(imported, target, records)
+    key = compile_cache_key(imported, target, records, precise=options.precise)
     model_dir = Path(options.work_dir) / "model"
     hit = cache.load(key, model_dir)
     if hit is not None:
@@ -242,6 +245,7 @@ def _compile(
         "trt_ver": target.options.trt_ver,
         "ptx_isa": ptx_isa,
         "model_sha256": imported.sha256,
+        "precise": options.precise,
     }
     manifest_path = model_dir / model_runner.MANIFEST
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -12,6 +12,8 @@ each output adds only the nonzero products.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 from tvm import relax, s_tir, te, tirx
@@ -25,6 +27,23 @@ KERNEL_SIZES = (2, 3, 4)
 # construction needs at least 3 interpolation points, m + r - 2.
 TILE_SIZES = {2: (4, 3), 3: (4, 2), 4: (3, 2)}
 LARGEST_ALPHA = 6
+
+# Larger tiles round more: in float32, F(4x4, 3x3) leaves about 4x the relative error of F(2x2, 3x3) per layer, and a
+# network 51 convolutions deep at full resolution (DRAEM) compounds it to 10x ONNX Runtime's distance from a float64
+# run, past the build check's tolerance; with F(2x2, r) tiles only it ends nearer float64 than direct convolution.
+# A precise compile (compile's fallback when the check fails) keeps to those.
+PRECISE_TILE = 2
+_precise = ContextVar("winograd_precise", default=False)
+
+
+@contextmanager
+def precise_tiles(precise: bool = True):
+    """Within this block, tile_size chooses F(2x2, r) tiles or none (when ``precise``)."""
+    token = _precise.set(precise)
+    try:
+        yield
+    finally:
+        _precise.reset(token)
 
 
 @cache
@@ -95,6 +114,8 @@ def tile_size(ci: int, co: int, oh: int, ow: int, r: int = 3) -> int | None:
     direct = r * r * ci * co * oh * ow + _KERNEL_READ_COST * r * r * ci * co
     best, best_cost = None, 0.75 * direct  # below this, Winograd's extra passes are not worth it
     for m in TILE_SIZES[r]:
+        if _precise.get() and m > PRECISE_TILE:
+            continue
         alpha, tiles = (m + r - 1) ** 2, -(-oh // m) * -(-ow // m)
         if alpha == LARGEST_ALPHA**2 and tiles < MIN_F4_TILES:
             continue

@@ -42,6 +42,13 @@ def test_the_same_inputs_give_the_same_key(imported, tiny_model):
     assert set(_key(imported).parts) == {"model", "spec", "target", "tuning", "compiler"}
 
 
+def test_a_precise_compile_has_a_key_of_its_own(imported):
+    target = host_target()
+    fast = _key(imported)
+    precise = compile_cache_key(imported, target, fast.parts["tuning"], precise=True)
+    assert precise.digest != fast.digest and set(precise.parts) == set(fast.parts) | {"precise"}
+
+
 def test_other_weights_miss(imported, tmp_path):
     other = make_tiny_autoencoder(tmp_path / "other.onnx", seed=1)
     spec = tmp_path / "spec.json"

@@ -84,6 +84,51 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
     assert not (out / "recipes").exists(), "no bundle may be written for a model that failed the check"
 
 
+def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winograd_tiles(
+    tiny_model, tmp_path, monkeypatch
+):
+    """Deep networks (DRAEM) drift past the check with F(4x4) Winograd tiles; the build then compiles precisely and
+    bundles that, saying so. Here the fast compile is made to fail the check by corrupting its weights."""
+    import compilers.tvm_compile as tvm_compile
+    from packager.build.pipeline import PackagingRequest, run_packaging
+
+    real_compile = tvm_compile.compile_model
+    compiled = []
+
+    def corrupt_unless_precise(imported, target, options, *args, **kwargs):
+        import tvm
+
+        artifact = real_compile(imported, target, options, *args, **kwargs)
+        compiled.append(options.precise)
+        if not options.precise:
+            params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
+            params["w2"] = tvm.runtime.tensor(params["w2"].numpy() + 0.5)
+            tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
+        return artifact
+
+    monkeypatch.setattr(tvm_compile, "compile_model", corrupt_unless_precise)
+    lines = []
+    request = PackagingRequest(
+        model_path=tiny_model[0],
+        spec_path=tiny_model[1],
+        target=host_target(),
+        component_name="com.example.Precise",
+        component_version="1.0.0",
+        output_dir=tmp_path / "gg",
+        benchmark_runs=2,
+    )
+    result = run_packaging(request, progress=lines.append)
+    assert compiled == [False, True]
+    assert any("disagrees with ONNX Runtime" in line and "compiling again" in line for line in lines), lines
+    assert "the precise compile passes the check" in lines
+    assert all(e <= 1e-4 for e in result.max_abs_error.values())
+    import zipfile
+
+    with zipfile.ZipFile(next((tmp_path / "gg" / "artifacts").rglob("model.zip"))) as archive:
+        manifest = json.loads(next(archive.read(n) for n in archive.namelist() if n.endswith("manifest.json")))
+    assert manifest["precise"] is True  # the bundle holds the precise compile
+
+
 def test_compiled_model_runs_through_device_loader(compiled_tiny):
     imported, _, artifact = compiled_tiny
     model = CompiledModel.load(artifact.model_dir)

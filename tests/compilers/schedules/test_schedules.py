@@ -483,6 +483,19 @@ def test_winograd_is_chosen_only_where_it_saves_work():
     assert tile_size(2048, 1024, 8, 8, r=2) is None
 
 
+def test_a_precise_compile_keeps_to_the_smallest_winograd_tiles():
+    """F(4x4, 3x3) rounds about 4x more than F(2x2, 3x3); the build's fallback after a failed check keeps to F(2x2)."""
+    from compilers.schedules.winograd import precise_tiles, tile_size
+
+    with precise_tiles():
+        assert tile_size(64, 64, 56, 56) == 2
+        assert tile_size(128, 256, 133, 133, r=4) == 2
+        assert tile_size(256, 128, 64, 64, r=2) is None  # 2x2 kernels have no F(2x2) form: direct
+        with precise_tiles(False):
+            assert tile_size(64, 64, 56, 56) == 4
+    assert tile_size(64, 64, 56, 56) == 4
+
+
 def test_widths_without_a_full_register_tile_are_padded():
     """EfficientAD's PDN widths (133, 67, 259) and its 289 Winograd tiles get a few zero columns; good widths do not."""
     from compilers.schedules.pipeline import padded_extent
