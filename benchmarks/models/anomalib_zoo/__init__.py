@@ -24,6 +24,7 @@ MODELS = {
     "dfm": "dfm",
     "dfkde": "dfkde",
     "ganomaly": "ganomaly",
+    "draem": "draem",
 }
 CLASSIFICATION_ONLY = ("dfkde", "ganomaly")
 OPSET = 14  # what anomalib asks torch.onnx for; the dynamo exporter writes opset 18

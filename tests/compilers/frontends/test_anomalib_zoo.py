@@ -137,7 +137,8 @@ def test_zoo_model_builds_from_its_export_and_matches_onnxruntime(name, zoo_buil
 
 
 def test_agent_serves_zoo_models_with_masks_at_the_image_size(zoo_build, tmp_path):
-    """One segmentation and one classification model in one agent: verdicts follow the graph's label and mask."""
+    """Segmentation models (DRAEM's map is [batch, h, w], STFPM's [batch, 1, h, w]) and a classification one in one
+    agent: verdicts follow the graph's label and mask."""
     import grpc
     import onnxruntime as ort
 
@@ -149,7 +150,7 @@ def test_agent_serves_zoo_models_with_masks_at_the_image_size(zoo_build, tmp_pat
     from packager.edge.model_runner import preprocess
     from tests.packager.edge.conftest import bitmap, wait_for_status
 
-    served = ["stfpm", "dfkde"]
+    served = ["stfpm", "dfkde", "draem"]
     registry_dir = tmp_path / "registry"
     for name in served:
         registry.add(registry_dir, registry.ModelRegistration(f"zoo-{name}", "1.0.0", zoo_build(name).model_dir))
