@@ -279,6 +279,64 @@ def _legalize_conv2d(bb, call):
     )
 
 
+# Padding copies the right operand once per call; a product with few rows reads that operand about once anyway (PaDiM's
+# per-patch matrix-vector products: 4096 x 100 x 100, 160 MB), so the copy would double its time instead of saving it.
+_MIN_PADDED_MATMUL_ROWS = 16
+
+
+def _legalize_matmul(bb, call):
+    """relax.matmul over extra zero columns when its output rows do not fill whole vectors, cropped in the same function.
+
+    The contraction template vectorizes along the output's last axis and has no vector loop for a remainder: a ViT's
+    attention scores (261 tokens = 9 x 29) ran as scalars, 4 GFLOP/s, 45% of the model's time. The right operand is
+    padded with zero columns in a pass of its own (a few hundred KB), so its loads stay whole vectors."""
+    import tvm
+    from tvm import te, topi
+    from tvm.relax.transform.legalize_ops.linear_algebra import _matmul
+
+    a_ty, b_ty = call.args[0].ty, call.args[1].ty
+    shapes = [getattr(t, "shape", None) for t in (a_ty, b_ty, call.ty)]
+    if any(s is None or not all(isinstance(d, tvm.tirx.IntImm) for d in s) for s in shapes):
+        return _matmul(bb, call)
+    a_shape, b_shape, out_shape = [[int(d) for d in s] for s in shapes]
+    lanes = target_isa(tvm.target.Target.current()).lanes
+    columns, depth = out_shape[-1], a_shape[-1]
+    if (
+        a_ty.dtype != "float32"
+        or b_ty.dtype != "float32"
+        or len(a_shape) < 2
+        or len(b_shape) < 2
+        or columns % lanes == 0
+        or columns < 2 * lanes
+        or depth < lanes
+        or out_shape[-2] < _MIN_PADDED_MATMUL_ROWS
+    ):
+        return _matmul(bb, call)
+    padded = -(-columns // lanes) * lanes
+
+    def compute(a, b):
+        b_pad = topi.nn.pad(b, [0] * len(b_shape), [0] * (len(b_shape) - 1) + [padded - columns], name="matmul_pad")
+        k = te.reduce_axis((0, depth), name="k")
+        batch = len(out_shape) - 2
+
+        def operand_index(shape, idx, last_two):
+            lead = len(shape) - 2  # right-aligned broadcasting of the batch axes, as numpy's matmul
+            return [0 if shape[d] == 1 else idx[batch - lead + d] for d in range(lead)] + last_two
+
+        wide = te.compute(
+            out_shape[:-1] + [padded],
+            lambda *idx: te.sum(
+                a[tuple(operand_index(a_shape, idx, [idx[-2], k]))]
+                * b_pad[tuple(operand_index(b_shape, idx, [k, idx[-1]]))],
+                axis=k,
+            ),
+            name="matmul_wide",
+        )
+        return te.compute(out_shape, lambda *idx: wide[idx], name="matmul_crop")
+
+    return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="matmul")
+
+
 SELECTION_TOPK_MAX_K = 16  # top-k by repeated selection up to this k; k passes over the row cost less than a sort
 
 
@@ -356,6 +414,7 @@ def legalize(mod, tvm_target):
                     customize_legalize_map={
                         "relax.nn.conv2d_transpose": _conv2d_transpose_phases,
                         "relax.nn.conv2d": _legalize_conv2d,
+                        "relax.matmul": _legalize_matmul,
                     }
                 ),
             ]

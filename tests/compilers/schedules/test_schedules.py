@@ -347,6 +347,30 @@ def test_a_wide_weight_matrix_is_read_as_contiguous_vector_blocks(cpu):
     assert blocks and all(int(n) * int(lanes) == 256 for n, lanes in blocks)
 
 
+@pytest.mark.parametrize("tokens", [37, 261])
+def test_attention_over_a_token_count_that_fills_no_vectors_pads_its_columns(cpu, tokens):
+    """A ViT's attention scores, Q K^T over 261 tokens (256 patches + 5 class and register tokens) or 37: the right
+    operand gets zero columns up to whole vectors in a pass of its own, the product runs vectorized over them, and the
+    crop leaves the result ONNX Runtime gives."""
+    from onnx import helper
+
+    model = onnx_model(
+        [
+            helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+            helper.make_node("MatMul", ["p", "v"], ["y"]),
+        ],
+        [("q", [1, 2, tokens, 16])],
+        ["y"],
+        {"k": weights(1, 2, tokens, 16), "v": weights(1, 2, tokens, 16, seed=2)},
+    )
+    scripts = scheduled_functions(model, cpu)
+    [scores] = [text for text in scripts.values() if "matmul_pad" in text]
+    assert "matmul_crop" in scores and "T.vectorized" in scores[scores.index('sblock("matmul_wide') :]
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 def test_gpu_target_gets_thread_bindings():
     import tvm
 
