@@ -58,6 +58,11 @@ def _static_extents(sch: s_tir.Schedule, loops) -> list[int] | None:
     return [int(e) for e in extents] if all(isinstance(e, tirx.IntImm) for e in extents) else None
 
 
+# A row at least this many vectors long that does not divide into them runs its whole vectors vectorized and the rest
+# as scalars (loop_partition); shorter ones stay scalar.
+MIN_PARTITIONED_ROW = 2
+
+
 def _schedule_elementwise(sch: s_tir.Schedule, block_rv, machine: Machine) -> None:
     loops = sch.get_loops(block_rv)
     extents = _static_extents(sch, loops)
@@ -69,6 +74,12 @@ def _schedule_elementwise(sch: s_tir.Schedule, block_rv, machine: Machine) -> No
         loops = [*loops[:-1], outer]
         extents = [*extents[:-1], extents[-1] // lanes]
         sch.vectorize(lane)
+    elif extents[-1] > MIN_PARTITIONED_ROW * lanes and len(loops) > 1:
+        # rows of whole vectors plus a scalar remainder: a softmax over a ViT's 261 tokens was all scalar
+        whole, _ = sch.loop_partition(loops[-1], [extents[-1] // lanes * lanes, None])
+        _, lane = sch.split(whole, [None, lanes])
+        sch.vectorize(lane)
+        loops, extents = loops[:-1], extents[:-1]
     if len(loops) and extents:
         parallel_outer(sch, loops, extents, machine.cores)
 

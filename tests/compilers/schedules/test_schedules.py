@@ -371,6 +371,19 @@ def test_attention_over_a_token_count_that_fills_no_vectors_pads_its_columns(cpu
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def test_elementwise_rows_that_do_not_divide_into_vectors_run_their_whole_vectors_vectorized(cpu):
+    """A softmax over 37-wide rows: its normalisation runs the first 32 elements of each row as vectors and the last 5
+    as scalars (before, the whole row was scalar), and the result is ONNX Runtime's."""
+    from onnx import helper
+
+    model = onnx_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", [1, 2, 37, 37])], ["y"], {})
+    [text] = scheduled_functions(model, cpu).values()
+    norm = text[text.index('sblock("T_softmax_norm') :]
+    assert re.search(r"in T\.vectorized\(T\.int64\(\d+\)\):\s+with T\.sblock\(\"T_softmax_norm", norm)
+    assert "range(T.int64(32), T.int64(37))" in norm
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 def test_gpu_target_gets_thread_bindings():
     import tvm
 
