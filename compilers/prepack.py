@@ -8,6 +8,8 @@ weights, and the model ships the results as its parameters instead.
 
 from __future__ import annotations
 
+import numpy as np
+
 TRANSFORM = "main_transform_params"
 PREPACKED = "prepacked"  # name prefix of parameters computed here
 
@@ -21,6 +23,18 @@ def _without(mod, name: str):
     return relax.transform.DeadCodeElimination(entry_functions=[entry])(kept)
 
 
+def _bind_scalars(mod, params: list[tuple[str, object]]):
+    """Single-element weights become constants of the module: what legalizing can fold or simplify (an exponent of 2
+    is a product, not a powf call per element; pipeline.powers_as_products) instead of a value read at run time."""
+    from tvm import relax
+
+    scalars = {name: value for name, value in params if len(value.shape) <= 1 and int(np.prod(value.shape)) == 1}
+    if not scalars:
+        return mod, params
+    bound = relax.transform.BindParams("main", scalars)(mod)
+    return bound, [(name, value) for name, value in params if name not in scalars]
+
+
 def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[object, list[tuple[str, object]]]:
     """(legalized mod whose main takes the input then the prepacked weights, those weights by name).
 
@@ -31,6 +45,7 @@ def prepack_weights(mod, params: list[tuple[str, object]], tvm_target) -> tuple[
 
     from compilers.schedules.pipeline import legalize
 
+    mod, params = _bind_scalars(mod, params)
     mod = legalize(mod, tvm_target)
     lifted = relax.transform.LiftTransformParams()(mod)
     if TRANSFORM not in [gvar.name_hint for gvar in lifted.functions]:

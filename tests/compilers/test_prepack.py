@@ -185,3 +185,32 @@ def test_a_failing_weight_step_names_the_model(monkeypatch):
     monkeypatch.setattr(compilers.prepack, "prepack_weights", fail)
     with pytest.raises(CompilationError, match=r"precomputing the weights of model\.onnx failed: .*Check failed"):
         relax_for_target(import_model(*example_model_paths()), host_target())
+
+
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 0.5, 1.0, 2.5])
+def test_a_constant_exponent_of_two_three_or_a_half_is_a_product_or_a_square_root(cpu, exponent):
+    """Pow with a single-element exponent weight (STFPM's and FastFlow's squares): the exponent is bound into the
+    module at build time, so 2 and 3 are products, 0.5 a square root and 1 nothing, instead of a powf call per
+    element; any other exponent keeps powf. Either way the model matches ONNX Runtime and ships no exponent."""
+    import onnxruntime as ort
+    import tvm
+    from onnx import helper
+    from tvm import relax
+
+    from compilers.schedules.pipeline import CpuPipeline
+
+    model = onnx_model(
+        [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Pow", ["a", "p"], ["y"])],
+        [("x", [1, 4, 8, 16])],
+        ["y"],
+        {"p": np.array(exponent, np.float32)},
+    )
+    mod, params = prepacked(model, cpu)
+    assert "p" not in [name for name, _ in params]
+    scripts = "\n".join(f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    assert ("T.pow(" in scripts) is (exponent == 2.5)
+    executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
+    x = np.random.default_rng(0).standard_normal((1, 4, 8, 16)).astype(np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *[value for _, value in params])
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
