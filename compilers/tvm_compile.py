@@ -144,12 +144,18 @@ def compile_model(
     require_toolchain(target)
     started = time.perf_counter()
     model_runner.import_tvm()
-    from compilers.schedules import winograd
+    if options.precise:  # around all of it: prepacking legalizes the convolutions too
+        from compilers.schedules import winograd  # imports TVM's compiler, which a compile cache hit does without
 
-    with winograd.precise_tiles(options.precise):  # prepacking legalizes the convolutions too, so around all of it
-        if database is not None or options.compile_cache_dir is None:
-            return _compile(imported, target, options, started, database=database, progress=progress)
-        return _compile_cached(imported, target, options, started, progress)
+        with winograd.precise_tiles():
+            return _compile_any(imported, target, options, started, database, progress)
+    return _compile_any(imported, target, options, started, database, progress)
+
+
+def _compile_any(imported, target, options, started, database, progress) -> CompiledArtifact:
+    if database is not None or options.compile_cache_dir is None:
+        return _compile(imported, target, options, started, database=database, progress=progress)
+    return _compile_cached(imported, target, options, started, progress)
 
 
 def _compile_cached(
