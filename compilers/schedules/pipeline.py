@@ -337,6 +337,22 @@ def _legalize_matmul(bb, call):
     return bb.call_te(compute, call.args[0], call.args[1], primfunc_name_hint="matmul")
 
 
+def _relax_function_pass(mutator_class, name: str):
+    """A module pass that rewrites every Relax function of the module with ``mutator_class`` (a PyExprMutator)."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        mutator_ = mutator_class(mod)
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mutator_.builder_.update_func(gvar, mutator_.visit_expr(func))
+        return mutator_.builder_.get()
+
+    return _pass
+
+
 def powers_as_products():
     """A Relax pass: ``power(x, c)`` with a constant scalar c of 2 or 3 becomes products of x, 0.5 a square root, 1 x.
 
@@ -374,15 +390,7 @@ def powers_as_products():
                 return relax.op.multiply(self.builder_.emit(relax.op.multiply(x, x)), x)
             return call
 
-    @tvm.transform.module_pass(opt_level=0, name="PowersAsProducts")
-    def _pass(mod, _ctx):
-        mutator_ = _Powers(mod)
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mutator_.builder_.update_func(gvar, mutator_.visit_expr(func))
-        return mutator_.builder_.get()
-
-    return _pass
+    return _relax_function_pass(_Powers, "PowersAsProducts")
 
 
 SELECTION_TOPK_MAX_K = 16  # top-k by repeated selection up to this k; k passes over the row cost less than a sort
@@ -429,15 +437,7 @@ def topk_by_selection():
                 return index
             return relax.Tuple([self.builder_.emit(value), self.builder_.emit(index)])
 
-    @tvm.transform.module_pass(opt_level=0, name="TopkBySelection")
-    def _pass(mod, _ctx):
-        mutator_ = _Selection(mod)
-        for gvar, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mutator_.builder_.update_func(gvar, mutator_.visit_expr(func))
-        return mutator_.builder_.get()
-
-    return _pass
+    return _relax_function_pass(_Selection, "TopkBySelection")
 
 
 def legalize(mod, tvm_target):

@@ -50,6 +50,16 @@ def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp
         check_against_onnxruntime(TvmRunner.load(broken), imported, options)
 
 
+def corrupt_second_weight(artifact):
+    """The artifact with 0.5 added to its weight w2 in params.bin: outputs far outside the check's tolerance."""
+    import tvm
+
+    params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
+    params["w2"] = tvm.runtime.tensor(params["w2"].numpy() + 0.5)
+    tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
+    return artifact
+
+
 def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tmp_path, monkeypatch):
     """The packaging job's own function refuses to bundle a model whose compiled output disagrees with ONNX Runtime.
     (`build` runs it in a job worker; tests/packager/commands/test_build.py checks a FAILED job's exit code there.)"""
@@ -59,13 +69,7 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
     real_compile = tvm_compile.compile_model
 
     def compile_then_corrupt(*args, **kwargs):
-        import tvm
-
-        artifact = real_compile(*args, **kwargs)
-        params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
-        params["w2"] = tvm.runtime.tensor(params["w2"].numpy() + 0.5)
-        tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
-        return artifact
+        return corrupt_second_weight(real_compile(*args, **kwargs))
 
     monkeypatch.setattr(tvm_compile, "compile_model", compile_then_corrupt)
     out = tmp_path / "gg"
@@ -96,15 +100,9 @@ def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winogr
     compiled = []
 
     def corrupt_unless_precise(imported, target, options, *args, **kwargs):
-        import tvm
-
         artifact = real_compile(imported, target, options, *args, **kwargs)
         compiled.append(options.precise)
-        if not options.precise:
-            params = dict(tvm.runtime.load_param_dict_from_file(str(artifact.params_path)))
-            params["w2"] = tvm.runtime.tensor(params["w2"].numpy() + 0.5)
-            tvm.runtime.save_param_dict_to_file(params, str(artifact.params_path))
-        return artifact
+        return artifact if options.precise else corrupt_second_weight(artifact)
 
     monkeypatch.setattr(tvm_compile, "compile_model", corrupt_unless_precise)
     lines = []
