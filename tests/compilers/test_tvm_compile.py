@@ -127,6 +127,36 @@ def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winogr
     assert manifest["precise"] is True  # the bundle holds the precise compile
 
 
+def test_tuned_schedules_that_fail_to_compile_fall_back_to_the_default_ones(tiny_model, tmp_path, monkeypatch):
+    """A build never fails because of its tuning records: when the tuned pipeline fails inside tvm.compile, the
+    default schedules compile the model, and the build says so."""
+    import tvm
+
+    import compilers.tvm_compile as tvm_compile
+
+    real_pipeline = tvm_compile.relax_pipeline_for
+
+    def failing_when_tuned(target, database):
+        if database is None:
+            return real_pipeline(target, None)
+
+        @tvm.transform.module_pass(opt_level=0, name="BrokenTunedSchedules")
+        def broken(mod, _ctx):
+            raise RuntimeError("Check failed: VectorizeLoop before LiftStorageAlloc")
+
+        return broken
+
+    monkeypatch.setattr(tvm_compile, "relax_pipeline_for", failing_when_tuned)
+    imported = import_model(*tiny_model)
+    lines = []
+    artifact = tvm_compile.compile_model(
+        imported, host_target(), CompileOptions(work_dir=tmp_path), database=object(), progress=lines.append
+    )
+    assert any("tuned schedules failed to compile" in line and "VectorizeLoop" in line for line in lines), lines
+    assert artifact.tuning_records_applied == 0
+    check_against_onnxruntime(TvmRunner.load(artifact), imported, CompileOptions(work_dir=tmp_path))
+
+
 def test_compiled_model_runs_through_device_loader(compiled_tiny):
     imported, _, artifact = compiled_tiny
     model = CompiledModel.load(artifact.model_dir)
