@@ -60,11 +60,26 @@ def corrupt_second_weight(artifact):
     return artifact
 
 
+def tiny_packaging_request(tiny_model, component_name: str, output_dir):
+    """A packaging job for the tiny model on this host, two benchmark runs, written to ``output_dir``."""
+    from packager.build.pipeline import PackagingRequest
+
+    return PackagingRequest(
+        model_path=tiny_model[0],
+        spec_path=tiny_model[1],
+        target=host_target(),
+        component_name=component_name,
+        component_version="1.0.0",
+        output_dir=output_dir,
+        benchmark_runs=2,
+    )
+
+
 def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tmp_path, monkeypatch):
     """The packaging job's own function refuses to bundle a model whose compiled output disagrees with ONNX Runtime.
     (`build` runs it in a job worker; tests/packager/commands/test_build.py checks a FAILED job's exit code there.)"""
     import compilers.tvm_compile as tvm_compile
-    from packager.build.pipeline import PackagingRequest, run_packaging
+    from packager.build.pipeline import run_packaging
 
     real_compile = tvm_compile.compile_model
 
@@ -73,15 +88,7 @@ def test_packaging_with_broken_weights_fails_and_writes_no_bundle(tiny_model, tm
 
     monkeypatch.setattr(tvm_compile, "compile_model", compile_then_corrupt)
     out = tmp_path / "gg"
-    request = PackagingRequest(
-        model_path=tiny_model[0],
-        spec_path=tiny_model[1],
-        target=host_target(),
-        component_name="com.example.Broken",
-        component_version="1.0.0",
-        output_dir=out,
-        benchmark_runs=2,
-    )
+    request = tiny_packaging_request(tiny_model, "com.example.Broken", out)
     with pytest.raises(AccuracyMismatchError, match=r"output '(score|anomaly_map)': max abs error"):
         run_packaging(request)
     assert AccuracyMismatchError.exit_code == 11
@@ -94,7 +101,7 @@ def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winogr
     """Deep networks (DRAEM) drift past the check with F(4x4) Winograd tiles; the build then compiles precisely and
     bundles that, saying so. Here the fast compile is made to fail the check by corrupting its weights."""
     import compilers.tvm_compile as tvm_compile
-    from packager.build.pipeline import PackagingRequest, run_packaging
+    from packager.build.pipeline import run_packaging
 
     real_compile = tvm_compile.compile_model
     compiled = []
@@ -106,15 +113,7 @@ def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winogr
 
     monkeypatch.setattr(tvm_compile, "compile_model", corrupt_unless_precise)
     lines = []
-    request = PackagingRequest(
-        model_path=tiny_model[0],
-        spec_path=tiny_model[1],
-        target=host_target(),
-        component_name="com.example.Precise",
-        component_version="1.0.0",
-        output_dir=tmp_path / "gg",
-        benchmark_runs=2,
-    )
+    request = tiny_packaging_request(tiny_model, "com.example.Precise", tmp_path / "gg")
     result = run_packaging(request, progress=lines.append)
     assert compiled == [False, True]
     assert any("disagrees with ONNX Runtime" in line and "compiling again" in line for line in lines), lines
