@@ -207,6 +207,14 @@ def _blocks_matrix(c: Contraction) -> bool:
 MATRIX_PACK_MIN_ROWS = 64
 WEIGHT_BLOCK_CACHED = 256 * 1024  # bytes of one output channel block's weights that stay cached from row to row
 WEIGHT_BLOCK_L1 = 16 * 1024  # bytes of weights an input channel block keeps in L1 across the whole output
+L1_BYTES = 32 * 1024
+# Rows of at least this many register tiles block their input channels when the weights outgrow L1, into blocks of
+# at most this many bytes of weights. DRAEM's 3x3 convolutions at 256x256, direct, 2 threads (AMD EPYC): 128 -> 128
+# 151 -> 127-129 ms with blocks of 8 or 16 input channels, 128 -> 64 72 -> 62 ms, 64 -> 128 at 128x128 (16 ms with
+# blocks of 8); 64 -> 128 3x3 / 2 at 64x64 (8 tiles a row) 1.67 -> 1.23 ms. 256 -> 512 3x3 / 2 at 16x16 (2 tiles a
+# row) was fastest unblocked.
+WIDE_ROW_TILES = 8
+WIDE_ROW_WEIGHT_BLOCK = 8 * 1024
 
 
 def _packed_weight_layout(dim: int, ndim: int, lanes: int):
@@ -289,9 +297,18 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
     taps = math.prod(int(d) for d in weight.shape) // (ext[c.channel] * ext[red0])
     weight_block = lanes * ext[red0] * taps * 4  # bytes of weights one output channel block reads
     streams = weight_block > WEIGHT_BLOCK_CACHED and any(ext[i] > 1 for i in rest) and len(splits) > 1
-    default_block = (
-        max((b for b in splits if b and lanes * b * taps * 4 <= WEIGHT_BLOCK_L1), default=0) if streams else 0
+    # A convolution's row of many register tiles, each reading the whole block of weights (every tap of every input
+    # channel), reads them from L2 once they outgrow L1; blocked by input channels, each block stays in L1 for the row.
+    wide_row = (
+        len(c.reductions) > 1
+        and taps > 1
+        and column_ext // tile >= WIDE_ROW_TILES
+        and weight_block > L1_BYTES
+        and len(splits) > 1
     )
+    budget = WEIGHT_BLOCK_L1 if streams else WIDE_ROW_WEIGHT_BLOCK if wide_row else 0
+    smallest = min(splits[1:], default=0) if wide_row else 0  # even wide vectors' blocks are better than none
+    default_block = max((b for b in splits if b and lanes * b * taps * 4 <= budget), default=smallest)
     channel_block = decisions.choose(sch, splits, default_block)
     # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
     rows_at = [i for i in c.outer if i > c.channel and (c.column is None or i < c.column) and ext[i] > 1]

@@ -211,6 +211,25 @@ def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_on
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+@pytest.mark.parametrize("size,blocked", [(64, True), (16, False)])
+def test_a_wide_output_row_blocks_its_input_channels_so_their_weights_stay_in_l1(cpu, size, blocked):
+    """128 input channels by 3x3 taps make 72 KB of weights per block of 16 output channels, more than L1. A row of
+    8 register tiles (a 3x3 / 2 convolution at 64x64, as in ResNet's second stage) would read them all from L2 once per
+    tile: blocked by input channels (8 of them with AVX2's 16-lane blocks: 4.6 KB of weights) it reads each block
+    once per row. A row of 2 tiles keeps the plain reduction."""
+    model = conv_relu_model(cin=128, cout=32, size=size, stride=2)
+    scripts = scheduled_functions(model, cpu)
+    conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
+    grid = re.search(r"for (rc_0, xx_0, rc_1, ry, rx) in T\.grid\((.*)\):", conv)
+    if blocked:
+        assert grid, conv
+        blocks, tiles, block = [int(e) for e in re.findall(r"T\.int64\((\d+)\)", grid.group(2))][:3]
+        assert blocks * block == 128 and block <= 16 and tiles >= 8
+    else:
+        assert not grid and re.search(r"for rc, ry, rx in T\.grid", conv), conv
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
 def test_conv2d_matches_onnxruntime(cpu, cout, stride, kernel):
     compile_and_compare(
