@@ -193,7 +193,7 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(home, tiny_model, tmp_path,
             ],
             cwd=REPO_ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -205,13 +205,32 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(home, tiny_model, tmp_path,
                 seen += line
             name = seen.split("... started job ")[1].split()[0]
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
+            # Wait for the process, not for its pipes to close: one CI run timed out in communicate() here, and
+            # whether the build had not exited or something else held its stderr open was not recorded.
+            proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
+                state = _process_state(proc.pid)
                 proc.kill()
+                pytest.fail(f"build still running 60 s after SIGINT ({state}); its stderr: {_available(proc.stderr)}")
+        err = _available(proc.stderr)
         assert proc.returncode == 130, err
         assert f"interrupted: job {name} goes on in the background" in err and "Traceback" not in err
         assert _describe(name)["Status"] == "CREATED"  # its worker is alive, still waiting for the slot this test holds
+
+
+def _available(stream) -> str:
+    """What a pipe holds now, without waiting for its writers to close it."""
+    os.set_blocking(stream.fileno(), False)
+    return stream.read() or ""
+
+
+def _process_state(pid: int) -> str:
+    """The state, kernel wait channel and children of a live process, from /proc."""
+    proc = Path(f"/proc/{pid}")
+    status = dict(line.split(":\t", 1) for line in (proc / "status").read_text().splitlines() if ":\t" in line)
+    children = (proc / "task" / str(pid) / "children").read_text().split()
+    return f"state {status.get('State')}, wchan {(proc / 'wchan').read_text()}, children {children}"
 
 
 @pytest.mark.slow
