@@ -307,7 +307,9 @@ def _vectorize_channels(sch, c: Contraction, lanes: int, decisions: Decisions, m
         and len(splits) > 1
     )
     budget = WEIGHT_BLOCK_L1 if streams else WIDE_ROW_WEIGHT_BLOCK if wide_row else 0
-    smallest = min(splits[1:], default=0) if wide_row else 0  # even wide vectors' blocks are better than none
+    # Blocks of 32 lanes (AVX-512's two-vector tiles) pass the budget even at 8 channels; they take the smallest
+    # block (not measured on AVX-512).
+    smallest = min(splits[1:], default=0) if wide_row else 0
     default_block = max((b for b in splits if b and lanes * b * taps * 4 <= budget), default=smallest)
     channel_block = decisions.choose(sch, splits, default_block)
     # A register tile two (or more) output rows tall, for narrow outputs whose width alone cannot fill it.
