@@ -260,4 +260,6 @@ def schedule_function(sch: s_tir.Schedule, decisions: Decisions, machine: Machin
         else:
             _schedule_reduction(sch, block_rv, machine)
         changed = True
+    for block_rv in sch.get_child_blocks(root):
+        winograd.align_product(sch, block_rv)
     return changed

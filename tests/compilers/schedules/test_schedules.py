@@ -433,6 +433,35 @@ def test_winograd_conv_matches_onnxruntime(cpu, channels, size, pads, kernel):
     compile_and_compare(model, relax_pipeline(cpu))
 
 
+def test_the_planes_of_a_winograd_product_start_one_cache_line_apart_within_a_page(cpu):
+    """The inverse transform reads one value from each of the product's 6 x 6 planes; 64 tiles x 64 channels make a
+    plane 16 KB, and unaligned every read would fall in one cache set."""
+    import tvm
+    from onnx import helper
+
+    from compilers.schedules.winograd import PLANE_ALIGN, ROW_PAD
+
+    model = onnx_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
+        [("x", [1, 64, 32, 32])],
+        ["y"],
+        {"w": weights(64, 64, 3, 3)},
+    )
+    mod, _ = to_relax(model)
+    lowered = CpuPipeline(cpu)(mod)
+    conv = tvm.IRModule({gv: f for gv, f in lowered.functions_items() if "conv2d" in gv.name_hint})
+    passes = tvm.s_tir.transform
+    compact = tvm.transform.Sequential(
+        [passes.LowerInitBlock(), passes.ConvertBlocksToOpaque(), passes.CompactBufferAllocation()]
+    )(conv)
+    (line,) = [line for line in compact.script().splitlines() if "winograd_bgemm = " in line]
+    strides = re.search(r"strides=\(T\.int64\(\d+\), T\.int64\((\d+)\)", line)
+    assert strides, f"the product keeps its dense layout: {line.strip()}"
+    plane = int(strides.group(1))
+    assert plane >= 64 * 64 and plane % PLANE_ALIGN == ROW_PAD
+    compile_and_compare(model, relax_pipeline(cpu))
+
+
 @pytest.mark.parametrize("size,pads,kernel", [(40, 1, 3), (37, 3, 4), (38, 0, 4)])
 def test_a_winograd_convolution_over_its_workspace_budget_runs_in_bands_of_rows(cpu, monkeypatch, size, pads, kernel):
     """EfficientAD-M's PDN needed 224 MB of working memory in one call; bands of whole tile rows, the last one short,
