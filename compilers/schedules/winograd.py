@@ -148,10 +148,11 @@ def _combine(terms):
 # The batched product reads a vector of output channels from each of the transformed kernel's ci rows. Rows of a
 # multiple of 64 floats lie a multiple of 256 bytes apart and share a few cache sets: at 1024 channels (4 KB apart)
 # a 16-lane block's 1024 rows fall in one L1 set and 16 of L2's, and stream from L3 on every pass. Rows padded by one
-# cache line spread over all sets. Whole F(m x m) convolutions, default schedule, 2 threads (AMD EPYC): 1024 -> 1024
-# at 32x32 144 -> 85 ms (F(2x2)), 88 -> 61 ms (F(4x4)); 256 -> 256 at 64x64 16.8 -> 11.6 ms; 128 -> 128 at 128x128
-# 10.7 -> 8.6 ms; 64 -> 64 at 256x256 13.2 -> 10.0 ms (F(2x2)); 512 -> 512 at 32x32 unchanged within noise.
-# Padding the transformed input's rows as well measured within noise.
+# cache line spread over all sets. Whole F(m x m) convolutions, default schedule, 2 threads (AMD EPYC), kernel rows
+# padded alone, alternating runs: 1024 -> 1024 at 32x32 (F(2x2)) 150, 135 -> 90, 94 ms. With the transformed input's
+# rows padded too (an experiment; alone, they moved 1024 -> 1024 by 144 -> 139 ms): 1024 -> 1024 at 32x32 88 -> 61 ms
+# (F(4x4)); 256 -> 256 at 64x64 16.8 -> 11.6 ms (kernel rows alone: the same 11.6); 128 -> 128 at 128x128 10.7 -> 8.6
+# ms; 64 -> 64 at 256x256 13.2 -> 10.0 ms (F(2x2)); 512 -> 512 at 32x32 within noise.
 ROW_PAD = 16
 
 
