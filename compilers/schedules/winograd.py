@@ -12,6 +12,7 @@ each output adds only the nonzero products.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -153,19 +154,27 @@ def _combine(terms):
 # rows padded too (an experiment; alone, they moved 1024 -> 1024 by 144 -> 139 ms): 1024 -> 1024 at 32x32 88 -> 61 ms
 # (F(4x4)); 256 -> 256 at 64x64 16.8 -> 11.6 ms (kernel rows alone: the same 11.6); 128 -> 128 at 128x128 10.7 -> 8.6
 # ms; 64 -> 64 at 256x256 13.2 -> 10.0 ms (F(2x2)); 512 -> 512 at 32x32 within noise.
+# Rows that fit the sets they share need no padding, and padding costs params.bin ROW_PAD / co of the kernel
+# (FastFlow's Edge Agent peak RSS went from 1.16x to 1.22x ONNX Runtime's with every multiple of 64 padded):
+# 64 -> 64 at 256x256 (64 rows in 16 sets) measured the same either way.
 ROW_PAD = 16
+L1_SETS, L1_WAYS, LINE_FLOATS = 64, 8, 16
 
 
-def kernel_row(co: int) -> int:
-    """Floats from one row of the transformed kernel (one input channel) to the next, for ``co`` output channels."""
-    return co + ROW_PAD if co % 64 == 0 else co
+def kernel_row(ci: int, co: int) -> int:
+    """Floats from one row of the transformed kernel (one input channel) to the next, for ``co`` output channels:
+    padded by a cache line when the ``ci`` rows a vector block reads would not fit the L1 sets they map to."""
+    if co % LINE_FLOATS:
+        return co
+    sets = L1_SETS // math.gcd(L1_SETS, co // LINE_FLOATS)
+    return co + ROW_PAD if ci > L1_WAYS * sets else co
 
 
 def winograd_kernel(weight, m: int):
-    """The weights of F(m x m, r x r): (alpha, alpha, ci, kernel_row(co)), G g G^T per channel pair, zero past co. It
+    """The weights of F(m x m, r x r): (alpha, alpha, ci, kernel_row(ci, co)), G g G^T per channel pair, zero past co. It
     depends on the weights alone, so compile's prepacking step computes it once, at build time."""
     co, ci, r = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
-    alpha, row = m + r - 1, kernel_row(co)
+    alpha, row = m + r - 1, kernel_row(ci, co)
     _, _, g_mat = transform_matrices(m, r)
     weight_t = te.compute(
         (ci, r, r, row),
