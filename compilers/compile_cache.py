@@ -12,6 +12,10 @@ again; the ONNX Runtime check and the benchmark still run on every build. The ke
 
 Entries are written to a temporary directory and renamed into place, so concurrent builds never see half of one,
 and every file's SHA-256 is checked when it is read back: a damaged entry is a miss, never a wrong model.
+
+A compile that fails the build check against ONNX Runtime keeps no files: its entry only records the check's error
+(``mark_failed``), so the next build of the same key goes straight to the precise compile, and the disk does not hold
+a model no build ships (DRAEM's fast compile is 1.3 GB of parameters).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from targets.catalog import Target
 
 ENTRY_FORMAT = "packager-compile-cache/1"
 ENTRY_FILE = "entry.json"
+FAILED_CHECK = "failed_check"  # entry.json field: the build check's error; such an entry keeps no files
 ENV_VAR = "PACKAGER_COMPILE_CACHE"  # overrides $PACKAGER_HOME/compile-cache
 _SOURCE_SUFFIXES = (".py", ".json")
 
@@ -129,6 +134,7 @@ class CachedCompile:
     tuning_records_applied: int
     compile_seconds: float  # of the compile that filled the entry
     files: dict = field(default_factory=dict)  # on a hit: each file's SHA-256 (hex), as just checked
+    failed_check: str | None = None  # the build check's error for this key's compile; then no files are kept
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,8 @@ class CompileCache:
             doc = json.loads((entry / ENTRY_FILE).read_text())
             if doc.get("format") != ENTRY_FORMAT or doc.get("key") != key.parts:
                 return None
+            if doc.get(FAILED_CHECK):
+                return CachedCompile(0, float(doc["compile_seconds"]), failed_check=str(doc[FAILED_CHECK]))
             files = doc["files"]
             if any(file_sha256(entry / name) != sha for name, sha in files.items()):
                 shutil.rmtree(entry, ignore_errors=True)  # damaged: the next build writes it again
@@ -189,6 +197,28 @@ class CompileCache:
                 os.rename(staging, self.entry_dir(key))
             except OSError:  # another build stored the same key first: theirs is as good
                 shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            pass
+
+    def mark_failed(self, key: CacheKey, error: str) -> None:
+        """Replace ``key``'s entry, files and all, with the build check's ``error``; a failure to write costs nothing
+        but the disk the entry's files keep and, at the next build, the fast compile's check."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.root))
+            doc = {"format": ENTRY_FORMAT, "key": key.parts, "files": {}, FAILED_CHECK: error, "compile_seconds": 0.0}
+            (staging / ENTRY_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            entry = self.entry_dir(key)
+            stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=self.root))
+            try:
+                os.replace(entry, stale / "entry")  # whole: a concurrent load sees the old entry or none, not half
+            except FileNotFoundError:
+                pass
+            try:
+                os.rename(staging, entry)
+            except OSError:  # another build stored the key again meanwhile: the next check marks it
+                shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(stale, ignore_errors=True)
         except OSError:
             pass
 

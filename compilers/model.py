@@ -69,3 +69,6 @@ class CompiledArtifact:
     from_cache: bool = False  # True when the compile cache supplied model_dir's files
     # SHA-256 (hex) of model_dir's files by name, as the compile cache checked them on a hit; {} when not known.
     file_sha256: dict = field(default_factory=dict)
+    cache_key: object | None = None  # compile_cache.CacheKey of the entry this came from or went to; None: not cached
+    # On a compile cache hit for a compile that failed the build check: that check's error, and model_dir holds nothing.
+    failed_check: str | None = None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from compilers.compile_cache import CachedCompile, compile_cache_key, open_compile_cache
 from compilers.gpu import check_shipped_gpu_code, pack_imports_with_kernel_entries, prepare_nvptx
@@ -174,6 +177,8 @@ def _compile_cached(
     hit = cache.load(key, model_dir)
     if hit is not None:
         return CompiledArtifact(
+            cache_key=key,
+            failed_check=hit.failed_check,
             model_dir=model_dir,
             target_name=target.name,
             device=target.device,
@@ -188,7 +193,13 @@ def _compile_cached(
         )
     artifact = _compile(imported, target, options, started, prepared=prepared, progress=progress)
     cache.store(key, artifact.model_dir, CachedCompile(artifact.tuning_records_applied, artifact.compile_seconds))
-    return replace(artifact, tuning_trials=trials)
+    return replace(artifact, tuning_trials=trials, cache_key=key)
+
+
+def forget_failed_compile(artifact: CompiledArtifact, options: CompileOptions, error: str) -> None:
+    """The build check failed ``artifact``: its compile cache entry keeps only ``error`` (compile_cache.mark_failed)."""
+    if artifact.cache_key is not None and options.compile_cache_dir is not None:
+        open_compile_cache(options.compile_cache_dir).mark_failed(artifact.cache_key, error)
 
 
 def _compile_untuned(imported: ImportedModel, mod, target: Target):
@@ -255,7 +266,15 @@ def _compile(
     if target.device == "cuda":
         ptx_isa = ".".join(map(str, max(m.version for m in check_shipped_gpu_code(library_path, target).ptx)))
     params_path = model_dir / model_runner.PARAMS
-    tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
+    try:
+        tvm.runtime.save_param_dict_to_file(dict(params), str(params_path))
+    except Exception as exc:  # noqa: BLE001 - TVM reports a failed write as an InternalError, whatever the cause
+        size = sum(math.prod(value.shape) * np.dtype(value.dtype).itemsize for _, value in params) / 2**20
+        free = shutil.disk_usage(model_dir).free / 2**20
+        raise CompilationError(
+            f"writing {params_path} ({size:.0f} MiB of parameters) failed, with {free:.0f} MiB free on its disk: "
+            f"{_error_summary(exc)}"
+        ) from None
     manifest = {
         "format": MANIFEST_FORMAT,
         "entry": "main",

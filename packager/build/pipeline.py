@@ -78,7 +78,7 @@ def run_packaging(
     import time
 
     from compilers.frontends.intake import import_model
-    from compilers.tvm_compile import compile_model, runs_on_this_host
+    from compilers.tvm_compile import compile_model, forget_failed_compile, runs_on_this_host
     from packager.build.benchmark import benchmark
     from packager.greengrass.bundle import ComponentIdentity, bundle
     from packager.home import tuning_cache_dir
@@ -100,6 +100,13 @@ def run_packaging(
         reference = reference_in_background(imported, timing) if checked and not request.tuning_trials else None
         progress(f"compiling for {request.target.name}")
         artifact = compile_model(imported, request.target, options, progress=progress)
+        if artifact.failed_check is not None:
+            progress(
+                f"an earlier build of this model for {request.target.name} failed the check ({artifact.failed_check}); "
+                "compiling with Winograd's smallest tiles only, which round less"
+            )
+            options = _precise(options)
+            artifact = compile_model(imported, request.target, options, progress=progress)
         if artifact.from_cache:
             progress(f"compile cache hit: reused the library and parameters ({artifact.compile_seconds:.1f} s)")
         if artifact.tuning_trials or artifact.tuning_records_applied:
@@ -113,9 +120,9 @@ def run_packaging(
             except AccuracyMismatchError as exc:
                 if options.precise:
                     raise
+                forget_failed_compile(artifact, options, str(exc))
                 progress(f"{exc}; compiling again with Winograd's smallest tiles only, which round less")
-                # a directory of its own: the first library stays loaded, and dlopen of the same path would return it
-                options = replace(options, precise=True, tuning_trials=0, work_dir=Path(options.work_dir) / "precise")
+                options = _precise(options)
                 artifact = compile_model(imported, request.target, options, progress=progress)
                 try:
                     report, errors = _check_and_time(request, artifact, imported, options, timing, progress, reference)
@@ -159,6 +166,12 @@ def run_packaging(
         compile_seconds=artifact.compile_seconds,
         from_cache=artifact.from_cache,
     )
+
+
+def _precise(options: CompileOptions) -> CompileOptions:
+    """Winograd's smallest tiles only, untuned, in a directory of its own: a first library of this build stays loaded,
+    and dlopen of the same path would return it."""
+    return replace(options, precise=True, tuning_trials=0, work_dir=Path(options.work_dir) / "precise")
 
 
 def check_speed_gate(report, max_ratio: float | None, progress: ProgressCallback = lambda message: None) -> None:

@@ -1,5 +1,6 @@
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -124,6 +125,74 @@ def test_a_build_that_fails_the_check_is_compiled_again_with_the_smallest_winogr
     with zipfile.ZipFile(next((tmp_path / "gg" / "artifacts").rglob("model.zip"))) as archive:
         manifest = json.loads(next(archive.read(n) for n in archive.namelist() if n.endswith("manifest.json")))
     assert manifest["precise"] is True  # the bundle holds the precise compile
+
+
+def test_a_compile_that_failed_the_check_keeps_no_files_in_the_cache_and_the_next_build_compiles_precisely(
+    tiny_model, tmp_path, monkeypatch
+):
+    """The compile cache entry of a fast compile that failed the check keeps only the check's error (DRAEM's fast
+    compile was 1.3 GB of parameters that no build ships); the next build of the same model skips the fast compile and
+    reuses the precise one."""
+    from dataclasses import replace
+
+    import compilers.tvm_compile as tvm_compile
+    from packager.build.pipeline import run_packaging
+
+    real_compile, real_inner = tvm_compile.compile_model, tvm_compile._compile
+    compiled = []
+
+    def corrupt_unless_precise(imported, target, options, *args, **kwargs):
+        artifact = real_compile(imported, target, options, *args, **kwargs)
+        return artifact if options.precise or artifact.from_cache else corrupt_second_weight(artifact)
+
+    def counting(imported, target, options, *args, **kwargs):
+        compiled.append(options.precise)
+        return real_inner(imported, target, options, *args, **kwargs)
+
+    monkeypatch.setattr(tvm_compile, "compile_model", corrupt_unless_precise)
+    monkeypatch.setattr(tvm_compile, "_compile", counting)
+    cache = tmp_path / "cc"
+
+    def build(name):
+        lines = []
+        request = replace(
+            tiny_packaging_request(tiny_model, "com.example.Precise", tmp_path / name), compile_cache_dir=cache
+        )
+        return run_packaging(request, progress=lines.append), lines
+
+    first, _ = build("first")
+    assert compiled == [False, True] and first.max_abs_error
+    entries = {json.loads(e.read_text()).get("failed_check"): e.parent for e in cache.glob("*/entry.json")}
+    [error] = [k for k in entries if k is not None]
+    assert "disagrees with ONNX Runtime" in error and len(entries) == 2  # the marked fast entry and the precise one
+    assert [p.name for p in entries[error].iterdir()] == ["entry.json"], "the failed compile's files are gone"
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")], "no staging or stale folder is left"
+
+    second, lines = build("second")
+    assert compiled == [False, True], "neither compile ran again"
+    assert second.from_cache
+    assert any(line.startswith("an earlier build of this model") and error in line for line in lines), lines
+    assert not any("compiling again" in line for line in lines)
+    with zipfile.ZipFile(next((tmp_path / "second" / "artifacts").rglob("model.zip"))) as archive:
+        manifest = json.loads(next(archive.read(n) for n in archive.namelist() if n.endswith("manifest.json")))
+    assert manifest["precise"] is True
+
+
+def test_a_failed_parameter_write_names_the_file_and_the_free_space(compiled_tiny, tmp_path, monkeypatch):
+    """A full disk (here: a write TVM refuses) is a CompilationError naming params.bin and the disk's free space, not
+    TVM's InternalError."""
+    import tvm
+
+    imported, _, _ = compiled_tiny
+
+    def refuse(params, path):
+        raise tvm.error.InternalError("Check failed: err == 0 (1 vs. 0) : SimpleBinaryFileStream.Write incomplete")
+
+    monkeypatch.setattr(tvm.runtime, "save_param_dict_to_file", refuse)
+    with pytest.raises(
+        CompilationError, match=r"writing .*params\.bin \(\d+ MiB of parameters\) failed, with \d+ MiB free"
+    ):
+        compile_model(imported, host_target(), CompileOptions(work_dir=tmp_path))
 
 
 def test_tuned_schedules_that_fail_to_compile_fall_back_to_the_default_ones(tiny_model, tmp_path, monkeypatch):
