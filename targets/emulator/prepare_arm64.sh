@@ -47,7 +47,7 @@ mkdir -p "$DOWNLOADS/debs" "$DOWNLOADS/wheels"
   pkgs=""
   for p in $DEBS; do pkgs="$pkgs $p:arm64"; done
   # apt-get download writes into the current directory; _apt cannot write under /root, so fetch as root.
-  apt-get download -q $pkgs
+  apt-get download -qq $pkgs
 )
 for deb in "$DOWNLOADS"/debs/*.deb; do
   dpkg -x "$deb" "$SYSROOT"
