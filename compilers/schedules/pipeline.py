@@ -483,11 +483,23 @@ def fuse_operators(mod, tvm_target):
         )(mod)
 
 
-def workload(func):
-    """The IRModule MetaSchedule keys a PrimFunc by, the same at tuning and at build time."""
+def private_copy(mod):
+    """A deep copy of ``mod``. A TVM schedule rewrites in place the statements only its module holds, and a function
+    made by ``with_attr`` shares its statements with the original: scheduling it changed the original function too
+    (the module a build compiled, and the workload every later tuning candidate was scheduled from)."""
     import tvm
 
-    return tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
+    return tvm.ir.load_json(tvm.ir.save_json(mod))
+
+
+def workload(func):
+    """The IRModule MetaSchedule keys a PrimFunc by, the same at tuning and at build time; a copy of its own, so a
+    schedule of it leaves ``func`` as it was."""
+    import tvm
+
+    return private_copy(
+        tvm.IRModule({"main": func.with_attr("global_symbol", "main").without_attr("tirx.is_scheduled")})
+    )
 
 
 def default_schedule(func, target: Target):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from compilers.schedules.fused import schedule_function
+from compilers.schedules.pipeline import private_copy
 from compilers.schedules.templates import Decisions, Machine
 
 MAX_SPACE = 64  # candidates enumerated per task, nearest the default first
@@ -31,8 +32,9 @@ class ReplayDecisions(Decisions):
 
 
 def schedule_candidate(workload, decisions: Decisions, machine: Machine) -> s_tir.Schedule:
-    """``workload`` (an IRModule with one PrimFunc "main") scheduled by the templates with ``decisions``."""
-    sch = s_tir.Schedule(workload)
+    """``workload`` (an IRModule with one PrimFunc "main") scheduled by the templates with ``decisions``; the
+    schedule works on a copy, so every candidate starts from ``workload`` as it was."""
+    sch = s_tir.Schedule(private_copy(workload))
     schedule_function(sch, decisions, machine)
     return sch
 

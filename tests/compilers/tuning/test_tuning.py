@@ -45,6 +45,43 @@ def test_conv_task_has_a_design_space_starting_at_the_default(model, cpu):
     assert conv.flops == pytest.approx(2 * 32 * 8 * 9 * 16 * 16, rel=0.2)
 
 
+def test_scheduling_leaves_the_function_it_schedules_as_it_was(cpu):
+    """A TVM schedule rewrites in place the statements only its module holds. Before workload() and schedule_candidate
+    copied, every tuning candidate was scheduled from the one before it, and a build's own module changed as it
+    compiled: compiling it again (the tuned compile after tuning read it) failed in TVM's StorageRewrite."""
+    import tvm
+    from onnx import helper
+
+    from compilers.prepack import prepack_weights
+    from compilers.schedules.pipeline import default_schedule
+    from compilers.tuning.space import ReplayDecisions, schedule_candidate
+    from compilers.tvm_compile import onnx_to_relax
+    from tests.compilers.schedules.test_schedules import onnx_model, weights
+
+    model = onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4),
+            helper.make_node("MaxPool", ["y"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+            helper.make_node("ReduceMean", ["p"], ["m"], keepdims=1, axes=[2, 3]),
+        ],
+        [("x", [1, 8, 32, 32])],
+        ["m"],
+        {"w": weights(16, 8, 3, 3)},
+    )
+    # as a build compiles it: prepacking legalizes the operators into PrimFuncs the pipeline then schedules
+    mod, _ = prepack_weights(*onnx_to_relax(model.SerializeToString()), tvm.target.Target(cpu.tvm_target))
+    before = mod.script()
+    conv = next(t for t in extract_tasks(mod, cpu) if "conv2d" in t.name)
+    task = conv.workload.script()
+    design_space(conv.workload, machine(cpu))
+    schedule_candidate(conv.workload, ReplayDecisions(), machine(cpu))
+    default_schedule(conv.workload["main"], cpu)
+    assert conv.workload.script() == task
+    for _ in range(2):
+        tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=relax_pipeline(cpu))
+        assert mod.script() == before
+
+
 @pytest.mark.slow
 def test_short_tuning_run_records_trials(tuned, cpu):
     cache, first, _, lines = tuned
