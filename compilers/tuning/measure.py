@@ -41,7 +41,8 @@ def _error_text(exc: BaseException) -> str:
 
 @derived_object
 class InProcessBuilder(ms.builder.PyBuilder):
-    """Compiles each candidate in this process. Local runs keep the module in memory; RPC runs get a shared library."""
+    """Compiles each candidate in this process. Local runs keep the module in memory, and a batch that repeats a
+    candidate (a task's final round) compiles it once; RPC runs get a shared library per candidate."""
 
     def __init__(self, modules: dict, cross_compiler: str | None = None, export: bool = False):
         super().__init__()
@@ -53,9 +54,15 @@ class InProcessBuilder(ms.builder.PyBuilder):
 
     def build(self, build_inputs):
         import tvm
+        import tvm_ffi
 
-        results = []
+        results, built = [], []  # built: (module, key) of this batch's in-memory builds
         for build_input in build_inputs:
+            if not self.export:
+                key = next((k for m, k in built if tvm_ffi.structural_equal(m, build_input.mod)), None)
+                if key is not None:
+                    results.append(ms.builder.BuilderResult(key, None))
+                    continue
             try:
                 executable = tvm.compile(build_input.mod, target=build_input.target)
             except Exception as exc:  # a candidate that fails to build is a result, not a crash
@@ -73,6 +80,7 @@ class InProcessBuilder(ms.builder.PyBuilder):
                 results.append(ms.builder.BuilderResult(path, None))
             else:
                 self.modules[key] = executable.mod
+                built.append((build_input.mod, key))
                 results.append(ms.builder.BuilderResult(key, None))
         return results
 
@@ -109,7 +117,7 @@ class InProcessRunner(ms.runner.PyRunner):
         device = tvm.cpu()
         timers, errors = {}, {}
         for i, runner_input in enumerate(runner_inputs):
-            module = self.modules.pop(runner_input.artifact_path, None)
+            module = self.modules.get(runner_input.artifact_path)
             if module is None:
                 errors[i] = f"no built module {runner_input.artifact_path}"
                 continue
@@ -128,6 +136,8 @@ class InProcessRunner(ms.runner.PyRunner):
                 except Exception as exc:
                     errors[i] = "run failed: " + _error_text(exc)
                     del timers[i]
+        for runner_input in runner_inputs:
+            self.modules.pop(runner_input.artifact_path, None)
         return [
             LocalRunnerFuture(error_message=errors[i]) if i in errors else LocalRunnerFuture(res=[best[i]])
             for i in range(len(runner_inputs))

@@ -2,10 +2,11 @@
 
 Each fused PrimFunc with a choice to make (vector width, register tile, ...) is one task.
 Its search space (space.py) is every combination of the template's decisions, tried nearest to the
-default first; the default itself is always measured, so a tuned build is never slower
-than an untuned one by more than measurement noise. MetaSchedule's task scheduler runs the
-tasks, our builder and runner measure them (see measure.py), and every result lands in
-the cache's database for the target, where a later build finds it without tuning again.
+default first. The default itself is always measured, and a candidate is recorded only when it beat
+the default side by side in the task's final round (search.py), so a tuned build is never slower than
+an untuned one by more than measurement noise. MetaSchedule's task scheduler runs the tasks, our
+builder and runner measure them (see measure.py), and each task's records land in the cache's
+database for the target, where a later build finds them without tuning again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from compilers.schedules.pipeline import fuse_operators, is_gpu, machine, workload
 from compilers.tuning.cache import TuningCache
 from compilers.tuning.measure import RpcConfig, configure_threads, measurement
-from compilers.tuning.search import ProgressCallback, TemplateSearch
+from compilers.tuning.search import ProgressCallback, TaskLedger, TemplateSearch
 from compilers.tuning.space import design_space
 from packager.errors import CompilationError, ValidationException
 from targets.catalog import Target
@@ -177,12 +178,14 @@ def tune(
         return TuningResult(target.name, 0, time.perf_counter() - started, tuple(reports))
     quotas = _quota(todo, trials)
     todo, quotas = [t for t, q in zip(todo, quotas) if q > 0], [q for q in quotas if q > 0]
-    # what MetaSchedule counts: each task's quota plus the reference that leads every batch after the first
-    budgets = [q + max(0, -(-(q - BATCH) // (BATCH - 1))) for q in quotas]
+    # what MetaSchedule counts: each task's quota, the reference that leads every batch after the first, and the
+    # final paired round
+    budgets = [q + max(0, -(-(q - BATCH) // (BATCH - 1))) + BATCH for q in quotas]
+    ledgers = [TaskLedger(len(task.space), quota, BATCH) for task, quota in zip(todo, quotas)]
     if report is not None:
         cached = f", {len(reports)} already in the cache" if reports else ""
         report(f"tuning {len(todo)} tasks with a choice to make{cached}: {sum(quotas)} trials")
-    progress_cb = ProgressCallback(todo, sum(quotas), database, tvm_target, log=report)
+    progress_cb = ProgressCallback(todo, ledgers, sum(quotas), database, tvm_target, log=report)
     builder, runner = measurement(target.cross_compiler, rpc)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     with _without_tensor_intrinsics():
@@ -193,11 +196,11 @@ def tune(
                 space_generator=ms.space_generator.ScheduleFn(
                     lambda sch: sch, sch_rules=[], postprocs=[], mutator_probs={}
                 ),
-                search_strategy=TemplateSearch(task.space, quota, shape, progress_cb),
+                search_strategy=TemplateSearch(task.space, ledger, shape, progress_cb),
                 task_name=task.name,
                 num_threads=cores,
             )
-            for task, quota in zip(todo, quotas)
+            for task, ledger in zip(todo, ledgers)
         ]
         try:
             ms.tune_tasks(
@@ -220,9 +223,10 @@ def tune(
         raise CompilationError(f"tuning measured nothing for task {progress_cb.failure[0]}: {progress_cb.failure[1]}")
     if progress_cb.measured == 0:
         raise CompilationError("tuning ran but measured no candidate")
-    for i, task in enumerate(todo):
-        stats = progress_cb.stats[i]
-        reports.append(TaskReport(task.name, stats.trials, stats.default_ms, stats.best_ms, cached=False))
+    for task, ledger in zip(todo, ledgers):
+        reports.append(
+            TaskReport(task.name, ledger.trials, _ms([ledger.default_s]), _ms([ledger.best_s]), cached=False)
+        )
     return TuningResult(target.name, progress_cb.measured, time.perf_counter() - started, tuple(reports))
 
 
@@ -231,5 +235,5 @@ def _isa_label(target: Target) -> str:
 
 
 def _ms(run_secs) -> float | None:
-    values = [float(s) for s in run_secs or []]
+    values = [float(s) for s in run_secs or [] if s is not None]
     return 1e3 * sum(values) / len(values) if values else None

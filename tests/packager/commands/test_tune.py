@@ -1,6 +1,7 @@
 """python -m packager tune: tune into the cache, list it, export and import records, and reject bad flags."""
 
 import json
+import re
 
 import pytest
 
@@ -57,12 +58,14 @@ def test_tune_then_list_export_and_import(tiny_model, tmp_path, capsys):
     )
     assert ": 0 trials in" in capsys.readouterr().out  # the second request is served from the cache
     assert run_cli("--list", "--tuning-cache", str(cache)) == 0
-    assert "3 records" in capsys.readouterr().out
+    listed = re.search(r"(\d+) records", capsys.readouterr().out)
+    records = int(listed.group(1))
+    assert 1 <= records <= 3  # the default, and what beat it in the final round
     exported = tmp_path / "records.json"
     assert run_cli("--export", str(exported), "--tuning-cache", str(cache)) == 0
     assert json.loads(exported.read_text())["format"] == "packager-tuning/1"
     assert run_cli("--import", str(exported), "--tuning-cache", str(tmp_path / "other")) == 0
-    assert "imported 3 new records" in capsys.readouterr().out
+    assert f"imported {records} new records" in capsys.readouterr().out
 
 
 def test_bad_flags_are_validation_errors(tmp_path, capsys):
