@@ -274,8 +274,13 @@ def _legalize_conv2d(bb, call):
     isa = target_isa(tvm.target.Target.current())
     if pointwise.strided_applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape, isa.lanes):
         return pointwise.legalize_strided(bb, call, _legalize_conv2d)
+    current = tvm.target.Target.current()
     return winograd.legalize_conv2d(
-        bb, call, direct=_conv2d_direct, padded=lambda n: padded_extent(n, isa.accumulators)
+        bb,
+        call,
+        direct=_conv2d_direct,
+        padded=lambda n: padded_extent(n, isa.accumulators),
+        lanes=lambda co, tiles: _prepack_lanes(current, co, tiles),
     )
 
 

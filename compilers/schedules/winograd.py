@@ -160,6 +160,15 @@ def _combine(terms):
 ROW_PAD = 16
 L1_SETS, L1_WAYS, LINE_FLOATS = 64, 8, 16
 
+# With few tiles, each weight of the batched product is used a few times per call, and reading the transformed kernel
+# decides its time: 512 channels at 8x8 (16 tiles of F(2x2)) read 16 MB. A vector block of output channels then reads
+# one contiguous stream, (alpha, alpha, co / lanes, ci, lanes), instead of a vector from each of ci rows a row apart.
+# Single 3x3 convolutions against ONNX Runtime, side by side, two runs each (benchmarks/op_speed.py --model, 2 threads,
+# AMD EPYC), rows then blocks: 512 at 8x8 1.45, 1.41 -> 1.00, 1.08x ORT; 256 at 16x16 (64 tiles) 1.07, 0.95 -> 0.78,
+# 0.85x; 128 at 32x32 (64 tiles of F(4x4)) 1.00, 0.87 -> 0.77, 0.77x; 64 at 64x64 (256 tiles) 1.11, 1.13 -> 1.14,
+# 1.14x, no gain, so many tiles keep the rows.
+BLOCKED_KERNEL_MAX_TILES = 64
+
 
 def kernel_row(ci: int, co: int) -> int:
     """Floats from one row of the transformed kernel (one input channel) to the next, for ``co`` output channels:
@@ -170,11 +179,12 @@ def kernel_row(ci: int, co: int) -> int:
     return co + ROW_PAD if ci > L1_WAYS * sets else co
 
 
-def winograd_kernel(weight, m: int):
-    """The weights of F(m x m, r x r): (alpha, alpha, ci, kernel_row(ci, co)), G g G^T per channel pair, zero past co. It
+def winograd_kernel(weight, m: int, lanes: int | None = None):
+    """The weights of F(m x m, r x r): (alpha, alpha, ci, kernel_row(ci, co)), G g G^T per channel pair, zero past co.
+    With ``lanes``, blocked as (alpha, alpha, co / lanes, ci, lanes) instead (see BLOCKED_KERNEL_MAX_TILES). It
     depends on the weights alone, so compile's prepacking step computes it once, at build time."""
     co, ci, r = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
-    alpha, row = m + r - 1, kernel_row(ci, co)
+    alpha, row = m + r - 1, (co if lanes else kernel_row(ci, co))
     _, _, g_mat = transform_matrices(m, r)
     weight_t = te.compute(
         (ci, r, r, row),
@@ -190,6 +200,19 @@ def winograd_kernel(weight, m: int):
         name="winograd_kernel_rows",
         attrs={KIND: "winograd_rows"},
     )
+    if lanes:
+        return te.compute(
+            (alpha, alpha, co // lanes, ci, lanes),
+            lambda e1, e2, b, c, v: _select(
+                e2,
+                [
+                    _combine([(g_mat[j, kx], kernel_rows[e1, kx, c, b * lanes + v]) for kx in range(r)])
+                    for j in range(alpha)
+                ],
+            ),
+            name="winograd_kernel_pack",
+            attrs={KIND: "winograd_kernel"},
+        )
     return te.compute(
         (alpha, alpha, ci, row),
         lambda e1, e2, c, o: _select(
@@ -207,8 +230,18 @@ def conv2d_winograd(data, packed_kernel, co: int, padding, m: int, tiles_padded:
     ``tiles_padded``: how many tiles the batched product computes (at least the real count), so that its register
     tile divides them; the extra tiles read zeros and are never read back. ``rows``: (first, count) to compute that
     band of output rows only (default: all)."""
+    from compilers.schedules.templates import PREPACKED_LANES
+
     _, ci, h, w = [int(d) for d in data.shape]
     alpha = int(packed_kernel.shape[0])
+    if len(packed_kernel.shape) == 5:  # blocked by output channels: the product's schedule reads the blocks directly
+        blocked, lanes = packed_kernel, int(packed_kernel.shape[4])
+        packed_kernel = te.compute(
+            (alpha, alpha, ci, co),
+            lambda e1, e2, c, o: blocked[e1, e2, o // lanes, c, o % lanes],
+            name="winograd_kernel_unblocked",
+            attrs={PREPACKED_LANES: lanes},
+        )
     r = alpha - m + 1
     pt, pl, pb, pr = [int(p) for p in padding]
     oh, ow = h + pt + pb - r + 1, w + pl + pr - r + 1
@@ -279,10 +312,12 @@ def conv2d_winograd(data, packed_kernel, co: int, padding, m: int, tiles_padded:
     )
 
 
-def legalize_conv2d(bb, call, direct=None, padded=None):
+def legalize_conv2d(bb, call, direct=None, padded=None, lanes=None):
     """relax.nn.conv2d: Winograd where it applies, ``direct`` (default: TOPI's direct convolution) elsewhere.
 
-    ``padded(tiles)`` gives the tile count the batched product should compute (None: the real count)."""
+    ``padded(tiles)`` gives the tile count the batched product should compute (None: the real count).
+    ``lanes(co, tiles)`` gives the vector width the product's schedule picks, which a kernel blocked by output
+    channels is made for (None: not blocked)."""
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
     _nn_conv2d = direct or _nn_conv2d
@@ -295,8 +330,13 @@ def legalize_conv2d(bb, call, direct=None, padded=None):
     if m is None:
         return _nn_conv2d(bb, call)
     padding = [int(p) for p in call.attrs.padding]
-    packed = bb.emit(bb.call_te(lambda w: winograd_kernel(w, m), call.args[1], primfunc_name_hint="winograd_kernel"))
     bands = row_bands(data_shape[1], weight_shape[0], out_shape[2], out_shape[3], m, weight_shape[2])
+    tiles = -(-bands[0][1] // m) * -(-out_shape[3] // m)
+    tiles = (padded(tiles) if padded is not None else None) or tiles
+    block = lanes(weight_shape[0], tiles) if lanes is not None and tiles <= BLOCKED_KERNEL_MAX_TILES else None
+    packed = bb.emit(
+        bb.call_te(lambda w: winograd_kernel(w, m, block), call.args[1], primfunc_name_hint="winograd_kernel")
+    )
     parts = [_band(bb, call.args[0], packed, weight_shape[0], padding, m, rows, out_shape[3], padded) for rows in bands]
     if len(parts) == 1:
         return parts[0]

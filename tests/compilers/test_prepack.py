@@ -14,7 +14,7 @@ from tests.compilers.schedules.test_schedules import ATOL, RTOL, onnx_model, wei
 CHANNELS, SIZE = 32, 14
 
 
-def conv_model(kernel: int, out_channels: int = CHANNELS):
+def conv_model(kernel: int, out_channels: int = CHANNELS, size: int = SIZE):
     from onnx import helper
 
     return onnx_model(
@@ -22,7 +22,7 @@ def conv_model(kernel: int, out_channels: int = CHANNELS):
             helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[kernel // 2] * 4),
             helper.make_node("Relu", ["y"], ["z"]),
         ],
-        [("x", [1, CHANNELS, SIZE, SIZE])],
+        [("x", [1, CHANNELS, size, size])],
         ["z"],
         {"w": weights(out_channels, CHANNELS, kernel, kernel), "b": weights(out_channels, seed=2)},
     )
@@ -44,9 +44,15 @@ def cpu():
     return host_target(CompilerOptions(num_cores=2))
 
 
-@pytest.mark.parametrize("out_channels, row", [(CHANNELS, CHANNELS), (64, 64), (512, 528)])
-def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu, out_channels, row):
-    """Rows of 512 output channels lie 2 KB apart and 32 of them overfill the 2 L1 sets they share, so they are padded
+@pytest.mark.parametrize(
+    "out_channels, size, row",
+    [(CHANNELS, SIZE, None), (512, SIZE, None), (64, 18, 64), (512, 18, 528)],
+    ids=["32-blocked", "512-blocked", "64-rows", "512-padded-rows"],
+)
+def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu, out_channels, size, row):
+    """With few tiles (14x14: 49 of F(2x2)) the transformed kernel is blocked by output channels, (alpha, alpha,
+    co / L, ci, L), so each vector block of output channels reads one stream. With more (18x18: 81), it keeps rows of
+    output channels: rows of 512 lie 2 KB apart and 32 of them overfill the 2 L1 sets they share, so they are padded
     by a cache line (winograd.kernel_row); 32 rows of 64 channels spread over 16 sets and are not. The padding is
     zeros and is never read."""
     import onnxruntime as ort
@@ -54,26 +60,32 @@ def test_winograd_kernel_is_computed_at_build_time_and_matches_onnxruntime(cpu, 
     from tvm import relax
 
     from compilers.schedules.pipeline import CpuPipeline
-    from compilers.schedules.winograd import tile_size, transform_matrices
+    from compilers.schedules.winograd import BLOCKED_KERNEL_MAX_TILES, tile_size, transform_matrices
 
-    model = conv_model(kernel=3, out_channels=out_channels)
-    m = tile_size(CHANNELS, out_channels, SIZE, SIZE)
-    assert m == 2  # 14x14: too few tiles for F(4x4) (winograd.MIN_F4_TILES)
+    model = conv_model(kernel=3, out_channels=out_channels, size=size)
+    m = tile_size(CHANNELS, out_channels, size, size)
+    assert m == 2  # too few tiles for F(4x4) (winograd.MIN_F4_TILES)
+    assert ((size // m) ** 2 <= BLOCKED_KERNEL_MAX_TILES) == (row is None)
     mod, params = prepacked(model, cpu)
     assert not [gvar.name_hint for gvar in mod.functions if "winograd_kernel" in gvar.name_hint]
     packed = [
         value.numpy() for name, value in params if name.startswith(PREPACKED) and value.shape[:2] == (m + 2, m + 2)
     ]
-    assert [p.shape for p in packed] == [(m + 2, m + 2, CHANNELS, row)]
+    assert len(packed) == 1
+    if row is None:
+        lanes = packed[0].shape[-1]
+        assert packed[0].shape == (m + 2, m + 2, out_channels // lanes, CHANNELS, lanes) and lanes % 8 == 0
+        kernel = packed[0].transpose(0, 1, 3, 2, 4).reshape(m + 2, m + 2, CHANNELS, out_channels)
+    else:
+        assert packed[0].shape == (m + 2, m + 2, CHANNELS, row)
+        assert not packed[0][..., out_channels:].any()
+        kernel = packed[0][..., :out_channels]
     _, _, g = transform_matrices(m)
     w = weights(out_channels, CHANNELS, 3, 3)
-    np.testing.assert_allclose(
-        packed[0][..., :out_channels], np.einsum("ik,jl,ockl->ijco", g, g, w), rtol=1e-5, atol=1e-6
-    )
-    assert not packed[0][..., out_channels:].any()
+    np.testing.assert_allclose(kernel, np.einsum("ik,jl,ockl->ijco", g, g, w), rtol=1e-5, atol=1e-6)
 
     executable = tvm.compile(mod, target=tvm.target.Target(cpu.tvm_target), relax_pipeline=CpuPipeline(cpu))
-    x = np.random.default_rng(0).random((1, CHANNELS, SIZE, SIZE), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, CHANNELS, size, size), dtype=np.float32)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *[value for _, value in params])
     (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
@@ -92,8 +104,10 @@ def test_a_stride_2_convolution_splits_its_kernel_into_phases_at_build_time(cpu)
     names = [gvar.name_hint for gvar in mod.functions]
     assert "phase_data" in " ".join(names)
     assert not [name for name in names if "phase_weight" in name or "winograd_kernel" in name]
-    # F(4x4, 2x2) of the 2x2 phase kernels over 4 x 32 channels: 5 x 5 x 128 x 32
-    assert [value.shape for _, value in params if value.shape[:2] == (5, 5)] == [(5, 5, 4 * CHANNELS, CHANNELS)]
+    # F(4x4, 2x2) of the 2x2 phase kernels over 4 x 32 channels, 64 tiles (32x32 outputs), so blocked by output
+    # channels: 5 x 5 x (32 / L) x 128 x L
+    (shape,) = [value.shape for _, value in params if value.shape[:2] == (5, 5)]
+    assert shape == (5, 5, CHANNELS // shape[-1], 4 * CHANNELS, shape[-1])
 
 
 def test_weights_used_as_they_are_keep_their_names(cpu):
