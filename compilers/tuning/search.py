@@ -5,9 +5,10 @@ starts with the task's default schedule again, and each result is scaled by how 
 fared in the batch, so candidates measured minutes apart can be ranked. Those estimates only rank:
 on a machine shared with other work, one slow reading of the reference makes its whole batch look
 fast. So a task is settled by a final paired round, in which the default and a few candidates
-that beat it in their own batch (each batch's best first) are measured together, interleaved, each several times over. Only candidates that beat
-the default in that round by MARGIN are recorded, with the times that round measured; the default is
-always recorded. A task whose search found nothing faster than the default records the default alone.
+that beat it in their own batch (each batch's best first) are measured together, interleaved, each
+several times over. Only candidates that beat the default in that round by MARGIN are recorded, with
+the times that round measured; the default is always recorded. A task whose search found nothing
+faster than the default records the default alone.
 """
 
 from __future__ import annotations
