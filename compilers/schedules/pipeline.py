@@ -271,10 +271,10 @@ def _legalize_conv2d(bb, call):
     out_shape = [int(d) for d in call.ty.shape]
     if space_to_depth.applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape):
         return space_to_depth.legalize_conv2d(bb, call, _legalize_conv2d)
-    isa = target_isa(tvm.target.Target.current())
+    current = tvm.target.Target.current()
+    isa = target_isa(current)
     if pointwise.strided_applies(data_shape, weight_shape, call.attrs, call.args[0].ty.dtype, out_shape, isa.lanes):
         return pointwise.legalize_strided(bb, call, _legalize_conv2d)
-    current = tvm.target.Target.current()
     return winograd.legalize_conv2d(
         bb,
         call,

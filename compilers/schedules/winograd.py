@@ -200,27 +200,20 @@ def winograd_kernel(weight, m: int, lanes: int | None = None):
         name="winograd_kernel_rows",
         attrs={KIND: "winograd_rows"},
     )
-    if lanes:
-        return te.compute(
-            (alpha, alpha, co // lanes, ci, lanes),
-            lambda e1, e2, b, c, v: _select(
-                e2,
-                [
-                    _combine([(g_mat[j, kx], kernel_rows[e1, kx, c, b * lanes + v]) for kx in range(r)])
-                    for j in range(alpha)
-                ],
-            ),
-            name="winograd_kernel_pack",
-            attrs={KIND: "winograd_kernel"},
-        )
-    return te.compute(
-        (alpha, alpha, ci, row),
-        lambda e1, e2, c, o: _select(
+
+    def transformed(e1, e2, c, o):
+        return _select(
             e2, [_combine([(g_mat[j, kx], kernel_rows[e1, kx, c, o]) for kx in range(r)]) for j in range(alpha)]
-        ),
-        name="winograd_kernel_pack",
-        attrs={KIND: "winograd_kernel"},
-    )
+        )
+
+    if lanes:
+        shape, value = (
+            (alpha, alpha, co // lanes, ci, lanes),
+            lambda e1, e2, b, c, v: transformed(e1, e2, c, b * lanes + v),
+        )
+    else:
+        shape, value = (alpha, alpha, ci, row), transformed
+    return te.compute(shape, value, name="winograd_kernel_pack", attrs={KIND: "winograd_kernel"})
 
 
 def conv2d_winograd(data, packed_kernel, co: int, padding, m: int, tiles_padded: int | None = None, rows=None):
@@ -331,8 +324,7 @@ def legalize_conv2d(bb, call, direct=None, padded=None, lanes=None):
         return _nn_conv2d(bb, call)
     padding = [int(p) for p in call.attrs.padding]
     bands = row_bands(data_shape[1], weight_shape[0], out_shape[2], out_shape[3], m, weight_shape[2])
-    tiles = -(-bands[0][1] // m) * -(-out_shape[3] // m)
-    tiles = (padded(tiles) if padded is not None else None) or tiles
+    tiles = _band_tiles(bands[0], out_shape[3], m, padded)
     block = lanes(weight_shape[0], tiles) if lanes is not None and tiles <= BLOCKED_KERNEL_MAX_TILES else None
     packed = bb.emit(
         bb.call_te(lambda w: winograd_kernel(w, m, block), call.args[1], primfunc_name_hint="winograd_kernel")
@@ -345,14 +337,20 @@ def legalize_conv2d(bb, call, direct=None, padded=None, lanes=None):
 
 def _band(bb, data, packed, co: int, padding, m: int, rows: tuple[int, int], width: int, padded):
     """The call computing output rows rows[0] .. rows[0] + rows[1] - 1 (all ``width`` columns)."""
-    tiles = -(-rows[1] // m) * -(-width // m)
-    tiles_padded = padded(tiles) if padded is not None else None
+    tiles_padded = _band_tiles(rows, width, m, padded)
     return bb.call_te(
         lambda d, k: conv2d_winograd(d, k, co, padding, m, tiles_padded, rows),
         data,
         packed,
         primfunc_name_hint="conv2d",
     )
+
+
+def _band_tiles(rows: tuple[int, int], width: int, m: int, padded) -> int:
+    """The tiles a band's batched product computes: ``padded``'s count, or the real one (no ``padded``, or it says
+    None)."""
+    tiles = -(-rows[1] // m) * -(-width // m)
+    return (padded(tiles) if padded is not None else None) or tiles
 
 
 # The transformed input and the batched product of one call are working memory that TVM's workspace pool keeps for
