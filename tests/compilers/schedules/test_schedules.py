@@ -8,6 +8,7 @@ import pytest
 from compilers.schedules.pipeline import CpuPipeline, relax_pipeline
 from targets import get_target, host_target
 from targets.catalog import CompilerOptions
+from targets.cpu import host_cpu, vector_isa
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -63,6 +64,32 @@ def weights(*shape, seed=1):
 @pytest.fixture(scope="module")
 def cpu():
     return host_target(CompilerOptions(num_cores=2))
+
+
+# Tests of a schedule's shape name the ISA it is sized for: the host's own varies from machine to machine.
+X86 = {
+    "avx2": CompilerOptions(
+        num_cores=2
+    ),  # the portable LINUX/X86_64 target (core-avx2), which every x86 machine here runs
+    "avx512": CompilerOptions(mcpu="skylake-avx512", num_cores=2),
+}
+
+
+def x86(isa: str):
+    return get_target("LINUX/X86_64", X86[isa])
+
+
+@pytest.fixture(scope="module")
+def avx2():
+    return x86("avx2")
+
+
+def compare_where_it_runs(model, target):
+    """compile_and_compare, on a CPU that can run the target's code; elsewhere the test ends skipped, its schedule
+    checked and its results not."""
+    if vector_isa(target.tvm_target).name == "avx512" and "avx512f" not in host_cpu().flags:
+        pytest.skip("this CPU has no AVX-512: the schedule was checked, its results were not")
+    compile_and_compare(model, relax_pipeline(target))
 
 
 def conv_relu_model(cin=8, cout=16, size=16, stride=1, kernel=3):
@@ -150,11 +177,15 @@ def test_a_pointwise_convolution_reads_its_input_in_place_and_stages_one_row_at_
     compile_and_compare(model, relax_pipeline(cpu))
 
 
-@pytest.mark.parametrize("batch,cin,cout,size", [(1, 64, 32, 16), (2, 24, 40, 32)])
-def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_its_pixels(cpu, batch, cin, cout, size):
+@pytest.mark.parametrize(
+    "isa,batch,cin,cout,size",
+    [("avx2", 1, 64, 32, 16), ("avx2", 2, 24, 40, 32), ("avx512", 1, 64, 32, 32), ("avx512", 2, 24, 40, 64)],
+)
+def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_its_pixels(isa, batch, cin, cout, size):
     """A 1x1 convolution whose output rows fill pairs of vectors runs as a GEMM along NCHW's rows: its register tile
-    (output channels by 16 pixels) is written back, with the bias, the residual of a second convolution and the relu,
-    as whole vectors of one output row, and each panel of input rows is staged as [y, x / 16, input channel, 16]."""
+    (output channels by two vectors of pixels: 16 on AVX2, 32 on AVX-512) is written back, with the bias, the residual
+    of a second convolution and the relu, as whole vectors of one output row, and each panel of input rows is staged
+    as [y, x / 16, input channel, 16] (AVX2)."""
     from onnx import helper
 
     model = onnx_model(
@@ -173,34 +204,36 @@ def test_a_pointwise_convolution_with_rows_of_whole_vectors_is_vectorized_along_
             "b2": weights(cout, seed=4),
         },
     )
-    scripts = scheduled_functions(model, cpu)
+    target = x86(isa)
+    pixels = 2 * vector_isa(target.tvm_target).lanes
+    scripts = scheduled_functions(model, target)
     residual = next(text for name, text in scripts.items() if re.search(r"conv2d\d*_add\d*_add", name))
     [shape] = re.findall(r"\w+_global = T\.sblock_alloc_buffer(.*)", residual)
-    assert [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)] == [batch, size, size // 16, cin, 16]
+    assert [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)] == [batch, size, size // pixels, cin, pixels]
     write_back = residual[residual.rindex("T.vectorized") :]
     assert "T.max" in write_back and write_back.count("T.reads(") == 1, "bias, residual and relu in one vector store"
-    assert "T.vectorized(T.int64(16))" in residual[residual.rindex("T.unroll") - 200 :]
-    compile_and_compare(model, relax_pipeline(cpu))
+    assert f"T.vectorized(T.int64({pixels}))" in residual[residual.rindex("T.unroll") - 200 :]
+    compare_where_it_runs(model, target)
 
 
-def test_a_strided_pointwise_convolution_gathers_its_pixels_then_runs_as_a_gemm_along_the_rows(cpu):
+def test_a_strided_pointwise_convolution_gathers_its_pixels_then_runs_as_a_gemm_along_the_rows(avx2):
     """A ResNet downsampling shortcut (1x1 / 2) whose output rows fill vector pairs reads one pixel in four: a pass of
     its own gathers them, and the stride-1 GEMM along the rows computes the rest."""
     model = conv_relu_model(cin=24, cout=32, size=32, kernel=1, stride=2)
-    scripts = scheduled_functions(model, cpu)
+    scripts = scheduled_functions(model, avx2)
     assert any("strided_pixels" in text for text in scripts.values())
     conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
     [shape] = re.findall(r"\w+_global = T\.sblock_alloc_buffer(.*)", conv)
     assert [int(d) for d in re.findall(r"T\.int64\((\d+)\)", shape)] == [1, 16, 1, 24, 16]
-    compile_and_compare(model, relax_pipeline(cpu))
+    compile_and_compare(model, relax_pipeline(avx2))
 
 
-def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_once_for_all_output_rows(cpu):
+def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_once_for_all_output_rows(avx2):
     """512 input channels by 3x3 taps make 295 KB of weights per block of 16 output channels: the threads share out
     channel blocks only, and inside one, each block of 16 input channels (9 KB of weights, in L1) runs over every
     output row before the next is read (GANomaly's 512 -> 1024 4x4 / 2 convolution re-read its blocks once per row)."""
     model = conv_relu_model(cin=512, cout=32, size=8, stride=2)
-    scripts = scheduled_functions(model, cpu)
+    scripts = scheduled_functions(model, avx2)
     conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
     parallel = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\):\n(?=\s+for yy_init)", conv)
     assert parallel and int(parallel.group(2)) == 2, "one parallel iteration per block of 16 output channels"
@@ -208,17 +241,17 @@ def test_a_convolution_whose_weight_blocks_outgrow_the_cache_reads_each_block_on
     assert grid, conv
     extents = [int(e) for e in re.findall(r"T\.int64\((\d+)\)", grid.group(2))]
     assert grid.group(1).split(", ")[:4] == ["rc_0", "yy", "xx_0", "rc_1"] and extents[:4] == [32, 4, 1, 16]
-    compile_and_compare(model, relax_pipeline(cpu))
+    compile_and_compare(model, relax_pipeline(avx2))
 
 
 @pytest.mark.parametrize("size,blocked", [(64, True), (16, False)])
-def test_a_wide_output_row_blocks_its_input_channels_so_their_weights_stay_in_l1(cpu, size, blocked):
+def test_a_wide_output_row_blocks_its_input_channels_so_their_weights_stay_in_l1(avx2, size, blocked):
     """128 input channels by 3x3 taps make 72 KB of weights per block of 16 output channels, more than L1. A row of
     8 register tiles (a 3x3 / 2 convolution at 64x64, as in ResNet's second stage) would read them all from L2 once per
     tile: blocked by input channels (8 of them with AVX2's 16-lane blocks: 4.6 KB of weights) it reads each block
     once per row. A row of 2 tiles keeps the plain reduction."""
     model = conv_relu_model(cin=128, cout=32, size=size, stride=2)
-    scripts = scheduled_functions(model, cpu)
+    scripts = scheduled_functions(model, avx2)
     conv = next(text for name, text in scripts.items() if "conv2d" in name and "weight_blocks" not in name)
     grid = re.search(r"for (rc_0, xx_0, rc_1, ry, rx) in T\.grid\((.*)\):", conv)
     if blocked:
@@ -227,7 +260,7 @@ def test_a_wide_output_row_blocks_its_input_channels_so_their_weights_stay_in_l1
         assert blocks * block == 128 and block <= 16 and tiles >= 8
     else:
         assert not grid and re.search(r"for rc, ry, rx in T\.grid", conv), conv
-    compile_and_compare(model, relax_pipeline(cpu))
+    compile_and_compare(model, relax_pipeline(avx2))
 
 
 @pytest.mark.parametrize("cout,stride,kernel", [(16, 1, 3), (32, 2, 3), (3, 1, 3), (64, 2, 1), (8, 2, 7)])
@@ -262,7 +295,7 @@ def test_conv_transpose_by_phases_matches_onnxruntime(cpu, kernel, stride, pads,
 
 
 @pytest.mark.parametrize("size", [8, 16])
-def test_a_2x2_stride_2_transposed_convolution_is_1x1_convolutions_that_read_the_input_in_place(cpu, size):
+def test_a_2x2_stride_2_transposed_convolution_is_1x1_convolutions_that_read_the_input_in_place(avx2, size):
     """A 2x2 / 2 ConvTranspose (Reverse Distillation's decoder) has one tap per output phase and no border: each
     phase is a 1x1 convolution of the input itself, with no padding pass and no `if_then_else` in the multiply-add.
     Rows of whole vector pairs (16) make one GEMM to all four phases' channels, which the pixel template runs along
@@ -276,7 +309,7 @@ def test_a_2x2_stride_2_transposed_convolution_is_1x1_convolutions_that_read_the
         ["y"],
         {"w": weights(16, 32, 2, 2), "b": weights(32, seed=3)},
     )
-    scripts = scheduled_functions(model, cpu)
+    scripts = scheduled_functions(model, avx2)
     convs = [text for name, text in scripts.items() if "conv2d" in name and "weight" not in name]
     channels = 4 * 32 if size == 16 else 32  # one convolution to all four phases, or one per phase (a shared PrimFunc)
     assert [f"T.int64({channels}), T.int64({size}), T.int64({size})" in conv for conv in convs] == [True]
@@ -285,8 +318,8 @@ def test_a_2x2_stride_2_transposed_convolution_is_1x1_convolutions_that_read_the
         assert 'T.sblock("data_pad")' not in conv and "if_then_else" not in conv
     if size == 16:  # the pixel template's staged panel of input rows
         assert re.search(r"x_global = T\.sblock_alloc_buffer\(\(T\.int64\(1\), T\.int64\(16\), T\.int64\(1\)", convs[0])
-    compile_and_compare(model, relax_pipeline(cpu))
-    padded = scheduled_functions(conv_relu_model(cin=8, cout=16, size=16, kernel=3), cpu)
+    compile_and_compare(model, relax_pipeline(avx2))
+    padded = scheduled_functions(conv_relu_model(cin=8, cout=16, size=16, kernel=3), avx2)
     conv = next(text for name, text in padded.items() if "conv2d" in name and "weight_blocks" not in name)
     assert "if_then_else" in conv  # the real padding: computed in a pass of its own, or in the Winograd input
 
