@@ -358,14 +358,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     sys.path.insert(0, str(REPO))
-    from benchmarks.cpu_info import cpu_description, peak_gflops
+    from benchmarks.cpu_info import cpu_description, fma_peak
     from targets.catalog import CompilerOptions, host_target
 
     target = host_target(CompilerOptions(num_cores=args.threads))
     cpu = cpu_description()
-    peak = peak_gflops(target, args.threads)
+    peak, peak_how = fma_peak(target, args.threads)
     print(
-        f"CPU {cpu['model']} ({', '.join(cpu['isa'])}); target {target.tvm_target}; FMA peak {peak:.0f} GFLOP/s on "
+        f"CPU {cpu['model']} ({', '.join(cpu['isa'])}); target {target.tvm_target}; FMA peak {peak:.0f} GFLOP/s ({peak_how}) on "
         f"{args.threads} cores",
         flush=True,
     )
@@ -404,6 +404,7 @@ def main(argv=None) -> int:
             "target": target.tvm_target,
             "threads": args.threads,
             "fma_peak_gflops": peak,
+            "fma_peak_how": peak_how,
             "load_end": [round(v, 2) for v in os.getloadavg()],
             "cases": rows,
         }
@@ -413,7 +414,7 @@ def main(argv=None) -> int:
             "",
             (
                 f"CPU: {cpu['model']}, ISA {', '.join(cpu['isa'])}; TVM target `{json.dumps(target.tvm_target)}`; "
-                f"2-core FMA peak {peak:.0f} GFLOP/s. Medians of {args.rounds} rounds x {args.calls} calls, engines "
+                f"2-core FMA peak {peak:.0f} GFLOP/s ({peak_how}). Medians of {args.rounds} rounds x {args.calls} calls, engines "
                 "alternating; the machine was shared with other work, so absolute times are noisy."
             ),
             "",

@@ -127,6 +127,8 @@ _X86 = {
     "sse": VectorIsa("sse", 4, 16, 2),
 }
 NEON = VectorIsa("neon", 4, 32, 2)
+# Zen 4 runs a 512-bit FMA on its two 256-bit pipes together: one a cycle, the float32 peak of AVX2.
+ZEN4_AVX512 = VectorIsa("avx512", 16, 32, 1)
 
 # LLVM CPU names with AVX-512, and those with AVX2, for targets that name an mcpu (mattr can add or remove features).
 _AVX512_CPUS = (
@@ -187,4 +189,4 @@ def vector_isa(tvm_target: dict) -> VectorIsa:
         level = "avx2"
     if "-avx2" in mattr or "-avx" in mattr:
         level = "sse"
-    return _X86[level]
+    return ZEN4_AVX512 if level == "avx512" and mcpu == "znver4" else _X86[level]

@@ -92,3 +92,14 @@ def test_vector_isa_follows_the_target(name, options, isa, lanes):
     got = vector_isa(get_target(name, options).tvm_target)
     assert (got.name, got.lanes) == (isa, lanes)
     assert got.accumulators >= 12
+
+
+def test_float32_fma_throughput_per_cycle_follows_the_core():
+    """Zen 4 splits a 512-bit FMA over its two 256-bit pipes, so AVX-512 doubles Intel's float32 peak, not Zen 4's."""
+
+    def flops_per_cycle(mcpu):
+        isa = vector_isa(get_target("LINUX/X86_64", CompilerOptions(mcpu=mcpu)).tvm_target)
+        return 2 * isa.lanes * isa.fma_units
+
+    assert flops_per_cycle("znver4") == flops_per_cycle("znver3") == 32
+    assert flops_per_cycle("sapphirerapids") == 64
