@@ -131,17 +131,31 @@ def assert_matches_onnxruntime(
     return results
 
 
+# Winograd's larger tiles round more than its smallest, and by an amount that varies from input to input: Reverse
+# Distillation's default compile used 77% of the tolerance on the check's input and 353% on another random image, its
+# precise compile 42% and 98%. So a compile that may use them is held to this share of the tolerance, and one that
+# does not reach it is compiled again precisely (packager.build.pipeline), which is held to the whole.
+FAST_COMPILE_SHARE = 0.5
+
+
+def check_tolerance(options: CompileOptions) -> tuple[float, float]:
+    """(rtol, atol) the build check holds a compile to: the whole tolerance for a precise compile, else its share."""
+    share = 1.0 if options.precise else FAST_COMPILE_SHARE
+    return options.rtol * share, options.atol * share
+
+
 def check_against_onnxruntime(
     runner: Runner, imported: ImportedModel, options: CompileOptions, reference: Runner | None = None
 ) -> dict[str, float]:
     """Run ``runner`` and ONNX Runtime (``reference``, or a new session) on one random input; fail the build on a
-    mismatch, naming where the model ran. Returns output name -> max abs error."""
+    mismatch past check_tolerance, naming where the model ran. Returns output name -> max abs error."""
     x = random_input(imported)
+    rtol, atol = check_tolerance(options)
     results = assert_matches_onnxruntime(
         runner.run(x),
         (reference or OnnxRuntimeRunner.load(imported)).run(x),
-        options.rtol,
-        options.atol,
+        rtol,
+        atol,
         where=f"compiled model on {runner.label}",
         thresholded=thresholded_outputs(imported),
     )

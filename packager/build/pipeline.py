@@ -121,7 +121,10 @@ def run_packaging(
                 if options.precise:
                     raise
                 forget_failed_compile(artifact, options, str(exc))
-                progress(f"{exc}; compiling again with Winograd's smallest tiles only, which round less")
+                progress(
+                    f"{exc}; a compile that may use Winograd's larger tiles must agree within half the tolerance: "
+                    "compiling again with its smallest tiles only, which round less"
+                )
                 options = _precise(options)
                 artifact = compile_model(imported, request.target, options, progress=progress)
                 try:

@@ -51,6 +51,42 @@ def test_broken_model_fails_the_build_naming_output_and_error(compiled_tiny, tmp
         check_against_onnxruntime(TvmRunner.load(broken), imported, options)
 
 
+class ShareOfTolerance:
+    """A runner whose float outputs are ONNX Runtime's moved by ``share`` of the check's tolerance at every element."""
+
+    label, native, emulated = "drifting", True, False
+
+    def __init__(self, imported, share: float, rtol: float = 1e-3, atol: float = 1e-4):
+        from compilers.runners import OnnxRuntimeRunner
+
+        self.reference, self.share, self.rtol, self.atol = OnnxRuntimeRunner.load(imported), share, rtol, atol
+
+    def run(self, x):
+        out = self.reference.run(x)
+        return {
+            k: v + self.share * (self.atol + self.rtol * np.abs(v)) if v.dtype.kind == "f" else v
+            for k, v in out.items()
+        }
+
+
+@pytest.mark.parametrize("share,fast_passes", [(0.3, True), (0.7, False)])
+def test_a_fast_compile_must_agree_within_half_the_tolerance_and_a_precise_one_within_all_of_it(
+    compiled_tiny, share, fast_passes
+):
+    """Winograd's larger tiles round by an amount that varies from input to input: a compile that may use them passes
+    the check at under half the tolerance; the precise compile the build falls back to, at under all of it."""
+    from dataclasses import replace
+
+    imported, options, _ = compiled_tiny
+    runner = ShareOfTolerance(imported, share)
+    if fast_passes:
+        check_against_onnxruntime(runner, imported, options)
+    else:
+        with pytest.raises(AccuracyMismatchError, match=r"tolerance rtol=0.0005, atol=5e-05"):
+            check_against_onnxruntime(runner, imported, options)
+    check_against_onnxruntime(runner, imported, replace(options, precise=True))
+
+
 def corrupt_second_weight(artifact):
     """The artifact with 0.5 added to its weight w2 in params.bin: outputs far outside the check's tolerance."""
     import tvm

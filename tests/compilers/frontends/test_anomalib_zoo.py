@@ -95,21 +95,28 @@ def assert_outputs_match(got: dict, want: dict) -> None:
             np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
-# These build (their build check passes on its own input), but on the inputs below they drift past the check's tolerance:
-# FastFlow's pred_score by 3.5e-4 and 6.3e-4 (TVM is 10x further from a float64 torch run than ORT: 3.8e-4 against
-# 2.7e-5, with direct or Winograd convolutions alike); Reverse Distillation's anomaly_map in 47 of 65536 pixels (up to
-# 7.9e-4; 1 - cosine similarity, normalised). Known and open (issue 14): reported as XFAIL, never as a pass.
-_KNOWN_IMPRECISE = {
-    "fastflow": "TVM's float32 pred_score drifts ~2e-3 relative from ORT through the flow steps (issue 14)",
-    "reverse_distillation": "47/65536 anomaly_map pixels drift up to 7.9e-4 from ORT (issue 14)",
-}
+# Reverse Distillation's decoder amplifies rounding (its anomaly_map is 1 - cosine similarity of deep features): its
+# default compile used 77% of the check's tolerance on the check's input and 353% on another. The build check holds a
+# first compile to half the tolerance, so Reverse Distillation ships its precise compile, which measured under 50% on
+# these inputs on an AVX-512 machine (AMD EPYC Zen 4). On AVX2 machines, where ONNX Runtime's own kernels round
+# otherwise, the default compile drifted 47 of 65536 pixels past the tolerance (up to 7.9e-4); the precise compile
+# has not been measured there yet, so it is an expected failure there until it has (issue 14), never a pass.
+def _unmeasured_here(name: str) -> bool:
+    from targets.cpu import host_cpu
+
+    return name == "reverse_distillation" and "avx512f" not in host_cpu().flags
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.xfail(reason=_KNOWN_IMPRECISE[n], strict=False))
-        if n in _KNOWN_IMPRECISE
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                reason="Reverse Distillation's precise compile is unmeasured on AVX2 (issue 14)", strict=False
+            ),
+        )
+        if _unmeasured_here(n)
         else n
         for n in sorted(MODELS)
     ],
